@@ -1,0 +1,1 @@
+"""Attacks on split learning and FedAvg, each playing one declared role."""

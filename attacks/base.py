@@ -1,0 +1,67 @@
+"""Attack interface: a declared role and knowledge set, and one method that reads a View."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from slsec.errors import UserError
+from slsec.registry import Registry
+from slsec.threat import View
+
+
+@dataclass
+class Guess:
+    """An attack's output: reconstructed images in [0,1] and/or label scores per sample."""
+
+    images: Tensor | None = None        # [N, C, H, W] in [0, 1], same order as the probe
+    label_scores: Tensor | None = None  # [N, num_classes] (or [N] for binary), higher = more likely
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Attack(ABC):
+    """Base class. Subclasses set `name`, `kind`, `roles`, `methods`; `requires` per method."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]                   # "inversion" | "label" | "gradient"
+    roles: ClassVar[dict[str, str]]       # protocol -> role the attack plays there
+    methods: ClassVar[dict[str, frozenset[str]]]  # method -> knowledge it needs
+    default_order: ClassVar[tuple[str, ...]]      # strongest first
+
+    def __init__(self, *, method: str | None = None, **params: Any) -> None:
+        self.method = method
+        self.params = params
+
+    @classmethod
+    def role_for(cls, protocol: str) -> str:
+        """The role this attack plays against `protocol`, or a UserError saying why it cannot."""
+        if protocol not in cls.roles:
+            raise UserError(f"attack '{cls.name}' does not apply to protocol '{protocol}': "
+                            f"it targets {', '.join(sorted(cls.roles))}")
+        return cls.roles[protocol]
+
+    @classmethod
+    def pick_method(cls, knowledge: frozenset[str], method: str | None = None) -> str:
+        """The requested method if the role's knowledge allows it, else the strongest allowed."""
+        if method is not None:
+            if method not in cls.methods:
+                raise UserError(f"unknown method '{method}' for attack '{cls.name}'; "
+                                f"valid: {', '.join(cls.methods)}")
+            missing = cls.methods[method] - knowledge
+            if missing:
+                raise UserError(f"method '{method}' of attack '{cls.name}' needs "
+                                f"{', '.join(sorted(missing))}, which this role does not hold")
+            return method
+        for m in cls.default_order:
+            if cls.methods[m] <= knowledge:
+                return m
+        raise UserError(f"attack '{cls.name}': no method fits this role's knowledge")
+
+    @abstractmethod
+    def run(self, view: View) -> Guess:
+        """Attack using only `view`."""
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")

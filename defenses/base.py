@@ -1,0 +1,112 @@
+"""Defense interface: middleware on the cut message, composable in order.
+
+Hooks (each default is the identity / nothing):
+- `smashed`: client side, transforms the smashed tensor before it leaves (DP noise at the cut).
+- `regularizer`: extra client loss term from inputs and smashed data (NoPeek).
+- `labels`: label holder, before the loss (randomized-response label DP).
+- `cut_grad`: label-holding side, transforms the gradient before it is sent back (max-norm).
+"""
+from __future__ import annotations
+
+from abc import ABC
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from slsec.errors import UserError
+from slsec.registry import Registry
+
+
+class Defense(ABC):
+    """Base class: subclasses set `name`, `protocols` and override the hooks they need."""
+
+    name: ClassVar[str]
+    protocols: ClassVar[frozenset[str]]   # protocols the defense applies to
+    point: ClassVar[str]                  # "cut" | "regularizer" | "labels" | "grad" | "train" | "pre"
+
+    def check_protocol(self, protocol: str) -> None:
+        """Raise a UserError if this defense cannot be used with `protocol`."""
+        if protocol not in self.protocols:
+            raise UserError(f"defense '{self.name}' does not apply to protocol '{protocol}'; "
+                            f"it applies to {', '.join(sorted(self.protocols))}")
+
+    def smashed(self, h: Tensor, *, train: bool, gen: torch.Generator | None) -> Tensor:
+        return h
+
+    def regularizer(self, x: Tensor, h: Tensor) -> Tensor | None:
+        return None
+
+    def labels(self, y: Tensor, *, num_classes: int, gen: torch.Generator | None) -> Tensor:
+        return y
+
+    def cut_grad(self, g: Tensor, *, gen: torch.Generator | None) -> Tensor:
+        return g
+
+    def public(self) -> dict[str, Any]:
+        """The public mechanism (Kerckhoffs): what an adaptive attacker is told."""
+        return {"name": self.name}
+
+    def epsilon(self, *, steps: int, sample_rate: float, delta: float) -> float | None:
+        """Privacy loss of this mechanism per training sample, or None if it has no DP claim."""
+        return None
+
+
+class DefenseStack(Defense):
+    """Several defenses applied in order at every hook."""
+
+    name = "stack"
+    protocols = frozenset()
+    point = "stack"
+
+    def __init__(self, defenses: list[Defense]) -> None:
+        self.defenses = list(defenses)
+
+    def check_protocol(self, protocol: str) -> None:
+        for d in self.defenses:
+            d.check_protocol(protocol)
+
+    def smashed(self, h: Tensor, *, train: bool, gen: torch.Generator | None) -> Tensor:
+        for d in self.defenses:
+            h = d.smashed(h, train=train, gen=gen)
+        return h
+
+    def regularizer(self, x: Tensor, h: Tensor) -> Tensor | None:
+        terms = [t for d in self.defenses if (t := d.regularizer(x, h)) is not None]
+        return sum(terms) if terms else None  # type: ignore[return-value]
+
+    def labels(self, y: Tensor, *, num_classes: int, gen: torch.Generator | None) -> Tensor:
+        for d in self.defenses:
+            y = d.labels(y, num_classes=num_classes, gen=gen)
+        return y
+
+    def cut_grad(self, g: Tensor, *, gen: torch.Generator | None) -> Tensor:
+        for d in self.defenses:
+            g = d.cut_grad(g, gen=gen)
+        return g
+
+    def public(self) -> dict[str, Any]:
+        return {"defenses": [d.public() for d in self.defenses]}
+
+    def epsilon(self, *, steps: int, sample_rate: float, delta: float) -> float | None:
+        eps = [e for d in self.defenses
+               if (e := d.epsilon(steps=steps, sample_rate=sample_rate, delta=delta)) is not None]
+        return sum(eps) if eps else None  # basic composition across mechanisms
+
+    def __bool__(self) -> bool:
+        return bool(self.defenses)
+
+
+DEFENSES: Registry[type[Defense]] = Registry("defense")
+
+
+def positive(name: str, value: float, *, allow_zero: bool = False, allow_inf: bool = False) -> float:
+    """Validate a numeric defense parameter; a UserError names the flag and the value."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"--{name} must be a number, got {value!r}") from None
+    if v != v or (v == float("inf") and not allow_inf) or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise UserError(f"--{name} must be {bound}{' (or inf)' if allow_inf else ''}, got {value}")
+    return v

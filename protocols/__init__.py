@@ -1,0 +1,1 @@
+"""Split-learning protocols and the FedAvg baseline, written once as role programs."""

@@ -1,0 +1,3 @@
+"""slsec: privacy attacks and defenses for split learning."""
+
+__version__ = "0.1.0"

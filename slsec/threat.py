@@ -1,0 +1,104 @@
+"""Threat model as data: what an attacked role observed, kept apart from the ground truth.
+
+The protocol feeds an `Observer` owned by the attacked role with exactly the tensors that
+role received or computed. Ground truth (private inputs, labels) goes to a `Scorer`, which
+the attack never gets a handle to. `Observer.view()` freezes what was observed into a `View`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+ROLES = ("server", "client", "aggregator")
+KNOWLEDGE = ("architecture", "head_weights", "aux_data", "query_head")
+
+
+@dataclass
+class Update:
+    """One client's model update as the FedAvg aggregator received it."""
+
+    client: int
+    before: dict[str, Tensor]   # global weights the aggregator sent
+    after: dict[str, Tensor]    # weights the client sent back
+    lr: float                   # public training hyper-parameters
+    local_steps: int
+    batch_size: int
+
+
+@dataclass
+class View:
+    """Everything one role legitimately holds after a run; attacks consume nothing else."""
+
+    role: str
+    protocol: str
+    # smashed tensors received at the cut, in probe order: one dict of named tensors per message
+    smashed: list[dict[str, Tensor]] = field(default_factory=list)
+    # gradients this role received (U-shaped server: d loss / d body output; vanilla client: cut grads)
+    grads: list[Tensor] = field(default_factory=list)
+    # outputs this role itself produced for the messages above (e.g. the server body's outputs)
+    outputs: list[Tensor] = field(default_factory=list)
+    updates: list[Update] = field(default_factory=list)          # FedAvg aggregator only
+    parts: dict[str, torch.nn.Module] = field(default_factory=dict)  # model parts the role holds
+    knowledge: frozenset[str] = frozenset()
+    build_model: Callable[[], Any] | None = None  # public architecture: builds a fresh SplitModel
+    cuts: tuple[str, ...] = ()                    # where the model is cut (public)
+    aux: Any = None                               # public auxiliary Split, when knowledge has aux_data
+    public: dict[str, Any] = field(default_factory=dict)  # public mechanism: defenses, lr, num_classes ...
+
+
+class Observer:
+    """Collects what one role sees while the protocol runs."""
+
+    def __init__(self, role: str, protocol: str) -> None:
+        self.role, self.protocol = role, protocol
+        self._smashed: list[dict[str, Tensor]] = []
+        self._grads: list[Tensor] = []
+        self._outputs: list[Tensor] = []
+        self._updates: list[Update] = []
+        self.recording = False
+
+    def smashed(self, tensors: dict[str, Tensor]) -> None:
+        if self.recording:
+            self._smashed.append({k: v.detach().clone() for k, v in tensors.items()})
+
+    def grad(self, g: Tensor) -> None:
+        if self.recording:
+            self._grads.append(g.detach().clone())
+
+    def output(self, out: Tensor) -> None:
+        if self.recording:
+            self._outputs.append(out.detach().clone())
+
+    def update(self, u: Update) -> None:
+        if self.recording:
+            self._updates.append(u)
+
+    def view(self, **extra: Any) -> View:
+        return View(role=self.role, protocol=self.protocol, smashed=list(self._smashed),
+                    grads=list(self._grads), outputs=list(self._outputs),
+                    updates=list(self._updates), **extra)
+
+
+class Scorer:
+    """Holds the ground truth of probed samples; only the harness reads it."""
+
+    def __init__(self) -> None:
+        self._inputs: list[Tensor] = []
+        self._labels: list[Tensor] = []
+
+    def truth(self, inputs: Tensor | None, labels: Tensor | None) -> None:
+        if inputs is not None:
+            self._inputs.append(inputs.detach().clone())
+        if labels is not None:
+            self._labels.append(labels.detach().clone())
+
+    @property
+    def inputs(self) -> Tensor:
+        return torch.cat(self._inputs) if self._inputs else torch.empty(0)
+
+    @property
+    def labels(self) -> Tensor:
+        return torch.cat(self._labels) if self._labels else torch.empty(0, dtype=torch.long)
