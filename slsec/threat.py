@@ -46,6 +46,8 @@ class View:
     build_model: Callable[[], Any] | None = None  # public architecture: builds a fresh SplitModel
     cuts: tuple[str, ...] = ()                    # where the model is cut (public)
     aux: Any = None                               # public auxiliary Split, when knowledge has aux_data
+    # black-box access to the client head (knowledge "query_head"): feats -> smashed feats, no grads
+    query_head: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
     public: dict[str, Any] = field(default_factory=dict)  # public mechanism: defenses, lr, num_classes ...
 
 
