@@ -1,0 +1,207 @@
+"""What every protocol shares: the role contexts, message tags, and the client/server steps.
+
+A protocol is a pair of role programs, `server(ctx)` and `client(ctx)`, that talk only
+through `ctx.link` (rank 0 is the server, ranks 1..K the clients; star topology, so the
+server's byte counters see all protocol traffic). The same programs run over `LocalHub`
+threads or MPI ranks.
+
+Who holds what (documented threat model):
+- The server holds its model part(s), the labels when the protocol sends them (vanilla,
+  SplitFed), and the client-side weights that are relayed through it (vanilla and U-shaped
+  hand the client part from client k to client k+1 *via the server*, in the clear; SplitFed
+  averages heads on the server). So by default an honest-but-curious server knows the head.
+- Each client holds its private shard, its own model part(s) and what it received.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slsec.registry import Registry
+from slsec.threat import Observer, Update
+
+# message tags (one per kind of message; MPI keeps order per (source, tag))
+CTRL, SMASHED, GRAD, WEIGHTS, BODY_OUT, BODY_GRAD, PROBE = 1, 2, 3, 4, 5, 6, 7
+
+
+@dataclass
+class Plan:
+    """Public training plan shared by every role (all roles agree on it before the run)."""
+
+    protocol: str
+    clients: int
+    rounds: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    cuts: tuple[str, ...]
+    seed: int
+    num_classes: int
+    variant: str = "v1"
+    label_party: str = "client"      # "server": two-party SL, the server owns the labels
+    local_epochs: int = 1
+    observe_round: int = -1          # round whose first batches are observed (-1: last)
+    observe_samples: int = 256       # training samples observed for gradient/label attacks
+    probe_size: int = 64             # inference queries observed for inversion attacks
+    probe_batch: int = 1             # FedAvg: batch size of each observed update
+    straggler: dict[int, float] = field(default_factory=dict)  # client -> extra seconds per step
+
+
+@dataclass
+class Context:
+    """What one role holds while the protocol runs."""
+
+    rank: int
+    plan: Plan
+    link: Any                                  # slsec.transport.Link
+    model: nn.Module                           # full SplitModel (only this role's parts are used)
+    defense: Any                               # DefenseStack (hooks are identities when empty)
+    observer: Observer
+    shard: Any = None                          # client: private training Split
+    probe: Any = None                          # client 1: private probe Split (inference queries)
+    labels: dict[int, Tensor] | None = None   # server, two-party SL: labels of each client's shard
+    truth: Callable[[Tensor | None, Tensor | None], None] | None = None  # client -> scorer channel
+    on_round: Callable[[int, nn.Module], None] | None = None  # server: evaluation hook per round
+    gen: torch.Generator = field(default_factory=torch.Generator)
+
+    @property
+    def clients(self) -> range:
+        return range(1, self.plan.clients + 1)
+
+
+def make_optimizer(params: Iterator[nn.Parameter], plan: Plan) -> torch.optim.Optimizer:
+    """The per-part optimizer; both are per-parameter, so splitting them changes nothing."""
+    params = list(params)
+    if plan.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=plan.lr, momentum=0.9)
+    return torch.optim.Adam(params, lr=plan.lr)
+
+
+def state(module: nn.Module) -> dict[str, Tensor]:
+    """A module's weights as plain detached tensors, ready for the wire."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def load(module: nn.Module, tensors: dict[str, Tensor]) -> None:
+    module.load_state_dict(tensors)
+
+
+def weighted_average(states: list[dict[str, Tensor]], weights: list[float]) -> dict[str, Tensor]:
+    """FedAvg: the sample-weighted mean of floating tensors; integer buffers from the first."""
+    total = float(sum(weights))
+    out = {}
+    for key, first in states[0].items():
+        if first.is_floating_point():
+            out[key] = sum(s[key] * (w / total) for s, w in zip(states, weights))
+        else:
+            out[key] = first.clone()
+    return out
+
+
+def batches(n: int, batch_size: int, gen: torch.Generator) -> list[Tensor]:
+    """A seeded shuffle of range(n) cut into batches (the last one may be smaller)."""
+    perm = torch.randperm(n, generator=gen)
+    return list(perm.split(batch_size))
+
+
+def client_seed(plan: Plan, rank: int, rnd: int) -> int:
+    return plan.seed * 1_000_003 + rank * 10_007 + rnd
+
+
+def cut_message(feats: dict[str, Tensor], x: Tensor) -> dict[str, Tensor]:
+    """The message that crosses a cut: the (defended) activations plus graph structure."""
+    return {**{k: v for k, v in feats.items() if k != "x"}, "x": x.detach()}
+
+
+def receive_cut(msg: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Turn a received cut message into feats whose activations collect a gradient."""
+    feats = {k: v for k, v in msg.items() if k != "y"}
+    feats["x"] = feats["x"].requires_grad_(True)
+    return feats
+
+
+def straggle(ctx: Context) -> None:
+    delay = ctx.plan.straggler.get(ctx.rank, 0.0)
+    if delay:
+        time.sleep(delay)
+
+
+def observing(ctx: Context, rnd: int, seen: int) -> bool:
+    """Whether a training batch falls in the observation window (client 1, chosen round)."""
+    last = ctx.plan.rounds - 1 if ctx.plan.observe_round < 0 else ctx.plan.observe_round
+    return rnd == last and seen < ctx.plan.observe_samples
+
+
+class Protocol:
+    """A protocol: the server and client role programs plus what the server learns."""
+
+    name: ClassVar[str]
+    cuts_needed: ClassVar[int] = 1
+    labels_to_server: ClassVar[bool] = True   # vanilla/SplitFed send labels: a 100% label leak
+    server_holds: ClassVar[frozenset[str]] = frozenset({"head_weights"})
+
+    @staticmethod
+    def server(ctx: Context) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def client(ctx: Context) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def server_parts(model: nn.Module, cuts: tuple[str, ...]) -> dict[str, nn.Module]:
+        """The parts the server holds (for attacks): its own, and relayed ones."""
+        parts = model.split(list(cuts))
+        return {"head": parts[0], "tail": parts[-1]} if len(parts) == 2 else \
+            {"head": parts[0], "body": parts[1], "tail": parts[2]}
+
+
+PROTOCOLS: Registry[type[Protocol]] = Registry("protocol")
+
+
+def probe_inference(ctx: Context, head: nn.Module) -> None:
+    """Client 1 sends its private probe inputs through the head (inference); truth to scorer."""
+    if ctx.rank != 1 or ctx.probe is None:
+        ctx.link.send(0, {"n": torch.tensor(0)}, PROBE)
+        return
+    idx = torch.arange(len(ctx.probe))
+    chunks = list(idx.split(ctx.plan.batch_size))
+    ctx.link.send(0, {"n": torch.tensor(len(chunks))}, PROBE)
+    head.eval()
+    with torch.no_grad():
+        for chunk in chunks:
+            feats, y = ctx.probe.batch(chunk)
+            h = head(feats)
+            x = ctx.defense.smashed(h["x"], train=False, gen=ctx.gen)
+            ctx.link.send(0, cut_message(h, x), PROBE)
+            if ctx.truth is not None:
+                ctx.truth(feats["x"], y)
+    head.train()
+
+
+def serve_probe(ctx: Context, sources: range) -> None:
+    """Server side of the probe: record every smashed inference query it receives."""
+    ctx.observer.recording = True
+    for k in sources:
+        n = int(ctx.link.recv(k, PROBE)["n"])
+        for _ in range(n):
+            ctx.observer.smashed(ctx.link.recv(k, PROBE))
+    ctx.observer.recording = False
+
+
+def cross_entropy(out: Tensor, y: Tensor) -> Tensor:
+    return F.cross_entropy(out, y)
+
+
+def copy_module(m: nn.Module) -> nn.Module:
+    return copy.deepcopy(m)
+
+
+__all__ = ["Plan", "Context", "Protocol", "PROTOCOLS", "Update", "CTRL", "SMASHED", "GRAD",
+           "WEIGHTS", "BODY_OUT", "BODY_GRAD", "PROBE"]

@@ -1,0 +1,61 @@
+"""SplitFed (Thapa et al. 2022): clients run in parallel; heads averaged with FedAvg each round.
+
+Each round the server sends the global head to every client; all clients train their shard at
+once (same client program as vanilla SL), the server serving their batches in a fixed client
+order per step (deterministic whatever the arrival order); then heads come back and are
+averaged, weighted by sample counts.
+- `v1`: the server keeps one tail copy per client and averages the copies every round.
+- `v2`: one server tail, updated by the clients' batches in sequence.
+Cut gradients go back per sample to the client that sent the batch; nothing averages them.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from slsec.protocols.base import (CTRL, WEIGHTS, Context, Protocol, PROTOCOLS, load,
+                                  make_optimizer, observing, serve_probe, state,
+                                  weighted_average)
+from slsec.protocols.vanilla import label_sending_client, serve_batch
+
+
+@PROTOCOLS.register("splitfed")
+class SplitFed(Protocol):
+    name = "splitfed"
+
+    @staticmethod
+    def server(ctx: Context) -> None:
+        plan = ctx.plan
+        head, tail = ctx.model.split(list(plan.cuts))
+        ks = list(ctx.clients)
+        tails = {k: (copy.deepcopy(tail) if plan.variant == "v1" else tail) for k in ks}
+        opts = {k: make_optimizer(tails[k].parameters(), plan) for k in ks} \
+            if plan.variant == "v1" else dict.fromkeys(ks, make_optimizer(tail.parameters(), plan))
+        labels = ctx.labels if plan.label_party == "server" else None
+        head_state = state(head)
+        for rnd in range(plan.rounds):
+            for k in ks:
+                ctx.link.send(k, head_state, WEIGHTS)
+            ctrl = {k: ctx.link.recv(k, CTRL) for k in ks}
+            left = {k: int(ctrl[k]["n"]) for k in ks}
+            seen = dict.fromkeys(ks, 0)
+            while any(left.values()):
+                for k in ks:
+                    if left[k]:
+                        watch = k == 1 and observing(ctx, rnd, seen[k])
+                        seen[k] += serve_batch(ctx, k, tails[k], opts[k], labels, watch)
+                        left[k] -= 1
+            weights = [float(ctrl[k]["samples"]) for k in ks]
+            head_state = weighted_average([ctx.link.recv(k, WEIGHTS) for k in ks], weights)
+            load(head, head_state)
+            if plan.variant == "v1":
+                avg = weighted_average([state(tails[k]) for k in ks], weights)
+                load(tail, avg)
+                for k in ks:
+                    load(tails[k], avg)
+            if ctx.on_round:
+                ctx.on_round(rnd, ctx.model)
+        serve_probe(ctx, ctx.clients)
+
+    client = staticmethod(label_sending_client)

@@ -1,0 +1,115 @@
+"""U-shaped split learning (Vepakomma et al. 2018): two cuts, labels never leave the client.
+
+The client holds head and tail, the server the body. Per batch: client -> smashed -> server;
+server -> body output -> client; the client computes the loss with its private labels and
+sends d loss / d body output back; the server backpropagates through the body and returns
+d loss / d smashed for every sample. Clients take turns as in vanilla SL; head and tail are
+handed on via the server (in the clear). The curious server observes the body outputs it
+computed and the gradients coming back from the client's tail (label inference targets them).
+"""
+from __future__ import annotations
+
+import torch
+
+from slsec.protocols.base import (BODY_GRAD, BODY_OUT, CTRL, GRAD, SMASHED, WEIGHTS, Context,
+                                  Protocol, PROTOCOLS, batches, client_seed, cross_entropy,
+                                  cut_message, load, make_optimizer, observing, probe_inference,
+                                  receive_cut, serve_probe, state, straggle)
+
+
+def _client_parts(ctx: Context) -> tuple[torch.nn.Module, torch.nn.Module]:
+    head, _, tail = ctx.model.split(list(ctx.plan.cuts))
+    return head, tail
+
+
+def _pack(head: torch.nn.Module, tail: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {**{f"head.{k}": v for k, v in state(head).items()},
+            **{f"tail.{k}": v for k, v in state(tail).items()}}
+
+
+def _unpack(msg: dict[str, torch.Tensor], head: torch.nn.Module, tail: torch.nn.Module) -> None:
+    load(head, {k[5:]: v for k, v in msg.items() if k.startswith("head.")})
+    load(tail, {k[5:]: v for k, v in msg.items() if k.startswith("tail.")})
+
+
+@PROTOCOLS.register("ushaped")
+class UShaped(Protocol):
+    name = "ushaped"
+    cuts_needed = 2
+    labels_to_server = False
+
+    @staticmethod
+    def client(ctx: Context) -> None:
+        plan = ctx.plan
+        head, tail = _client_parts(ctx)
+        opt = make_optimizer(list(head.parameters()) + list(tail.parameters()), plan)
+        for rnd in range(plan.rounds):
+            _unpack(ctx.link.recv(0, WEIGHTS), head, tail)
+            gen = torch.Generator().manual_seed(client_seed(plan, ctx.rank, rnd))
+            order = batches(len(ctx.shard), plan.batch_size, gen)
+            ctx.link.send(0, {"n": torch.tensor(len(order))}, CTRL)
+            seen = 0
+            for idx in order:
+                feats, y = ctx.shard.batch(idx)
+                if ctx.rank == 1 and observing(ctx, rnd, seen) and ctx.truth is not None:
+                    ctx.truth(None, y)
+                seen += len(idx)
+                h = head(feats)
+                x = ctx.defense.smashed(h["x"], train=True, gen=gen)
+                ctx.link.send(0, cut_message(h, x), SMASHED)
+                body_out = receive_cut(ctx.link.recv(0, BODY_OUT))
+                y_used = ctx.defense.labels(y, num_classes=plan.num_classes, gen=gen)
+                loss = cross_entropy(tail(body_out)["x"], y_used)
+                reg = ctx.defense.regularizer(feats["x"], h["x"])
+                opt.zero_grad()
+                loss.backward()
+                gb = ctx.defense.cut_grad(body_out["x"].grad, gen=gen)
+                ctx.link.send(0, {"g": gb}, BODY_GRAD)
+                g = ctx.link.recv(0, GRAD)["g"]
+                upstream = (x * g).sum() + (reg if reg is not None else 0.0)
+                upstream.backward()
+                opt.step()
+                straggle(ctx)
+            ctx.link.send(0, _pack(head, tail), WEIGHTS)
+        probe_inference(ctx, head)
+
+    @staticmethod
+    def server(ctx: Context) -> None:
+        plan = ctx.plan
+        head, body, tail = ctx.model.split(list(plan.cuts))
+        opt = make_optimizer(body.parameters(), plan)
+        handoff = _pack(head, tail)
+        for rnd in range(plan.rounds):
+            for k in ctx.clients:
+                ctx.link.send(k, handoff, WEIGHTS)
+                n = int(ctx.link.recv(k, CTRL)["n"])
+                seen = 0
+                for _ in range(n):
+                    msg = ctx.link.recv(k, SMASHED)
+                    feats = receive_cut(msg)
+                    out = body(feats)
+                    ctx.link.send(k, cut_message(out, out["x"]), BODY_OUT)
+                    gb = ctx.link.recv(k, BODY_GRAD)["g"]
+                    if k == 1 and observing(ctx, rnd, seen):
+                        ctx.observer.recording = True
+                        ctx.observer.smashed(msg)
+                        ctx.observer.output(out["x"])
+                        ctx.observer.grad(gb)
+                        ctx.observer.recording = False
+                    seen += _batch_size(msg)
+                    opt.zero_grad()
+                    out["x"].backward(gb)
+                    ctx.link.send(k, {"g": feats["x"].grad}, GRAD)
+                    opt.step()
+                handoff = ctx.link.recv(k, WEIGHTS)
+            _unpack(handoff, head, tail)
+            if ctx.on_round:
+                ctx.on_round(rnd, ctx.model)
+        serve_probe(ctx, ctx.clients)
+
+
+def _batch_size(msg: dict[str, torch.Tensor]) -> int:
+    """Samples in a cut message: graphs count graphs (batch vector), images count rows."""
+    if "batch" in msg:
+        return int(msg["batch"].max()) + 1 if msg["batch"].numel() else 0
+    return msg["x"].shape[0]

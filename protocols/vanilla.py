@@ -1,0 +1,104 @@
+"""Vanilla split learning (Gupta & Raskar 2018): one cut, clients take turns.
+
+Round r: for k = 1..K in order, the server hands client k the current head weights (relayed
+via the server, in the clear), client k trains on its whole shard batch by batch, then returns
+its head to the server. Per batch the client sends the smashed data (and, by default, the
+labels: the server computes the loss) and receives d loss / d smashed for every sample.
+
+`label_party="server"` models two-party SL (Li et al. 2022): the server owns the labels of
+the client's samples and the client sends only sample indices; a curious client may then try
+to infer labels from the cut gradients it receives.
+"""
+from __future__ import annotations
+
+import torch
+
+from slsec.protocols.base import (CTRL, GRAD, SMASHED, WEIGHTS, Context, Protocol, PROTOCOLS,
+                                  batches, client_seed, cross_entropy, cut_message, load,
+                                  make_optimizer, observing, probe_inference, receive_cut,
+                                  serve_probe, state, straggle)
+
+
+def label_sending_client(ctx: Context) -> None:
+    """Client of vanilla SL and SplitFed: head on the client, labels (or indices) to the server."""
+    plan = ctx.plan
+    head = ctx.model.split(list(plan.cuts))[0]
+    opt = make_optimizer(head.parameters(), plan)
+    two_party = plan.label_party == "server"
+    for rnd in range(plan.rounds):
+        load(head, ctx.link.recv(0, WEIGHTS))
+        gen = torch.Generator().manual_seed(client_seed(plan, ctx.rank, rnd))
+        order = batches(len(ctx.shard), plan.batch_size, gen)
+        ctx.link.send(0, {"n": torch.tensor(len(order)), "samples": torch.tensor(len(ctx.shard))}, CTRL)
+        seen = 0
+        for idx in order:
+            feats, y = ctx.shard.batch(idx)
+            h = head(feats)
+            x = ctx.defense.smashed(h["x"], train=True, gen=gen)
+            msg = cut_message(h, x)
+            msg["i" if two_party else "y"] = idx if two_party else y
+            ctx.link.send(0, msg, SMASHED)
+            g = ctx.link.recv(0, GRAD)["g"]
+            if ctx.rank == 1 and observing(ctx, rnd, seen):
+                ctx.observer.recording = True
+                ctx.observer.smashed(msg)
+                ctx.observer.grad(g)
+                ctx.observer.recording = False
+            seen += len(idx)
+            loss = (x * g).sum()
+            reg = ctx.defense.regularizer(feats["x"], h["x"])
+            if reg is not None:
+                loss = loss + reg
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            straggle(ctx)
+        ctx.link.send(0, state(head), WEIGHTS)
+    probe_inference(ctx, head)
+
+
+def serve_batch(ctx: Context, k: int, tail: torch.nn.Module, opt: torch.optim.Optimizer,
+                labels: dict[int, torch.Tensor] | None, watch: bool) -> int:
+    """Server: one batch from client k through the tail; return per-sample cut gradients."""
+    msg = ctx.link.recv(k, SMASHED)
+    y = labels[k][msg["i"]] if labels is not None else msg["y"]
+    if watch and ctx.truth is not None and labels is not None:
+        ctx.truth(None, y)  # two-party: the label owner is the server; scorer keeps the truth
+    feats = receive_cut(msg)
+    ctx.observer.smashed(msg)
+    y_used = ctx.defense.labels(y, num_classes=ctx.plan.num_classes, gen=ctx.gen)
+    loss = cross_entropy(tail(feats)["x"], y_used)
+    opt.zero_grad()
+    loss.backward()
+    g = ctx.defense.cut_grad(feats["x"].grad, gen=ctx.gen)
+    ctx.link.send(k, {"g": g}, GRAD)
+    opt.step()
+    return len(y)
+
+
+@PROTOCOLS.register("vanilla")
+class Vanilla(Protocol):
+    name = "vanilla"
+
+    @staticmethod
+    def server(ctx: Context) -> None:
+        plan = ctx.plan
+        head, tail = ctx.model.split(list(plan.cuts))
+        opt = make_optimizer(tail.parameters(), plan)
+        head_state = state(head)
+        labels = ctx.labels if plan.label_party == "server" else None
+        for rnd in range(plan.rounds):
+            for k in ctx.clients:
+                ctx.link.send(k, head_state, WEIGHTS)
+                n = int(ctx.link.recv(k, CTRL)["n"])
+                seen = 0
+                for _ in range(n):
+                    watch = k == 1 and observing(ctx, rnd, seen)
+                    seen += serve_batch(ctx, k, tail, opt, labels, watch)
+                head_state = ctx.link.recv(k, WEIGHTS)
+            load(head, head_state)
+            if ctx.on_round:
+                ctx.on_round(rnd, ctx.model)
+        serve_probe(ctx, ctx.clients)
+
+    client = staticmethod(label_sending_client)

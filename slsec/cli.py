@@ -1,0 +1,174 @@
+"""The `slsec` command line: list, train, evaluate, sweep, review, report, benchmark.
+
+Every run option is a RunConfig field, given as `--field-name value` (or in a TOML file with
+`--config`; flags override the file). Options are parsed as text and validated once by
+slsec.config, so every mistake is one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from dataclasses import fields
+from typing import Any, Callable, Optional
+
+import typer
+
+from slsec.config import RunConfig, merged_config
+from slsec.errors import PeerError, UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  pretty_exceptions_enable=False,
+                  help="Privacy attacks and defenses for split learning.")
+
+HELP = {
+    "protocol": "vanilla | ushaped | splitfed | splitfed-async | fedavg",
+    "variant": "SplitFed variant: v1 (tail copy per client) | v2 (one shared tail)",
+    "dataset": "mnist (embedded) | mutag (embedded) | mnist-full | fashion-mnist | cifar10 | proteins | tu:NAME",
+    "model": "cnn | resnet18 | gin (default: the dataset's)",
+    "cut": "block after which the model is cut (default: shallowest); see `slsec list`",
+    "cut2": "second cut for U-shaped SL (default: the last cut point)",
+    "clients": "number of clients K (MPI: mpiexec -n K+1)",
+    "partition": "iid | dirichlet", "alpha": "Dirichlet concentration",
+    "rounds": "training rounds (one epoch over every client's shard each)",
+    "backend": "local (threads, one process) | mpi (under mpiexec)",
+    "attack": "inversion | label-inference | gradient-inversion",
+    "method": "attack method (default: the strongest the attacked role's knowledge allows)",
+    "knowledge": "restrict the attacker's knowledge: architecture,head_weights,query_head,aux_data",
+    "defense": "comma list, applied in order: dp, nopeek, max-norm, label-rr, dpsgd, split-select",
+    "sigma": "DP noise multiplier at the cut (noise std = sigma * clip)",
+    "clip": "per-sample L2 clip of smashed data (inf = off)",
+    "target_epsilon": "solve sigma (or the DP-SGD noise) for this epsilon",
+    "straggler": "k:seconds, slow client k by that much per step (comma list)",
+    "out": "folder for reports (a run writes <out>/<run-id>/)",
+}
+
+
+def _option(f: Any) -> inspect.Parameter:
+    flag = "--" + f.name.replace("_", "-")
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                             default=typer.Option(None, flag, help=HELP.get(f.name, ""),
+                                                  show_default=False))
+
+
+RUN_OPTIONS = [_option(f) for f in fields(RunConfig) if f.name != "source"]
+CONFIG_OPTION = inspect.Parameter(
+    "config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+    default=typer.Option(None, "--config", help="TOML experiment file; flags override it"))
+
+
+def with_run_options(*extra: inspect.Parameter) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command every RunConfig flag (as text) plus `extra` parameters."""
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        params = [*extra, CONFIG_OPTION, *RUN_OPTIONS]
+        fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        fn.__annotations__ = {p.name: p.annotation for p in params}
+        return fn
+    return deco
+
+
+def _config(kw: dict[str, Any]) -> RunConfig:
+    flags = {k: v for k, v in kw.items() if k in {f.name for f in fields(RunConfig)}}
+    return merged_config(kw.get("config"), flags)
+
+
+def _is_rank0() -> bool:
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if var in os.environ:
+            return os.environ[var] == "0"
+    return True
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """Show registered protocols, attacks (with roles), defenses, datasets, models and cuts."""
+    from slsec import commands
+    commands.list_registry()
+
+
+@app.command()
+@with_run_options()
+def train(**kw: Any) -> None:
+    """Train with a protocol (no attack) and print the accuracy curve."""
+    from slsec import commands
+    commands.train(_config(kw))
+
+
+@app.command()
+@with_run_options()
+def evaluate(**kw: Any) -> None:
+    """Train, attack from the attacked role, defend; compare with the undefended run."""
+    from slsec import commands
+    commands.evaluate(_config(kw))
+
+
+@app.command()
+@with_run_options(inspect.Parameter(
+    "resume", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+    default=typer.Option(False, "--resume", help="skip cells already in results.csv")))
+def sweep(**kw: Any) -> None:
+    """Privacy/utility frontier: every comma list in a flag becomes a grid axis."""
+    from slsec import commands
+    commands.sweep(kw.pop("config"), {k: v for k, v in kw.items() if k != "resume"},
+                   resume=kw["resume"])
+
+
+@app.command()
+@with_run_options(inspect.Parameter(
+    "min_accuracy", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+    default=typer.Option(None, "--min-accuracy", help="utility budget for the recommendation")),
+    inspect.Parameter(
+    "max_client_flops", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+    default=typer.Option(None, "--max-client-flops", help="client compute budget per sample")))
+def review(**kw: Any) -> None:
+    """Security review of every cut of a model: leakage, cost, risk grade, recommendation."""
+    from slsec import commands
+    commands.review(_config({k: v for k, v in kw.items()
+                             if k not in ("min_accuracy", "max_client_flops")}),
+                    min_accuracy=kw["min_accuracy"], max_client_flops=kw["max_client_flops"])
+
+
+@app.command()
+def report(path: str = typer.Argument(..., help="a run or sweep folder")) -> None:
+    """Re-render report.md / report.html from the stored rows of a run or sweep."""
+    from slsec import commands
+    commands.rerender(path)
+
+
+@app.command()
+@with_run_options()
+def benchmark(**kw: Any) -> None:
+    """SLPerf-style table: architectures x partitions x datasets (accuracy, rounds, time, MB)."""
+    from slsec import commands
+    commands.benchmark(kw.pop("config"), {k: v for k, v in kw.items()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user mistakes are one line on stderr and exit 2; peers failing exit 1."""
+    import click
+
+    try:
+        app(args=argv, standalone_mode=False, prog_name="slsec")
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except click.ClickException as e:
+        print(f"error: {e.format_message()}", file=sys.stderr)
+        return 2
+    except UserError as e:
+        if _is_rank0():
+            print(f"error: {e}", file=sys.stderr)
+        return 2
+    except PeerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""One evaluation: train with the protocol, attack from the attacked role, score, summarise.
+
+The attack runs on the attacked rank and sees only that role's View; the scorer on rank 0
+holds the ground truth that arrived over the separate instrumentation channel.
+"""
+from __future__ import annotations
+
+import math
+import platform
+import time
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+import slsec
+from slsec.attacks.base import ATTACKS, Attack, Guess
+from slsec.config import RunConfig
+from slsec.errors import UserError
+from slsec.protocols.base import PROTOCOLS
+from slsec.runner import RankOutcome, RoundRecord, run_local, run_mpi
+from slsec.setup import Setup, build_defense, prepare
+from slsec.threat import View
+
+DEFAULT_KNOWLEDGE = {
+    "server": frozenset({"architecture", "head_weights", "query_head", "aux_data"}),
+    "aggregator": frozenset({"architecture", "head_weights", "aux_data"}),
+    "client": frozenset({"architecture", "aux_data"}),
+}
+
+
+def attack_class(cfg: RunConfig) -> type[Attack] | None:
+    if cfg.attack is None:
+        return None
+    import slsec.attacks  # noqa: F401  (registration)
+    return ATTACKS.get(cfg.attack)
+
+
+def attacker_knowledge(cfg: RunConfig, role: str) -> frozenset[str]:
+    """What the attacked role holds by default, narrowed by --knowledge if given."""
+    known = DEFAULT_KNOWLEDGE[role]
+    if cfg.knowledge is not None:
+        bad = set(cfg.knowledge) - set(DEFAULT_KNOWLEDGE["server"])
+        if bad:
+            raise UserError(f"--knowledge: unknown item(s) {', '.join(sorted(bad))}; valid: "
+                            f"{', '.join(sorted(DEFAULT_KNOWLEDGE['server']))}")
+        extra = set(cfg.knowledge) - known
+        if extra:
+            raise UserError(f"--knowledge: the {role} in '{cfg.protocol}' does not hold "
+                            f"{', '.join(sorted(extra))}")
+        known = frozenset(cfg.knowledge)
+    return known
+
+
+def check_attack(cfg: RunConfig) -> tuple[type[Attack], str, str] | None:
+    """Validate attack, role and method up front (before any training)."""
+    cls = attack_class(cfg)
+    if cls is None:
+        return None
+    role = cls.role_for(cfg.protocol)
+    method = cls.pick_method(attacker_knowledge(cfg, role), cfg.method)
+    return cls, role, method
+
+
+def make_view(cfg: RunConfig, setup: Setup, outcome: RankOutcome, role: str,
+              knowledge: frozenset[str]) -> View:
+    """Freeze what the attacked role observed and legitimately holds into a View."""
+    model = outcome.model
+    if role == "client":
+        parts = {"head": model.split(list(setup.cuts))[0]}
+    else:
+        parts = dict(PROTOCOLS.get(cfg.protocol).server_parts(model, setup.cuts))
+        if "head_weights" not in knowledge:
+            parts.pop("head", None)
+    query = None
+    if "query_head" in knowledge and setup.cuts:
+        head = model.split(list(setup.cuts))[0]
+
+        def query(feats: dict[str, Tensor]) -> dict[str, Tensor]:
+            with torch.no_grad():
+                return {k: v.detach() for k, v in head(feats).items()}
+
+    defense = build_defense(cfg, setup)
+    public = {"input_shape": setup.data.input_shape, "num_classes": setup.data.num_classes,
+              "defenses": [d.public() for d in defense.defenses], "lr": cfg.lr,
+              "batch_size": cfg.batch_size, "protocol": cfg.protocol}
+    return outcome.observer.view(parts=parts, knowledge=knowledge, build_model=setup.build,
+                                 cuts=setup.cuts, query_head=query, public=public,
+                                 aux=setup.aux if "aux_data" in knowledge else None)
+
+
+def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome) -> dict[str, Tensor]:
+    """Run the configured attack from `outcome`'s role; guesses as named tensors."""
+    cls, role, method = check_attack(cfg)  # type: ignore[misc]
+    view = make_view(cfg, setup, outcome, role, attacker_knowledge(cfg, role))
+    params = {"iterations": cfg.attack_iters} if cfg.attack_iters else {}
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        guess: Guess = cls(method=method, **params).run(view)
+    return {"images": guess.images if guess.images is not None else torch.empty(0),
+            "label_scores": guess.label_scores if guess.label_scores is not None
+            else torch.empty(0),
+            "seconds": torch.tensor(time.perf_counter() - start)}
+
+
+def attacked_rank(cfg: RunConfig) -> int | None:
+    checked = check_attack(cfg)
+    if checked is None:
+        return None
+    return 1 if checked[1] == "client" else 0
+
+
+def score(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor], truth_inputs: Tensor,
+          truth_labels: Tensor) -> dict[str, Any]:
+    """Compare guesses with the ground truth the scorer holds; baselines make scores meaningful."""
+    from slsec import metrics
+
+    out: dict[str, Any] = {"attack_seconds": float(guess["seconds"])}
+    images, scores = guess["images"], guess["label_scores"]
+    if images.numel():
+        truth = truth_inputs[: len(images)]
+        out.update({f"attack_{k}": v for k, v in metrics.image_summary(truth, images).items()})
+        out.update({f"baseline_{k}": v for k, v in
+                    metrics.mean_image_baseline(truth, setup.train_mean).items()})
+    if scores.numel():
+        y = truth_labels[: len(scores)]
+        if scores.dim() == 1 or scores.shape[1] == 1:
+            y = (y < setup.data.num_classes // 2).long() if y.max() > 1 else y
+        out["label_accuracy"] = metrics.label_accuracy(y, scores)
+        out["label_auc"] = metrics.label_auc(y, scores)
+        out["label_baseline_accuracy"] = metrics.majority_baseline(y, setup.aux.y)
+    return out
+
+
+def rounds_to_convergence(records: list[RoundRecord], target: float | None) -> tuple[int | None, float]:
+    """First round reaching the target accuracy (default: 98% of the run's best)."""
+    if not records:
+        return None, float("nan")
+    thr = target if target is not None else 0.98 * max(r.accuracy for r in records)
+    return next((r.round for r in records if r.accuracy >= thr), None), thr
+
+
+def privacy_budget(cfg: RunConfig, setup: Setup) -> dict[str, Any]:
+    """Epsilon per training sample for every DP defense, with its delta."""
+    out: dict[str, Any] = {}
+    for d in build_defense(cfg, setup).defenses:
+        if d.name == "dpsgd":
+            n = min(len(s) for s in setup.shards)
+            q = min(1.0, cfg.batch_size / n)
+            eps = d.epsilon(steps=cfg.rounds * math.ceil(n / cfg.batch_size), sample_rate=q,
+                            delta=cfg.delta)
+        else:
+            eps = d.epsilon(steps=cfg.rounds, sample_rate=1.0, delta=cfg.delta)
+        if eps is not None:
+            out[f"epsilon_{d.name}"] = eps
+            out["epsilon"] = out.get("epsilon", 0.0) + eps
+            out["delta"] = cfg.delta
+            if getattr(d, "sigma", None) is not None:
+                out["sigma_used"] = d.sigma
+    return out
+
+
+def evaluate(cfg: RunConfig, *, progress: Callable[[RoundRecord], None] | None = None,
+             setup: Setup | None = None) -> dict[str, Any] | None:
+    """Train + attack + score. Returns the result row on rank 0 (None on other MPI ranks)."""
+    check_attack(cfg)
+    build_defense(cfg)
+    setup = setup or prepare(cfg)
+    start = time.perf_counter()
+    arank = attacked_rank(cfg)
+    if cfg.backend == "local":
+        outcomes = run_local(cfg, setup, progress)
+        server = outcomes[0]
+        guess = run_attack(cfg, setup, outcomes[arank]) if arank is not None else None
+    else:
+        from slsec.runner import mpi_attack_exchange
+        server = run_mpi(cfg, setup, progress)
+        guess = mpi_attack_exchange(cfg, server, arank,
+                                    lambda o: run_attack(cfg, setup, o))
+        if server.rank != 0:
+            return None
+    return summarize(cfg, setup, server, guess, time.perf_counter() - start)
+
+
+def summarize(cfg: RunConfig, setup: Setup, server: RankOutcome, guess: dict[str, Tensor] | None,
+              total_s: float) -> dict[str, Any]:
+    records = server.records
+    conv, thr = rounds_to_convergence(records, cfg.target_accuracy)
+    proto = PROTOCOLS.get(cfg.protocol)
+    m: dict[str, Any] = {
+        "accuracy": records[-1].accuracy if records else float("nan"),
+        "best_accuracy": max((r.accuracy for r in records), default=float("nan")),
+        "rounds": len(records), "rounds_to_convergence": conv, "convergence_threshold": thr,
+        "train_seconds": server.wall_s, "total_seconds": total_s,
+        "bytes_on_wire": server.bytes_total, "mb_on_wire": server.bytes_total / 1e6,
+        "framing_overhead": (server.bytes_total / server.payload_total
+                             if server.payload_total else float("nan")),
+        "cuts": list(setup.cuts), "label_party": setup.label_party,
+        "labels_sent_to_server": bool(proto.labels_to_server and setup.label_party == "client"),
+    }
+    if m["labels_sent_to_server"]:
+        m["label_leak"] = 1.0   # the server receives every label in the clear
+    m.update(privacy_budget(cfg, setup))
+    if guess is not None:
+        cls, role, method = check_attack(cfg)  # type: ignore[misc]
+        m.update({"attack_role": role, "attack_method": method, "attack_kind": cls.kind,
+                  "attack_knowledge": sorted(attacker_knowledge(cfg, role))})
+        m.update(score(cfg, setup, guess, server.truth_inputs, server.truth_labels))
+    return {"config": cfg.to_dict(), "metrics": m,
+            "curve": [r.__dict__ for r in records],
+            "versions": {"slsec": slsec.__version__, "torch": torch.__version__,
+                         "python": platform.python_version()},
+            "seed": cfg.seed, "_guess": guess, "_truth": server.truth_inputs}

@@ -1,0 +1,216 @@
+"""Run one protocol over a backend: threads in one process (`local`) or MPI ranks (`mpi`).
+
+Every rank builds the same public setup (data split, partition, model init) from the seed and
+keeps only what its role may hold. Rank 0 is the server and the experimenter: it evaluates the
+assembled model each round and, at the end, collects the ground truth of observed samples from
+the clients over a separate instrumentation channel that no attack object ever gets.
+"""
+from __future__ import annotations
+
+import copy
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from slsec.config import RunConfig
+from slsec.errors import PeerError, UserError
+from slsec.protocols.base import PROTOCOLS, Context, Plan
+from slsec.setup import Setup, build_defense, prepare
+from slsec.threat import Observer
+
+TRUTH, GUESS = 91, 92
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    accuracy: float
+    loss: float
+    wall_s: float
+    bytes: int
+
+
+@dataclass
+class RankOutcome:
+    """What one rank ends with: rank 0 gets the records, the truth and the attacked view."""
+
+    rank: int
+    observer: Observer
+    model: torch.nn.Module
+    records: list[RoundRecord] = field(default_factory=list)
+    truth_inputs: Tensor | None = None
+    truth_labels: Tensor | None = None
+    bytes_total: int = 0
+    payload_total: int = 0
+    wall_s: float = 0.0
+    instr: Any = None     # instrumentation link (scorer channel); never handed to an attack
+
+
+class TruthBuffer:
+    """Client side of the scorer channel: buffered, flushed to rank 0 after the protocol ends."""
+
+    def __init__(self) -> None:
+        self.inputs: list[Tensor] = []
+        self.labels: list[Tensor] = []
+
+    def __call__(self, inputs: Tensor | None, labels: Tensor | None) -> None:
+        if inputs is not None:
+            self.inputs.append(inputs.detach().clone())
+        if labels is not None:
+            self.labels.append(labels.detach().clone())
+
+    def message(self) -> dict[str, Tensor]:
+        return {"inputs": torch.cat(self.inputs) if self.inputs else torch.empty(0),
+                "labels": torch.cat(self.labels) if self.labels else torch.empty(0, dtype=torch.long)}
+
+
+def make_plan(cfg: RunConfig, setup: Setup) -> Plan:
+    straggler = {int(s.split(":")[0]): float(s.split(":")[1]) for s in cfg.straggler}
+    return Plan(protocol=cfg.protocol, clients=cfg.clients, rounds=cfg.rounds,
+                batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, cuts=setup.cuts,
+                seed=cfg.seed, num_classes=setup.data.num_classes, variant=cfg.variant,
+                label_party=setup.label_party, observe_samples=cfg.observe_samples,
+                probe_size=cfg.probe_size, probe_batch=cfg.probe_batch, straggler=straggler)
+
+
+def evaluate_model(model: torch.nn.Module, split: Any, batch_size: int = 500) -> tuple[float, float]:
+    """Test accuracy and mean loss of the assembled model (the experimenter's measurement)."""
+    was = model.training
+    model.eval()
+    correct, loss, n = 0, 0.0, len(split)
+    with torch.no_grad():
+        for idx in torch.arange(n).split(batch_size):
+            feats, y = split.batch(idx)
+            out = model(feats)["x"]
+            loss += float(torch.nn.functional.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+    model.train(was)
+    return correct / max(n, 1), loss / max(n, 1)
+
+
+def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
+             progress: Callable[[RoundRecord], None] | None = None) -> RankOutcome:
+    """Run this rank's role program, then (rank 0) collect the ground truth from the clients."""
+    proto = PROTOCOLS.get(cfg.protocol)
+    plan = make_plan(cfg, setup)
+    role = "server" if rank == 0 else "client"
+    observer = Observer(role, cfg.protocol)
+    model = setup.fresh_model()
+    truth = TruthBuffer()
+    outcome = RankOutcome(rank=rank, observer=observer, model=model, instr=instr)
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
+    ctx = Context(rank=rank, plan=plan, link=link, model=model,
+                  defense=build_defense(cfg, setup), observer=observer, gen=gen, truth=truth)
+    start = time.perf_counter()
+    if rank == 0:
+        ctx.labels = setup.shard_labels() if setup.label_party == "server" else None
+
+        def on_round(rnd: int, m: torch.nn.Module) -> None:
+            acc, loss = evaluate_model(m, setup.data.test)
+            rec = RoundRecord(rnd + 1, acc, loss, time.perf_counter() - start,
+                              sum(link.bytes_sent.values()) + sum(link.bytes_recv.values()))
+            outcome.records.append(rec)
+            if progress:
+                progress(rec)
+
+        ctx.on_round = on_round
+        proto.server(ctx)
+        outcome.wall_s = time.perf_counter() - start
+        outcome.bytes_total = sum(link.bytes_sent.values()) + sum(link.bytes_recv.values())
+        outcome.payload_total = sum(link.payload_sent.values()) + sum(link.payload_recv.values())
+        msgs = [truth.message()] + [instr.recv(k, TRUTH) for k in range(1, cfg.clients + 1)]
+        outcome.truth_inputs = torch.cat([m["inputs"] for m in msgs if m["inputs"].numel()] or
+                                         [torch.empty(0)])
+        outcome.truth_labels = torch.cat([m["labels"] for m in msgs if m["labels"].numel()] or
+                                         [torch.empty(0, dtype=torch.long)])
+    else:
+        ctx.shard = setup.shard(rank)
+        ctx.probe = setup.probe if rank == 1 else None
+        proto.client(ctx)
+        outcome.wall_s = time.perf_counter() - start
+        instr.send(0, truth.message(), TRUTH)
+    return outcome
+
+
+def run_local(cfg: RunConfig, setup: Setup,
+              progress: Callable[[RoundRecord], None] | None = None) -> list[RankOutcome]:
+    """All ranks as threads of this process over LocalHub; the first failure is raised."""
+    from slsec.transport import LocalHub
+
+    world = cfg.clients + 1
+    hub, instr = LocalHub(world, timeout=cfg.timeout), LocalHub(world, timeout=cfg.timeout)
+    outcomes: list[RankOutcome | None] = [None] * world
+    errors: list[BaseException] = []
+
+    def target(rank: int) -> None:
+        try:
+            torch.set_num_threads(cfg.threads)
+            outcomes[rank] = run_rank(cfg, setup, rank, hub.link(rank), instr.link(rank),
+                                      progress if rank == 0 else None)
+        except BaseException as e:  # noqa: BLE001 - reported to the caller
+            errors.append(e)
+            abort = getattr(hub, "abort", None)
+            if abort:
+                abort(f"rank {rank} failed: {e}")
+                instr.abort(f"rank {rank} failed: {e}")
+
+    threads = [threading.Thread(target=target, args=(r,), daemon=True, name=f"rank{r}")
+               for r in range(world)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        if errors:
+            break
+        for t in threads:
+            t.join(timeout=0.05)
+    if errors:
+        first = next((e for e in errors if not isinstance(e, PeerError)), errors[0])
+        raise first
+    return [o for o in outcomes if o is not None]
+
+
+def run_mpi(cfg: RunConfig, setup: Setup,
+            progress: Callable[[RoundRecord], None] | None = None) -> RankOutcome:
+    """This rank's part of an MPI run (under mpiexec); a failing rank aborts the whole job."""
+    from mpi4py import MPI
+
+    from slsec.transport import MPILink, preflight
+
+    comm = MPI.COMM_WORLD
+    torch.set_num_threads(cfg.threads)
+    try:
+        preflight(comm, expected_world=cfg.clients + 1, timeout=min(cfg.timeout, 30.0))
+        link = MPILink(comm, timeout=cfg.timeout)
+        instr = MPILink(comm.Dup(), timeout=cfg.timeout)
+        return run_rank(cfg, setup, comm.Get_rank(), link, instr, progress)
+    except UserError as e:
+        if comm.Get_rank() == 0:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        comm.Abort(2)
+        raise
+    except BaseException as e:  # noqa: BLE001
+        print(f"error: rank {comm.Get_rank()}: {e}", file=sys.stderr, flush=True)
+        if not isinstance(e, (PeerError, KeyboardInterrupt)):
+            traceback.print_exc(file=sys.stderr)
+        comm.Abort(1)
+        raise
+
+
+def mpi_attack_exchange(cfg: RunConfig, outcome: RankOutcome, attacked: int | None,
+                        attack: Callable[[RankOutcome], dict[str, Tensor]]) -> dict[str, Tensor] | None:
+    """Run the attack on the attacked rank; its guesses (not its view) travel to rank 0."""
+    if attacked is None:
+        return None
+    guess = attack(outcome) if outcome.rank == attacked else None
+    if attacked != 0:
+        if outcome.rank == attacked:
+            outcome.instr.send(0, guess, GUESS)
+        elif outcome.rank == 0:
+            guess = outcome.instr.recv(attacked, GUESS)
+    return guess if outcome.rank == 0 else None
