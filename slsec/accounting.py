@@ -1,0 +1,69 @@
+"""Privacy accounting for the Gaussian defenses, through the Opacus accountants.
+
+Both functions speak Opacus' vocabulary: a *noise multiplier* is the Gaussian std divided by
+the L2 sensitivity of what is released, a *sample rate* is the probability that one sample
+takes part in one step (Poisson subsampling), and *steps* is how many such releases compose.
+
+How a defense's own parameters map to these three numbers (its sensitivity argument) is
+written out once, next to the mechanism, in the module docstrings of `defenses/dp_cut.py`
+and `defenses/dpsgd.py`; this module only runs the accountant.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from opacus.accountants import create_accountant
+from opacus.accountants.utils import get_noise_multiplier
+
+from slsec.errors import UserError
+
+ACCOUNTANTS = ("rdp", "prv")
+
+
+def _check(*, sample_rate: float, steps: int, delta: float, accountant: str) -> None:
+    if accountant not in ACCOUNTANTS:
+        raise UserError(f"--accountant must be one of {', '.join(ACCOUNTANTS)}, got {accountant!r}")
+    if not 0 < delta < 1:
+        raise UserError(f"--delta must be in (0, 1), got {delta}")
+    if not 0 < sample_rate <= 1:
+        raise UserError(f"sample rate must be in (0, 1], got {sample_rate}")
+    if steps < 0 or int(steps) != steps:
+        raise UserError(f"steps must be a whole number >= 0, got {steps}")
+
+
+def epsilon(*, noise_multiplier: float, sample_rate: float, steps: int, delta: float,
+            accountant: str = "rdp") -> float:
+    """Epsilon at `delta` after `steps` Poisson-subsampled Gaussian releases (Opacus accountant)."""
+    _check(sample_rate=sample_rate, steps=steps, delta=delta, accountant=accountant)
+    if steps == 0:
+        return 0.0
+    if not noise_multiplier > 0:          # no noise (or nan): no guarantee at all
+        return math.inf
+    acc = create_accountant(mechanism=accountant)
+    acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        # PRV at sample rate 1 takes log(0) on a branch it then discards; RDP warns when the
+        # best order is at the edge of its grid (the bound is still a valid upper bound).
+        warnings.filterwarnings("ignore", message="Optimal order is the")
+        return float(acc.get_epsilon(delta=delta))
+
+
+def noise_for_epsilon(*, target_epsilon: float, delta: float, sample_rate: float, steps: int,
+                      accountant: str = "rdp") -> float:
+    """The smallest noise multiplier (to Opacus' tolerance 0.01 in epsilon) reaching `target_epsilon`."""
+    _check(sample_rate=sample_rate, steps=steps, delta=delta, accountant=accountant)
+    if not target_epsilon > 0 or math.isinf(target_epsilon):
+        raise UserError(f"--target-epsilon must be a finite number > 0, got {target_epsilon}")
+    if steps == 0:
+        return 0.0
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.filterwarnings("ignore", message="Optimal order is the")
+        try:
+            return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                              sample_rate=sample_rate, steps=int(steps),
+                                              accountant=accountant))
+        except ValueError as e:   # Opacus: "The privacy budget is too low."
+            raise UserError(f"--target-epsilon {target_epsilon} is out of reach at delta={delta} "
+                            f"for {steps} steps at sample rate {sample_rate}: {e}") from None
