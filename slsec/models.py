@@ -104,6 +104,113 @@ def cnn(*, num_classes: int = 10, input_shape: tuple[int, int, int] = (1, 28, 28
     ])
 
 
+@MODELS.register("resnet18")
+def resnet18(*, num_classes: int = 10, input_shape: tuple[int, int, int] = (3, 32, 32),
+             **_: object) -> SplitModel:
+    """CIFAR ResNet-18: 3x3 stem (no max-pool), four stages of two BasicBlocks, avgpool + linear."""
+    from torchvision.models.resnet import BasicBlock
+
+    def stage(cin: int, cout: int, stride: int) -> nn.Sequential:
+        down = None
+        if stride != 1 or cin != cout:
+            down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                                 nn.BatchNorm2d(cout))
+        return nn.Sequential(BasicBlock(cin, cout, stride, down), BasicBlock(cout, cout))
+
+    c = input_shape[0]
+    return SplitModel("resnet18", [
+        ("stem", Block(nn.Sequential(nn.Conv2d(c, 64, 3, padding=1, bias=False),
+                                     nn.BatchNorm2d(64), nn.ReLU(inplace=True)))),
+        ("layer1", Block(stage(64, 64, 1))),
+        ("layer2", Block(stage(64, 128, 2))),
+        ("layer3", Block(stage(128, 256, 2))),
+        ("layer4", Block(stage(256, 512, 2))),
+        ("head", Block(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                     nn.Linear(512, num_classes)))),
+    ])
+
+
+class GINBlock(nn.Module):
+    """One GINConv (MLP: Linear-BN-ReLU-Linear-ReLU) on node features; keeps edge_index, batch."""
+
+    def __init__(self, cin: int, hidden: int) -> None:
+        super().__init__()
+        from torch_geometric.nn import GINConv
+        self.conv = GINConv(nn.Sequential(nn.Linear(cin, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                                          nn.Linear(hidden, hidden), nn.ReLU()))
+
+    def forward(self, feats: Feats) -> Feats:
+        return {**feats, "x": self.conv(feats["x"], feats["edge_index"])}
+
+
+class SumReadout(nn.Module):
+    """Sum-pools node features per graph: {"x", "edge_index", "batch"} -> {"x": [G, hidden]}."""
+
+    def forward(self, feats: Feats) -> Feats:
+        x, batch = feats["x"], feats["batch"]
+        n_graphs = int(batch.max()) + 1 if batch.numel() else 0
+        return {"x": x.new_zeros(n_graphs, x.shape[1]).index_add_(0, batch, x)}
+
+
+@MODELS.register("gin")
+def gin(*, num_classes: int = 2, num_features: int | None = None, hidden: int = 64,
+        **_: object) -> SplitModel:
+    """GIN for graph classification: three GINConv layers, sum readout, two dense layers."""
+    if not num_features or num_features < 1:
+        raise UserError("model 'gin' needs num_features (node feature size) >= 1")
+    return SplitModel("gin", [
+        ("gin1", GINBlock(num_features, hidden)),
+        ("gin2", GINBlock(hidden, hidden)),
+        ("gin3", GINBlock(hidden, hidden)),
+        ("readout", SumReadout()),
+        ("fc1", Block(nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU()))),
+        ("fc2", Block(nn.Linear(hidden, num_classes))),
+    ])
+
+
+def _n_samples(feats: Feats) -> int:
+    """Samples in a feats batch: graphs when a batch vector is present, else rows of x."""
+    if "batch" in feats:
+        b = feats["batch"]
+        return int(b.max()) + 1 if b.numel() else 0
+    return int(feats["x"].shape[0])
+
+
+def profile_cuts(model: SplitModel, feats: Feats) -> list[dict]:
+    """Per cut point: smashed size and the client head's parameters and forward FLOPs per sample.
+
+    smashed_numel counts every tensor that crosses the cut (for graphs x, edge_index and batch,
+    averaged per graph); bytes count floating tensors as float32 and integer tensors at their
+    own width. Runs one no-grad forward in eval mode (BN running stats are left untouched).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    n = _n_samples(feats)
+    if n == 0:
+        raise UserError("profile_cuts needs a non-empty batch")
+    was_training = model.training
+    model.eval()
+    rows, params, flops = [], 0, 0
+    try:
+        with torch.no_grad():
+            for name in model.block_names[:-1]:
+                block = model.blocks[name]
+                counter = FlopCounterMode(display=False)
+                with counter:
+                    feats = block(feats)
+                flops += counter.get_total_flops()
+                params += sum(p.numel() for p in block.parameters())
+                numel = sum(t.numel() for t in feats.values())
+                nbytes = sum(t.numel() * (4 if t.is_floating_point() else t.element_size())
+                             for t in feats.values())
+                rows.append({"cut": name, "smashed_numel": numel / n,
+                             "smashed_bytes_per_sample": nbytes / n,
+                             "client_params": params, "client_flops": flops / n})
+    finally:
+        model.train(was_training)
+    return rows
+
+
 def build_model(name: str, **kwargs: object) -> SplitModel:
     """Build a registered model by name (kwargs: num_classes, input_shape, num_features)."""
     return MODELS.get(name)(**kwargs)

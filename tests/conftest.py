@@ -1,0 +1,24 @@
+"""Shared fixtures: the real data folder (../shared/data) and single-threaded torch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ../shared/data (relative to the repo root); skips the test when it is absent."""
+    path = (REPO_ROOT / ".." / "shared" / "data").resolve()
+    if not path.is_dir():
+        pytest.skip(f"shared data folder {path} not present")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def torch_threads() -> None:
+    """Run every test with one torch thread (the test machines are shared)."""
+    torch.set_num_threads(1)
