@@ -19,8 +19,9 @@ from slsec.threat import Update
 def local_step(ctx: Context, model: torch.nn.Module, opt: torch.optim.Optimizer,
                feats: dict[str, torch.Tensor], y: torch.Tensor) -> None:
     """One local training step; a DP-SGD defense (if any) takes over the step."""
-    private = getattr(ctx.defense, "private_step", None)
-    if private is not None and private(model, opt, feats, y, gen=ctx.gen):
+    private = next((d for d in ctx.defense.defenses if hasattr(d, "private_step")), None)
+    if private is not None:
+        private.private_step(model, opt, feats, y, gen=ctx.gen)
         return
     loss = cross_entropy(model(feats)["x"], y)
     opt.zero_grad()

@@ -67,7 +67,7 @@ class RunConfig:
     nopeek_weight: float = 0.5
     label_epsilon: float = 1.0
     max_grad_norm: float = 1.0
-    noise_multiplier: float = 1.0
+    noise_multiplier: float | None = None   # DP-SGD (default 1.0 unless --target-epsilon)
     # output
     out: str = "reports"
     run_id: str | None = None
@@ -95,7 +95,7 @@ CHOICES = {"variant": ("v1", "v2"), "partition": ("iid", "dirichlet"), "optimize
 POSITIVE = {"alpha", "lr", "timeout", "delta", "max_grad_norm"}
 AT_LEAST_ONE = {"max_train", "clients", "rounds", "batch_size", "threads", "probe_size", "probe_batch",
                 "observe_samples"}
-NON_NEGATIVE = {"aux_size", "nopeek_weight", "noise_multiplier", "seed"}
+NON_NEGATIVE = {"aux_size", "nopeek_weight", "seed"}
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
@@ -150,6 +150,8 @@ def _validate(cfg: RunConfig) -> RunConfig:
     for name in NON_NEGATIVE:
         if getattr(cfg, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.noise_multiplier is not None and cfg.noise_multiplier < 0:
+        raise UserError(f"--noise-multiplier must be >= 0, got {cfg.noise_multiplier}")
     if cfg.sigma is not None and cfg.sigma < 0:
         raise UserError(f"--sigma must be >= 0, got {cfg.sigma}")
     if cfg.clip is not None and not cfg.clip > 0:

@@ -19,7 +19,7 @@ from slsec.config import RunConfig
 from slsec.errors import UserError
 from slsec.protocols.base import PROTOCOLS
 from slsec.runner import RankOutcome, RoundRecord, run_local, run_mpi
-from slsec.setup import Setup, build_defense, prepare
+from slsec.setup import Setup, accounting_steps, build_defense, prepare
 from slsec.threat import View
 
 DEFAULT_KNOWLEDGE = {
@@ -145,13 +145,8 @@ def privacy_budget(cfg: RunConfig, setup: Setup) -> dict[str, Any]:
     """Epsilon per training sample for every DP defense, with its delta."""
     out: dict[str, Any] = {}
     for d in build_defense(cfg, setup).defenses:
-        if d.name == "dpsgd":
-            n = min(len(s) for s in setup.shards)
-            q = min(1.0, cfg.batch_size / n)
-            eps = d.epsilon(steps=cfg.rounds * math.ceil(n / cfg.batch_size), sample_rate=q,
-                            delta=cfg.delta)
-        else:
-            eps = d.epsilon(steps=cfg.rounds, sample_rate=1.0, delta=cfg.delta)
+        steps, rate = accounting_steps(cfg, setup, d)
+        eps = d.epsilon(steps=steps, sample_rate=rate, delta=cfg.delta)
         if eps is not None:
             out[f"epsilon_{d.name}"] = eps
             out["epsilon"] = out.get("epsilon", 0.0) + eps

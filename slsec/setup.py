@@ -130,12 +130,19 @@ def build_defense(cfg: RunConfig, setup: Any = None) -> DefenseStack:
     for d in stack.defenses:
         calibrate = getattr(d, "calibrate", None)
         if calibrate is not None and getattr(d, "target_epsilon", None) is not None and setup:
-            if d.name == "dpsgd":
-                per_client = min(len(s) for s in setup.shards)
-                calibrate(sample_rate=min(1.0, cfg.batch_size / per_client), epochs=cfg.rounds)
-            else:
-                calibrate(epochs=cfg.rounds)
+            steps, rate = accounting_steps(cfg, setup, d)
+            calibrate(steps=steps, sample_rate=rate)
     return stack
+
+
+def accounting_steps(cfg: RunConfig, setup: Setup, defense: Defense) -> tuple[int, float]:
+    """(steps, sample rate) a DP defense composes over: DP-SGD counts batches of the smallest
+    shard (sample rate B/n); DP at the cut releases each sample once per epoch (rate 1)."""
+    if defense.point == "train":
+        n = min(len(s) for s in setup.shards)
+        per_epoch = -(-n // cfg.batch_size)
+        return cfg.rounds * per_epoch, min(1.0, cfg.batch_size / n)
+    return cfg.rounds, 1.0
 
 
 def check_defenses(cfg: RunConfig) -> None:
