@@ -51,6 +51,10 @@ class Plan:
     probe_size: int = 64             # inference queries observed for inversion attacks
     probe_batch: int = 1             # FedAvg: batch size of each observed update
     straggler: dict[int, float] = field(default_factory=dict)  # client -> extra seconds per step
+    async_every: int = 10            # splitfed-async: local steps between head pushes
+    async_alpha: float = 0.6         # splitfed-async: FedAsync mixing weight
+    async_decay: float = 0.5         # splitfed-async: staleness exponent a
+    async_order: str = "arrival"     # splitfed-async: "arrival" | "fixed" (deterministic)
 
 
 @dataclass

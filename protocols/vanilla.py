@@ -60,7 +60,13 @@ def label_sending_client(ctx: Context) -> None:
 def serve_batch(ctx: Context, k: int, tail: torch.nn.Module, opt: torch.optim.Optimizer,
                 labels: dict[int, torch.Tensor] | None, watch: bool) -> int:
     """Server: one batch from client k through the tail; return per-sample cut gradients."""
-    msg = ctx.link.recv(k, SMASHED)
+    return process_batch(ctx, k, ctx.link.recv(k, SMASHED), tail, opt, labels, watch)
+
+
+def process_batch(ctx: Context, k: int, msg: dict[str, torch.Tensor], tail: torch.nn.Module,
+                  opt: torch.optim.Optimizer, labels: dict[int, torch.Tensor] | None,
+                  watch: bool) -> int:
+    """Loss on the server's tail for a received batch; the cut gradient goes back to k alone."""
     y = labels[k][msg["i"]] if labels is not None else msg["y"]
     if watch and ctx.truth is not None and labels is not None:
         ctx.truth(None, y)  # two-party: the label owner is the server; scorer keeps the truth

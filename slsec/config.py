@@ -40,6 +40,10 @@ class RunConfig:
     label_party: str = "client"          # vanilla/SplitFed: "server" = two-party SL
     target_accuracy: float | None = None  # rounds to convergence; None: 98% of the run's best
     straggler: tuple[str, ...] = ()      # "k:seconds_per_step"
+    async_every: int = 10                # splitfed-async: local steps between head pushes
+    async_alpha: float = 0.6             # splitfed-async: FedAsync mixing weight alpha
+    async_decay: float = 0.5             # splitfed-async: staleness decay exponent a
+    async_order: str = "arrival"         # splitfed-async: arrival | fixed (deterministic)
     # where it runs
     backend: str = "local"
     threads: int = 1
@@ -91,11 +95,12 @@ def _plain(v: Any) -> Any:
 _HINTS = get_type_hints(RunConfig)
 CHOICES = {"variant": ("v1", "v2"), "partition": ("iid", "dirichlet"), "optimizer": ("adam", "sgd"),
            "backend": ("local", "mpi"), "mechanism": ("gaussian", "laplace"),
-           "accountant": ("rdp", "prv"), "label_party": ("client", "server")}
-POSITIVE = {"alpha", "lr", "timeout", "delta", "max_grad_norm"}
-AT_LEAST_ONE = {"max_train", "clients", "rounds", "batch_size", "threads", "probe_size", "probe_batch",
+           "accountant": ("rdp", "prv"), "label_party": ("client", "server"),
+           "async_order": ("arrival", "fixed")}
+POSITIVE = {"async_alpha", "alpha", "lr", "timeout", "delta", "max_grad_norm"}
+AT_LEAST_ONE = {"async_every", "max_train", "clients", "rounds", "batch_size", "threads", "probe_size", "probe_batch",
                 "observe_samples"}
-NON_NEGATIVE = {"aux_size", "nopeek_weight", "seed"}
+NON_NEGATIVE = {"async_decay", "aux_size", "nopeek_weight", "seed"}
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
@@ -156,6 +161,8 @@ def _validate(cfg: RunConfig) -> RunConfig:
         raise UserError(f"--sigma must be >= 0, got {cfg.sigma}")
     if cfg.clip is not None and not cfg.clip > 0:
         raise UserError(f"--clip must be > 0 (or inf to turn clipping off), got {cfg.clip}")
+    if cfg.async_alpha > 1:
+        raise UserError(f"--async-alpha must be in (0, 1], got {cfg.async_alpha}")
     if cfg.delta >= 1:
         raise UserError(f"--delta must be in (0, 1), got {cfg.delta}")
     if cfg.target_accuracy is not None and not 0 < cfg.target_accuracy <= 1:

@@ -76,7 +76,9 @@ def make_plan(cfg: RunConfig, setup: Setup) -> Plan:
                 batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, cuts=setup.cuts,
                 seed=cfg.seed, num_classes=setup.data.num_classes, variant=cfg.variant,
                 label_party=setup.label_party, observe_samples=cfg.observe_samples,
-                probe_size=cfg.probe_size, probe_batch=cfg.probe_batch, straggler=straggler)
+                probe_size=cfg.probe_size, probe_batch=cfg.probe_batch, straggler=straggler,
+                async_every=cfg.async_every, async_alpha=cfg.async_alpha,
+                async_decay=cfg.async_decay, async_order=cfg.async_order)
 
 
 def evaluate_model(model: torch.nn.Module, split: Any, batch_size: int = 500) -> tuple[float, float]:

@@ -31,10 +31,12 @@ def run_mpi(tmp_path: Path, **kw: str) -> dict:
 
 @pytest.mark.mpi
 @pytest.mark.slow
-@pytest.mark.parametrize("protocol", ["vanilla", "ushaped", "splitfed", "fedavg"])
-def test_local_and_mpi_give_the_same_run(tmp_path, protocol):
-    mpi = run_mpi(tmp_path, protocol=protocol)
-    cfg = make_config({**SMALL, "protocol": protocol})
+@pytest.mark.parametrize("protocol,extra", [
+    ("vanilla", {}), ("ushaped", {}), ("splitfed", {"variant": "v2"}), ("fedavg", {}),
+    ("splitfed-async", {"async_order": "fixed", "async_every": "2"})])
+def test_local_and_mpi_give_the_same_run(tmp_path, protocol, extra):
+    mpi = run_mpi(tmp_path, protocol=protocol, **extra)
+    cfg = make_config({**SMALL, "protocol": protocol, **extra})
     server = run_local(cfg, prepare(cfg))[0]
     local_curve = np.array([[r.accuracy, r.loss] for r in server.records])
     print(f"{protocol}: local curve {local_curve.tolist()} mpi curve {mpi['curve'].tolist()}")
