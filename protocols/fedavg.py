@@ -29,6 +29,10 @@ def local_step(ctx: Context, model: torch.nn.Module, opt: torch.optim.Optimizer,
     opt.step()
 
 
+def _cpu(w: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in w.items()}
+
+
 @PROTOCOLS.register("fedavg")
 class FedAvg(Protocol):
     name = "fedavg"
@@ -81,7 +85,7 @@ class FedAvg(Protocol):
         for k in ks:
             for _ in range(int(ctx.link.recv(k, CTRL)["n"])):
                 after = ctx.link.recv(k, PROBE)
-                ctx.observer.update(Update(client=k, before=before, after=after, lr=plan.lr,
+                ctx.observer.update(Update(client=k, before=_cpu(before), after=_cpu(after), lr=plan.lr,
                                            local_steps=1, batch_size=plan.probe_batch))
         ctx.observer.recording = False
 

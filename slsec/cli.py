@@ -32,6 +32,7 @@ HELP = {
     "partition": "iid | dirichlet", "alpha": "Dirichlet concentration",
     "rounds": "training rounds (one epoch over every client's shard each)",
     "backend": "local (threads, one process) | mpi (under mpiexec)",
+    "device": "auto (CUDA when available) | cpu | cuda",
     "attack": "inversion | label-inference | gradient-inversion",
     "method": "attack method (default: the strongest the attacked role's knowledge allows)",
     "knowledge": "restrict the attacker's knowledge: architecture,head_weights,query_head,aux_data",

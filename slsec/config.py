@@ -46,6 +46,7 @@ class RunConfig:
     async_order: str = "arrival"         # splitfed-async: arrival | fixed (deterministic)
     # where it runs
     backend: str = "local"
+    device: str = "auto"                 # auto (CUDA when available) | cpu | cuda
     threads: int = 1
     timeout: float = 120.0
     data_root: str | None = None
@@ -96,7 +97,7 @@ _HINTS = get_type_hints(RunConfig)
 CHOICES = {"variant": ("v1", "v2"), "partition": ("iid", "dirichlet"), "optimizer": ("adam", "sgd"),
            "backend": ("local", "mpi"), "mechanism": ("gaussian", "laplace"),
            "accountant": ("rdp", "prv"), "label_party": ("client", "server"),
-           "async_order": ("arrival", "fixed")}
+           "async_order": ("arrival", "fixed"), "device": ("auto", "cpu", "cuda")}
 POSITIVE = {"async_alpha", "alpha", "lr", "timeout", "delta", "max_grad_norm"}
 AT_LEAST_ONE = {"async_every", "max_train", "clients", "rounds", "batch_size", "threads", "probe_size", "probe_batch",
                 "observe_samples"}

@@ -52,6 +52,49 @@ class RankOutcome:
     instr: Any = None     # instrumentation link (scorer channel); never handed to an attack
 
 
+class DeviceLink:
+    """A link whose received tensors land on `device` (the wire itself carries CPU bytes)."""
+
+    def __init__(self, link: Any, device: torch.device) -> None:
+        self._link, self.device = link, device
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._link, name)
+
+    def send(self, dest: int, tensors: dict[str, Tensor], tag: int) -> None:
+        self._link.send(dest, {k: v.detach().cpu() for k, v in tensors.items()}, tag)
+
+    def recv(self, source: int, tag: int) -> dict[str, Tensor]:
+        return {k: v.to(self.device) for k, v in self._link.recv(source, tag).items()}
+
+    def recv_any(self, tag: int) -> tuple[int, dict[str, Tensor]]:
+        src, msg = self._link.recv_any(tag)
+        return src, {k: v.to(self.device) for k, v in msg.items()}
+
+
+class DeviceSplit:
+    """A data split whose batches land on `device`."""
+
+    def __init__(self, split: Any, device: torch.device) -> None:
+        self._split, self.device = split, device
+
+    def __len__(self) -> int:
+        return len(self._split)
+
+    def batch(self, idx: Any) -> tuple[dict[str, Tensor], Tensor]:
+        feats, y = self._split.batch(idx)
+        return {k: v.to(self.device) for k, v in feats.items()}, y.to(self.device)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here (use --device cpu)")
+    return torch.device(name)
+
+
 class TruthBuffer:
     """Client side of the scorer channel: buffered, flushed to rank 0 after the protocol ends."""
 
@@ -61,9 +104,9 @@ class TruthBuffer:
 
     def __call__(self, inputs: Tensor | None, labels: Tensor | None) -> None:
         if inputs is not None:
-            self.inputs.append(inputs.detach().clone())
+            self.inputs.append(inputs.detach().cpu().clone())
         if labels is not None:
-            self.labels.append(labels.detach().clone())
+            self.labels.append(labels.detach().cpu().clone())
 
     def message(self) -> dict[str, Tensor]:
         return {"inputs": torch.cat(self.inputs) if self.inputs else torch.empty(0),
@@ -84,11 +127,13 @@ def make_plan(cfg: RunConfig, setup: Setup) -> Plan:
 def evaluate_model(model: torch.nn.Module, split: Any, batch_size: int = 500) -> tuple[float, float]:
     """Test accuracy and mean loss of the assembled model (the experimenter's measurement)."""
     was = model.training
+    device = next(model.parameters()).device
     model.eval()
     correct, loss, n = 0, 0.0, len(split)
     with torch.no_grad():
         for idx in torch.arange(n).split(batch_size):
             feats, y = split.batch(idx)
+            feats, y = {k: v.to(device) for k, v in feats.items()}, y.to(device)
             out = model(feats)["x"]
             loss += float(torch.nn.functional.cross_entropy(out, y, reduction="sum"))
             correct += int((out.argmax(1) == y).sum())
@@ -103,7 +148,10 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
     plan = make_plan(cfg, setup)
     role = "server" if rank == 0 else "client"
     observer = Observer(role, cfg.protocol)
-    model = setup.fresh_model()
+    device = resolve_device(cfg.device)
+    model = setup.fresh_model().to(device)
+    if device.type != "cpu":
+        link = DeviceLink(link, device)
     truth = TruthBuffer()
     outcome = RankOutcome(rank=rank, observer=observer, model=model, instr=instr)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
@@ -111,7 +159,8 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
                   defense=build_defense(cfg, setup), observer=observer, gen=gen, truth=truth)
     start = time.perf_counter()
     if rank == 0:
-        ctx.labels = setup.shard_labels() if setup.label_party == "server" else None
+        ctx.labels = ({k: v.to(device) for k, v in setup.shard_labels().items()}
+                      if setup.label_party == "server" else None)
 
         def on_round(rnd: int, m: torch.nn.Module) -> None:
             acc, loss = evaluate_model(m, setup.data.test)
@@ -132,11 +181,13 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
         outcome.truth_labels = torch.cat([m["labels"] for m in msgs if m["labels"].numel()] or
                                          [torch.empty(0, dtype=torch.long)])
     else:
-        ctx.shard = setup.shard(rank)
-        ctx.probe = setup.probe if rank == 1 else None
+        ctx.shard = setup.shard(rank) if device.type == "cpu" else DeviceSplit(setup.shard(rank), device)
+        probe = setup.probe if device.type == "cpu" else DeviceSplit(setup.probe, device)
+        ctx.probe = probe if rank == 1 else None
         proto.client(ctx)
         outcome.wall_s = time.perf_counter() - start
         instr.send(0, truth.message(), TRUTH)
+    model.cpu()   # attacks and reports work on the CPU
     return outcome
 
 

@@ -64,15 +64,15 @@ class Observer:
 
     def smashed(self, tensors: dict[str, Tensor]) -> None:
         if self.recording:
-            self._smashed.append({k: v.detach().clone() for k, v in tensors.items()})
+            self._smashed.append({k: v.detach().cpu().clone() for k, v in tensors.items()})
 
     def grad(self, g: Tensor) -> None:
         if self.recording:
-            self._grads.append(g.detach().clone())
+            self._grads.append(g.detach().cpu().clone())
 
     def output(self, out: Tensor) -> None:
         if self.recording:
-            self._outputs.append(out.detach().clone())
+            self._outputs.append(out.detach().cpu().clone())
 
     def update(self, u: Update) -> None:
         if self.recording:

@@ -1,0 +1,200 @@
+"""Privacy/utility frontier: Pareto points, the Defense Capability Score, frontier plots.
+
+Rows are result rows (config + metrics, as in a sweep's results.csv). Utility is test accuracy
+(maximised); leakage is an attack metric (minimised): attack SSIM, attack PSNR or label AUC.
+
+Defense Capability Score (VFLAIR, Zou et al., ICLR 2024; `src/metrics/data_process.py`):
+
+    DCS = 1 / (1 + D),  D = sqrt((1 - beta) * max(AP - AP*, 0)^2 + beta * max(MP* - MP, 0)^2)
+
+with beta = 0.5, MP the main-task accuracy, MP* the accuracy of the same configuration without
+any defense, and AP* = 0 the attack performance of an ideal defense (the attack no better than
+its baseline). Attack performance is normalised so that 0 is the baseline and 1 a perfect attack:
+
+- inversion (images): AP = clip((SSIM - SSIM_base) / (1 - SSIM_base), 0, 1), where SSIM_base is
+  the SSIM of guessing the training-set mean image for every probe (`baseline_ssim_mean`);
+- label inference: AP = clip(2 * |AUC - 0.5|, 0, 1) (AUC 0.5 = random guessing; an AUC below
+  0.5 leaks as much as its mirror image, as VFLAIR scores norm attacks by max(acc, 1 - acc));
+  when the protocol sends the labels to the server in the clear, AP = 1.
+
+Both terms lie in [0, 1], so D <= 1 and DCS lies in [0.5, 1]; 1 is the ideal defense.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+BETA = 0.5
+
+# (metric key, axis label, how leakage is read from it for the Pareto front)
+LEAK_METRICS: list[tuple[str, str]] = [
+    ("attack_ssim_mean", "attack SSIM (mean over probes)"),
+    ("attack_psnr_mean", "attack PSNR dB (mean over probes)"),
+    ("label_auc", "label-inference AUC"),
+]
+BASELINES = {"attack_ssim_mean": ("baseline_ssim_mean", "mean-image baseline"),
+             "attack_psnr_mean": ("baseline_psnr_mean", "mean-image baseline"),
+             "label_auc": (None, "random guess (AUC 0.5)")}
+
+DCS_TEXT = (
+    "Defense Capability Score (VFLAIR, Zou et al., ICLR 2024): DCS = 1 / (1 + D), "
+    "D = sqrt((1 - β)·max(AP - AP*, 0)² + β·max(MP* - MP, 0)²), β = 0.5. MP is the test accuracy "
+    "of the point and MP* the accuracy of the same configuration without any defense (the "
+    "undefended run of the same seed, data and cut). AP is the attack performance normalised so "
+    "that 0 is the attack's baseline and 1 a perfect attack, and AP* = 0: for inversion "
+    "AP = clip((SSIM - SSIM_mean-image) / (1 - SSIM_mean-image), 0, 1), SSIM_mean-image being the "
+    "SSIM of guessing the training-set mean image; for label inference AP = clip(2·|AUC - 0.5|, "
+    "0, 1) (random guessing = AUC 0.5), and AP = 1 when the protocol sends the labels to the "
+    "server. Both terms lie in [0, 1], so DCS lies in [0.5, 1]; higher is better, 1 = ideal.")
+
+
+def num(v: Any) -> float:
+    """A row value as a float (NaN when empty or not a number)."""
+    if v is None or isinstance(v, bool):
+        return float("nan") if v is None else float(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _truthy(v: Any) -> bool:
+    return str(v).strip().lower() in ("true", "1", "1.0", "yes")
+
+
+def attack_performance(row: dict[str, Any]) -> float:
+    """Normalised attack performance AP in [0, 1] (0 = attack baseline), NaN if no attack ran."""
+    ssim = num(row.get("attack_ssim_mean"))
+    if not math.isnan(ssim):
+        base = num(row.get("baseline_ssim_mean"))
+        base = 0.0 if math.isnan(base) or base >= 1 else base
+        return min(max((ssim - base) / (1 - base), 0.0), 1.0)
+    auc = num(row.get("label_auc"))
+    if not math.isnan(auc):
+        return min(max(2 * abs(auc - 0.5), 0.0), 1.0)
+    if _truthy(row.get("labels_sent_to_server")) or num(row.get("label_leak")) == 1.0:
+        return 1.0
+    return float("nan")
+
+
+def dcs(*, ap: float, mp: float, mp_ideal: float, ap_ideal: float = 0.0,
+        beta: float = BETA) -> float:
+    """VFLAIR's Defense Capability Score of one (AP, MP) point; NaN if an input is missing."""
+    if any(math.isnan(x) for x in (ap, mp, mp_ideal, ap_ideal)):
+        return float("nan")
+    d_ap, d_mp = max(ap - ap_ideal, 0.0), max(mp_ideal - mp, 0.0)
+    return 1.0 / (1.0 + math.sqrt((1 - beta) * d_ap ** 2 + beta * d_mp ** 2))
+
+
+def row_dcs(row: dict[str, Any]) -> float:
+    """DCS of a result row: MP* is `undefended_accuracy` (the row's own accuracy if undefended)."""
+    mp = num(row.get("accuracy"))
+    ideal = num(row.get("undefended_accuracy"))
+    return dcs(ap=attack_performance(row), mp=mp, mp_ideal=mp if math.isnan(ideal) else ideal)
+
+
+def leakage(metric: str, value: float) -> float:
+    """The quantity minimised on the frontier: the metric itself, AUC as distance from 0.5."""
+    return abs(value - 0.5) if metric == "label_auc" else value
+
+
+def pareto_mask(utility: Sequence[float], leak: Sequence[float]) -> list[bool]:
+    """True for points no other point beats (utility >= and leak <=, one strictly); NaN: False."""
+    pts = [(u, l) for u, l in zip(utility, leak)]
+    ok = [not (math.isnan(u) or math.isnan(l)) for u, l in pts]
+    out = []
+    for i, (u, l) in enumerate(pts):
+        if not ok[i]:
+            out.append(False)
+            continue
+        dominated = any(ok[j] and pts[j][0] >= u and pts[j][1] <= l and
+                        (pts[j][0] > u or pts[j][1] < l) for j in range(len(pts)) if j != i)
+        out.append(not dominated)
+    return out
+
+
+def present_metrics(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The leakage metrics at least one row has a value for."""
+    return [(k, label) for k, label in LEAK_METRICS
+            if any(not math.isnan(num(r.get(k))) for r in rows)]
+
+
+def point_label(row: dict[str, Any], axes: Sequence[str]) -> str:
+    """Short text naming a point by its grid values (e.g. 'sigma=0.02 cut=pool2')."""
+    return " ".join(f"{a}={show(row.get(a))}" for a in axes) or str(row.get("cell", ""))
+
+
+def show(v: Any) -> str:
+    """A grid value as text ('none' for an empty defense list)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v == "":
+        return "none"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def frontier_plot(rows: Sequence[dict[str, Any]], metric: str, label: str, path: str | Path, *,
+                  axes: Sequence[str] = (), color_by: str | None = None,
+                  title: str = "") -> list[bool]:
+    """Scatter accuracy vs `metric`, Pareto points ringed and joined; returns the Pareto mask."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = [num(r.get("accuracy")) for r in rows]
+    val = [num(r.get(metric)) for r in rows]
+    mask = pareto_mask(acc, [leakage(metric, v) for v in val])
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(show(r.get(color_by)) if color_by else "", []).append(i)
+    fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=120)
+    cmap = plt.get_cmap("tab10")
+    for gi, (g, idx) in enumerate(groups.items()):
+        idx = [i for i in idx if not (math.isnan(acc[i]) or math.isnan(val[i]))]
+        ax.scatter([val[i] for i in idx], [acc[i] for i in idx], s=46, color=cmap(gi % 10),
+                   label=f"{color_by}={g}" if color_by else None, zorder=3, alpha=0.9)
+    note_axes = [a for a in axes if a != color_by]
+    for i, r in enumerate(rows):
+        if not (math.isnan(acc[i]) or math.isnan(val[i])) and note_axes:
+            ax.annotate(" ".join(show(r.get(a)) for a in note_axes), (val[i], acc[i]),
+                        textcoords="offset points", xytext=(5, 4), fontsize=7, color="#444")
+    front = sorted((val[i], acc[i]) for i in range(len(rows)) if mask[i])
+    if front:
+        if metric == "label_auc":
+            front = sorted(front, key=lambda p: abs(p[0] - 0.5))
+        ax.plot([p[0] for p in front], [p[1] for p in front], color="crimson", lw=1.2,
+                ls="--", zorder=2)
+        ax.scatter([p[0] for p in front], [p[1] for p in front], s=150, facecolors="none",
+                   edgecolors="crimson", linewidths=1.6, zorder=4, label="Pareto (best trade-off)")
+    base_key, base_name = BASELINES.get(metric, (None, ""))
+    base = (0.5 if metric == "label_auc" else
+            _mean([num(r.get(base_key)) for r in rows]) if base_key else float("nan"))
+    if not math.isnan(base):
+        ax.axvline(base, color="gray", lw=1, ls=":", zorder=1)
+        ax.annotate(base_name, (base, ax.get_ylim()[0]), textcoords="offset points",
+                    xytext=(3, 4), fontsize=7, color="gray", rotation=90, va="bottom")
+    ideals = {round(x, 9) for r in rows if not math.isnan(x := num(r.get("undefended_accuracy")))}
+    if len(ideals) == 1:  # one undefended reference for every point: draw it
+        ideal = ideals.pop()
+        ax.axhline(ideal, color="gray", lw=1, ls="-.", zorder=1)
+        ax.annotate("undefended accuracy", (ax.get_xlim()[0], ideal), textcoords="offset points",
+                    xytext=(4, 3), fontsize=7, color="gray")
+    ax.set_xlabel(f"{label}  (less leakage ←)" if metric != "label_auc"
+                  else f"{label}  (0.5 = no leakage)")
+    ax.set_ylabel("test accuracy  (→ better utility ↑)")
+    ax.set_title(title or f"privacy/utility frontier: accuracy vs {label}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return mask
+
+
+def _mean(xs: Sequence[float]) -> float:
+    xs = [x for x in xs if not math.isnan(x)]
+    return sum(xs) / len(xs) if xs else float("nan")
