@@ -58,6 +58,7 @@ class _Obs:
     inputs: Tensor              # [N, F] float64 tail inputs, flattened (pooled per graph)
     num_classes: int
     mechanisms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
 
     @property
     def sign_flips(self) -> bool:
@@ -242,10 +243,9 @@ def _aux_batch(view: View, n: int, seed: int) -> tuple[Feats, Tensor] | None:
     return {k: v.detach() for k, v in out.items()}, labels.long()
 
 
-def _train_surrogate(tail: nn.Module, feats: Feats, y: Tensor, *, steps: int, lr: float,
-                     seed: int) -> nn.Module:
+def _train_surrogate(tail: nn.Module, feats: Feats, y: Tensor, *, steps: int,
+                     lr: float) -> nn.Module:
     """Fit the surrogate tail to the labelled aux samples (full batch, Adam, weight decay)."""
-    torch.manual_seed(seed)
     tail.train()
     opt = torch.optim.Adam(tail.parameters(), lr=lr, weight_decay=1e-4)
     for _ in range(steps):
@@ -379,13 +379,32 @@ class LabelInference(Attack):
         if aux is None:
             info["teacher"] = None
             return None
-        proj = _projector(obs)
-        tail = _train_surrogate(_tail_for(view), proj(aux[0]), aux[1], steps=self.steps,
-                                lr=self.lr, seed=self.seed)
         info["teacher"] = "surrogate"
         info["aux_used"] = int(len(aux[1]))
-        info["surrogate_space"] = "gradient span" if proj is not _identity else "full"
-        return _predict(tail, [proj(f) for f in obs.feats])
+        best: tuple[float, str, Tensor] | None = None
+        spaces = {"full": _identity}
+        if (proj := _projector(obs)) is not _identity:
+            spaces["gradient span"] = proj
+        for space, f in spaces.items():
+            with torch.random.fork_rng(devices=[]):  # seeded init, global RNG untouched
+                torch.manual_seed(self.seed)
+                tail = _train_surrogate(_tail_for(view), f(aux[0]), aux[1], steps=self.steps,
+                                        lr=self.lr)
+            logp = _predict(tail, [f(x) for x in obs.feats])
+            # pick the space whose surrogate agrees best with the gradient clusters (no labels)
+            labels = self._clusters(obs)
+            agree = float((logp.argmax(1).numpy() == _name(labels, logp)[labels]).mean()) \
+                if len(spaces) > 1 else 0.0
+            if best is None or agree > best[0]:
+                best = (agree, space, logp)
+        info["surrogate_space"] = best[1]
+        return best[2]
+
+    def _clusters(self, obs: _Obs) -> np.ndarray:
+        """Gradient cluster ids, computed once per observation."""
+        if obs.cache.get("clusters") is None:
+            obs.cache["clusters"] = _cluster_gradients(obs, self.seed)
+        return obs.cache["clusters"][0]
 
     def _votes(self, view: View, obs: _Obs, info: dict[str, Any],
                logp: Tensor | None) -> Tensor | None:
@@ -398,7 +417,7 @@ class LabelInference(Attack):
         if ref is not None:
             info["named"] = "sign structure of the logits gradient"
             return ref.argmax(1)
-        labels, _ = _cluster_gradients(obs, self.seed)
+        labels = self._clusters(obs)
         info["clusters"] = int(len(np.unique(labels)))
         if logp is None:
             info["named"] = False
@@ -416,7 +435,8 @@ class LabelInference(Attack):
         if held is not None:  # the label holder's own part: match its gradient for each label
             info["named"] = "gradient matching with the held tail"
             return _grad_match(held.eval(), obs)
-        labels, cos = _cluster_gradients(obs, self.seed)
+        self._clusters(obs)
+        labels, cos = obs.cache["clusters"]
         info["clusters"] = int(len(np.unique(labels)))
         logp = self._teacher(view, obs, info)
         if logp is None:
