@@ -157,7 +157,7 @@ def frontier_plot(rows: Sequence[dict[str, Any]], metric: str, label: str, path:
     note_axes = [a for a in axes if a != color_by]
     for i, r in enumerate(rows):
         if not (math.isnan(acc[i]) or math.isnan(val[i])) and note_axes:
-            ax.annotate(" ".join(show(r.get(a)) for a in note_axes), (val[i], acc[i]),
+            ax.annotate(point_label(r, note_axes), (val[i], acc[i]),
                         textcoords="offset points", xytext=(5, 4), fontsize=7, color="#444")
     front = sorted((val[i], acc[i]) for i in range(len(rows)) if mask[i])
     if front:
@@ -174,15 +174,16 @@ def frontier_plot(rows: Sequence[dict[str, Any]], metric: str, label: str, path:
         ax.axvline(base, color="gray", lw=1, ls=":", zorder=1)
         ax.annotate(base_name, (base, ax.get_ylim()[0]), textcoords="offset points",
                     xytext=(3, 4), fontsize=7, color="gray", rotation=90, va="bottom")
-    ideals = {round(x, 9) for r in rows if not math.isnan(x := num(r.get("undefended_accuracy")))}
-    if len(ideals) == 1:  # one undefended reference for every point: draw it
-        ideal = ideals.pop()
-        ax.axhline(ideal, color="gray", lw=1, ls="-.", zorder=1)
-        ax.annotate("undefended accuracy", (ax.get_xlim()[0], ideal), textcoords="offset points",
-                    xytext=(4, 3), fontsize=7, color="gray")
-    ax.set_xlabel(f"{label}  (less leakage ←)" if metric != "label_auc"
+    refs = sorted({(num(r.get(f"undefended_{metric}")), num(r.get("undefended_accuracy")))
+                   for r in rows} - {(float("nan"), float("nan"))})
+    refs = [p for p in refs if not (math.isnan(p[0]) or math.isnan(p[1]))]
+    if refs:  # the same configurations without defense: where the defenses started from
+        ax.scatter([p[0] for p in refs], [p[1] for p in refs], marker="X", s=70, color="black",
+                   zorder=3, label="undefended run")
+    ax.set_xlabel(f"{label}  (lower = less leakage)" if metric != "label_auc"
                   else f"{label}  (0.5 = no leakage)")
-    ax.set_ylabel("test accuracy  (→ better utility ↑)")
+    ax.set_ylabel("test accuracy  (higher = better)")
+    ax.margins(x=0.08, y=0.12)
     ax.set_title(title or f"privacy/utility frontier: accuracy vs {label}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")

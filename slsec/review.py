@@ -1,0 +1,308 @@
+"""`slsec review`: a security review of every split configuration of a model/dataset.
+
+For each protocol (`--protocol vanilla,ushaped` lists several) and each candidate cut it
+measures, with short training runs: inversion leakage (SSIM/PSNR, strongest method the
+server's role allows), label leakage (100% when the protocol sends labels to the server;
+otherwise the label-inference attack's AUC/accuracy), ε when a DP defense is configured,
+accuracy, and the cost of the cut (bytes per sample, client parameters and FLOPs). Each row
+gets a risk grade (RISK_RULE) and the report recommends a configuration (split selection).
+"""
+from __future__ import annotations
+
+import io
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from slsec.config import RunConfig
+from slsec.errors import UserError
+from slsec.results import atomic_write, check_writable
+
+SSIM_HIGH, SSIM_MEDIUM = 0.5, 0.3       # 0.5 = metrics.IDENTIFIABLE_SSIM
+AUC_HIGH, AUC_MEDIUM = 0.9, 0.7         # on max(AUC, 1 - AUC)
+GRADES = ("LOW", "MEDIUM", "HIGH")
+RISK_RULE = (f"Risk grade, per leakage channel, the overall grade being the worse of the two. "
+             f"Inputs: HIGH if the inversion SSIM >= {SSIM_HIGH} (reconstructions identifiable), "
+             f"MEDIUM if SSIM >= {SSIM_MEDIUM}, LOW otherwise. Labels: HIGH if the labels are "
+             f"sent to the server (100% leak) or the label-inference AUC >= {AUC_HIGH}, MEDIUM if "
+             f"AUC >= {AUC_MEDIUM}, LOW otherwise (an AUC below 0.5 counts as 1 - AUC: it leaks as "
+             f"much once flipped).")
+
+
+def input_grade(ssim: float) -> str:
+    if math.isnan(ssim):
+        return "–"
+    return "HIGH" if ssim >= SSIM_HIGH else "MEDIUM" if ssim >= SSIM_MEDIUM else "LOW"
+
+
+def label_grade(sent: bool, auc: float) -> str:
+    if sent:
+        return "HIGH"
+    if math.isnan(auc):
+        return "–"
+    a = max(auc, 1 - auc)
+    return "HIGH" if a >= AUC_HIGH else "MEDIUM" if a >= AUC_MEDIUM else "LOW"
+
+
+def overall_grade(*grades: str) -> str:
+    known = [g for g in grades if g in GRADES]
+    return max(known, key=GRADES.index) if known else "–"
+
+
+def _protocols(cfg: RunConfig) -> list[str]:
+    from slsec.protocols.base import PROTOCOLS
+    names = [p.strip() for p in cfg.protocol.split(",")]
+    if any(not p for p in names):
+        raise UserError(f"--protocol: empty name in {cfg.protocol!r}")
+    for p in names:
+        if PROTOCOLS.get(p).cuts_needed == 0:
+            raise UserError(f"--protocol {p} has no cut to review; use vanilla, ushaped or "
+                            "splitfed")
+    return list(dict.fromkeys(names))
+
+
+def _attack_configs(cfg: RunConfig, protocol: str) -> tuple[RunConfig, RunConfig]:
+    """(inversion config, label-inference config) for one protocol; --method/--knowledge go to
+    the attack named by --attack."""
+    if cfg.attack not in (None, "inversion", "label-inference"):
+        raise UserError(f"slsec review runs inversion and label-inference itself; --attack "
+                        f"{cfg.attack} is not part of it (use --attack inversion or "
+                        "label-inference only to pass --method/--knowledge to that attack)")
+    base = cfg.replace(protocol=protocol, cut=None, backend="local")
+    own = {"method": cfg.method, "knowledge": cfg.knowledge}
+    plain = {"method": None, "knowledge": None}
+    inv = base.replace(attack="inversion", **(own if cfg.attack == "inversion" else plain))
+    lab = base.replace(attack="label-inference",
+                       **(own if cfg.attack == "label-inference" else plain))
+    return inv, lab
+
+
+def review_folder(cfg: RunConfig) -> Path:
+    name = cfg.run_id or f"review-{cfg.model_name}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path(cfg.out) / name
+
+
+def run_review(cfg: RunConfig, *, min_accuracy: str | None,
+               max_client_flops: str | None) -> Path:
+    """Measure every (protocol, cut), grade it, recommend one; print and write the report."""
+    from slsec.commands import console, err
+    from slsec.defenses.split_selection import (choose, evaluate_cached, measure,
+                                                parse_flops, parse_min_accuracy)
+    from slsec.harness import check_attack
+    from slsec.setup import check_defenses
+
+    acc_budget, relative = parse_min_accuracy(min_accuracy)
+    flops_budget = parse_flops(max_client_flops)
+    protocols = _protocols(cfg)
+    plans = []
+    for p in protocols:                          # validate everything before any training
+        inv, lab = _attack_configs(cfg, p)
+        check_attack(inv)
+        check_defenses(inv)
+        plans.append((p, inv, lab))
+    check_writable(cfg.out)
+    folder = review_folder(cfg)
+    check_writable(folder)
+
+    rows: list[dict[str, Any]] = []
+    rankings = {}
+    bar = Progress(TextColumn("[bold]review"), BarColumn(), TextColumn("{task.description}"),
+                   TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
+    with bar:
+        task = bar.add_task("", total=None)
+        for p, inv, lab in plans:
+            def step(cut: str, i: int, n: int, p: str = p) -> None:
+                bar.update(task, description=f"{p}: cut {cut} ({i + 1}/{n})" if cut else p)
+            measured = measure(inv, step)
+            ranking = choose(measured, min_accuracy=acc_budget, max_client_flops=flops_budget,
+                             relative=relative)
+            rankings[p] = ranking
+            for r in ranking.rows:
+                m = r["metrics"]
+                row = {"protocol": p, "cut": r["cut"], "cuts": r["cuts"],
+                       "accuracy": r["accuracy"],
+                       "attack_method": r.get("attack_method"),
+                       "attack_ssim_mean": r.get("attack_ssim_mean", math.nan),
+                       "attack_psnr_mean": r.get("attack_psnr_mean", math.nan),
+                       "baseline_ssim_mean": r.get("baseline_ssim_mean", math.nan),
+                       "labels_sent_to_server": bool(m.get("labels_sent_to_server")),
+                       "label_leak": 1.0 if m.get("labels_sent_to_server") else math.nan,
+                       "label_auc": math.nan, "label_accuracy": math.nan,
+                       "epsilon": m.get("epsilon", math.nan),
+                       "smashed_bytes_per_sample": r["smashed_bytes_per_sample"],
+                       "client_params": r["client_params"], "client_flops": r["client_flops"],
+                       "eligible": r["eligible"], "why": r["why"], "selected": r["chosen"]}
+                if not row["labels_sent_to_server"] and p in _label_roles():
+                    bar.update(task, description=f"{p}: label inference, cut {r['cut']}")
+                    lm = evaluate_cached(lab.replace(cut=r["cut"]))
+                    row["label_auc"] = lm.get("label_auc", math.nan)
+                    row["label_accuracy"] = lm.get("label_accuracy", math.nan)
+                row["input_risk"] = input_grade(row["attack_ssim_mean"])
+                row["label_risk"] = label_grade(row["labels_sent_to_server"], row["label_auc"])
+                row["risk"] = overall_grade(row["input_risk"], row["label_risk"])
+                rows.append(row)
+    best, reason = recommend(rows, rankings)
+    for r in rows:
+        r["recommended"] = best is not None and r is best
+    write_outputs(folder, cfg, rows, rankings, best, reason, acc_budget, relative, flops_budget)
+    console.print(review_table(cfg, rows))
+    console.print(("Recommended: " if best else "No recommendation: ") + reason)
+    console.print(f"report: {folder}/report.html")
+    return folder
+
+
+def _label_roles() -> set[str]:
+    import slsec.attacks  # noqa: F401
+    from slsec.attacks.base import ATTACKS
+    return set(ATTACKS.get("label-inference").roles)
+
+
+def recommend(rows: list[dict[str, Any]], rankings: dict[str, Any]
+              ) -> tuple[dict[str, Any] | None, str]:
+    """Among each protocol's selected cut: lowest overall risk, then least SSIM, then FLOPs."""
+    picks = [r for r in rows if r["selected"]]
+    if not picks:
+        return None, "; ".join(f"{p}: {rk.reason}" for p, rk in rankings.items())
+    best = min(picks, key=lambda r: (GRADES.index(r["risk"]) if r["risk"] in GRADES else 3,
+                                     _n(r["attack_ssim_mean"]), r["client_flops"]))
+    why = rankings[best["protocol"]].reason
+    others = [p for p in rankings if p != best["protocol"]]
+    return best, (f"protocol {best['protocol']}, cut {best['cut']} (risk {best['risk']}): {why}"
+                  + (f". Compared with the best cut of {', '.join(others)} on overall risk, "
+                     "then SSIM, then client FLOPs" if others else ""))
+
+
+def _n(v: Any) -> float:
+    return math.inf if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+COLUMNS = [("protocol", "protocol"), ("cut", "cut"), ("accuracy", "accuracy"),
+           ("attack_ssim_mean", "SSIM"), ("attack_psnr_mean", "PSNR dB"),
+           ("label", "label leak"), ("epsilon", "ε"), ("smashed_bytes_per_sample", "bytes/sample"),
+           ("client_params", "client params"), ("client_flops", "client FLOPs"),
+           ("risk", "risk"), ("note", "budget")]
+
+
+def _cells(r: dict[str, Any]) -> list[Any]:
+    from slsec.report import fmt
+    label = ("100% (labels sent)" if r["labels_sent_to_server"] else
+             f"AUC {fmt(r['label_auc'])} / acc {fmt(r['label_accuracy'])}"
+             if not math.isnan(r["label_auc"]) else "–")
+    risk = r["risk"] + (f" (inputs {r['input_risk']}, labels {r['label_risk']})")
+    note = ("RECOMMENDED" if r.get("recommended") else "selected" if r["selected"] else
+            r["why"] if not r["eligible"] else "")
+    vals = {**r, "label": label, "risk": risk, "note": note,
+            "smashed_bytes_per_sample": f"{r['smashed_bytes_per_sample']:,.0f}",
+            "client_params": f"{r['client_params']:,}",
+            "client_flops": f"{r['client_flops']:.3g}"}
+    return [vals[k] for k, _ in COLUMNS]
+
+
+def review_table(cfg: RunConfig, rows: list[dict[str, Any]]) -> Table:
+    """The review as a rich table (risk coloured, the recommended row bold)."""
+    from rich.markup import escape
+
+    from slsec.report import fmt
+    t = Table(title=f"security review: {cfg.model_name} on {cfg.dataset}")
+    for k, name in COLUMNS:
+        t.add_column(name, justify="left" if k in ("protocol", "cut", "label", "risk", "note")
+                     else "right")
+    style = {"HIGH": "red", "MEDIUM": "yellow", "LOW": "green"}
+    at = [k for k, _ in COLUMNS].index("risk")
+    for r in rows:
+        cells = [c if isinstance(c, str) else fmt(c, 2 if k == "attack_psnr_mean" else 3)
+                 for c, (k, _) in zip(_cells(r), COLUMNS)]
+        cells = [escape(c) for c in cells]
+        cells[at] = f"[{style.get(r['risk'], 'default')}]{cells[at]}[/]"
+        t.add_row(*cells, style="bold" if r.get("recommended") else None)
+    return t
+
+
+def write_outputs(folder: Path, cfg: RunConfig, rows: list[dict[str, Any]],
+                  rankings: dict[str, Any], best: dict[str, Any] | None, reason: str,
+                  acc_budget: float | None, relative: bool, flops_budget: float | None) -> None:
+    """results.csv (one row per protocol and cut), a leakage plot, report.md + report.html."""
+    import pandas as pd
+
+    from slsec import report as rpt
+    buf = io.StringIO()
+    pd.DataFrame(rows).to_csv(buf, index=False)
+    atomic_write(folder / "results.csv", buf.getvalue())
+    png = folder / "leakage_by_cut.png"
+    leakage_plot(rows, png)
+    budgets = []
+    if acc_budget is not None:
+        budgets.append(f"accuracy >= {acc_budget:.0%} of the best cut's" if relative
+                       else f"accuracy >= {acc_budget:g} (absolute)")
+    if flops_budget is not None:
+        budgets.append(f"client FLOPs per sample <= {flops_budget:.3g}")
+    method = next((r["attack_method"] for r in rows if r.get("attack_method")), "–")
+    blocks: list[tuple] = [
+        ("p", f"Model {cfg.model_name} on {cfg.dataset}; protocols "
+              f"{', '.join(rankings)}; {cfg.clients} clients ({cfg.partition}), {cfg.rounds} "
+              f"round(s), seed {cfg.seed}"
+              + (f", at most {cfg.max_train} private training samples" if cfg.max_train else "")
+              + f"; defenses: {'+'.join(cfg.defense) or 'none'}. Inversion: the honest-but-curious "
+              f"server with the strongest method its role allows ({method}) on {cfg.probe_size} "
+              "probe inputs. Label leakage: 100% where the protocol sends labels to the server, "
+              "else the label-inference attack on the gradients the server sees."),
+        ("h", "Recommendation"),
+        ("p", ("Recommended: " if best else "**No configuration meets the budgets: ") + reason
+              + ("" if best else "**")),
+        ("p", "Budgets: " + ("; ".join(budgets) or "none (pass --min-accuracy, e.g. 0.9 or 95%, "
+                                                   "and --max-client-flops, e.g. 2e6)") + ". "
+              "Selection rule: among cuts within the budgets, the least inversion SSIM; cuts "
+              "within 0.01 SSIM of it are tied and the fewest client FLOPs wins. Across "
+              "protocols: lowest overall risk grade, then SSIM, then client FLOPs."),
+        ("h", "Every configuration"),
+        ("table", [n for _, n in COLUMNS], [_cells(r) for r in rows]),
+        ("p", RISK_RULE),
+        ("img", str(png), "inversion SSIM per cut (with the mean-image baseline and the grade "
+                          "thresholds)"),
+        ("p", "Bytes per sample: what crosses the (first) cut per sample, float32. Client "
+              "params / FLOPs: the client's head up to the cut (forward FLOPs per sample; "
+              "U-shaped clients also run the tail). Accuracy comes from short review runs: "
+              "compare cuts with each other, not with fully trained models."),
+        ("p", "Rows: results.csv in this folder (one per protocol and cut)."),
+    ]
+    rpt.write_document(folder, f"slsec security review: {cfg.model_name} / {cfg.dataset}",
+                       blocks)
+
+
+def leakage_plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Inversion SSIM per cut, one line per protocol, grade thresholds shaded."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    ax.axhspan(SSIM_HIGH, 1.0, color="red", alpha=0.07, label="HIGH (identifiable)")
+    ax.axhspan(SSIM_MEDIUM, SSIM_HIGH, color="orange", alpha=0.07, label="MEDIUM")
+    by_p: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_p.setdefault(r["protocol"], []).append(r)
+    for p, rs in by_p.items():
+        ax.plot([r["cut"] for r in rs], [r["attack_ssim_mean"] for r in rs], marker="o",
+                label=f"{p}")
+        for r in rs:
+            if r.get("recommended"):
+                ax.scatter([r["cut"]], [r["attack_ssim_mean"]], s=180, facecolors="none",
+                           edgecolors="crimson", linewidths=1.8, zorder=4, label="recommended")
+    base = [r["baseline_ssim_mean"] for r in rows if not math.isnan(r["baseline_ssim_mean"])]
+    if base:
+        ax.axhline(sum(base) / len(base), color="gray", ls=":", lw=1, label="mean-image baseline")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("cut (shallow → deep)")
+    ax.set_ylabel("inversion SSIM (lower = less leakage)")
+    ax.set_title("input leakage per cut", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
