@@ -136,10 +136,12 @@ def straggle(ctx: Context) -> None:
         time.sleep(delay)
 
 
-def observing(ctx: Context, rnd: int, seen: int) -> bool:
-    """Whether a training batch falls in the observation window (client 1, chosen round)."""
+def observing(ctx: Context, rnd: int, i: int, n: int) -> bool:
+    """Whether batch i of n falls in the observation window: the last `observe_samples`
+    samples of client 1's last round (the model is trained by then, as attacks assume)."""
     last = ctx.plan.rounds - 1 if ctx.plan.observe_round < 0 else ctx.plan.observe_round
-    return rnd == last and seen < ctx.plan.observe_samples
+    window = -(-ctx.plan.observe_samples // ctx.plan.batch_size)
+    return rnd == last and i >= n - window
 
 
 class Protocol:

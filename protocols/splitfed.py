@@ -39,12 +39,13 @@ class SplitFed(Protocol):
                 ctx.link.send(k, head_state, WEIGHTS)
             ctrl = {k: ctx.link.recv(k, CTRL) for k in ks}
             left = {k: int(ctrl[k]["n"]) for k in ks}
-            seen = dict.fromkeys(ks, 0)
+            total = dict(left)
             while any(left.values()):
                 for k in ks:
                     if left[k]:
-                        watch = k == 1 and observing(ctx, rnd, seen[k])
-                        seen[k] += serve_batch(ctx, k, tails[k], opts[k], labels, watch)
+                        i = total[k] - left[k]
+                        watch = k == 1 and observing(ctx, rnd, i, total[k])
+                        serve_batch(ctx, k, tails[k], opts[k], labels, watch)
                         left[k] -= 1
             weights = [float(ctrl[k]["samples"]) for k in ks]
             head_state = weighted_average([ctx.link.recv(k, WEIGHTS) for k in ks], weights)

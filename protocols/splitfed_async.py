@@ -50,7 +50,6 @@ class SplitFedAsync(Protocol):
         for rnd in range(plan.rounds):
             gen = torch.Generator().manual_seed(client_seed(plan, ctx.rank, rnd))
             order = batches(len(ctx.shard), plan.batch_size, gen)
-            seen = 0
             for step, idx in enumerate(order):
                 feats, y = ctx.shard.batch(idx)
                 h = head(feats)
@@ -59,12 +58,11 @@ class SplitFedAsync(Protocol):
                 msg["i" if two_party else "y"] = idx if two_party else y
                 ctx.link.send(0, {**msg, "op": torch.tensor(BATCH)}, ASYNC)
                 g = ctx.link.recv(0, GRAD)["g"]
-                if ctx.rank == 1 and observing(ctx, rnd, seen):
+                if ctx.rank == 1 and observing(ctx, rnd, step, len(order)):
                     ctx.observer.recording = True
                     ctx.observer.smashed(msg)
                     ctx.observer.grad(g)
                     ctx.observer.recording = False
-                seen += len(idx)
                 loss = (x * g).sum()
                 reg = ctx.defense.regularizer(feats["x"], h["x"])
                 opt.zero_grad()
@@ -90,7 +88,6 @@ class SplitFedAsync(Protocol):
         for k in ctx.clients:
             ctx.link.send(k, {**global_w, "__version": torch.tensor(version)}, WEIGHTS)
         active = list(ctx.clients)
-        seen = dict.fromkeys(active, 0)
         merges, evals, turn = 0, 0, 0
         while active:
             if plan.async_order == "fixed":
@@ -101,8 +98,8 @@ class SplitFedAsync(Protocol):
                 k, msg = ctx.link.recv_any(ASYNC)
             op = int(msg.pop("op"))
             if op == BATCH:
-                watch = k == 1 and observing(ctx, plan.rounds - 1, seen[k])
-                seen[k] += process_batch(ctx, k, msg, tail, opt, labels, watch)
+                # no label attack targets the asynchronous protocol: nothing is watched here
+                process_batch(ctx, k, msg, tail, opt, labels, watch=False)
             elif op == PUSH:
                 staleness = version - int(msg.pop("__version"))
                 global_w = merge(global_w, msg, staleness, plan.async_alpha, plan.async_decay)

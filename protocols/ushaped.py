@@ -48,12 +48,10 @@ class UShaped(Protocol):
             gen = torch.Generator().manual_seed(client_seed(plan, ctx.rank, rnd))
             order = batches(len(ctx.shard), plan.batch_size, gen)
             ctx.link.send(0, {"n": torch.tensor(len(order))}, CTRL)
-            seen = 0
-            for idx in order:
+            for i, idx in enumerate(order):
                 feats, y = ctx.shard.batch(idx)
-                if ctx.rank == 1 and observing(ctx, rnd, seen) and ctx.truth is not None:
+                if ctx.rank == 1 and observing(ctx, rnd, i, len(order)) and ctx.truth is not None:
                     ctx.truth(None, y)
-                seen += len(idx)
                 h = head(feats)
                 x = ctx.defense.smashed(h["x"], train=True, gen=gen)
                 ctx.link.send(0, cut_message(h, x), SMASHED)
@@ -83,20 +81,18 @@ class UShaped(Protocol):
             for k in ctx.clients:
                 ctx.link.send(k, handoff, WEIGHTS)
                 n = int(ctx.link.recv(k, CTRL)["n"])
-                seen = 0
-                for _ in range(n):
+                for i in range(n):
                     msg = ctx.link.recv(k, SMASHED)
                     feats = receive_cut(msg)
                     out = body(feats)
                     ctx.link.send(k, cut_message(out, out["x"]), BODY_OUT)
                     gb = ctx.link.recv(k, BODY_GRAD)["g"]
-                    if k == 1 and observing(ctx, rnd, seen):
+                    if k == 1 and observing(ctx, rnd, i, n):
                         ctx.observer.recording = True
                         ctx.observer.smashed(msg)
                         ctx.observer.output(out["x"])
                         ctx.observer.grad(gb)
                         ctx.observer.recording = False
-                    seen += _batch_size(msg)
                     opt.zero_grad()
                     out["x"].backward(gb)
                     ctx.link.send(k, {"g": feats["x"].grad}, GRAD)
@@ -107,9 +103,3 @@ class UShaped(Protocol):
                 ctx.on_round(rnd, ctx.model)
         serve_probe(ctx, ctx.clients)
 
-
-def _batch_size(msg: dict[str, torch.Tensor]) -> int:
-    """Samples in a cut message: graphs count graphs (batch vector), images count rows."""
-    if "batch" in msg:
-        return int(msg["batch"].max()) + 1 if msg["batch"].numel() else 0
-    return msg["x"].shape[0]

@@ -30,8 +30,7 @@ def label_sending_client(ctx: Context) -> None:
         gen = torch.Generator().manual_seed(client_seed(plan, ctx.rank, rnd))
         order = batches(len(ctx.shard), plan.batch_size, gen)
         ctx.link.send(0, {"n": torch.tensor(len(order)), "samples": torch.tensor(len(ctx.shard))}, CTRL)
-        seen = 0
-        for idx in order:
+        for i, idx in enumerate(order):
             feats, y = ctx.shard.batch(idx)
             h = head(feats)
             x = ctx.defense.smashed(h["x"], train=True, gen=gen)
@@ -39,12 +38,11 @@ def label_sending_client(ctx: Context) -> None:
             msg["i" if two_party else "y"] = idx if two_party else y
             ctx.link.send(0, msg, SMASHED)
             g = ctx.link.recv(0, GRAD)["g"]
-            if ctx.rank == 1 and observing(ctx, rnd, seen):
+            if ctx.rank == 1 and observing(ctx, rnd, i, len(order)):
                 ctx.observer.recording = True
                 ctx.observer.smashed(msg)
                 ctx.observer.grad(g)
                 ctx.observer.recording = False
-            seen += len(idx)
             loss = (x * g).sum()
             reg = ctx.defense.regularizer(feats["x"], h["x"])
             if reg is not None:
@@ -58,14 +56,14 @@ def label_sending_client(ctx: Context) -> None:
 
 
 def serve_batch(ctx: Context, k: int, tail: torch.nn.Module, opt: torch.optim.Optimizer,
-                labels: dict[int, torch.Tensor] | None, watch: bool) -> int:
+                labels: dict[int, torch.Tensor] | None, watch: bool) -> None:
     """Server: one batch from client k through the tail; return per-sample cut gradients."""
     return process_batch(ctx, k, ctx.link.recv(k, SMASHED), tail, opt, labels, watch)
 
 
 def process_batch(ctx: Context, k: int, msg: dict[str, torch.Tensor], tail: torch.nn.Module,
                   opt: torch.optim.Optimizer, labels: dict[int, torch.Tensor] | None,
-                  watch: bool) -> int:
+                  watch: bool) -> None:
     """Loss on the server's tail for a received batch; the cut gradient goes back to k alone."""
     y = labels[k][msg["i"]] if labels is not None else msg["y"]
     if watch and ctx.truth is not None and labels is not None:
@@ -79,7 +77,6 @@ def process_batch(ctx: Context, k: int, msg: dict[str, torch.Tensor], tail: torc
     g = ctx.defense.cut_grad(feats["x"].grad, gen=ctx.gen)
     ctx.link.send(k, {"g": g}, GRAD)
     opt.step()
-    return len(y)
 
 
 @PROTOCOLS.register("vanilla")
@@ -97,10 +94,8 @@ class Vanilla(Protocol):
             for k in ctx.clients:
                 ctx.link.send(k, head_state, WEIGHTS)
                 n = int(ctx.link.recv(k, CTRL)["n"])
-                seen = 0
-                for _ in range(n):
-                    watch = k == 1 and observing(ctx, rnd, seen)
-                    seen += serve_batch(ctx, k, tail, opt, labels, watch)
+                for i in range(n):
+                    serve_batch(ctx, k, tail, opt, labels, k == 1 and observing(ctx, rnd, i, n))
                 head_state = ctx.link.recv(k, WEIGHTS)
             load(head, head_state)
             if ctx.on_round:

@@ -22,5 +22,7 @@ if outcome.rank == 0:
     arrays = {f"w:{k}": v.detach().numpy() for k, v in outcome.model.state_dict().items()}
     arrays["curve"] = np.array([[r.accuracy, r.loss] for r in outcome.records])
     arrays["bytes"] = np.array([outcome.bytes_total, outcome.payload_total])
+    arrays["wall"] = np.array([r.wall_s for r in outcome.records])
+    arrays["train_seconds"] = np.array(outcome.wall_s)
     np.savez(out, **arrays)
     print(json.dumps({"rounds": len(outcome.records)}))
