@@ -175,8 +175,9 @@ def choose(rows: list[dict[str, Any]], *, min_accuracy: float | None = None,
     tied = [r for r in ok if r["leakage"] <= least + TIE]
     pick = min(tied, key=lambda r: (r["client_flops"], r["leakage"]))
     pick["chosen"] = True
-    reason = (f"least attack {name} ({pick['leakage']:.3f}) among {len(ok)} of {len(rows)} cuts "
-              f"within {budget}" + (f"; {len(tied)} cuts within {TIE} of it, fewest client FLOPs "
+    scope = (f"among {len(ok)} of {len(rows)} cuts within {budget}" if budget != "no budget"
+             else f"among all {len(rows)} cuts (no budget)")
+    reason = (f"least attack {name} ({pick['leakage']:.3f}) {scope}" + (f"; {len(tied)} cuts within {TIE} of it, fewest client FLOPs "
                                     "wins" if len(tied) > 1 else "")
               + f"; accuracy {pick['accuracy']:.3f}, client FLOPs {pick['client_flops']:.3g}")
     return Ranking(pick["cut"], reason, rows, key)

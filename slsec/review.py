@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -149,9 +150,10 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
     for r in rows:
         r["recommended"] = best is not None and r is best
     write_outputs(folder, cfg, rows, rankings, best, reason, acc_budget, relative, flops_budget)
-    console.print(review_table(cfg, rows))
-    console.print(("Recommended: " if best else "No recommendation: ") + reason)
-    console.print(f"report: {folder}/report.html")
+    out = console if console.is_terminal else Console(width=160, highlight=False)  # logs: wide
+    out.print(review_table(cfg, rows))
+    out.print(("Recommended: " if best else "No recommendation: ") + reason, markup=False)
+    out.print(f"report: {folder}/report.html", markup=False)
     return folder
 
 
@@ -172,7 +174,7 @@ def recommend(rows: list[dict[str, Any]], rankings: dict[str, Any]
     why = rankings[best["protocol"]].reason
     others = [p for p in rankings if p != best["protocol"]]
     return best, (f"protocol {best['protocol']}, cut {best['cut']} (risk {best['risk']}): {why}"
-                  + (f". Compared with the best cut of {', '.join(others)} on overall risk, "
+                  + (f". Preferred over the selected cut of {', '.join(others)} by overall risk, "
                      "then SSIM, then client FLOPs" if others else ""))
 
 
@@ -180,26 +182,44 @@ def _n(v: Any) -> float:
     return math.inf if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-COLUMNS = [("protocol", "protocol"), ("cut", "cut"), ("accuracy", "accuracy"),
-           ("attack_ssim_mean", "SSIM"), ("attack_psnr_mean", "PSNR dB"),
-           ("label", "label leak"), ("epsilon", "ε"), ("smashed_bytes_per_sample", "bytes/sample"),
+COLUMNS = [("protocol", "protocol"), ("cut", "cut"), ("accuracy", "acc"),
+           ("attack_ssim_mean", "SSIM"), ("attack_psnr_mean", "PSNR"),
+           ("label", "labels"), ("epsilon", "ε"), ("smashed_bytes_per_sample", "bytes/sample"),
            ("client_params", "client params"), ("client_flops", "client FLOPs"),
-           ("risk", "risk"), ("note", "budget")]
+           ("risk", "risk"), ("note", "note")]
 
 
-def _cells(r: dict[str, Any]) -> list[Any]:
+def risk_text(r: dict[str, Any]) -> str:
+    """'HIGH: inputs+labels', 'MEDIUM: inputs', 'LOW': the grade and the channels causing it."""
+    why = [c for c, g in (("inputs", r["input_risk"]), ("labels", r["label_risk"]))
+           if g == r["risk"]]
+    return r["risk"] + (f": {'+'.join(why)}" if r["risk"] != "LOW" and why else "")
+
+
+def columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The table columns (ε only when a DP defense produced one)."""
+    dp = any(not math.isnan(_f(r.get("epsilon"))) for r in rows)
+    return [c for c in COLUMNS if c[0] != "epsilon" or dp]
+
+
+def _f(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _cells(r: dict[str, Any], cols: list[tuple[str, str]] = COLUMNS) -> list[Any]:
     from slsec.report import fmt
-    label = ("100% (labels sent)" if r["labels_sent_to_server"] else
-             f"AUC {fmt(r['label_auc'])} / acc {fmt(r['label_accuracy'])}"
-             if not math.isnan(r["label_auc"]) else "–")
-    risk = r["risk"] + (f" (inputs {r['input_risk']}, labels {r['label_risk']})")
+    label = ("sent (100%)" if r["labels_sent_to_server"] else
+             f"AUC {fmt(r['label_auc'], 2)}" if not math.isnan(r["label_auc"]) else "–")
     note = ("RECOMMENDED" if r.get("recommended") else "selected" if r["selected"] else
             r["why"] if not r["eligible"] else "")
-    vals = {**r, "label": label, "risk": risk, "note": note,
+    vals = {**r, "label": label, "risk": risk_text(r), "note": note,
             "smashed_bytes_per_sample": f"{r['smashed_bytes_per_sample']:,.0f}",
             "client_params": f"{r['client_params']:,}",
             "client_flops": f"{r['client_flops']:.3g}"}
-    return [vals[k] for k, _ in COLUMNS]
+    return [vals[k] for k, _ in cols]
 
 
 def review_table(cfg: RunConfig, rows: list[dict[str, Any]]) -> Table:
@@ -208,14 +228,15 @@ def review_table(cfg: RunConfig, rows: list[dict[str, Any]]) -> Table:
 
     from slsec.report import fmt
     t = Table(title=f"security review: {cfg.model_name} on {cfg.dataset}")
-    for k, name in COLUMNS:
+    cols = columns(rows)
+    for k, name in cols:
         t.add_column(name, justify="left" if k in ("protocol", "cut", "label", "risk", "note")
                      else "right")
     style = {"HIGH": "red", "MEDIUM": "yellow", "LOW": "green"}
-    at = [k for k, _ in COLUMNS].index("risk")
+    at = [k for k, _ in cols].index("risk")
     for r in rows:
-        cells = [c if isinstance(c, str) else fmt(c, 2 if k == "attack_psnr_mean" else 3)
-                 for c, (k, _) in zip(_cells(r), COLUMNS)]
+        cells = [c if isinstance(c, str) else fmt(c, 1 if k == "attack_psnr_mean" else 3)
+                 for c, (k, _) in zip(_cells(r, cols), cols)]
         cells = [escape(c) for c in cells]
         cells[at] = f"[{style.get(r['risk'], 'default')}]{cells[at]}[/]"
         t.add_row(*cells, style="bold" if r.get("recommended") else None)
@@ -241,6 +262,7 @@ def write_outputs(folder: Path, cfg: RunConfig, rows: list[dict[str, Any]],
     if flops_budget is not None:
         budgets.append(f"client FLOPs per sample <= {flops_budget:.3g}")
     method = next((r["attack_method"] for r in rows if r.get("attack_method")), "–")
+    sent = {r["protocol"] for r in rows if r["labels_sent_to_server"]}
     blocks: list[tuple] = [
         ("p", f"Model {cfg.model_name} on {cfg.dataset}; protocols "
               f"{', '.join(rankings)}; {cfg.clients} clients ({cfg.partition}), {cfg.rounds} "
@@ -258,8 +280,11 @@ def write_outputs(folder: Path, cfg: RunConfig, rows: list[dict[str, Any]],
               "Selection rule: among cuts within the budgets, the least inversion SSIM; cuts "
               "within 0.01 SSIM of it are tied and the fewest client FLOPs wins. Across "
               "protocols: lowest overall risk grade, then SSIM, then client FLOPs."),
+        *([("p", "Labels reach the server in " + ", ".join(sorted(sent)) + ": label leakage is "
+                 "100% (risk HIGH) at every cut there. U-shaped SL keeps the labels on the "
+                 "client (review it with --protocol vanilla,ushaped).")] if sent else []),
         ("h", "Every configuration"),
-        ("table", [n for _, n in COLUMNS], [_cells(r) for r in rows]),
+        ("table", [n for _, n in columns(rows)], [_cells(r, columns(rows)) for r in rows]),
         ("p", RISK_RULE),
         ("img", str(png), "inversion SSIM per cut (with the mean-image baseline and the grade "
                           "thresholds)"),

@@ -4,8 +4,9 @@ Grid axes come from flags or a TOML file:
 - flags: a comma list in any scalar option is an axis (`--sigma 0,0.01,0.1`, `--cut conv1,pool2`);
   for list options (`--defense`, `--knowledge`, `--straggler`) alternatives are separated by `|`
   and each alternative is a comma list (`--defense "none|dp|dp,nopeek"`; "none" = no defense);
-- TOML: base keys (top level or a [run] table) as for `--config`, plus a [grid] table of lists;
-  flags given on the command line replace the file's value or axis of the same name.
+- TOML: base keys (top level or a [run] table) as for `--config`, plus a [grid] table of lists
+  (a list given directly to a single-valued key is an axis too); flags given on the command
+  line replace the file's value or axis of the same name.
 "none" in a grid stands for "not set" (default) in optional options.
 
 Cells run one after another in this process (local backend). Each finished cell appends one
@@ -93,11 +94,17 @@ def parse_grid(config_path: str | None, flags: dict[str, str | None]) -> Grid:
         run = raw.pop("run", {})
         if not isinstance(axes, dict) or not isinstance(run, dict):
             raise UserError(f"{where}: [grid] and [run] must be tables")
+        listed: dict[str, list[Any]] = {}
         for k, v in {**raw, **run}.items():
             if isinstance(v, dict):
                 raise UserError(f"{where}: unknown table [{k}] (expected [run] and [grid])")
-            grid.base[k.replace("-", "_")] = v
+            name = k.replace("-", "_")
+            if isinstance(v, list) and name in FIELDS and name not in LIST_FIELDS:
+                listed[k] = v           # a list in a single-valued option is an axis too
+            else:
+                grid.base[name] = v
         make_config(grid.base, source=config_path)   # bad base keys/values name the file
+        axes = {**listed, **axes} if not (set(listed) & set(axes)) else _both(listed, axes, where)
         for k, values in axes.items():
             name = k.replace("-", "_")
             if name not in FIELDS:
@@ -123,6 +130,11 @@ def parse_grid(config_path: str | None, flags: dict[str, str | None]) -> Grid:
         else:
             grid.axes[name] = [_alternative(name, a, _flag(name)) for a in alts]
     return grid
+
+
+def _both(listed: dict[str, Any], axes: dict[str, Any], where: str) -> dict[str, Any]:
+    k = sorted(set(listed) & set(axes))[0]
+    raise UserError(f"{where}: '{k}' is both a base key and a [grid] axis")
 
 
 def cell_label(values: dict[str, Any]) -> str:

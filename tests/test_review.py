@@ -1,0 +1,77 @@
+"""`slsec review`: the risk rule, budget parsing at the edge, and a real review of the CNN."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+from slsec.cli import main
+from slsec.review import input_grade, label_grade, overall_grade
+
+SMALL = ["--max-train", "300", "--probe-size", "8", "--attack-iters", "30"]
+
+
+@pytest.mark.parametrize("ssim, grade", [(0.9, "HIGH"), (0.5, "HIGH"), (0.49, "MEDIUM"),
+                                         (0.3, "MEDIUM"), (0.29, "LOW"), (math.nan, "–")])
+def test_input_grade(ssim: float, grade: str) -> None:
+    assert input_grade(ssim) == grade
+
+
+@pytest.mark.parametrize("sent, auc, grade", [(True, math.nan, "HIGH"), (False, 0.95, "HIGH"),
+                                              (False, 0.05, "HIGH"), (False, 0.75, "MEDIUM"),
+                                              (False, 0.6, "LOW"), (False, math.nan, "–")])
+def test_label_grade(sent: bool, auc: float, grade: str) -> None:
+    assert label_grade(sent, auc) == grade
+
+
+def test_overall_grade_is_the_worse_channel() -> None:
+    assert overall_grade("LOW", "HIGH") == "HIGH"
+    assert overall_grade("MEDIUM", "–") == "MEDIUM"
+    assert overall_grade("–", "–") == "–"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--min-accuracy", "lots"], "--min-accuracy must be"),
+    (["--min-accuracy", "1.5"], "--min-accuracy must be in [0, 1]"),
+    (["--max-client-flops", "-2"], "--max-client-flops must be > 0"),
+    (["--protocol", "fedavg"], "no cut to review"),
+    (["--protocol", "vanilla,nope"], "unknown protocol 'nope'"),
+    (["--attack", "gradient-inversion"], "runs inversion and label-inference itself"),
+])
+def test_bad_input_is_one_line_and_exit_2_before_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        extra: list[str], message: str) -> None:
+    import slsec.harness
+
+    def boom(*a, **k):
+        raise AssertionError("training started before validation failed")
+    monkeypatch.setattr(slsec.harness, "evaluate", boom)
+    assert main(["review", "--out", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_review_of_the_cnn_recommends_a_cut_and_writes_the_report(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cuts = ["conv1", "pool1", "conv2", "pool2", "fc1"]
+    assert main(["review", "--model", "cnn", "--dataset", "mnist", *SMALL,
+                 "--out", str(tmp_path), "--run-id", "rv"]) == 0
+    out = capsys.readouterr().out
+    assert "security review: cnn on mnist" in out                 # the table
+    assert all(c in out for c in cuts) and "sent (100%)" in out and "HIGH" in out
+    line = next(l for l in out.splitlines() if l.startswith("Recommended: "))
+    assert any(f"cut {c} " in line for c in cuts)
+    folder = tmp_path / "rv"
+    html = (folder / "report.html").read_text()
+    assert "<table>" in html and "RECOMMENDED" in html and "bytes/sample" in html
+    assert all(f"<td>{c}</td>" in html for c in cuts)
+    assert "data:image/png;base64," in html and "Risk grade" in html
+    with (folder / "results.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["cut"] for r in rows] == cuts
+    assert sum(r["recommended"] == "True" for r in rows) == 1
+    assert {"attack_ssim_mean", "attack_psnr_mean", "label_leak", "client_flops",
+            "client_params", "smashed_bytes_per_sample", "risk"} <= set(rows[0])
