@@ -146,13 +146,16 @@ def benchmark(**kw: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user mistakes are one line on stderr and exit 2; peers failing exit 1."""
-    import click
+    try:  # typer >= 0.2x vendors click as typer._click
+        from typer import _click as click
+    except ImportError:  # pragma: no cover - older typer depends on click
+        import click  # type: ignore[no-redef]
 
     try:
         app(args=argv, standalone_mode=False, prog_name="slsec")
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("error: interrupted", file=sys.stderr)
         return 130
     except click.ClickException as e:

@@ -8,6 +8,7 @@ the clients over a separate instrumentation channel that no attack object ever g
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import threading
 import time
@@ -231,7 +232,12 @@ def run_local(cfg: RunConfig, setup: Setup,
 def run_mpi(cfg: RunConfig, setup: Setup,
             progress: Callable[[RoundRecord], None] | None = None) -> RankOutcome:
     """This rank's part of an MPI run (under mpiexec); a failing rank aborts the whole job."""
-    from mpi4py import MPI
+    try:
+        from mpi4py import MPI
+    except (ImportError, RuntimeError) as e:   # no mpi4py, or it cannot load an MPI library
+        raise UserError(f"--backend mpi needs mpi4py and a working MPI library "
+                        f"({' '.join(str(e).split())}); install one (pip install mpich) "
+                        "or use --backend local") from None
 
     from slsec.transport import MPILink, preflight
 
@@ -239,20 +245,23 @@ def run_mpi(cfg: RunConfig, setup: Setup,
     torch.set_num_threads(cfg.threads)
     try:
         preflight(comm, expected_world=cfg.clients + 1, timeout=min(cfg.timeout, 30.0))
-        link = MPILink(comm, timeout=cfg.timeout)
+        # clients wait twice as long, so a silent client is named by rank 0, not blamed on it
+        link = MPILink(comm, timeout=cfg.timeout * (1 if comm.Get_rank() == 0 else 2))
         instr = MPILink(comm.Dup(), timeout=cfg.timeout)
         return run_rank(cfg, setup, comm.Get_rank(), link, instr, progress)
     except UserError as e:
+        if comm.Get_size() != cfg.clients + 1:
+            raise   # every rank knows the world size is wrong: exit 2 cleanly, no Abort
         if comm.Get_rank() == 0:
             print(f"error: {e}", file=sys.stderr, flush=True)
         comm.Abort(2)
-        raise
+        os._exit(2)   # MPICH's Abort can return before mpiexec ends this rank: say nothing more
     except BaseException as e:  # noqa: BLE001
         print(f"error: rank {comm.Get_rank()}: {e}", file=sys.stderr, flush=True)
         if not isinstance(e, (PeerError, KeyboardInterrupt)):
             traceback.print_exc(file=sys.stderr)
         comm.Abort(1)
-        raise
+        os._exit(1)   # MPICH's Abort can return before mpiexec ends this rank: say nothing more
 
 
 def mpi_attack_exchange(cfg: RunConfig, outcome: RankOutcome, attacked: int | None,

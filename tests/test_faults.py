@@ -1,0 +1,196 @@
+"""Rank faults under a real `mpiexec -n 3`: nothing hangs, nothing already written is lost.
+
+Each test launches the real command line (`slsec train --backend mpi ...`) through
+tests/mpi_scripts/fault_cli.py, which injects one fault into one rank mid-round (SLSEC_FAULT):
+
+- a client killed from outside with SIGKILL (found by PMI_RANK in /proc/<pid>/environ);
+- the server SIGKILLing itself;
+- a client that stalls (alive, silent): the server's receive timeout names it;
+- mpiexec started with the wrong -n for --clients: one line, exit 2, no hang.
+
+What mpiexec (MPICH hydra 5) really prints for a killed rank is a banner naming a PID:
+"BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES / PID <pid> RUNNING AT <host> /
+EXIT CODE: 9 / ... Killed (signal 9)", where the PID is that of the first process on the host
+(whichever rank died) and no rank is named: hydra kills the survivors with SIGKILL at once, so
+no slsec rank can say more. A rank that is alive but silent is named by slsec (rank 0's receive
+timeout; clients wait twice as long so that rank 0 reports first).
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from slsec.results import append_row, read_json, read_rows, write_json
+
+pytestmark = [pytest.mark.mpi, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tests" / "mpi_scripts" / "fault_cli.py"
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+SLSEC = Path(sys.executable).parent / "slsec"
+TINY = ["--max-train", "128", "--probe-size", "8", "--aux-size", "100", "--batch-size", "32",
+        "--rounds", "1", "--threads", "1"]
+DEADLINE_S = 30.0          # the whole job must be gone this long after the fault
+
+
+def env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            **extra}
+
+
+def launch(out: Path, fault: str, *flags: str, mpiexec_opts: tuple[str, ...] = (),
+           **extra_env: str) -> subprocess.Popen:
+    """`mpiexec -n 3 python fault_cli.py train --backend mpi ...` with SLSEC_FAULT set."""
+    if not MPIEXEC.exists():
+        pytest.fail(f"{MPIEXEC} not found: install the 'mpich' package into this environment")
+    cmd = [str(MPIEXEC), *mpiexec_opts, "-n", "3", sys.executable, str(SCRIPT), "train",
+           "--backend", "mpi", "--out", str(out), *TINY, *flags]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env(SLSEC_FAULT=fault, **extra_env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, limit: float) -> tuple[int, str, float]:
+    """Wait at most `limit` s; (exit code, stdout+stderr, time it ended). Kills it on a hang."""
+    try:
+        out, err = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"mpiexec still running {limit:.0f} s later (a hang):\n{out}\n{err}")
+    return proc.returncode, out + err, time.time()
+
+
+def fault_time(output: str) -> tuple[int, float]:
+    """(pid, wall time) of the fault as the faulty rank printed it."""
+    m = re.search(r"^FAULT \d \w+ pid (\d+) at ([\d.]+)$", output, re.M)
+    assert m, output
+    return int(m[1]), float(m[2])
+
+
+def job_pids(output: str) -> dict[int, int]:
+    """rank -> pid, as every rank of fault_cli.py printed it at start."""
+    return {int(r): int(p) for r, p in re.findall(r"^RANK (\d) pid (\d+)$", output, re.M)}
+
+
+def assert_hydra_reports_a_kill(output: str, job_pids: set[int]) -> None:
+    """Hydra's banner: a bad termination by signal 9, at a PID of this job. (Hydra 5.0.2 prints
+    the PID of the first process on the host, whichever rank died, and never the rank.)"""
+    assert "BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES" in output, output
+    m = re.search(r"PID (\d+) RUNNING AT \S+", output)
+    assert m and int(m[1]) in job_pids, (job_pids, output)
+    assert re.search(r"EXIT CODE: 9\b|KILLED BY SIGNAL: 9|Killed \(signal 9\)", output), output
+
+
+def earlier_results(out: Path) -> dict[str, bytes]:
+    """What an earlier sweep and an earlier run left in --out: rows and a result.json."""
+    for i in range(3):
+        append_row(out / "sweep-old" / "results.csv",
+                   {"cell": f"c{i}", "sigma": 0.01 * i, "accuracy": 0.9 - i / 10})
+    write_json(out / "run-old" / "result.json", {"metrics": {"accuracy": 0.93}, "seed": 0})
+    return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def assert_earlier_results_intact(out: Path, before: dict[str, bytes]) -> None:
+    for rel, data in before.items():
+        assert (out / rel).read_bytes() == data, f"{rel} changed by the crashed run"
+    assert [r["cell"] for r in read_rows(out / "sweep-old" / "results.csv")] == ["c0", "c1", "c2"]
+    assert read_json(out / "run-old" / "result.json")["metrics"]["accuracy"] == 0.93
+    assert not list(out.rglob("*.tmp")), list(out.rglob("*.tmp"))
+
+
+def pids_with(**want: str) -> list[int]:
+    """Processes whose environment holds every NAME=value in `want` (our job's ranks only)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            environ = dict(e.split("=", 1) for e in
+                           (d / "environ").read_bytes().decode(errors="replace").split("\0")
+                           if "=" in e)
+        except OSError:
+            continue
+        if all(environ.get(k) == v for k, v in want.items()):
+            found.append(int(d.name))
+    return found
+
+
+def test_client_killed_from_outside_mid_round_ends_the_job(tmp_path):
+    """SIGKILL rank 1 (found by PMI_RANK) while it is mid-round; earlier results stay intact."""
+    out = tmp_path / "reports"
+    before = earlier_results(out)
+    pidfile = tmp_path / "rank1.pid"
+    proc = launch(out, "1:pause:3", "--timeout", "60", SLSEC_FAULT_PIDFILE=str(pidfile))
+    start = time.monotonic()
+    while not pidfile.exists():
+        if proc.poll() is not None or time.monotonic() - start > 180:
+            code, output, _ = finish(proc, 5)
+            pytest.fail(f"rank 1 never reached the fault (exit {code}):\n{output}")
+        time.sleep(0.05)
+    pid = int(pidfile.read_text())
+    assert pids_with(PMI_RANK="1", SLSEC_FAULT_PIDFILE=str(pidfile)) == [pid]
+    killed_at = time.time()
+    os.kill(pid, signal.SIGKILL)
+    code, output, ended = finish(proc, DEADLINE_S + 30)
+    print(output)
+    assert code != 0
+    assert ended - killed_at < DEADLINE_S, f"job ended {ended - killed_at:.1f} s after the kill"
+    assert job_pids(output)[1] == pid
+    assert_hydra_reports_a_kill(output, set(job_pids(output).values()))
+    assert "Traceback" not in output
+    assert_earlier_results_intact(out, before)
+    assert not pids_with(SLSEC_FAULT_PIDFILE=str(pidfile)), "a rank outlived mpiexec"
+
+
+def test_server_killed_mid_round_ends_the_job(tmp_path):
+    out = tmp_path / "reports"
+    before = earlier_results(out)
+    proc = launch(out, "0:kill:4", "--timeout", "60")
+    code, output, ended = finish(proc, 240)
+    print(output)
+    pid, at = fault_time(output)
+    assert code != 0
+    assert ended - at < DEADLINE_S, f"job ended {ended - at:.1f} s after the kill"
+    assert job_pids(output)[0] == pid
+    assert_hydra_reports_a_kill(output, set(job_pids(output).values()))
+    assert "Traceback" not in output
+    assert_earlier_results_intact(out, before)
+
+
+def test_stalled_client_is_named_and_the_job_aborts(tmp_path):
+    """Rank 1 stays alive but silent: after --timeout rank 0 names it and aborts the job."""
+    out = tmp_path / "reports"
+    before = earlier_results(out)
+    proc = launch(out, "1:stall:3", "--timeout", "3")
+    code, output, ended = finish(proc, 240)
+    print(output)
+    _, at = fault_time(output)
+    assert code != 0
+    assert 2.5 <= ended - at < DEADLINE_S, f"job ended {ended - at:.1f} s after the stall"
+    errors = [ln for ln in output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and re.fullmatch(
+        r"error: rank 0: rank 1 sent nothing for 3 s \(tag \d+\)", errors[0]), output
+    assert "Traceback" not in output
+    assert_earlier_results_intact(out, before)
+
+
+def test_wrong_number_of_ranks_is_one_line_and_exit_2(tmp_path, n=2):
+    cmd = [str(MPIEXEC), "-n", str(n), str(SLSEC), "train", "--backend", "mpi", "--clients", "2",
+           "--out", str(tmp_path / "reports"), *TINY]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True,
+                          timeout=240)
+    print(proc.stdout, proc.stderr, f"{time.monotonic() - t0:.1f} s")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error: mpiexec started {n} ranks but --clients 2 needs 3 (run: mpiexec -n 3 ...)"]
+    assert "BAD TERMINATION" not in proc.stdout
