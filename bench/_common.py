@@ -1,0 +1,200 @@
+"""Helpers shared by the bench scripts: one torch thread, interleaved timing, role contexts.
+
+Benchmarks on shared machines measure ratios side by side in one process run: the variants
+being compared alternate (ABAB..., the order flipped every repetition) and the ratio is the
+median over repetitions of the per-repetition ratio, so slow spells hit both sides.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python bench/x.py` from a checkout
+    sys.path.insert(0, str(ROOT))
+
+
+def one_thread() -> None:
+    """One intra-op thread per process/rank (the benchmarks compare like with like)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+
+
+class Clock:
+    """Wall-clock and CPU time (this process, all threads) of one region."""
+
+    def __enter__(self) -> "Clock":
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+    @property
+    def pair(self) -> tuple[float, float]:
+        return self.wall, self.cpu
+
+
+def interleaved(fns: dict[str, Callable[[], tuple[float, float]]], reps: int, warmup: int = 1,
+                log: Callable[[str], None] | None = None) -> dict[str, dict[str, list[float]]]:
+    """Run each timing function `warmup` + `reps` times, alternating (order flipped per rep).
+
+    Each function returns the (wall, cpu) seconds it measured itself (set-up stays outside).
+    Result: {name: {"wall": [...], "cpu": [...]}}.
+    """
+    names = list(fns)
+    out: dict[str, dict[str, list[float]]] = {n: {"wall": [], "cpu": []} for n in names}
+    for i in range(warmup + reps):
+        order = names if i % 2 == 0 else names[::-1]
+        for n in order:
+            wall, cpu = fns[n]()
+            if i >= warmup:
+                out[n]["wall"].append(wall)
+                out[n]["cpu"].append(cpu)
+        if log and i >= warmup:
+            log(f"  rep {i - warmup + 1}/{reps}: " + ", ".join(
+                f"{n} {out[n]['wall'][-1]:.2f}s (cpu {out[n]['cpu'][-1]:.2f}s)" for n in names))
+    return out
+
+
+def paired_ratio(num: list[float], den: list[float]) -> float:
+    """Median over repetitions of num_i / den_i."""
+    return statistics.median(a / b for a, b in zip(num, den))
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process, MB (ru_maxrss is KiB on Linux)."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ----------------------------------------------------------------------------- training paths
+
+
+def mono_epoch(setup: Any, cfg: Any, split: Any | None = None,
+               evaluate: bool = False) -> tuple[float, float]:
+    """(wall, cpu) s of one epoch of ordinary (unsplit) training of the same model, same batch
+    size; with `evaluate`, plus one test-set evaluation (as run_local does after each round)."""
+    from slsec.protocols.base import batches, make_optimizer
+    from slsec.runner import make_plan
+
+    model = setup.fresh_model()
+    opt = make_optimizer(model.parameters(), make_plan(cfg, setup))
+    split = split if split is not None else setup.shard(1)
+    order = batches(len(split), cfg.batch_size, torch.Generator().manual_seed(0))
+    model.train()
+    with Clock() as c:
+        for idx in order:
+            feats, y = split.batch(idx)
+            loss = torch.nn.functional.cross_entropy(model(feats)["x"], y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if evaluate:
+            from slsec.runner import evaluate_model
+            evaluate_model(model, setup.data.test)
+    return c.pair
+
+
+def role_context(cfg: Any, setup: Any, rank: int, link: Any) -> Any:
+    """The Context runner.run_rank builds, without the experimenter's per-round evaluation."""
+    from slsec.protocols.base import Context
+    from slsec.runner import TruthBuffer, make_plan
+    from slsec.setup import build_defense
+    from slsec.threat import Observer
+
+    ctx = Context(rank=rank, plan=make_plan(cfg, setup), link=link, model=setup.fresh_model(),
+                  defense=build_defense(cfg, setup),
+                  observer=Observer("server" if rank == 0 else "client", cfg.protocol),
+                  gen=torch.Generator().manual_seed(cfg.seed * 7919 + rank), truth=TruthBuffer())
+    if rank == 0:
+        ctx.labels = setup.shard_labels() if setup.label_party == "server" else None
+    else:
+        ctx.shard = setup.shard(rank)
+        ctx.probe = setup.probe if rank == 1 else None
+    return ctx
+
+
+def sl_local_roles(cfg: Any, setup: Any) -> tuple[float, float]:
+    """(wall, cpu) s of the protocol's role programs over LocalHub threads (no evaluation)."""
+    from slsec.protocols.base import PROTOCOLS
+    from slsec.transport import LocalHub
+
+    proto = PROTOCOLS.get(cfg.protocol)
+    hub = LocalHub(cfg.clients + 1, timeout=cfg.timeout)
+    ctxs = [role_context(cfg, setup, r, hub.link(r)) for r in range(cfg.clients + 1)]
+    errors: list[BaseException] = []
+
+    def go(ctx: Any) -> None:
+        try:
+            torch.set_num_threads(1)
+            (proto.server if ctx.rank == 0 else proto.client)(ctx)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=go, args=(c,), daemon=True) for c in ctxs[1:]]
+    with Clock() as c:
+        for t in threads:
+            t.start()
+        go(ctxs[0])
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    return c.pair
+
+
+def sl_local_runner(cfg: Any, setup: Any) -> tuple[float, float]:
+    """(wall, cpu) s of runner.run_local: what `slsec train` runs (per-round evaluation included)."""
+    from slsec.runner import run_local
+    with Clock() as c:
+        run_local(cfg, setup)
+    return c.pair
+
+
+def random_image_setup(cfg: Any, n: int, shape: tuple[int, int, int] = (3, 32, 32),
+                       num_classes: int = 10, n_test: int = 64) -> Any:
+    """A Setup over random images (for models whose real data is not offline, e.g. ResNet-18)."""
+    from slsec.data import Dataset, Split
+    from slsec.setup import Setup, resolve_cuts
+
+    g = torch.Generator().manual_seed(0)
+    train = Split(torch.rand(n, *shape, generator=g), torch.randint(0, num_classes, (n,), generator=g))
+    test = Split(torch.rand(n_test, *shape, generator=g),
+                 torch.randint(0, num_classes, (n_test,), generator=g))
+    data = Dataset("random", "image", train, test, num_classes, shape, None, cfg.model_name)
+    import numpy as np
+    shards = [a for a in np.array_split(np.arange(n), cfg.clients)]
+    setup = Setup(cfg, data, (), train.subset([]), shards, test.subset(range(min(cfg.probe_size, n_test))),
+                  cfg.label_party)
+    setup.cuts = resolve_cuts(cfg, setup.build())
+    return setup
+
+
+def table(title: str, header: list[str], rows: list[list[Any]]) -> None:
+    """Print a plain aligned table (copy-pastes into Markdown)."""
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(header)]
+    print(f"\n{title}")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in cells:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+    sys.stdout.flush()

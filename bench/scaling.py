@@ -1,0 +1,147 @@
+"""Scaling with the number of clients: epoch wall-clock for K = 1, 2, 4 (MPI, one rank each).
+
+Usage (from the repo root; the driver starts mpiexec itself):
+
+    .venv/bin/python bench/scaling.py [--ks 1,2,4] [--samples 2000] [--cut pool2] [--reps 3]
+
+For each K, one `mpiexec -n K+1` job runs SplitFed (v1), vanilla and U-shaped SL alternately
+(order flipped every repetition) on the same total data (--samples embedded MNIST images split
+IID over the K clients), one torch thread per rank, and times every round (epoch) on the server
+without the experimenter's evaluation. Reported: median epoch seconds per protocol and K, and
+SplitFed / vanilla at each K (the card's target: <= 0.7 at K = 2), measured in the same job.
+Then two more jobs at K = 4 give the server's (rank 0) peak RSS for SplitFed and for vanilla.
+
+The default cut is pool2, where most of the CNN's compute sits on the clients (what SplitFed's
+parallel clients can overlap); --cut conv1 gives the package default (most compute on the
+server). On a 2-core machine K = 4 means 5 ranks on 2 cores: nothing can run truly in parallel
+beyond 2 ranks, so K = 4 numbers measure oversubscription as much as the protocol.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import ROOT, med, one_thread, peak_rss_mb, role_context, table
+
+PROTOS = ("splitfed", "vanilla", "ushaped")
+
+
+def _config(proto: str, k: int, args: argparse.Namespace):
+    from slsec.config import make_config
+    return make_config({"dataset": "mnist", "protocol": proto, "clients": k, "rounds": args.rounds,
+                        "aux_size": 0, "max_train": args.samples, "batch_size": args.batch,
+                        "cut": args.cut, "backend": "mpi", "timeout": 600})
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One mpiexec job: every protocol in `args.protos`, alternating; rank 0 prints JSON."""
+    from mpi4py import MPI
+
+    from slsec.protocols.base import PROTOCOLS
+    from slsec.setup import prepare
+    from slsec.transport import MPILink
+
+    comm = MPI.COMM_WORLD
+    rank, k = comm.Get_rank(), comm.Get_size() - 1
+
+    def sync() -> None:
+        req = comm.Ibarrier()
+        while not req.Test():
+            time.sleep(0.001)
+
+    import psutil
+    protos = args.protos.split(",")
+    setups = {p: prepare(_config(p, k, args)) for p in protos}
+    epochs: dict[str, list[float]] = {p: [] for p in protos}
+    rss0 = psutil.Process().memory_info().rss / 2**20
+    for rep in range(-1, args.reps):   # rep -1: warm-up, not recorded
+        for p in (protos if rep % 2 == 0 else protos[::-1]):
+            setup = setups[p]
+            ctx = role_context(setup.cfg, setup, rank, MPILink(comm, timeout=600))
+            marks: list[float] = []
+            if rank == 0:
+                ctx.on_round = lambda rnd, m, marks=marks: marks.append(time.perf_counter())
+            sync()
+            start = time.perf_counter()
+            proto = PROTOCOLS.get(p)
+            (proto.server if rank == 0 else proto.client)(ctx)
+            sync()
+            if rank == 0 and rep >= 0:
+                stamps = [start] + marks
+                epochs[p] += [b - a for a, b in zip(stamps, stamps[1:])]
+    if rank == 0:
+        print("RESULT " + json.dumps({"k": k, "epochs": epochs, "rss_before_mb": rss0,
+                                      "rss_peak_mb": peak_rss_mb(), "cut": list(setups[protos[0]].cuts)}),
+              flush=True)
+
+
+def mpiexec() -> str:
+    here = Path(sys.executable).parent / "mpiexec"
+    return str(here) if here.exists() else (shutil.which("mpiexec") or "mpiexec")
+
+
+def launch(k: int, protos: str, args: argparse.Namespace, reps: int) -> dict:
+    cmd = [mpiexec(), "-n", str(k + 1), sys.executable, str(Path(__file__).resolve()), "--worker",
+           "--protos", protos, "--reps", str(reps), "--rounds", str(args.rounds),
+           "--samples", str(args.samples), "--batch", str(args.batch), "--cut", args.cut]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode or line is None:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise SystemExit(f"mpiexec -n {k + 1} failed (exit {proc.returncode})")
+    return json.loads(line[7:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--protos", default=",".join(PROTOS))
+    ap.add_argument("--ks", default="1,2,4")
+    ap.add_argument("--samples", type=int, default=2000, help="total training samples (fixed)")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=2, help="epochs per protocol run")
+    ap.add_argument("--reps", type=int, default=3,
+                    help="timed runs per protocol per K (alternating, after one warm-up run)")
+    ap.add_argument("--cut", default="pool2")
+    ap.add_argument("--no-rss", action="store_true", help="skip the K = 4 peak-RSS jobs")
+    args = ap.parse_args()
+    one_thread()
+    if args.worker:
+        worker(args)
+        return
+    ks = [int(k) for k in args.ks.split(",")]
+    print(f"{os.cpu_count()} CPU cores; K clients = K+1 MPI ranks (K = 4: 5 ranks on "
+          f"{os.cpu_count()} cores, oversubscribed)", flush=True)
+    res = {}
+    for k in ks:
+        t0 = time.perf_counter()
+        res[k] = launch(k, args.protos, args, args.reps)
+        print(f"K={k}: " + ", ".join(f"{p} {med(v):.2f}s" for p, v in res[k]["epochs"].items())
+              + f"  (job {time.perf_counter() - t0:.0f}s)", flush=True)
+    protos = args.protos.split(",")
+    rows = [[k] + [f"{med(res[k]['epochs'][p]):.2f}" for p in protos]
+            + ([f"{med([a / b for a, b in zip(res[k]['epochs']['splitfed'], res[k]['epochs']['vanilla'])]):.3f}"]
+               if {"splitfed", "vanilla"} <= set(protos) else [])
+            for k in ks]
+    table(f"median epoch wall-clock s, {args.samples} samples in total, cut {args.cut}, "
+          f"batch {args.batch}, MPI 1 thread/rank, {time.strftime('%Y-%m-%d')} "
+          "(target: SplitFed/vanilla <= 0.70 at K = 2)",
+          ["K"] + protos + (["SplitFed / vanilla"] if {"splitfed", "vanilla"} <= set(protos) else []),
+          rows)
+    if not args.no_rss:
+        rss = {p: launch(4, p, args, 1) for p in ("splitfed", "vanilla")}
+        table("server (rank 0) memory at K = 4, one run each (MB)",
+              ["protocol", "RSS before training", "peak RSS (ru_maxrss)", "growth"],
+              [[p, f"{r['rss_before_mb']:.0f}", f"{r['rss_peak_mb']:.0f}",
+                f"{r['rss_peak_mb'] - r['rss_before_mb']:.0f}"] for p, r in rss.items()])
+
+
+if __name__ == "__main__":
+    main()

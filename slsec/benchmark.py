@@ -1,0 +1,387 @@
+"""`slsec benchmark`: the SLPerf-style table (architecture x partition x dataset) on offline data.
+
+Default grid: {vanilla, ushaped, splitfed} x {IID, Dirichlet alpha=0.5} x {embedded MNIST with
+the CNN, embedded MUTAG with GIN}, K = 4 clients, training only (no attack). Comma lists in
+--dataset, --protocol and --partition choose the grid; every other RunConfig flag (or TOML key
+via --config) applies to every cell. Per-dataset defaults (rounds, batch size) apply only where
+neither the TOML file nor a flag sets the value.
+
+Output: <out>/benchmark-<run-id or timestamp>/results.csv (one row per cell, appended
+atomically; rerunning with the same --run-id skips finished cells), report.md and report.html.
+The seed's published CIFAR-10 / ResNet-18 figures are printed beside ours, labelled as the seed's.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from slsec import report as rpt
+from slsec.config import RunConfig, load_toml, make_config
+from slsec.errors import UserError
+from slsec.results import append_row, check_writable, config_key, read_rows
+
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+AXES = ("dataset", "protocol", "partition")
+DEFAULT_GRID: dict[str, tuple[str, ...]] = {
+    "dataset": ("mnist", "mutag"),
+    "protocol": ("vanilla", "ushaped", "splitfed"),
+    "partition": ("iid", "dirichlet"),
+}
+# below the TOML file and the flags: K = 4 clients; no attack, so no auxiliary split is carved
+BENCH_DEFAULTS: dict[str, Any] = {"clients": 4, "aux_size": 0}
+# per dataset, chosen so the default grid finishes in under 15 minutes on 2 cores (bench/README.md)
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mnist": {"rounds": 8},
+    "mutag": {"rounds": 60, "batch_size": 16},
+    "proteins": {"rounds": 30, "batch_size": 32},
+    "mnist-full": {"rounds": 5},
+    "fashion-mnist": {"rounds": 5},
+    "cifar10": {"rounds": 20},   # hours per round on a CPU at 50k images: see the warning
+}
+ARCHITECTURE = {"vanilla": "vanilla", "ushaped": "U-shaped", "splitfed": "SplitFed",
+                "splitfed-async": "SplitFed (async)", "fedavg": "FedAvg (baseline)"}
+# The seed's SLPerf-style figures: CIFAR-10 / ResNet-18, test accuracy % IID, non-IID, rounds.
+# Published by the seed, NOT measured by this code.
+SEED_PUBLISHED: dict[str, tuple[float, float, int]] = {
+    "vanilla": (91.2, 84.7, 120), "ushaped": (90.1, 83.9, 135), "splitfed": (92.4, 88.3, 95)}
+
+CSV_NAME = "results.csv"
+TABLE_HEADER = ["architecture", "partition", "dataset", "test accuracy", "rounds to convergence",
+                "wall-clock s", "MB on the wire"]
+
+
+# --------------------------------------------------------------------------- the grid
+
+def _axis(raw: Any, name: str) -> list[str]:
+    """A grid axis from a comma list (flag) or a list/str (TOML), duplicates dropped."""
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    out: list[str] = []
+    for i in items:
+        s = str(i).strip()
+        if s and s not in out:
+            out.append(s)
+    if not out:
+        raise UserError(f"--{name} is empty")
+    return out
+
+
+def _toml_values(path: str) -> dict[str, Any]:
+    raw = load_toml(path)
+    run = raw.pop("run", {})
+    bench = raw.pop("benchmark", {})
+    values: dict[str, Any] = {}
+    for table in (raw, run, bench):
+        if not isinstance(table, dict):
+            raise UserError(f"config file {path}: [run] and [benchmark] must be tables")
+        for k, v in table.items():
+            if isinstance(v, dict):
+                raise UserError(f"config file {path}: unknown table [{k}]")
+            values[k.replace("-", "_")] = v
+    return values
+
+
+def plan_grid(config_path: str | None, flags: dict[str, Any]) -> list[RunConfig]:
+    """Every cell's validated RunConfig: defaults < dataset defaults < TOML file < flags."""
+    from slsec.data import DATASETS
+    from slsec.protocols.base import PROTOCOLS
+
+    import slsec.protocols  # noqa: F401  (registration)
+
+    toml = _toml_values(config_path) if config_path else {}
+    given = {k.replace("-", "_"): v for k, v in flags.items() if v is not None}
+    if given.get("attack") or toml.get("attack"):
+        raise UserError("slsec benchmark trains only; drop --attack (use `slsec evaluate` or "
+                        "`slsec sweep` for attacks)")
+    axes = {a: _axis(given.pop(a, toml.pop(a, DEFAULT_GRID[a])), a) for a in AXES}
+    toml = {k: v for k, v in toml.items() if k not in AXES}
+    # name the culprit: file values against the file, flag values against the flags
+    if toml:
+        make_config({**BENCH_DEFAULTS, **toml}, source=config_path)
+    make_config({**BENCH_DEFAULTS, **toml, **given})
+    for p in axes["protocol"]:
+        PROTOCOLS.get(p)
+    for d in axes["dataset"]:
+        if not (d in DATASETS or (d.startswith("tu:") and len(d) > 3)):
+            DATASETS.get(d)   # a UserError listing the valid names
+    cells = []
+    for d in axes["dataset"]:
+        for p in axes["protocol"]:
+            for part in axes["partition"]:
+                values = {**BENCH_DEFAULTS, **DATASET_DEFAULTS.get(d, {}), **toml, **given,
+                          "dataset": d, "protocol": p, "partition": part}
+                cells.append(make_config(values, source=config_path))
+    return cells
+
+
+# --------------------------------------------------------------------------- running
+
+def _is_main_rank(cfg: RunConfig) -> bool:
+    if cfg.backend != "mpi":
+        return True
+    from mpi4py import MPI
+    return MPI.COMM_WORLD.Get_rank() == 0
+
+
+def _gpu(cfg: RunConfig) -> bool:
+    import torch
+    return getattr(cfg, "device", "cpu") != "cpu" and torch.cuda.is_available()
+
+
+def _partition_label(partition: str, alpha: float) -> str:
+    return "IID" if partition == "iid" else f"Dirichlet α={alpha:g}"
+
+
+def cell_row(cfg: RunConfig, result: dict[str, Any], cpu_s: float, n_test: int) -> dict[str, Any]:
+    """One results.csv row from an evaluation result."""
+    m, curve = result["metrics"], result["curve"]
+    last = [r["accuracy"] for r in curve[-5:]]
+    return {
+        "architecture": ARCHITECTURE.get(cfg.protocol, cfg.protocol)
+        + (f" ({cfg.variant})" if cfg.protocol == "splitfed" else ""),
+        "protocol": cfg.protocol, "variant": cfg.variant,
+        "partition": cfg.partition, "alpha": cfg.alpha if cfg.partition == "dirichlet" else "",
+        "dataset": cfg.dataset, "model": cfg.model_name, "clients": cfg.clients,
+        "rounds": cfg.rounds, "batch_size": cfg.batch_size, "lr": cfg.lr, "cuts": m["cuts"],
+        "test_accuracy": m["accuracy"], "best_accuracy": m["best_accuracy"],
+        "last5_mean_accuracy": statistics.fmean(last) if last else float("nan"),
+        "last5_std_accuracy": statistics.pstdev(last) if len(last) > 1 else 0.0,
+        "n_test": n_test,
+        "rounds_to_convergence": m["rounds_to_convergence"],
+        "convergence_threshold": m["convergence_threshold"],
+        "wall_clock_s": m["train_seconds"], "cpu_s": cpu_s, "mb_on_wire": m["mb_on_wire"],
+        "seed": cfg.seed, "backend": cfg.backend, "key": config_key(cfg.to_dict()),
+        "curve": [round(r["accuracy"], 4) for r in curve],
+    }
+
+
+def run_benchmark(config_path: str | None, flags: dict[str, str | None]) -> Path:
+    """Run the grid, append one row per cell, write report.md/html; return the folder."""
+    from slsec.harness import evaluate
+    from slsec.setup import prepare
+
+    cells = plan_grid(config_path, flags)
+    first = cells[0]
+    main = _is_main_rank(first)
+    folder = Path(first.out) / f"benchmark-{first.run_id or time.strftime('%Y%m%d-%H%M%S')}"
+    done: set[str | None] = set()
+    problem = None
+    if main:
+        try:
+            check_writable(folder)
+            done = {r.get("key") for r in read_rows(folder / CSV_NAME)}
+        except UserError as e:
+            problem = str(e)
+    if first.backend == "mpi":  # every rank must train the same cells: rank 0 decides
+        from mpi4py import MPI
+        folder, done, problem = MPI.COMM_WORLD.bcast((folder, done, problem), root=0)
+    if problem:
+        raise UserError(problem)
+    if main:
+        for c in cells:
+            if c.model_name == "resnet18" and c.max_train is None and not _gpu(c):
+                err.print(f"[yellow]note: {c.dataset}/ResNet-18 trains on every training image "
+                          f"each round ({c.rounds} rounds per cell); on a CPU that takes hours per "
+                          f"round; --max-train 5000 --rounds 10 gives a quicker table[/yellow]")
+                break
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    bar = Progress(TextColumn("[bold]benchmark"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                   transient=True, disable=not (main and err.is_terminal))
+    task = bar.add_task("", total=len(cells))
+    with bar:
+        for cfg in cells:
+            key = config_key(cfg.to_dict())
+            label = f"{cfg.protocol}/{cfg.partition}/{cfg.dataset}"
+            if key in done:
+                bar.update(task, advance=1, description=f"{label} (already in results.csv)")
+                continue
+            bar.update(task, description=f"{label} round 0/{cfg.rounds}")
+            setup = prepare(cfg)
+
+            def on_round(rec: Any, label: str = label, total: int = cfg.rounds) -> None:
+                bar.update(task, description=f"{label} round {rec.round}/{total} "
+                                             f"acc {rec.accuracy:.3f}")
+            cpu0 = time.process_time()
+            result = evaluate(cfg, progress=on_round, setup=setup)
+            bar.update(task, advance=1)
+            if result is None or not main:
+                continue
+            row = cell_row(cfg, result, time.process_time() - cpu0, len(setup.data.test))
+            append_row(folder / CSV_NAME, row)
+            bar.console.print(f"{row['architecture']:<14} {_partition_label(cfg.partition, cfg.alpha):<17} "
+                              f"{cfg.dataset:<8} acc {row['test_accuracy']:.4f}  "
+                              f"conv {row['rounds_to_convergence']}  "
+                              f"{row['wall_clock_s']:.1f} s  {row['mb_on_wire']:.1f} MB")
+    if not main:
+        return folder
+    total = {"wall_s": time.perf_counter() - start_wall, "cpu_s": time.process_time() - start_cpu}
+    order = {config_key(c.to_dict()): i for i, c in enumerate(cells)}
+    rows = sorted((r for r in read_rows(folder / CSV_NAME) if r.get("key") in order),
+                  key=lambda r: order[r["key"]])
+    print_tables(rows)
+    render_benchmark(folder, rows, total=total)
+    console.print(f"total wall-clock {total['wall_s']:.0f} s (CPU {total['cpu_s']:.0f} s) for "
+                  f"{len(cells)} cells")
+    console.print(f"results: {folder / CSV_NAME}\nreport: {folder / 'report.html'}")
+    return folder
+
+
+# --------------------------------------------------------------------------- reporting
+
+def _f(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _conv(v: Any) -> Any:
+    return int(float(v)) if v not in (None, "", "None") else None
+
+
+def table_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """The report table (formatted text): one line per cell, in grid order."""
+    return [[r["architecture"], _partition_label(r["partition"], _f(r.get("alpha")) or 0.5),
+             f"{r['dataset']} ({r['model']})", rpt.fmt(_f(r["test_accuracy"]), 4),
+             rpt.fmt(_conv(r["rounds_to_convergence"])), rpt.fmt(_f(r["wall_clock_s"]), 1),
+             rpt.fmt(_f(r["mb_on_wire"]), 1)] for r in rows]
+
+
+def _find(rows: list[dict[str, Any]], dataset: str, protocol: str, partition: str) -> dict | None:
+    return next((r for r in rows if r["dataset"] == dataset and r["protocol"] == protocol
+                 and r["partition"] == partition), None)
+
+
+def seed_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """The seed's published CIFAR-10 figures, with ours (each dataset measured) beside them."""
+    header = ["architecture", "figures from", "IID acc %", "non-IID (Dirichlet) acc %", "rounds (IID)"]
+    out: list[list[Any]] = []
+    for proto, (iid, non, rounds) in SEED_PUBLISHED.items():
+        out.append([ARCHITECTURE[proto], "seed, published (CIFAR-10/ResNet-18)", f"{iid:.1f}",
+                    f"{non:.1f}", str(rounds)])
+        for d in dict.fromkeys(r["dataset"] for r in rows):
+            a, b = _find(rows, d, proto, "iid"), _find(rows, d, proto, "dirichlet")
+            if a or b:
+                model = (a or b)["model"]  # type: ignore[index]
+                out.append([ARCHITECTURE[proto], f"ours, measured ({d}/{model})",
+                            rpt.fmt(100 * _f(a["test_accuracy"]), 1) if a else "–",
+                            rpt.fmt(100 * _f(b["test_accuracy"]), 1) if b else "–",
+                            rpt.fmt(_conv(a["rounds_to_convergence"])) if a else "–"])
+    return header, out
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """One honest line per dataset: SplitFed or vanilla, which is better under Dirichlet here."""
+    lines = []
+    for d in dict.fromkeys(r["dataset"] for r in rows):
+        sf, va = _find(rows, d, "splitfed", "dirichlet"), _find(rows, d, "vanilla", "dirichlet")
+        if not (sf and va):
+            continue
+        a_sf, a_va = _f(sf["test_accuracy"]), _f(va["test_accuracy"])
+        diff = 100 * (a_sf - a_va)
+        step = 100 / max(int(_f(sf.get("n_test")) or 1), 1)
+        noise = 100 * max(_f(sf.get("last5_std_accuracy")), _f(va.get("last5_std_accuracy")), 0.0)
+        alpha = _f(sf.get("alpha")) or 0.5
+        head = (f"Dirichlet α={alpha:g}, {d}: SplitFed {100 * a_sf:.1f}% vs vanilla "
+                f"{100 * a_va:.1f}% test accuracy after {sf['rounds']} rounds (measured here, "
+                f"one seed)")
+        if abs(diff) < step - 1e-9 or abs(diff) <= noise:
+            tail = (f"no winner: the {abs(diff):.1f}-point gap is within "
+                    f"{'one test sample' if abs(diff) < step - 1e-9 else 'the round-to-round noise'}"
+                    f" ({step:.1f} points per test sample; last-5-round std up to {noise:.1f} points).")
+        else:
+            better = "SplitFed" if diff > 0 else "vanilla"
+            tail = (f"{better} is better here, by {abs(diff):.1f} points (last-5-round std up to "
+                    f"{noise:.1f} points)" + ("; the seed's claim that SplitFed leads under "
+                                              "non-IID data holds here." if diff > 0 else
+                                              "; this does NOT reproduce the seed's SplitFed lead "
+                                              "(88.3% vs 84.7% on CIFAR-10)."))
+        climbing = [name for name, r in (("SplitFed", sf), ("vanilla", va))
+                    if (_conv(r.get("rounds_to_convergence")) or 0) >= int(_f(r["rounds"])) - 1]
+        if climbing:
+            tail += (f" {' and '.join(climbing)} {'was' if len(climbing) == 1 else 'were'} still "
+                     f"improving in the last rounds, so this compares progress after "
+                     f"{sf['rounds']} rounds, not final accuracy.")
+        lines.append(f"{head}: {tail}")
+    return lines
+
+
+def print_tables(rows: list[dict[str, Any]]) -> None:
+    t = Table(title="slsec benchmark (measured here)")
+    for c in TABLE_HEADER:
+        t.add_column(c, justify="left" if c in ("architecture", "partition", "dataset") else "right")
+    for r in table_rows(rows):
+        t.add_row(*r)
+    console.print(t)
+    header, srows = seed_rows(rows)
+    t = Table(title="the seed's published CIFAR-10 / ResNet-18 figures (NOT ours) beside ours")
+    for c in header:
+        t.add_column(c, justify="left" if c == "architecture" else "right")
+    for r in srows:
+        t.add_row(*[rpt.fmt(c, 1) for c in r], style=None if r[1].startswith("ours") else "dim")
+    console.print(t)
+    for line in verdicts(rows):
+        console.print(line)
+
+
+def render_benchmark(folder: str | Path, rows: list[dict[str, Any]] | None = None, *,
+                     total: dict[str, float] | None = None) -> list[Path]:
+    """report.md + report.html of a benchmark folder from its results.csv rows."""
+    folder = Path(folder)
+    rows = rows if rows is not None else read_rows(folder / CSV_NAME)
+    if not rows:
+        raise UserError(f"{folder / CSV_NAME} holds no benchmark rows")
+    settings = []
+    for d in dict.fromkeys(r["dataset"] for r in rows):
+        mine = [r for r in rows if r["dataset"] == d]
+        cuts = {", ".join(_cuts(r["cuts"])): None for r in mine}
+        settings.append(f"{d}: {mine[0]['rounds']} rounds, batch {mine[0]['batch_size']}, lr "
+                        f"{mine[0]['lr']}, cut(s) {' / '.join(cuts)}")
+    r0 = rows[0]
+    blocks: list[tuple] = [("p", f"{r0['clients']} clients, seed {r0['seed']}, backend "
+                                 f"{r0['backend']}, machine with {os.cpu_count()} CPU core(s). "
+                                 + "; ".join(settings) + ".")]
+    if total:
+        blocks.append(("p", f"Total wall-clock {total['wall_s']:.0f} s (CPU {total['cpu_s']:.0f} s) "
+                            f"for {len(rows)} cells."))
+    blocks += [("h", "Results (measured here)"), ("table", TABLE_HEADER, table_rows(rows)),
+               ("p", "Test accuracy: final round, on the dataset's held-out test split. Rounds to "
+                     "convergence: first round reaching 98% of the run's best accuracy (or "
+                     "--target-accuracy). Wall-clock: training including the per-round test "
+                     "evaluation. MB on the wire: every byte through the server's links "
+                     "(headers included), both directions.")]
+    header, srows = seed_rows(rows)
+    blocks += [("h", "The seed's published figures (CIFAR-10 / ResNet-18), not ours"),
+               ("p", "**Rows marked 'seed, published' are the seed's SLPerf-style figures on "
+                     "CIFAR-10 with ResNet-18 (non-IID = its Dirichlet split); this run did not "
+                     "produce them. Rows marked 'ours' are measured by this run on the datasets "
+                     "named (run with --dataset cifar10 --data-root DIR to measure CIFAR-10 / "
+                     "ResNet-18 here).**"),
+               ("table", header, srows)]
+    lines = verdicts(rows)
+    if lines:
+        blocks += [("h", "SplitFed vs vanilla under Dirichlet α=0.5")] + [("p", s) for s in lines]
+    return rpt.write_document(folder, "slsec benchmark: SL architectures × partitions × datasets",
+                              blocks)
+
+
+def _cuts(v: Any) -> list[str]:
+    import json
+    if isinstance(v, str):
+        try:
+            return list(json.loads(v))
+        except (ValueError, TypeError):
+            return [v]
+    return list(v)
+
+
+__all__ = ["run_benchmark", "plan_grid", "render_benchmark", "SEED_PUBLISHED", "DATASET_DEFAULTS"]
