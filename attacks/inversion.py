@@ -1,0 +1,348 @@
+"""Model inversion at the cut: reconstruct client inputs from the smashed data the server saw.
+
+Three methods, strongest first (each needs less knowledge than the one before):
+- whitebox: regularised maximum likelihood (rMLE, He et al. 2019, "Model inversion attacks
+  against collaborative inference"): optimise x in [0,1] so head(x) matches the observation.
+- decoder: the black-box inverse network of the same paper: query the head with public
+  auxiliary data, train a decoder smashed -> input, apply it to the observation.
+- unsplit: UnSplit (Erdogan et al. 2022): architecture only; alternately optimise the inputs
+  and a fresh surrogate head so that surrogate(x) matches the observation.
+
+All three are adaptive to the public cut defense (Kerckhoffs): the clipping of the public
+mechanism is part of their forward model, the matching loss is scale invariant, and with noise
+the loss is the noise's likelihood (Gaussian: squared error, Laplace: absolute error).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slsec.errors import UserError
+from slsec.threat import View
+
+from .base import ATTACKS, Attack, Guess
+
+
+@dataclass(frozen=True)
+class CutChannel:
+    """The public mechanism between head output and observation: clip to L2 norm, add noise."""
+
+    clip: float | None = None      # per-sample L2 clipping bound C (None: no clipping)
+    noise_std: float = 0.0         # per-coordinate noise std (sigma * C)
+    mechanism: str = "gaussian"    # "gaussian" | "laplace"
+
+    @classmethod
+    def from_public(cls, public: dict[str, Any]) -> "CutChannel":
+        """Read the cut defenses that transform smashed data from `view.public['defenses']`."""
+        clip, std, mech = None, 0.0, "gaussian"
+        for d in public.get("defenses", []) or []:
+            if d.get("name") not in ("dp", "dp_cut", "dp-cut"):
+                continue
+            c = d.get("clip")
+            if c is not None and math.isfinite(float(c)):
+                clip = float(c) if clip is None else min(clip, float(c))
+            sigma = float(d.get("sigma", 0.0) or 0.0)
+            if sigma > 0:
+                scale = float(c) if c is not None and math.isfinite(float(c)) else 1.0
+                std = math.hypot(std, sigma * scale)
+                mech = str(d.get("mechanism", "gaussian"))
+        return cls(clip=clip, noise_std=std, mechanism=mech)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """The deterministic part the attacker can model: per-sample clipping."""
+        if self.clip is None:
+            return h
+        norm = h.flatten(1).norm(dim=1).clamp_min(1e-12)
+        scale = (self.clip / norm).clamp(max=1.0)
+        return h * scale.view(-1, *([1] * (h.dim() - 1)))
+
+    def sample(self, h: Tensor, gen: torch.Generator | None = None) -> Tensor:
+        """Clip and add the mechanism's noise (to simulate the defense on attacker data)."""
+        h = self.forward(h)
+        if self.noise_std <= 0:
+            return h
+        if self.mechanism == "laplace":
+            u = torch.rand(h.shape, generator=gen, dtype=h.dtype) - 0.5
+            noise = -(self.noise_std / math.sqrt(2)) * u.sign() * torch.log1p(-2 * u.abs())
+        else:
+            noise = torch.randn(h.shape, generator=gen, dtype=h.dtype) * self.noise_std
+        return h + noise
+
+    def loss(self, pred: Tensor, obs: Tensor) -> Tensor:
+        """Per-sample scale-invariant mismatch: the noise's negative log-likelihood (up to a
+        constant) divided by the observation's energy, so a pure rescaling changes nothing."""
+        d = (pred - obs).flatten(1)
+        if self.noise_std > 0 and self.mechanism == "laplace":
+            return d.abs().sum(1) / obs.flatten(1).abs().sum(1).clamp_min(1e-12)
+        return d.square().sum(1) / obs.flatten(1).square().sum(1).clamp_min(1e-12)
+
+
+def total_variation(x: Tensor) -> Tensor:
+    """Per-image anisotropic total variation (mean absolute neighbour difference)."""
+    dh = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
+    dw = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
+    return dh + dw
+
+
+def _frozen(module: nn.Module) -> nn.Module:
+    """A private, frozen, eval-mode copy (the attack never changes what the role holds)."""
+    m = copy.deepcopy(module).cpu().eval()   # attacks run on the CPU, like the observations
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+def _fresh_head(view: View) -> nn.Module:
+    if view.build_model is None or not view.cuts:
+        raise UserError("this inversion method needs the public architecture and the cut")
+    return view.build_model().split(list(view.cuts))[0]
+
+
+@ATTACKS.register("inversion")
+class Inversion(Attack):
+    """Reconstruct every probed input from the smashed data observed at the cut."""
+
+    name = "inversion"
+    kind = "inversion"
+    roles = {"vanilla": "server", "ushaped": "server", "splitfed": "server",
+             "splitfed-async": "server"}
+    methods = {
+        "whitebox": frozenset({"architecture", "head_weights"}),
+        "decoder": frozenset({"architecture", "aux_data", "query_head"}),
+        "unsplit": frozenset({"architecture"}),
+    }
+    default_order = ("whitebox", "decoder", "unsplit")
+
+    DEFAULTS: dict[str, dict[str, Any]] = {
+        "whitebox": {"iterations": 600, "lr": 0.05, "tv": 0.02, "restarts": 1, "batch": 64},
+        "decoder": {"steps": 600, "lr": 3e-3, "batch": 32, "augment": 3, "width": 16,
+                    "query_defended": False},
+        "unsplit": {"rounds": 30, "input_steps": 20, "model_steps": 10, "lr": 0.05,
+                    "model_lr": 1e-3, "tv": 0.05, "restarts": 1, "batch": 64},
+    }
+
+    def _p(self, method: str, key: str) -> Any:
+        if key in self.params:
+            return self.params[key]
+        it = self.params.get("iterations")  # the harness's generic --attack-iters
+        if it is not None and method == "decoder" and key == "steps":
+            return int(it)
+        if it is not None and method == "unsplit" and key == "rounds":
+            return max(1, int(it) // int(self._p("unsplit", "input_steps")))
+        return self.DEFAULTS[method][key]
+
+    def run(self, view: View) -> Guess:
+        """Reconstruct the inputs behind `view.smashed` ([N, C, H, W] in [0, 1], probe order)."""
+        method = self.pick_method(view.knowledge, self.method)
+        if not view.smashed:
+            raise UserError("inversion: the view holds no smashed data to invert")
+        obs = torch.cat([m["x"] for m in view.smashed]).detach().float().cpu()
+        shape = tuple(view.public.get("input_shape", ()))
+        if len(shape) != 3:
+            raise UserError("inversion needs view.public['input_shape'] = (C, H, W)")
+        channel = CutChannel.from_public(view.public)
+        seed = int(self.params.get("seed", 0))
+        gen = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if method == "whitebox":
+                images, info = self._whitebox(view, obs, shape, channel, gen)
+            elif method == "decoder":
+                images, info = self._decoder(view, obs, shape, channel, gen)
+            else:
+                images, info = self._unsplit(view, obs, shape, channel, gen)
+        info.update(method=method, channel=channel.__dict__)
+        return Guess(images=images.clamp(0, 1).detach(), info=info)
+
+    # --- whitebox: rMLE with the real head -------------------------------------------------
+    def _whitebox(self, view: View, obs: Tensor, shape: tuple[int, ...], channel: CutChannel,
+                  gen: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
+        head = _frozen(view.parts["head"])
+        it, lr, tv = self._p("whitebox", "iterations"), self._p("whitebox", "lr"), \
+            self._p("whitebox", "tv")
+        restarts, bs = self._p("whitebox", "restarts"), self._p("whitebox", "batch")
+        tv = tv * self._noise_tv_factor(obs, channel)
+        out, losses = [], []
+        for lo in range(0, len(obs), bs):
+            o = obs[lo:lo + bs]
+            best_x, best_l = None, None
+            for r in range(restarts):
+                init = torch.zeros(len(o), *shape) if r == 0 else \
+                    torch.rand(len(o), *shape, generator=gen)
+                x, l = self._fit_inputs(lambda x: head({"x": x})["x"], o, init, channel,
+                                        it, lr, tv)
+                if best_x is None:
+                    best_x, best_l = x, l
+                else:
+                    better = l < best_l
+                    best_x[better], best_l[better] = x[better], l[better]
+            out.append(best_x)
+            losses.append(best_l)
+        return torch.cat(out), {"match_loss": float(torch.cat(losses).mean())}
+
+    def _noise_tv_factor(self, obs: Tensor, channel: CutChannel) -> float:
+        """Stronger prior when noise dominates: scale TV by 1 + noise energy / signal energy."""
+        if channel.noise_std <= 0 or not self.params.get("adapt_tv", True):
+            return 1.0
+        noise_energy = channel.noise_std ** 2 * obs[0].numel()
+        total = float(obs.flatten(1).square().sum(1).mean())
+        signal = max(total - noise_energy, 1e-12)
+        return 1.0 + min(noise_energy / signal, 100.0)
+
+    @staticmethod
+    def _fit_inputs(f, obs: Tensor, init: Tensor, channel: CutChannel, iterations: int,
+                    lr: float, tv: float) -> tuple[Tensor, Tensor]:
+        """Projected Adam on x in [0, 1]: per-sample match loss + tv * TV(x)."""
+        z = init.clone().requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations, eta_min=lr / 20)
+        for _ in range(iterations):
+            loss = (channel.loss(channel.forward(f(z)), obs) + tv * total_variation(z)).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                z.clamp_(0, 1)   # projected Adam: the box [0, 1] without sigmoid saturation
+        with torch.no_grad():
+            x = z.detach()
+            final = channel.loss(channel.forward(f(x)), obs)
+        return x.detach(), final
+
+    # --- decoder: black-box inverse network trained on public auxiliary data ----------------
+    def _decoder(self, view: View, obs: Tensor, shape: tuple[int, ...], channel: CutChannel,
+                 gen: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
+        aux = view.aux.inputs.float().cpu()
+        steps, lr, bs = self._p("decoder", "steps"), self._p("decoder", "lr"), \
+            self._p("decoder", "batch")
+        copies, width = self._p("decoder", "augment"), self._p("decoder", "width")
+        xs = [aux] + [_shift(aux, gen) for _ in range(copies)]
+        x_train = torch.cat(xs)
+        with torch.no_grad():
+            h = torch.cat([view.query_head({"x": x_train[i:i + 256]})["x"].float().cpu()
+                           for i in range(0, len(x_train), 256)])
+        defended = bool(self._p("decoder", "query_defended"))
+        # standardise the decoder input to unit RMS per coordinate (from the aux features)
+        scale = float(channel.forward(h).flatten(1).norm(dim=1).mean().clamp_min(1e-12)) \
+            / math.sqrt(h[0].numel())
+        dec = _Decoder(tuple(obs.shape[1:]), shape, width)
+        opt = torch.optim.Adam(dec.parameters(), lr=lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 20)
+        dec.train()
+        for _ in range(steps):
+            idx = torch.randint(len(x_train), (min(bs, len(x_train)),), generator=gen)
+            hb = h[idx] if defended else channel.sample(h[idx], gen)  # fresh noise each step
+            loss = F.mse_loss(dec(hb / scale), x_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        dec.eval()
+        with torch.no_grad():
+            images = torch.cat([dec(obs[i:i + 256] / scale) for i in range(0, len(obs), 256)])
+        return images, {"train_mse": float(loss.detach()), "aux_n": int(len(aux)),
+                        "train_pairs": int(len(x_train))}
+
+    # --- unsplit: architecture only, surrogate head and inputs jointly ---------------------
+    def _unsplit(self, view: View, obs: Tensor, shape: tuple[int, ...], channel: CutChannel,
+                 gen: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
+        g = lambda k: self._p("unsplit", k)  # noqa: E731
+        rounds, in_steps, m_steps = g("rounds"), g("input_steps"), g("model_steps")
+        tv = g("tv") * self._noise_tv_factor(obs, channel)
+        out, losses = [], []
+        for lo in range(0, len(obs), g("batch")):
+            o = obs[lo:lo + g("batch")]
+            best_x, best_l = None, None
+            for _ in range(g("restarts")):
+                x, l = self._unsplit_once(view, o, shape, channel, rounds, in_steps, m_steps,
+                                          g("lr"), g("model_lr"), tv)
+                if best_x is None or l.mean() < best_l.mean():
+                    best_x, best_l = x, l
+            out.append(best_x)
+            losses.append(best_l)
+        return torch.cat(out), {"match_loss": float(torch.cat(losses).mean())}
+
+    @staticmethod
+    def _unsplit_once(view: View, obs: Tensor, shape: tuple[int, ...], channel: CutChannel,
+                      rounds: int, in_steps: int, m_steps: int, lr: float, model_lr: float,
+                      tv: float) -> tuple[Tensor, Tensor]:
+        head = _fresh_head(view).train()
+        x = torch.full((len(obs), *shape), 0.5, requires_grad=True)
+        opt_x = torch.optim.Adam([x], lr=lr)
+        opt_m = torch.optim.Adam(head.parameters(), lr=model_lr)
+        match = lambda x: channel.loss(channel.forward(head({"x": x})["x"]), obs)  # noqa: E731
+        for _ in range(rounds):
+            head.requires_grad_(False)
+            for _ in range(in_steps):
+                loss = (match(x) + tv * total_variation(x)).sum()
+                opt_x.zero_grad(set_to_none=True)
+                loss.backward()
+                opt_x.step()
+                with torch.no_grad():
+                    x.clamp_(0, 1)
+            head.requires_grad_(True)
+            xd = x.detach()
+            for _ in range(m_steps):
+                loss = match(xd).sum()
+                opt_m.zero_grad(set_to_none=True)
+                loss.backward()
+                opt_m.step()
+        with torch.no_grad():
+            return x.detach(), match(x)
+
+
+def _shift(x: Tensor, gen: torch.Generator, max_shift: int = 2) -> Tensor:
+    """Randomly translate each image by up to `max_shift` pixels (zero fill)."""
+    n, _, hgt, wid = x.shape
+    pad = F.pad(x, [max_shift] * 4)
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
+    return torch.stack([pad[i, :, dy[i]:dy[i] + hgt, dx[i]:dx[i] + wid] for i in range(n)])
+
+
+class _Decoder(nn.Module):
+    """Inverse network: smashed tensor ([C', H', W'] or [D]) -> image [C, H, W] in [0, 1].
+
+    Transposed-convolution upsampling by 2 until the input size; channels halve with every
+    doubling (`width` at full resolution), so the cost per resolution level stays flat."""
+
+    def __init__(self, smashed_shape: tuple[int, ...], input_shape: tuple[int, ...],
+                 width: int) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        self.out_hw = (h, w)
+        start = smashed_shape[1] if len(smashed_shape) == 3 else max(h // 4, 1)
+        levels = 0
+        while start * 2 ** levels < h:
+            levels += 1
+        ch = width * 2 ** levels
+        if len(smashed_shape) == 3:
+            self.stem = nn.Sequential(nn.Conv2d(smashed_shape[0], ch, 3, padding=1),
+                                      nn.LeakyReLU(0.1))
+        else:
+            d = int(torch.tensor(smashed_shape).prod())
+            self.stem = nn.Sequential(nn.Flatten(), nn.Linear(d, ch * start * start),
+                                      nn.Unflatten(1, (ch, start, start)), nn.LeakyReLU(0.1))
+        ups: list[nn.Module] = []
+        for _ in range(levels):
+            ups += [nn.ConvTranspose2d(ch, ch // 2, 4, stride=2, padding=1),
+                    nn.LeakyReLU(0.1)]
+            ch //= 2
+        self.up = nn.Sequential(*ups)
+        self.refine = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), nn.LeakyReLU(0.1))
+        self.out = nn.Conv2d(ch, c, 3, padding=1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        y = self.up(self.stem(h))
+        if tuple(y.shape[-2:]) != self.out_hw:
+            y = F.interpolate(y, size=self.out_hw, mode="bilinear", align_corners=False)
+        y = self.out(self.refine(y))
+        # linear output while training (a sigmoid saturates on the mostly-black targets and
+        # can stall the whole decoder); the box [0, 1] at inference
+        return y if self.training else y.clamp(0, 1)
