@@ -182,7 +182,10 @@ def run_benchmark(config_path: str | None, flags: dict[str, str | None]) -> Path
             problem = str(e)
     if first.backend == "mpi":  # every rank must train the same cells: rank 0 decides
         from mpi4py import MPI
-        folder, done, problem = MPI.COMM_WORLD.bcast((folder, done, problem), root=0)
+        from slsec.transport import bcast_json
+        folder_s, done_l, problem = bcast_json(MPI.COMM_WORLD, [str(folder), sorted(
+            d for d in done if d is not None), problem])
+        folder, done = Path(folder_s), set(done_l)
     if problem:
         raise UserError(problem)
     if main:

@@ -25,6 +25,8 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from slsec.results import save_figure
+
 BETA = 0.5
 
 # (metric key, axis label, how leakage is read from it for the Pareto front)
@@ -188,11 +190,8 @@ def frontier_plot(rows: Sequence[dict[str, Any]], metric: str, label: str, path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp)
+    save_figure(fig, path)
     plt.close(fig)
-    tmp.replace(path)
     return mask
 
 

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from slsec.results import save_figure
+
 
 def _hwc(img: np.ndarray) -> np.ndarray:
     """[C, H, W] in [0, 1] -> what imshow wants: [H, W] (grey) or [H, W, C]."""
@@ -49,6 +51,6 @@ def reconstruction_grid(truth: Any, guess: Any, path: str | Path, title: str | N
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path

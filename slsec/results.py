@@ -22,6 +22,7 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
     except OSError as e:
         raise UserError(f"cannot write to {p.parent}: {e.strerror or e}") from None
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide reports from the rest of a team
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
@@ -31,6 +32,13 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Render a matplotlib figure to PNG bytes in memory, then write it atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write(path, buf.getvalue())
 
 
 def check_writable(folder: str | Path) -> Path:

@@ -22,6 +22,7 @@ A link is used by one thread (its role program). WireError is fatal for that pee
 from __future__ import annotations
 
 import collections
+import json
 import math
 import os
 import struct
@@ -525,3 +526,18 @@ def preflight(comm: Any, *, expected_world: int, timeout: float) -> None:
                     lambda: PeerError(f"rank 0 did not answer the preflight ping within "
                                       f"{_secs(timeout)} s"))
         link._take(msg, st, 0, PREFLIGHT_TAG, deadline)
+
+
+def bcast_json(comm: Any, obj: Any = None, root: int = 0) -> Any:
+    """Broadcast a JSON-able value from `root` with uppercase Bcast of raw bytes (no pickle):
+    first the length, then the UTF-8 bytes. Every rank returns the decoded value."""
+    from mpi4py import MPI
+    size = np.zeros(1, dtype=np.int64)
+    data = b""
+    if comm.Get_rank() == root:
+        data = json.dumps(obj).encode()
+        size[0] = len(data)
+    comm.Bcast([size, MPI.INT64_T], root=root)
+    buf = np.frombuffer(bytearray(data), dtype=np.uint8) if data else np.zeros(int(size[0]), np.uint8)
+    comm.Bcast([buf, MPI.UINT8_T], root=root)
+    return json.loads(buf.tobytes().decode())

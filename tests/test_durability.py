@@ -30,11 +30,12 @@ SLSEC = Path(sys.executable).parent / "slsec"
 KILLS = 5
 
 WRITER = """
-import sys
+import sys, time
 from slsec.results import append_row, read_rows
 path, total = sys.argv[1], int(sys.argv[2])
 for i in range(len(read_rows(path)), total):      # resume after the last complete row
     append_row(path, {"i": i, "payload": "x" * 400, "nested": [i, {"k": i}], "comma": "a,b"})
+    time.sleep(0.005)      # a row every few ms at least, so a fast disk cannot outrun 5 kills
 """
 
 
@@ -64,7 +65,7 @@ def test_append_row_survives_sigkill_at_random_moments(tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(total)], env=env())
         while len(read_rows(path)) == before and proc.poll() is None:   # let it make progress
             time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.3))
+        time.sleep(rng.uniform(0.0, 0.1))   # at most ~20 more rows: 5 kills fit in 150 rows
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1

@@ -66,19 +66,20 @@ def finish(proc: subprocess.Popen, limit: float) -> tuple[int, str, float]:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         pytest.fail(f"mpiexec still running {limit:.0f} s later (a hang):\n{out}\n{err}")
-    return proc.returncode, out + err, time.time()
+    return proc.returncode, out + "\n" + err, time.time()
 
 
 def fault_time(output: str) -> tuple[int, float]:
     """(pid, wall time) of the fault as the faulty rank printed it."""
-    m = re.search(r"^FAULT \d \w+ pid (\d+) at ([\d.]+)$", output, re.M)
+    m = re.search(r"FAULT \d+ \w+ pid (\d+) at (\d+\.\d+)", output)
     assert m, output
     return int(m[1]), float(m[2])
 
 
 def job_pids(output: str) -> dict[int, int]:
-    """rank -> pid, as every rank of fault_cli.py printed it at start."""
-    return {int(r): int(p) for r, p in re.findall(r"^RANK (\d) pid (\d+)$", output, re.M)}
+    """rank -> pid, as every rank of fault_cli.py printed it at start (ranks share stdout, so
+    their lines can interleave: 'RANK 2 pid 25478RANK 0 pid 25476')."""
+    return {int(r): int(p) for r, p in re.findall(r"RANK (\d+) pid (\d+)", output)}
 
 
 def assert_hydra_reports_a_kill(output: str, job_pids: set[int]) -> None:
