@@ -1,10 +1,3 @@
 """Attacks on split learning and FedAvg, each playing one declared role."""
-import importlib
-
+from slsec.attacks import gradient_inversion, inversion, label_inference  # noqa: F401  (registration)
 from slsec.attacks.base import ATTACKS, Attack, Guess  # noqa: F401
-
-for _m in ("inversion", "label_inference", "gradient_inversion"):  # TEMP until all land
-    try:
-        importlib.import_module(f"slsec.attacks.{_m}")
-    except ModuleNotFoundError:
-        pass

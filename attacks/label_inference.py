@@ -99,9 +99,12 @@ def _observe(view: View) -> _Obs:
     feats: list[Feats] = []
     for i, g in enumerate(view.grads):
         msg = view.smashed[i] if i < len(view.smashed) else {}
+        if view.outputs:  # U-shaped server: the tail consumed the body output (a cut message)
+            out = view.outputs[i]
+            msg = out if isinstance(out, dict) else {"x": out}
         extra = {k: v for k, v in msg.items() if k != "x" and k not in _NOT_FEATS}
-        if view.outputs:  # U-shaped server: the tail consumed the body output
-            x = view.outputs[i]
+        if "x" in msg and view.outputs:
+            x = msg["x"]
         elif "x" in msg:  # vanilla / SplitFed client: the tail consumed the smashed data sent
             x = msg["x"]
         else:

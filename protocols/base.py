@@ -171,8 +171,13 @@ class Protocol:
 PROTOCOLS: Registry[type[Protocol]] = Registry("protocol")
 
 
-def probe_inference(ctx: Context, head: nn.Module) -> None:
-    """Client 1 sends its private probe inputs through the head (inference); truth to scorer."""
+def probe_inference(ctx: Context, head: nn.Module,
+                    adopt: Callable[[dict[str, Tensor]], None] | None = None) -> None:
+    """After training every client adopts the final model the server hands out (`adopt`
+    loads that message; default: into `head`), as it would for deployment; then client 1
+    sends its private probe inputs through the final head (inference); truth to scorer."""
+    final = ctx.link.recv(0, WEIGHTS)
+    (adopt or (lambda msg: load(head, msg)))(final)
     if ctx.rank != 1 or ctx.probe is None:
         ctx.link.send(0, {"n": torch.tensor(0)}, PROBE)
         return
@@ -191,8 +196,12 @@ def probe_inference(ctx: Context, head: nn.Module) -> None:
     head.train()
 
 
-def serve_probe(ctx: Context, sources: range) -> None:
-    """Server side of the probe: record every smashed inference query it receives."""
+def serve_probe(ctx: Context, sources: range, final: dict[str, Tensor]) -> None:
+    """Server side of the probe: hand every client the final client-side weights (in vanilla
+    SL the last client holds the newest head, in SplitFed the server's average), then record
+    every smashed inference query it receives."""
+    for k in sources:
+        ctx.link.send(k, final, WEIGHTS)
     ctx.observer.recording = True
     for k in sources:
         n = int(ctx.link.recv(k, PROBE)["n"])

@@ -57,6 +57,6 @@ class SplitFed(Protocol):
                     load(tails[k], avg)
             if ctx.on_round:
                 ctx.on_round(rnd, ctx.model)
-        serve_probe(ctx, ctx.clients)
+        serve_probe(ctx, ctx.clients, head_state)
 
     client = staticmethod(label_sending_client)

@@ -115,5 +115,5 @@ class SplitFedAsync(Protocol):
         load(head, global_w)
         if ctx.on_round and merges % plan.clients:
             ctx.on_round(evals, ctx.model)
-        serve_probe(ctx, ctx.clients)
+        serve_probe(ctx, ctx.clients, global_w)
 

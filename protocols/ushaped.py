@@ -5,7 +5,8 @@ server -> body output -> client; the client computes the loss with its private l
 sends d loss / d body output back; the server backpropagates through the body and returns
 d loss / d smashed for every sample. Clients take turns as in vanilla SL; head and tail are
 handed on via the server (in the clear). The curious server observes the body outputs it
-computed and the gradients coming back from the client's tail (label inference targets them).
+computed and the gradients coming back from the client's tail (label inference targets them),
+and the smashed probe queries at inference (inversion targets those).
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ class UShaped(Protocol):
                 opt.step()
                 straggle(ctx)
             ctx.link.send(0, _pack(head, tail), WEIGHTS)
-        probe_inference(ctx, head)
+        probe_inference(ctx, head, adopt=lambda msg: _unpack(msg, head, tail))
 
     @staticmethod
     def server(ctx: Context) -> None:
@@ -89,8 +90,7 @@ class UShaped(Protocol):
                     gb = ctx.link.recv(k, BODY_GRAD)["g"]
                     if k == 1 and observing(ctx, rnd, i, n):
                         ctx.observer.recording = True
-                        ctx.observer.smashed(msg)
-                        ctx.observer.output(out["x"])
+                        ctx.observer.output(cut_message(out, out["x"]))
                         ctx.observer.grad(gb)
                         ctx.observer.recording = False
                     opt.zero_grad()
@@ -101,5 +101,5 @@ class UShaped(Protocol):
             _unpack(handoff, head, tail)
             if ctx.on_round:
                 ctx.on_round(rnd, ctx.model)
-        serve_probe(ctx, ctx.clients)
+        serve_probe(ctx, ctx.clients, handoff)
 

@@ -100,6 +100,6 @@ class Vanilla(Protocol):
             load(head, head_state)
             if ctx.on_round:
                 ctx.on_round(rnd, ctx.model)
-        serve_probe(ctx, ctx.clients)
+        serve_probe(ctx, ctx.clients, head_state)
 
     client = staticmethod(label_sending_client)

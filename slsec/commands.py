@@ -89,7 +89,6 @@ def list_registry() -> None:
     t.add_column("name"), t.add_column("point"), t.add_column("protocols")
     for name, d in DEFENSES:
         t.add_row(name, d.point, ", ".join(sorted(d.protocols)))
-    t.add_row("split-select", "pre", "vanilla, ushaped, splitfed (chooses the cut)")
     console.print(t)
     console.print("datasets: " + ", ".join(DATASETS.names()) + ", tu:<NAME>")
     t = Table(title="models and cut points")
@@ -346,6 +345,9 @@ def rerender(path: str) -> None:
     folder = Path(path)
     if (folder / "result.json").exists():
         render_run(folder, read_json(folder / "result.json"))
+    elif (folder / "results.csv").exists() and folder.name.startswith("benchmark-"):
+        from slsec.benchmark import render_benchmark
+        render_benchmark(folder)
     elif (folder / "results.csv").exists():
         from slsec.sweep import render_sweep
         render_sweep(folder)

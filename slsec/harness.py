@@ -95,6 +95,7 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome) -> dict[str, 
     view = make_view(cfg, setup, outcome, role, attacker_knowledge(cfg, role))
     params = {"iterations": cfg.attack_iters} if cfg.attack_iters else {}
     start = time.perf_counter()
+    torch.set_num_threads(cfg.threads)   # the attack runs after training: the rank's cores are free
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         guess: Guess = cls(method=method, **params).run(view)
@@ -120,13 +121,17 @@ def score(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor], truth_inputs: 
     images, scores = guess["images"], guess["label_scores"]
     if images.numel():
         truth = truth_inputs[: len(images)]
+        if cfg.attack == "gradient-inversion" and cfg.probe_batch > 1:
+            # a batch's update is a mean over its samples: the attack recovers each batch's
+            # images in no particular order, so pair them with the truth batch by batch
+            images = torch.cat([g[torch.as_tensor(metrics.match_order(t, g))] for t, g in zip(
+                truth.split(cfg.probe_batch), images.split(cfg.probe_batch))])
+            guess["images"] = images
         out.update({f"attack_{k}": v for k, v in metrics.image_summary(truth, images).items()})
         out.update({f"baseline_{k}": v for k, v in
                     metrics.mean_image_baseline(truth, setup.train_mean).items()})
     if scores.numel():
         y = truth_labels[: len(scores)]
-        if scores.dim() == 1 or scores.shape[1] == 1:
-            y = (y < setup.data.num_classes // 2).long() if y.max() > 1 else y
         out["label_accuracy"] = metrics.label_accuracy(y, scores)
         out["label_auc"] = metrics.label_auc(y, scores)
         out["label_baseline_accuracy"] = metrics.majority_baseline(y, setup.aux.y)

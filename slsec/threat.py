@@ -38,8 +38,9 @@ class View:
     smashed: list[dict[str, Tensor]] = field(default_factory=list)
     # gradients this role received (U-shaped server: d loss / d body output; vanilla client: cut grads)
     grads: list[Tensor] = field(default_factory=list)
-    # outputs this role itself produced for the messages above (e.g. the server body's outputs)
-    outputs: list[Tensor] = field(default_factory=list)
+    # what this role itself sent on during training, one per gradient above (the U-shaped
+    # server's body outputs, as the cut message the client's tail consumed)
+    outputs: list[dict[str, Tensor] | Tensor] = field(default_factory=list)
     updates: list[Update] = field(default_factory=list)          # FedAvg aggregator only
     parts: dict[str, torch.nn.Module] = field(default_factory=dict)  # model parts the role holds
     knowledge: frozenset[str] = frozenset()
@@ -58,7 +59,7 @@ class Observer:
         self.role, self.protocol = role, protocol
         self._smashed: list[dict[str, Tensor]] = []
         self._grads: list[Tensor] = []
-        self._outputs: list[Tensor] = []
+        self._outputs: list[dict[str, Tensor] | Tensor] = []
         self._updates: list[Update] = []
         self.recording = False
 
@@ -70,9 +71,10 @@ class Observer:
         if self.recording:
             self._grads.append(g.detach().cpu().clone())
 
-    def output(self, out: Tensor) -> None:
+    def output(self, out: dict[str, Tensor] | Tensor) -> None:
         if self.recording:
-            self._outputs.append(out.detach().cpu().clone())
+            self._outputs.append({k: v.detach().cpu().clone() for k, v in out.items()}
+                                 if isinstance(out, dict) else out.detach().cpu().clone())
 
     def update(self, u: Update) -> None:
         if self.recording:
