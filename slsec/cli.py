@@ -38,7 +38,7 @@ HELP = {
     "knowledge": "restrict the attacker's knowledge: architecture,head_weights,query_head,aux_data",
     "defense": "comma list, applied in order: dp, nopeek, max-norm, label-rr, dpsgd, split-select",
     "sigma": "DP noise multiplier at the cut (noise std = sigma * clip)",
-    "clip": "per-sample L2 clip of smashed data (inf = off)",
+    "clip": "per-sample L2 clip C of smashed data (inf = off; default: the median row norm of public aux data at the cut)",
     "target_epsilon": "solve sigma (or the DP-SGD noise) for this epsilon",
     "straggler": "k:seconds, slow client k by that much per step (comma list)",
     "out": "folder for reports (a run writes <out>/<run-id>/)",

@@ -315,7 +315,11 @@ def threat_text(cfg: dict[str, Any], m: dict[str, Any]) -> str:
 def dp_text(cfg: dict[str, Any], m: dict[str, Any]) -> str:
     return (f"epsilon = {m['epsilon']:.3f} at delta = {m['delta']:g} per training sample "
             f"({cfg['accountant']} accountant). DP at the cut: replace-one adjacency; each sample's "
-            f"smashed tensor is clipped to L2 norm C, so one sample changes a release by at most 2C; "
+            f"smashed tensor is clipped to L2 norm C"
+            + (f" = {m['clip_used']:.4g}" if "clip_used" in m else "")
+            + (" (the median row norm of public aux data at the cut)" if cfg.get("clip") is None
+               and "clip_used" in m else "")
+            + f", so one sample changes a release by at most 2C; "
             f"Gaussian noise of std sigma*C is noise multiplier sigma/2 for that sensitivity; every "
             f"sample is released once per epoch (no subsampling amplification). The claim covers "
             f"the smashed data only: not the labels, the returned gradients or the model.")

@@ -158,6 +158,8 @@ def privacy_budget(cfg: RunConfig, setup: Setup) -> dict[str, Any]:
             out["delta"] = cfg.delta
             if getattr(d, "sigma", None) is not None:
                 out["sigma_used"] = d.sigma
+            if d.name == "dp":
+                out["clip_used"] = d.clip
     return out
 
 

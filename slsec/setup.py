@@ -70,6 +70,20 @@ class Setup:
                            input_shape=d.input_shape, num_features=d.num_features)
 
     @cached_property
+    def public_clip(self) -> float:
+        """Default DP clip C: the median per-sample L2 norm of the smashed data of public aux
+        samples through the initial (seeded, public) head, so clipping keeps the activations'
+        natural scale at the chosen cut (a fixed C = 1 would shrink a conv1 row ~20x and stall
+        training). Public data and public weights only: choosing C leaks nothing private."""
+        from slsec.defenses.dp_cut import DPCut
+        if not self.cuts or len(self.aux) == 0:
+            return 1.0
+        head = self.fresh_model().split([self.cuts[0]])[0]
+        feats, _ = self.aux.batch(torch.arange(min(256, len(self.aux))))
+        with torch.no_grad():
+            return DPCut.suggest_clip(head(feats)["x"])
+
+    @cached_property
     def train_mean(self) -> torch.Tensor:
         x = self.data.train.inputs
         return x.mean(0) if isinstance(x, torch.Tensor) else torch.empty(0)
@@ -128,6 +142,8 @@ def build_defense(cfg: RunConfig, setup: Any = None) -> DefenseStack:
     """The configured defenses, in order, as one stack (empty stack = no defense)."""
     stack = DefenseStack([make_defense(n, cfg) for n in cfg.defense if n != "split-select"])
     for d in stack.defenses:
+        if d.name == "dp" and cfg.clip is None and setup:
+            d.clip = setup.public_clip   # default C, from public data (see Setup.public_clip)
         calibrate = getattr(d, "calibrate", None)
         if calibrate is not None and getattr(d, "target_epsilon", None) is not None and setup:
             steps, rate = accounting_steps(cfg, setup, d)
