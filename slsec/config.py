@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -172,6 +173,10 @@ def _validate(cfg: RunConfig) -> RunConfig:
         k, _, d = s.partition(":")
         if not (k.isdigit() and 1 <= int(k) <= cfg.clients and _is_float(d) and float(d) >= 0):
             raise UserError(f"--straggler must be k:seconds with 1 <= k <= {cfg.clients}, got {s!r}")
+    if cfg.run_id is not None and (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.run_id)
+                                   or len(cfg.run_id) > 120):
+        raise UserError(f"--run-id names a folder under --out: letters, digits, '.', '_' and "
+                        f"'-' only (no '/'), at most 120 characters; got {cfg.run_id!r}")
     if cfg.data_root is not None and not Path(cfg.data_root).is_dir():
         raise UserError(f"--data-root {cfg.data_root} is not a folder")
     return cfg

@@ -264,6 +264,9 @@ def run_mpi(cfg: RunConfig, setup: Setup,
         os._exit(1)   # MPICH's Abort can return before mpiexec ends this rank: say nothing more
 
 
+ATTACK_WAIT_S = 3600.0   # how long rank 0 waits for an attack running on another rank
+
+
 def mpi_attack_exchange(cfg: RunConfig, outcome: RankOutcome, attacked: int | None,
                         attack: Callable[[RankOutcome], dict[str, Tensor]]) -> dict[str, Tensor] | None:
     """Run the attack on the attacked rank; its guesses (not its view) travel to rank 0."""
@@ -274,5 +277,8 @@ def mpi_attack_exchange(cfg: RunConfig, outcome: RankOutcome, attacked: int | No
         if outcome.rank == attacked:
             outcome.instr.send(0, guess, GUESS)
         elif outcome.rank == 0:
+            # an attack legitimately computes for minutes: wait longer than --timeout for its
+            # guess (a rank that dies meanwhile still ends the job at once through mpiexec)
+            outcome.instr.timeout = max(outcome.instr.timeout, ATTACK_WAIT_S)
             guess = outcome.instr.recv(attacked, GUESS)
     return guess if outcome.rank == 0 else None

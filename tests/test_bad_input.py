@@ -47,6 +47,8 @@ CASES = [
     case("train --target-accuracy 2", r"--target-accuracy must be in \(0, 1\]", "target-acc-2"),
     case("train --straggler 9:1", r"--straggler must be k:seconds with 1 <= k <= 2, got '9:1'",
          "straggler-beyond-clients"),
+    case("train --run-id ../escape", r"--run-id names a folder under --out: .*'../escape'",
+         "run-id-with-slash"),
     case("train --aux-size 999999", r"--aux-size 999999 leaves no training data", "aux-too-big"),
     # unknown names
     case("train --protocol foo",
