@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import torch
 
-from slsec.protocols.base import (GRAD, WEIGHTS, Context, Protocol, PROTOCOLS, batches,
-                                  client_seed, cut_message, load, make_optimizer, observing,
-                                  probe_inference, serve_probe, state, straggle)
-from slsec.protocols.vanilla import process_batch
+from slsec.protocols.base import (WEIGHTS, Context, Protocol, PROTOCOLS, batches, client_seed,
+                                  load, make_optimizer, observing, probe_inference, serve_probe,
+                                  state)
+from slsec.protocols.vanilla import client_step, process_batch
 
 ASYNC = 8
 BATCH, PUSH, DONE = 0, 1, 2
@@ -46,29 +46,13 @@ class SplitFedAsync(Protocol):
         got = ctx.link.recv(0, WEIGHTS)
         version = got.pop("__version")
         load(head, got)
-        two_party = plan.label_party == "server"
         for rnd in range(plan.rounds):
             gen = torch.Generator().manual_seed(client_seed(plan, ctx.rank, rnd))
             order = batches(len(ctx.shard), plan.batch_size, gen)
             for step, idx in enumerate(order):
-                feats, y = ctx.shard.batch(idx)
-                h = head(feats)
-                x = ctx.defense.smashed(h["x"], train=True, gen=gen)
-                msg = cut_message(h, x)
-                msg["i" if two_party else "y"] = idx if two_party else y
-                ctx.link.send(0, {**msg, "op": torch.tensor(BATCH)}, ASYNC)
-                g = ctx.link.recv(0, GRAD)["g"]
-                if ctx.rank == 1 and observing(ctx, rnd, step, len(order)):
-                    ctx.observer.recording = True
-                    ctx.observer.smashed(msg)
-                    ctx.observer.grad(g)
-                    ctx.observer.recording = False
-                loss = (x * g).sum()
-                reg = ctx.defense.regularizer(feats["x"], h["x"])
-                opt.zero_grad()
-                (loss + reg if reg is not None else loss).backward()
-                opt.step()
-                straggle(ctx)
+                watch = ctx.rank == 1 and observing(ctx, rnd, step, len(order))
+                client_step(ctx, head, opt, idx, gen, watch,
+                            lambda msg: ctx.link.send(0, {**msg, "op": torch.tensor(BATCH)}, ASYNC))
                 if (step + 1) % plan.async_every == 0 or step == len(order) - 1:
                     ctx.link.send(0, {**state(head), "__version": version,
                                       "op": torch.tensor(PUSH)}, ASYNC)

@@ -11,6 +11,8 @@ to infer labels from the cut gradients it receives.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from slsec.protocols.base import (CTRL, GRAD, SMASHED, WEIGHTS, Context, Protocol, PROTOCOLS,
@@ -24,35 +26,44 @@ def label_sending_client(ctx: Context) -> None:
     plan = ctx.plan
     head = ctx.model.split(list(plan.cuts))[0]
     opt = make_optimizer(head.parameters(), plan)
-    two_party = plan.label_party == "server"
     for rnd in range(plan.rounds):
         load(head, ctx.link.recv(0, WEIGHTS))
         gen = torch.Generator().manual_seed(client_seed(plan, ctx.rank, rnd))
         order = batches(len(ctx.shard), plan.batch_size, gen)
         ctx.link.send(0, {"n": torch.tensor(len(order)), "samples": torch.tensor(len(ctx.shard))}, CTRL)
         for i, idx in enumerate(order):
-            feats, y = ctx.shard.batch(idx)
-            h = head(feats)
-            x = ctx.defense.smashed(h["x"], train=True, gen=gen)
-            msg = cut_message(h, x)
-            msg["i" if two_party else "y"] = idx if two_party else y
-            ctx.link.send(0, msg, SMASHED)
-            g = ctx.link.recv(0, GRAD)["g"]
-            if ctx.rank == 1 and observing(ctx, rnd, i, len(order)):
-                ctx.observer.recording = True
-                ctx.observer.smashed(msg)
-                ctx.observer.grad(g)
-                ctx.observer.recording = False
-            loss = (x * g).sum()
-            reg = ctx.defense.regularizer(feats["x"], h["x"])
-            if reg is not None:
-                loss = loss + reg
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            straggle(ctx)
+            client_step(ctx, head, opt, idx, gen, ctx.rank == 1 and observing(ctx, rnd, i, len(order)),
+                        lambda msg: ctx.link.send(0, msg, SMASHED))
         ctx.link.send(0, state(head), WEIGHTS)
     probe_inference(ctx, head)
+
+
+def client_step(ctx: Context, head: torch.nn.Module, opt: torch.optim.Optimizer, idx: torch.Tensor,
+                gen: torch.Generator, watch: bool,
+                send: Callable[[dict[str, torch.Tensor]], None]) -> None:
+    """One batch on a label-sending client: smashed data (+ labels, or sample indices in
+    two-party SL) out via `send`, per-sample cut gradient back, head update."""
+    feats, y = ctx.shard.batch(idx)
+    h = head(feats)
+    x = ctx.defense.smashed(h["x"], train=True, gen=gen)
+    msg = cut_message(h, x)
+    two_party = ctx.plan.label_party == "server"
+    msg["i" if two_party else "y"] = idx if two_party else y
+    send(msg)
+    g = ctx.link.recv(0, GRAD)["g"]
+    if watch:  # a curious client (two-party SL) keeps what it sent and got back
+        ctx.observer.recording = True
+        ctx.observer.smashed(msg)
+        ctx.observer.grad(g)
+        ctx.observer.recording = False
+    loss = (x * g).sum()
+    reg = ctx.defense.regularizer(feats["x"], h["x"])
+    if reg is not None:
+        loss = loss + reg
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    straggle(ctx)
 
 
 def serve_batch(ctx: Context, k: int, tail: torch.nn.Module, opt: torch.optim.Optimizer,
