@@ -29,6 +29,9 @@ class Attack(ABC):
     roles: ClassVar[dict[str, str]]       # protocol -> role the attack plays there
     methods: ClassVar[dict[str, frozenset[str]]]  # method -> knowledge it needs
     default_order: ClassVar[tuple[str, ...]]      # strongest first
+    # methods none of which is strongest everywhere: with no --method the harness runs every
+    # one the role's knowledge allows and reports the one that leaked most (the defender's worst case)
+    contenders: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, method: str | None = None, **params: Any) -> None:
         self.method = method

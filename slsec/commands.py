@@ -305,11 +305,18 @@ def fmt_thr(v: Any) -> str:
 
 
 def threat_text(cfg: dict[str, Any], m: dict[str, Any]) -> str:
+    compared = ""
+    if m.get("methods_compared"):
+        key = next(k for k in m if k.endswith("_by_method"))
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in m[key].items() if v is not None)
+        compared = (f" No method is strongest everywhere, so all of {m['methods_compared']} ran "
+                    f"on the same observations and the one that leaked most is reported "
+                    f"({key.removesuffix('_by_method').replace('_', ' ')}: {scores}).")
     return (f"Attack '{cfg['attack']}' with method '{m['attack_method']}' plays the "
             f"{m['attack_role']} (honest-but-curious) and uses only what that role observed during "
             f"the run plus its knowledge: {', '.join(m['attack_knowledge'])}. Ground truth never "
             f"reaches the attack; the scorer compares afterwards. The attack knows the public "
-            f"mechanism of every defense (clip rule, noise scale) and adapts to it.")
+            f"mechanism of every defense (clip rule, noise scale) and adapts to it." + compared)
 
 
 def dp_text(cfg: dict[str, Any], m: dict[str, Any]) -> str:

@@ -89,20 +89,35 @@ def make_view(cfg: RunConfig, setup: Setup, outcome: RankOutcome, role: str,
                                  aux=setup.aux if "aux_data" in knowledge else None)
 
 
-def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome) -> dict[str, Tensor]:
-    """Run the configured attack from `outcome`'s role; guesses as named tensors."""
+def attack_methods(cfg: RunConfig) -> list[str]:
+    """The methods to run: --method if given; else every contender the role's knowledge allows
+    (the best is reported), else the single strongest allowed method."""
     cls, role, method = check_attack(cfg)  # type: ignore[misc]
+    if cfg.method is not None:
+        return [method]
+    known = attacker_knowledge(cfg, role)
+    fits = [m for m in cls.contenders if cls.methods[m] <= known]
+    return fits if len(fits) > 1 else [method]
+
+
+def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome) -> dict[str, Tensor]:
+    """Run the configured attack (each method of `attack_methods`) from `outcome`'s role;
+    guesses as named tensors '<method>.images', '<method>.label_scores', '<method>.seconds'."""
+    cls, role, _ = check_attack(cfg)  # type: ignore[misc]
     view = make_view(cfg, setup, outcome, role, attacker_knowledge(cfg, role))
     params = {"iterations": cfg.attack_iters} if cfg.attack_iters else {}
-    start = time.perf_counter()
     torch.set_num_threads(cfg.threads)   # the attack runs after training: the rank's cores are free
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        guess: Guess = cls(method=method, **params).run(view)
-    return {"images": guess.images if guess.images is not None else torch.empty(0),
-            "label_scores": guess.label_scores if guess.label_scores is not None
-            else torch.empty(0),
-            "seconds": torch.tensor(time.perf_counter() - start)}
+    out: dict[str, Tensor] = {}
+    for method in attack_methods(cfg):
+        start = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            guess: Guess = cls(method=method, **params).run(view)
+        out[f"{method}.images"] = guess.images if guess.images is not None else torch.empty(0)
+        out[f"{method}.label_scores"] = (guess.label_scores if guess.label_scores is not None
+                                         else torch.empty(0))
+        out[f"{method}.seconds"] = torch.tensor(time.perf_counter() - start)
+    return out
 
 
 def attacked_rank(cfg: RunConfig) -> int | None:
@@ -114,11 +129,32 @@ def attacked_rank(cfg: RunConfig) -> int | None:
 
 def score(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor], truth_inputs: Tensor,
           truth_labels: Tensor) -> dict[str, Any]:
-    """Compare guesses with the ground truth the scorer holds; baselines make scores meaningful."""
+    """Compare each method's guesses with the ground truth the scorer holds and report the
+    method that leaked most (highest SSIM, or label AUC); baselines make scores meaningful.
+    Sets guess['images'] to the reported method's images (for the reconstruction grid)."""
+    methods = list(dict.fromkeys(k.split(".")[0] for k in guess))
+    scored = {m: _score_one(cfg, setup, guess, m, truth_inputs, truth_labels) for m in methods}
+
+    def leak(r: dict[str, Any]) -> float:
+        v = r.get("attack_ssim_mean", r.get("label_auc", float("nan")))
+        return -math.inf if v is None or math.isnan(v) else v
+    best = max(methods, key=lambda m: leak(scored[m]))
+    out = dict(scored[best], attack_method=best,
+               attack_seconds=sum(float(guess[f"{m}.seconds"]) for m in methods))
+    if len(methods) > 1:
+        out["methods_compared"] = ",".join(methods)
+        key = "attack_ssim_mean" if "attack_ssim_mean" in out else "label_auc"
+        out[f"{key}_by_method"] = {m: scored[m].get(key) for m in methods}
+    guess["images"], guess["label_scores"] = guess[f"{best}.images"], guess[f"{best}.label_scores"]
+    return out
+
+
+def _score_one(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor], method: str,
+               truth_inputs: Tensor, truth_labels: Tensor) -> dict[str, Any]:
     from slsec import metrics
 
-    out: dict[str, Any] = {"attack_seconds": float(guess["seconds"])}
-    images, scores = guess["images"], guess["label_scores"]
+    out: dict[str, Any] = {}
+    images, scores = guess[f"{method}.images"], guess[f"{method}.label_scores"]
     if images.numel():
         truth = truth_inputs[: len(images)]
         if cfg.attack == "gradient-inversion" and cfg.probe_batch > 1:
@@ -126,7 +162,7 @@ def score(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor], truth_inputs: 
             # images in no particular order, so pair them with the truth batch by batch
             images = torch.cat([g[torch.as_tensor(metrics.match_order(t, g))] for t, g in zip(
                 truth.split(cfg.probe_batch), images.split(cfg.probe_batch))])
-            guess["images"] = images
+            guess[f"{method}.images"] = images
         out.update({f"attack_{k}": v for k, v in metrics.image_summary(truth, images).items()})
         out.update({f"baseline_{k}": v for k, v in
                     metrics.mean_image_baseline(truth, setup.train_mean).items()})
@@ -205,8 +241,8 @@ def summarize(cfg: RunConfig, setup: Setup, server: RankOutcome, guess: dict[str
         m["label_leak"] = 1.0   # the server receives every label in the clear
     m.update(privacy_budget(cfg, setup))
     if guess is not None:
-        cls, role, method = check_attack(cfg)  # type: ignore[misc]
-        m.update({"attack_role": role, "attack_method": method, "attack_kind": cls.kind,
+        cls, role, _ = check_attack(cfg)  # type: ignore[misc]
+        m.update({"attack_role": role, "attack_kind": cls.kind,
                   "attack_knowledge": sorted(attacker_knowledge(cfg, role))})
         m.update(score(cfg, setup, guess, server.truth_inputs, server.truth_labels))
     return {"config": cfg.to_dict(), "metrics": m,

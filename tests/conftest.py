@@ -22,3 +22,14 @@ def shared_data() -> Path:
 def torch_threads() -> None:
     """Run every test with one torch thread (the test machines are shared)."""
     torch.set_num_threads(1)
+
+
+def train_epoch(model: torch.nn.Module, split, batch_size: int = 32, lr: float = 1e-3) -> None:
+    """One epoch of ordinary (monolithic) Adam training in order: the attacks' 'trained model'."""
+    opt = torch.optim.Adam(model.parameters(), lr)
+    for i in range(0, len(split), batch_size):
+        feats, y = split.batch(torch.arange(i, min(i + batch_size, len(split))))
+        loss = torch.nn.functional.cross_entropy(model(feats)["x"], y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()

@@ -41,3 +41,16 @@ def test_vanilla_probe_uses_the_final_head(clients):
     m, _ = run(protocol="vanilla", clients=clients, attack="inversion", method="whitebox")
     print(f"vanilla K={clients} whitebox SSIM", m["attack_ssim_mean"])
     assert m["attack_ssim_mean"] >= 0.9
+
+
+def test_without_a_method_the_stronger_inversion_is_reported():
+    """No --method: whitebox and decoder both attack the same observations; the report carries
+    the one with the higher SSIM (the defender's worst case) and both scores."""
+    m, result = run(protocol="vanilla", attack="inversion", cut="pool2", defense=("dp",),
+                    sigma=0.05, attack_iters=150)
+    by = m["attack_ssim_mean_by_method"]
+    print("SSIM by method", by)
+    assert m["methods_compared"] == "whitebox,decoder" and set(by) == {"whitebox", "decoder"}
+    assert m["attack_method"] == max(by, key=by.get)
+    assert m["attack_ssim_mean"] == by[m["attack_method"]]
+    assert result["_guess"]["images"].shape == result["_truth"].shape

@@ -23,6 +23,7 @@ from slsec.defenses.dpsgd import DPSGD
 from slsec.errors import UserError
 from slsec.models import build_model
 from slsec.threat import Update, View
+from conftest import train_epoch
 
 LR = 1e-3
 
@@ -50,13 +51,7 @@ def world() -> SimpleNamespace:
     private = data.train.subset(perm[500:])
     torch.manual_seed(0)
     model = build_model("cnn")
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    for i in range(0, len(private), 32):
-        feats, y = private.batch(torch.arange(i, min(i + 32, len(private))))
-        loss = torch.nn.functional.cross_entropy(model(feats)["x"], y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_epoch(model, private)
     return SimpleNamespace(model=model, x=data.test.inputs[:16], y=data.test.y[:16])
 
 

@@ -22,6 +22,7 @@ from slsec.defenses.dp_cut import clip_rows
 from slsec.errors import UserError
 from slsec.models import build_model
 from slsec.threat import View
+from conftest import train_epoch
 
 ALL = frozenset({"architecture", "head_weights", "aux_data", "query_head"})
 
@@ -57,13 +58,7 @@ def world() -> SimpleNamespace:
     aux, private = data.train.subset(perm[:500]), data.train.subset(perm[500:])
     torch.manual_seed(0)
     model = build_model("cnn")
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    for i in range(0, len(private), 32):
-        feats, y = private.batch(torch.arange(i, min(i + 32, len(private))))
-        loss = torch.nn.functional.cross_entropy(model(feats)["x"], y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_epoch(model, private)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
