@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+import warnings
 from dataclasses import fields
 from typing import Any, Callable, Optional
 
@@ -151,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - older typer depends on click
         import click  # type: ignore[no-redef]
 
+    # PyG's GIN layers call torch.jit.script at import: a library's deprecation, not the user's
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
+                            category=FutureWarning)
     try:
         app(args=argv, standalone_mode=False, prog_name="slsec")
     except typer.Exit as e:
