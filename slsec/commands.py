@@ -131,11 +131,15 @@ def baseline_config(cfg: RunConfig) -> RunConfig:
     return cfg.replace(defense=(), sigma=None, clip=None, target_epsilon=None)
 
 
+def baseline_path(cfg: RunConfig) -> Path:
+    return Path(cfg.out) / ".cache" / f"undefended-{config_key(baseline_config(cfg).to_dict())}.json"
+
+
 def cached_baseline(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
     """The undefended run of this config and seed, computed once and cached under <out>/.cache."""
     from slsec.harness import evaluate as run
     base = baseline_config(cfg)
-    path = Path(cfg.out) / ".cache" / f"undefended-{config_key(base.to_dict())}.json"
+    path = baseline_path(cfg)
     if path.exists():
         try:
             return read_json(path)
@@ -145,6 +149,35 @@ def cached_baseline(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
     if result is not None:
         write_json(path, {k: v for k, v in result.items() if not k.startswith("_")})
     return result  # type: ignore[return-value]
+
+
+def start_baseline(cfg: RunConfig) -> Any:
+    """Start the uncached undefended run in a second process, beside the defended run (local
+    backend: both are single-threaded, so two cores finish both in the time of one). The child
+    only writes the cache file (atomically); same seed and threads, so its numbers equal an
+    in-process run."""
+    if not cfg.defense or cfg.backend != "local" or baseline_path(cfg).exists():
+        return None
+    import multiprocessing
+    # spawn, not fork: a forked child inherits torch's runtime state and ran slower here
+    # (card: 72 s with fork vs 66 s with spawn, measured side by side on 2 idle cores)
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_baseline_worker, args=(cfg.to_dict(),), daemon=True, name="slsec-undefended")
+    proc.start()
+    return proc
+
+
+def _baseline_worker(values: dict[str, Any]) -> None:
+    import os
+    import sys
+    from slsec.config import make_config
+    devnull = os.open(os.devnull, os.O_WRONLY)   # the parent reports; a failure here is retried there
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    try:
+        cached_baseline(make_config(values))
+    except BaseException:
+        sys.exit(1)
 
 
 def evaluate(cfg: RunConfig) -> dict[str, Any] | None:
@@ -158,13 +191,17 @@ def evaluate(cfg: RunConfig) -> dict[str, Any] | None:
     if "split-select" in cfg.defense:
         cfg = choose_cut(cfg)
     t0 = time.perf_counter()
+    side = start_baseline(cfg)
     bar, on_round = progress_bar(cfg, "defended" if cfg.defense else "train")
     with bar:
         result = run(cfg, progress=on_round)
     base = None
+    if side is not None:
+        with console.status("waiting for the undefended run beside it"):
+            side.join()
     if cfg.defense:
         bar, on_round = progress_bar(cfg, "undefended")
-        with bar:
+        with bar:  # reads the cache the side process wrote (computes it here if that failed)
             base = cached_baseline(cfg, on_round)
     if result is None:
         return None
