@@ -25,7 +25,6 @@ import warnings
 from typing import Any, Callable
 
 import torch
-from opacus import GradSampleModule, PrivacyEngine
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -37,6 +36,7 @@ from slsec.errors import UserError
 def per_sample_grads(model: nn.Module, loss_fn: Callable[[Any, Tensor], Tensor], x: Any,
                      y: Tensor) -> tuple[Tensor, list[tuple[nn.Parameter, Tensor]]]:
     """Per-sample gradients of a mean-reduced loss via Opacus; returns (loss, [(param, g [B,...])])."""
+    from opacus import GradSampleModule   # lazy: opacus takes ~2 s to import
     gsm = GradSampleModule(model, loss_reduction="mean")
     try:
         for p in model.parameters():
@@ -88,7 +88,7 @@ class DPSGD(Defense):
             None if target_epsilon is not None
             else positive("noise-multiplier", 1.0 if noise_multiplier is None
                           else noise_multiplier, allow_zero=True))
-        self.engine: PrivacyEngine | None = None
+        self.engine: Any = None   # opacus.PrivacyEngine once attached
 
     def calibrate(self, *, sample_rate: float, epochs: int | None = None,
                   steps: int | None = None) -> float:
@@ -122,6 +122,7 @@ class DPSGD(Defense):
         """
         with warnings.catch_warnings():   # secure_mode off on purpose: seeded, reproducible noise
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            from opacus import PrivacyEngine
             self.engine = PrivacyEngine(accountant=self.accountant, secure_mode=False)
         return self.engine.make_private(
             module=module, optimizer=optimizer, data_loader=data_loader,

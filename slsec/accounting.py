@@ -14,8 +14,6 @@ import math
 import warnings
 
 import numpy as np
-from opacus.accountants import create_accountant
-from opacus.accountants.utils import get_noise_multiplier
 
 from slsec.errors import UserError
 
@@ -41,6 +39,7 @@ def epsilon(*, noise_multiplier: float, sample_rate: float, steps: int, delta: f
         return 0.0
     if not noise_multiplier > 0:          # no noise (or nan): no guarantee at all
         return math.inf
+    from opacus.accountants import create_accountant   # lazy: opacus takes ~2 s to import
     acc = create_accountant(mechanism=accountant)
     acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
@@ -61,6 +60,7 @@ def noise_for_epsilon(*, target_epsilon: float, delta: float, sample_rate: float
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.filterwarnings("ignore", message="Optimal order is the")
         try:
+            from opacus.accountants.utils import get_noise_multiplier
             return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
                                               sample_rate=sample_rate, steps=int(steps),
                                               accountant=accountant))

@@ -185,13 +185,16 @@ def evaluate(cfg: RunConfig) -> dict[str, Any] | None:
     from slsec.harness import check_attack, evaluate as run
     from slsec.setup import check_defenses
 
+    check_writable(cfg.out)
+    # start the undefended run first, so its start-up overlaps ours (a bad config fails below
+    # with one line; the daemon child dies with us)
+    side = start_baseline(cfg) if "split-select" not in cfg.defense else None
     check_attack(cfg)
     check_defenses(cfg)
-    check_writable(cfg.out)
     if "split-select" in cfg.defense:
         cfg = choose_cut(cfg)
+        side = start_baseline(cfg)
     t0 = time.perf_counter()
-    side = start_baseline(cfg)
     bar, on_round = progress_bar(cfg, "defended" if cfg.defense else "train")
     with bar:
         result = run(cfg, progress=on_round)
