@@ -396,6 +396,9 @@ def rerender(path: str) -> None:
     folder = Path(path)
     if (folder / "result.json").exists():
         render_run(folder, read_json(folder / "result.json"))
+    elif (folder / "leakage_by_cut.png").exists():
+        raise UserError(f"{folder} is a security review: rerun slsec review to refresh it "
+                        f"(its rows need the budgets it was run with)")
     elif (folder / "results.csv").exists() and folder.name.startswith("benchmark-"):
         from slsec.benchmark import render_benchmark
         render_benchmark(folder)

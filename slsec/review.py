@@ -261,7 +261,10 @@ def write_outputs(folder: Path, cfg: RunConfig, rows: list[dict[str, Any]],
                        else f"accuracy >= {acc_budget:g} (absolute)")
     if flops_budget is not None:
         budgets.append(f"client FLOPs per sample <= {flops_budget:.3g}")
-    method = next((r["attack_method"] for r in rows if r.get("attack_method")), "–")
+    used = list(dict.fromkeys(r["attack_method"] for r in rows if r.get("attack_method")))
+    method = ("the stronger of whitebox and decoder per cut, both run: "
+              + ", ".join(f"{r['protocol']}/{r['cut']} {r['attack_method']}" for r in rows if r.get("attack_method"))
+              if cfg.method is None and len(used) > 1 else (used[0] if used else "–"))
     sent = {r["protocol"] for r in rows if r["labels_sent_to_server"]}
     blocks: list[tuple] = [
         ("p", f"Model {cfg.model_name} on {cfg.dataset}; protocols "
