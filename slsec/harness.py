@@ -132,7 +132,7 @@ def score(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor], truth_inputs: 
     """Compare each method's guesses with the ground truth the scorer holds and report the
     method that leaked most (highest SSIM, or label AUC); baselines make scores meaningful.
     Sets guess['images'] to the reported method's images (for the reconstruction grid)."""
-    methods = list(dict.fromkeys(k.split(".")[0] for k in guess))
+    methods = list(dict.fromkeys(k.split(".")[0] for k in guess if "." in k))
     scored = {m: _score_one(cfg, setup, guess, m, truth_inputs, truth_labels) for m in methods}
 
     def leak(r: dict[str, Any]) -> float:
