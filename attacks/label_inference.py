@@ -103,9 +103,7 @@ def _observe(view: View) -> _Obs:
             out = view.outputs[i]
             msg = out if isinstance(out, dict) else {"x": out}
         extra = {k: v for k, v in msg.items() if k != "x" and k not in _NOT_FEATS}
-        if "x" in msg and view.outputs:
-            x = msg["x"]
-        elif "x" in msg:  # vanilla / SplitFed client: the tail consumed the smashed data sent
+        if "x" in msg:  # U-shaped: the body output; vanilla / SplitFed client: the smashed data
             x = msg["x"]
         else:
             raise UserError("label inference needs the tail's input (body outputs or smashed data)")

@@ -127,6 +127,7 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
                 row = {"protocol": p, "cut": r["cut"], "cuts": r["cuts"],
                        "accuracy": r["accuracy"],
                        "attack_method": r.get("attack_method"),
+                       "methods_compared": m.get("methods_compared"),
                        "attack_ssim_mean": r.get("attack_ssim_mean", math.nan),
                        "attack_psnr_mean": r.get("attack_psnr_mean", math.nan),
                        "baseline_ssim_mean": r.get("baseline_ssim_mean", math.nan),
@@ -261,10 +262,11 @@ def write_outputs(folder: Path, cfg: RunConfig, rows: list[dict[str, Any]],
                        else f"accuracy >= {acc_budget:g} (absolute)")
     if flops_budget is not None:
         budgets.append(f"client FLOPs per sample <= {flops_budget:.3g}")
-    used = list(dict.fromkeys(r["attack_method"] for r in rows if r.get("attack_method")))
-    method = ("the stronger of whitebox and decoder per cut, both run: "
-              + ", ".join(f"{r['protocol']}/{r['cut']} {r['attack_method']}" for r in rows if r.get("attack_method"))
-              if cfg.method is None and len(used) > 1 else (used[0] if used else "–"))
+    compared = next((r["methods_compared"] for r in rows if r.get("methods_compared")), None)
+    winners = ", ".join(f"{r['protocol']}/{r['cut']} {r['attack_method']}"
+                        for r in rows if r.get("attack_method"))
+    method = (f"the stronger of {compared.replace(',', ' and ')} per cut, all run: {winners}"
+              if compared else next((r["attack_method"] for r in rows if r.get("attack_method")), "–"))
     sent = {r["protocol"] for r in rows if r["labels_sent_to_server"]}
     blocks: list[tuple] = [
         ("p", f"Model {cfg.model_name} on {cfg.dataset}; protocols "
