@@ -254,14 +254,28 @@ def run_mpi(cfg: RunConfig, setup: Setup,
             raise   # every rank knows the world size is wrong: exit 2 cleanly, no Abort
         if comm.Get_rank() == 0:
             print(f"error: {e}", file=sys.stderr, flush=True)
-        comm.Abort(2)
-        os._exit(2)   # MPICH's Abort can return before mpiexec ends this rank: say nothing more
+        abort_job(comm, 2)
     except BaseException as e:  # noqa: BLE001
         print(f"error: rank {comm.Get_rank()}: {e}", file=sys.stderr, flush=True)
         if not isinstance(e, (PeerError, KeyboardInterrupt)):
             traceback.print_exc(file=sys.stderr)
-        comm.Abort(1)
-        os._exit(1)   # MPICH's Abort can return before mpiexec ends this rank: say nothing more
+        abort_job(comm, 1)
+
+
+ABORT_GRACE_S = 1.0   # time for hydra's proxy to forward our last stderr lines before Abort
+
+
+def abort_job(comm: Any, code: int) -> None:
+    """End the whole MPI job after this rank's error line has had time to reach mpiexec.
+
+    Hydra's proxy tears everything down as soon as it reads the abort request and may never
+    forward what this rank wrote to stderr just before (seen on a loaded CI machine: the job
+    ended non-zero with no error line at all), so give it a moment first.
+    """
+    sys.stderr.flush()
+    time.sleep(ABORT_GRACE_S)
+    comm.Abort(code)
+    os._exit(code)   # MPICH's Abort can return before mpiexec ends this rank: say nothing more
 
 
 ATTACK_WAIT_S = 3600.0   # how long rank 0 waits for an attack running on another rank
