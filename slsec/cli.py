@@ -32,7 +32,7 @@ HELP = {
     "clients": "number of clients K (MPI: mpiexec -n K+1)",
     "partition": "iid | dirichlet", "alpha": "Dirichlet concentration",
     "rounds": "training rounds (one epoch over every client's shard each)",
-    "backend": "local (threads, one process) | mpi (under mpiexec)",
+    "backend": "local (threads, one process) | mpi (K+1 ranks; launches mpiexec if not under one)",
     "device": "auto (CUDA when available) | cpu | cuda",
     "attack": "inversion | label-inference | gradient-inversion",
     "method": "attack method (default: the strongest the attacked role's knowledge allows)",
@@ -74,6 +74,42 @@ def _config(kw: dict[str, Any]) -> RunConfig:
     return merged_config(kw.get("config"), flags)
 
 
+_LAUNCHER_VARS = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")
+_ARGV: list[str] = []   # this command line, for launching it under mpiexec
+
+
+def _under_mpiexec() -> bool:
+    return any(v in os.environ for v in _LAUNCHER_VARS)
+
+
+def _launch_under_mpiexec(cfg: RunConfig) -> None:
+    """`slsec train|evaluate --backend mpi` typed without mpiexec: run this same command line as
+    K+1 ranks. With MPICH's hydra, survivors of a dead rank are kept alive
+    (-disable-auto-cleanup) long enough to name it; the job still ends within seconds."""
+    if cfg.backend != "mpi" or _under_mpiexec() or os.environ.get("SLSEC_LAUNCHED"):
+        return
+    import shutil
+    import subprocess
+
+    venv = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    mpiexec = venv if os.access(venv, os.X_OK) else shutil.which("mpiexec")
+    if mpiexec is None:
+        raise UserError("--backend mpi needs mpiexec (pip install mpich), or run slsec under "
+                        f"your own: mpiexec -n {cfg.clients + 1} slsec ...")
+    try:
+        info = subprocess.run([mpiexec, "-version"], capture_output=True, text=True, timeout=30)
+        hydra = "HYDRA" in info.stdout
+    except (OSError, subprocess.SubprocessError):
+        hydra = False
+    cmd = [mpiexec, *(["-disable-auto-cleanup"] if hydra else []), "-n", str(cfg.clients + 1),
+           sys.executable, "-m", "slsec.cli", *_ARGV]
+    print(f"launching {cfg.clients + 1} ranks: {' '.join(cmd[:len(cmd) - len(_ARGV)])} ...",
+          file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os.environ["SLSEC_LAUNCHED"] = "1"
+    os.execv(mpiexec, cmd)
+
+
 def _is_rank0() -> bool:
     for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
         if var in os.environ:
@@ -93,7 +129,9 @@ def list_cmd() -> None:
 def train(**kw: Any) -> None:
     """Train with a protocol (no attack) and print the accuracy curve."""
     from slsec import commands
-    commands.train(_config(kw))
+    cfg = _config(kw)
+    _launch_under_mpiexec(cfg)
+    commands.train(cfg)
 
 
 @app.command()
@@ -101,7 +139,9 @@ def train(**kw: Any) -> None:
 def evaluate(**kw: Any) -> None:
     """Train, attack from the attacked role, defend; compare with the undefended run."""
     from slsec import commands
-    commands.evaluate(_config(kw))
+    cfg = _config(kw)
+    _launch_under_mpiexec(cfg)
+    commands.evaluate(cfg)
 
 
 @app.command()
@@ -155,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     # PyG's GIN layers call torch.jit.script at import: a library's deprecation, not the user's
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
                             category=FutureWarning)
+    _ARGV[:] = sys.argv[1:] if argv is None else list(argv)
     try:
         app(args=argv, standalone_mode=False, prog_name="slsec")
     except typer.Exit as e:

@@ -244,10 +244,11 @@ def run_mpi(cfg: RunConfig, setup: Setup,
     comm = MPI.COMM_WORLD
     torch.set_num_threads(cfg.threads)
     try:
-        preflight(comm, expected_world=cfg.clients + 1, timeout=min(cfg.timeout, 30.0))
+        procs = preflight(comm, expected_world=cfg.clients + 1, timeout=min(cfg.timeout, 30.0))
         # clients wait twice as long, so a silent client is named by rank 0, not blamed on it
-        link = MPILink(comm, timeout=cfg.timeout * (1 if comm.Get_rank() == 0 else 2))
-        instr = MPILink(comm.Dup(), timeout=cfg.timeout)
+        link = MPILink(comm, timeout=cfg.timeout * (1 if comm.Get_rank() == 0 else 2),
+                       procs=procs)
+        instr = MPILink(comm.Dup(), timeout=cfg.timeout, procs=procs)
         return run_rank(cfg, setup, comm.Get_rank(), link, instr, progress)
     except UserError as e:
         if comm.Get_size() != cfg.clients + 1:

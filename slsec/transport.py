@@ -25,6 +25,8 @@ import collections
 import json
 import math
 import os
+import signal
+import socket
 import struct
 import threading
 import time
@@ -57,6 +59,7 @@ _ITEMSIZE = {dt: torch.empty((), dtype=dt).element_size() for dt in _CODES}
 
 _SPIN_S = 1e-3                  # poll (yielding the core) this long, then sleep between polls
 _MIN_SLEEP, _MAX_SLEEP = 20e-6, 1e-3
+_LIVENESS_S = 0.25              # how often a wait checks that a same-host peer process still exists
 _yield = getattr(os, "sched_yield", lambda: None)
 R = TypeVar("R")
 
@@ -344,18 +347,21 @@ class LocalLink(Link):
 # ---- MPI
 
 
-def _poll(test: Callable[[], R | None], deadline: float, on_timeout: Callable[[], Exception]) -> R:
+def _poll(test: Callable[[], R | None], deadline: float, on_timeout: Callable[[], Exception],
+          died: Callable[[], Exception | None] | None = None) -> R:
     """Call `test` until it returns non-None, or raise on_timeout() at `deadline`.
 
     Spins for ~1 ms, yielding the core between tries (free on an idle machine, polite on a
     busy one), then sleeps between tries for a tenth of the time waited so far (20 us .. 1 ms),
-    so a long wait costs almost no CPU and a reply is noticed at most ~10% late.
+    so a long wait costs almost no CPU and a reply is noticed at most ~10% late. Every
+    _LIVENESS_S it asks `died()` whether the peer waited on is gone and raises what it returns.
     """
     r = test()
     if r is not None:
         return r
     start = time.monotonic()
     spin_until = start + _SPIN_S
+    next_check = start + _LIVENESS_S
     while True:
         r = test()
         if r is not None:
@@ -363,10 +369,40 @@ def _poll(test: Callable[[], R | None], deadline: float, on_timeout: Callable[[]
         now = time.monotonic()
         if now >= deadline:
             raise on_timeout()
+        if died is not None and now >= next_check:
+            next_check = now + _LIVENESS_S
+            gone = died()
+            if gone is not None:
+                raise gone
         if now < spin_until:
             _yield()
         else:
             time.sleep(min(max(_MIN_SLEEP, (now - start) / 10), _MAX_SLEEP, deadline - now))
+
+
+class Proc(NamedTuple):
+    """The process behind a rank, as it reported itself in the preflight."""
+    pid: int
+    host: str
+
+
+def this_proc() -> Proc:
+    return Proc(os.getpid(), socket.gethostname())
+
+
+def process_gone(pid: int) -> bool:
+    """True when no live process has this pid on this host (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False   # no /proc (not Linux): the signal test above is all we have
 
 
 class MPILink(Link):
@@ -377,13 +413,31 @@ class MPILink(Link):
     """
 
     def __init__(self, comm: Any = None, *, timeout: float = 120.0,
-                 max_bytes: int = 1 << 30) -> None:
+                 max_bytes: int = 1 << 30, procs: Mapping[int, Proc] | None = None) -> None:
         from mpi4py import MPI  # lazy: importing slsec.transport must not initialise MPI
 
         self._MPI = MPI
         self.comm = MPI.COMM_WORLD if comm is None else comm
         super().__init__(self.comm.Get_rank(), self.comm.Get_size(), timeout, max_bytes)
         self._orphans: list[Any] = []   # requests/buffers abandoned by an error; kept alive for MPI
+        # peers on this host whose process a wait can watch (from the preflight); a dead one is
+        # named at once instead of after `timeout` (when mpiexec lets the survivors live)
+        host = socket.gethostname()
+        self._watch = {r: p.pid for r, p in (procs or {}).items()
+                       if r != self.rank and p.host == host}
+
+    def _died(self, *ranks: int) -> Callable[[], PeerError | None] | None:
+        watched = [(r, self._watch[r]) for r in ranks if r in self._watch]
+        if not watched:
+            return None
+
+        def check() -> PeerError | None:
+            for r, pid in watched:
+                if process_gone(pid):
+                    return PeerError(f"rank {r} died: its process (pid {pid}) is gone "
+                                     "(killed or crashed)")
+            return None
+        return check
 
     def send(self, dest: int, tensors: dict[str, Tensor], tag: int) -> None:
         self._check(dest, tag)
@@ -398,7 +452,7 @@ class MPILink(Link):
         try:
             _poll(lambda: True if MPI.Request.Testall(reqs) else None, deadline,
                   lambda: PeerError(f"rank {dest} did not take a message within "
-                                    f"{_secs(self.timeout)} s (tag {tag})"))
+                                    f"{_secs(self.timeout)} s (tag {tag})"), self._died(dest))
         except BaseException:
             self._orphans.append((reqs, header, bufs))
             raise
@@ -412,7 +466,7 @@ class MPILink(Link):
         deadline = time.monotonic() + self.timeout
         st = self._MPI.Status()
         msg = _poll(lambda: self.comm.Improbe(source, tag, st), deadline,
-                    lambda: self._silent(source, tag))
+                    lambda: self._silent(source, tag), self._died(source))
         return self._take(msg, st, source, tag, deadline)
 
     def recv_any(self, tag: int) -> tuple[int, dict[str, Tensor]]:
@@ -420,7 +474,7 @@ class MPILink(Link):
         deadline = time.monotonic() + self.timeout
         st = self._MPI.Status()
         msg = _poll(lambda: self.comm.Improbe(self._MPI.ANY_SOURCE, tag, st), deadline,
-                    lambda: self._none_sent(tag))
+                    lambda: self._none_sent(tag), self._died(*self._watch))
         source = st.Get_source()
         return source, self._take(msg, st, source, tag, deadline)
 
@@ -437,7 +491,7 @@ class MPILink(Link):
         try:
             _poll(lambda: True if req.Test() else None, deadline,
                   lambda: PeerError(f"rank {source} did not finish sending a header within "
-                                    f"{_secs(self.timeout)} s (tag {tag})"))
+                                    f"{_secs(self.timeout)} s (tag {tag})"), self._died(source))
         except BaseException:
             self._orphans.append((req, header))
             raise
@@ -453,7 +507,7 @@ class MPILink(Link):
                 part = _poll(lambda: self.comm.Improbe(source, tag, pst), deadline,
                              lambda: PeerError(f"rank {source} sent a header but not the payload "
                                                f"of '{spec.name}' within {_secs(self.timeout)} s "
-                                               f"(tag {tag})"))
+                                               f"(tag {tag})"), self._died(source))
                 got = pst.Get_count(MPI.BYTE)
                 if got != spec.nbytes:
                     self._drain(part)
@@ -466,7 +520,7 @@ class MPILink(Link):
             if reqs:
                 _poll(lambda: True if MPI.Request.Testall(reqs) else None, deadline,
                       lambda: PeerError(f"rank {source} did not finish sending a message within "
-                                        f"{_secs(self.timeout)} s (tag {tag})"))
+                                        f"{_secs(self.timeout)} s (tag {tag})"), self._died(source))
         except BaseException:
             self._orphans.append((reqs, out))
             raise
@@ -488,44 +542,79 @@ class MPILink(Link):
             pass
 
 
-def preflight(comm: Any, *, expected_world: int, timeout: float) -> None:
+def preflight(comm: Any, *, expected_world: int, timeout: float) -> dict[int, Proc]:
     """Check the world size, then every rank pings rank 0 and hears back within `timeout` s.
 
     Wrong size: UserError on every rank. A rank that never pings: rank 0 raises PeerError
     naming it after `timeout` s; the others give up on rank 0's answer after 2 x `timeout`.
+    Each ping carries the rank's pid and host; rank 0's answer carries everyone's, which every
+    rank returns (rank -> Proc) so that its links can name a peer whose process died.
     """
+    _survive_peer_failure_signal()
     size = comm.Get_size()
     if size != expected_world:
         k = expected_world - 1
         raise UserError(f"mpiexec started {size} ranks but --clients {k} needs {k + 1} "
                         f"(run: mpiexec -n {k + 1} ...)")
+    me = this_proc()
     if size == 1:
-        return
-    link = MPILink(comm, timeout=timeout, max_bytes=0)
+        return {0: me}
+    link = MPILink(comm, timeout=timeout, max_bytes=MAX_HEADER)
     deadline = time.monotonic() + timeout
     if link.rank == 0:
-        waiting = set(range(1, size))
+        procs = {0: me}
         st = link._MPI.Status()
 
         def silent() -> PeerError:
-            who = ", ".join(map(str, sorted(waiting)))
+            waiting = sorted(set(range(1, size)) - set(procs))
+            who = ", ".join(map(str, waiting))
             return PeerError(f"rank{'s' if len(waiting) > 1 else ''} {who} did not answer the "
                              f"preflight ping within {_secs(timeout)} s")
-        while waiting:
+        while len(procs) < size:
             msg = _poll(lambda: comm.Improbe(link._MPI.ANY_SOURCE, PREFLIGHT_TAG, st),
                         deadline, silent)
             source = st.Get_source()
-            link._take(msg, st, source, PREFLIGHT_TAG, deadline)
-            waiting.discard(source)
+            procs[source] = _read_procs(link._take(msg, st, source, PREFLIGHT_TAG, deadline),
+                                        source, 1)[0]
+        answer = _json_tensor([procs[r] for r in range(size)])
         for r in range(1, size):
-            link._send(r, {}, PREFLIGHT_TAG)
-    else:  # rank 0 answers only once everyone pinged: give it the timeout again to report first
-        link._send(0, {}, PREFLIGHT_TAG)
-        st = link._MPI.Status()
-        msg = _poll(lambda: comm.Improbe(0, PREFLIGHT_TAG, st), deadline + timeout,
-                    lambda: PeerError(f"rank 0 did not answer the preflight ping within "
-                                      f"{_secs(timeout)} s"))
-        link._take(msg, st, 0, PREFLIGHT_TAG, deadline)
+            link._send(r, {"procs": answer}, PREFLIGHT_TAG)
+        return procs
+    # rank 0 answers only once everyone pinged: give it the timeout again to report first
+    link._send(0, {"procs": _json_tensor([me])}, PREFLIGHT_TAG)
+    st = link._MPI.Status()
+    msg = _poll(lambda: comm.Improbe(0, PREFLIGHT_TAG, st), deadline + timeout,
+                lambda: PeerError(f"rank 0 did not answer the preflight ping within "
+                                  f"{_secs(timeout)} s"))
+    return dict(enumerate(_read_procs(link._take(msg, st, 0, PREFLIGHT_TAG, deadline), 0, size)))
+
+
+def _survive_peer_failure_signal() -> None:
+    """Under `mpiexec -disable-auto-cleanup`, hydra tells the survivors of a dead rank with
+    SIGUSR1, whose default action ends the process: then nobody is left to name the dead rank.
+    Ignore it (the links' liveness checks notice the death within _LIVENESS_S)."""
+    if (hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL):
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
+def _json_tensor(procs: list[Proc]) -> Tensor:
+    return torch.frombuffer(bytearray(json.dumps([list(p) for p in procs]).encode()),
+                            dtype=torch.uint8)
+
+
+def _read_procs(message: dict[str, Tensor], source: int, count: int) -> list[Proc]:
+    """The [[pid, host], ...] list a preflight message carries; WireError if it is not one."""
+    try:
+        data = json.loads(bytes(message["procs"].numpy()).decode())
+    except (KeyError, ValueError) as e:   # UnicodeDecodeError and JSONDecodeError included
+        raise WireError(f"malformed preflight message from rank {source}: {e}") from None
+    if not (isinstance(data, list) and len(data) == count
+            and all(isinstance(e, list) and len(e) == 2 and type(e[0]) is int
+                    and isinstance(e[1], str) for e in data)):
+        raise WireError(f"malformed preflight message from rank {source}: expected {count} "
+                        "[pid, host] pairs")
+    return [Proc(pid, host) for pid, host in data]
 
 
 def bcast_json(comm: Any, obj: Any = None, root: int = 0) -> Any:

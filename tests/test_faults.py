@@ -5,6 +5,9 @@ tests/mpi_scripts/fault_cli.py, which injects one fault into one rank mid-round 
 
 - a client killed from outside with SIGKILL (found by PMI_RANK in /proc/<pid>/environ);
 - the server SIGKILLing itself;
+- the same two kills under `mpiexec -disable-auto-cleanup` (what slsec launches by itself when
+  `--backend mpi` is typed without mpiexec): the survivors live, and a waiting rank sees the dead
+  peer's process gone (pids exchanged in the preflight) and names the rank and pid at once;
 - a client that stalls (alive, silent): the server's receive timeout names it;
 - mpiexec started with the wrong -n for --clients: one line, exit 2, no hang.
 
@@ -125,12 +128,8 @@ def pids_with(**want: str) -> list[int]:
     return found
 
 
-def test_client_killed_from_outside_mid_round_ends_the_job(tmp_path):
-    """SIGKILL rank 1 (found by PMI_RANK) while it is mid-round; earlier results stay intact."""
-    out = tmp_path / "reports"
-    before = earlier_results(out)
-    pidfile = tmp_path / "rank1.pid"
-    proc = launch(out, "1:pause:3", "--timeout", "60", SLSEC_FAULT_PIDFILE=str(pidfile))
+def wait_for_pidfile(proc: subprocess.Popen, pidfile: Path) -> int:
+    """The pid rank 1 wrote on reaching its pause (checked against the job's rank 1)."""
     start = time.monotonic()
     while not pidfile.exists():
         if proc.poll() is not None or time.monotonic() - start > 180:
@@ -139,6 +138,16 @@ def test_client_killed_from_outside_mid_round_ends_the_job(tmp_path):
         time.sleep(0.05)
     pid = int(pidfile.read_text())
     assert pids_with(PMI_RANK="1", SLSEC_FAULT_PIDFILE=str(pidfile)) == [pid]
+    return pid
+
+
+def test_client_killed_from_outside_mid_round_ends_the_job(tmp_path):
+    """SIGKILL rank 1 (found by PMI_RANK) while it is mid-round; earlier results stay intact."""
+    out = tmp_path / "reports"
+    before = earlier_results(out)
+    pidfile = tmp_path / "rank1.pid"
+    proc = launch(out, "1:pause:3", "--timeout", "60", SLSEC_FAULT_PIDFILE=str(pidfile))
+    pid = wait_for_pidfile(proc, pidfile)
     killed_at = time.time()
     os.kill(pid, signal.SIGKILL)
     code, output, ended = finish(proc, DEADLINE_S + 30)
@@ -147,6 +156,30 @@ def test_client_killed_from_outside_mid_round_ends_the_job(tmp_path):
     assert ended - killed_at < DEADLINE_S, f"job ended {ended - killed_at:.1f} s after the kill"
     assert job_pids(output)[1] == pid
     assert_hydra_reports_a_kill(output, set(job_pids(output).values()))
+    assert "Traceback" not in output
+    assert_earlier_results_intact(out, before)
+    assert not pids_with(SLSEC_FAULT_PIDFILE=str(pidfile)), "a rank outlived mpiexec"
+
+
+def test_killed_client_is_named_when_survivors_are_kept(tmp_path):
+    """Under `mpiexec -disable-auto-cleanup` (what `slsec ... --backend mpi` launches by itself)
+    rank 0 notices the dead process while it waits and names the rank and its pid."""
+    out = tmp_path / "reports"
+    before = earlier_results(out)
+    pidfile = tmp_path / "rank1.pid"
+    proc = launch(out, "1:pause:3", "--timeout", "60", SLSEC_FAULT_PIDFILE=str(pidfile),
+                  mpiexec_opts=("-disable-auto-cleanup",))
+    pid = wait_for_pidfile(proc, pidfile)
+    killed_at = time.time()
+    os.kill(pid, signal.SIGKILL)
+    code, output, ended = finish(proc, DEADLINE_S + 30)
+    print(output)
+    assert code != 0
+    assert ended - killed_at < DEADLINE_S, f"job ended {ended - killed_at:.1f} s after the kill"
+    assert job_pids(output)[1] == pid
+    errors = [ln for ln in output.splitlines() if ln.startswith("error:")]
+    assert errors == [f"error: rank 0: rank 1 died: its process (pid {pid}) is gone "
+                      "(killed or crashed)"], output
     assert "Traceback" not in output
     assert_earlier_results_intact(out, before)
     assert not pids_with(SLSEC_FAULT_PIDFILE=str(pidfile)), "a rank outlived mpiexec"
@@ -167,6 +200,24 @@ def test_server_killed_mid_round_ends_the_job(tmp_path):
     assert_earlier_results_intact(out, before)
 
 
+def test_killed_server_is_named_by_the_clients_when_survivors_are_kept(tmp_path):
+    out = tmp_path / "reports"
+    before = earlier_results(out)
+    proc = launch(out, "0:kill:4", "--timeout", "60", mpiexec_opts=("-disable-auto-cleanup",))
+    code, output, ended = finish(proc, 240)
+    print(output)
+    pid, at = fault_time(output)
+    assert code != 0
+    assert ended - at < DEADLINE_S, f"job ended {ended - at:.1f} s after the kill"
+    assert job_pids(output)[0] == pid
+    errors = [ln for ln in output.splitlines() if ln.startswith("error:")]
+    assert errors and all(re.fullmatch(rf"error: rank [12]: rank 0 died: its process "
+                                       rf"\(pid {pid}\) is gone \(killed or crashed\)", e)
+                          for e in errors), output
+    assert "Traceback" not in output
+    assert_earlier_results_intact(out, before)
+
+
 def test_stalled_client_is_named_and_the_job_aborts(tmp_path):
     """Rank 1 stays alive but silent: after --timeout rank 0 names it and aborts the job."""
     out = tmp_path / "reports"
@@ -182,6 +233,22 @@ def test_stalled_client_is_named_and_the_job_aborts(tmp_path):
         r"error: rank 0: rank 1 sent nothing for 5 s \(tag \d+\)", errors[0]), output
     assert "Traceback" not in output
     assert_earlier_results_intact(out, before)
+
+
+def test_backend_mpi_typed_without_mpiexec_launches_the_ranks_itself(tmp_path):
+    out = tmp_path / "reports"
+    cmd = [str(SLSEC), "train", "--backend", "mpi", "--clients", "2", "--out", str(out), *TINY]
+    clean = {k: v for k, v in env().items() if k not in ("PMI_RANK", "PMIX_RANK",
+                                                          "OMPI_COMM_WORLD_RANK", "SLSEC_LAUNCHED")}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=clean, capture_output=True, text=True, timeout=240)
+    print(proc.stdout, proc.stderr)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.match(rf"launching 3 ranks: {re.escape(str(MPIEXEC))} -disable-auto-cleanup -n 3 "
+                    r"\S*python[\d.]* -m slsec\.cli \.\.\.$", proc.stderr), proc.stderr
+    [result] = out.glob("*/result.json")
+    doc = read_json(result)
+    assert doc["config"]["backend"] == "mpi" and doc["config"]["clients"] == 2
+    assert 0 <= doc["metrics"]["accuracy"] <= 1
 
 
 def test_wrong_number_of_ranks_is_one_line_and_exit_2(tmp_path, n=2):

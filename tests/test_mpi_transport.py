@@ -22,14 +22,14 @@ SCRIPTS = ROOT / "tests" / "mpi_scripts"
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
 
 
-def run_mpi(script: str | Path, *args: str, n: int = 3,
-            timeout: float = 240) -> subprocess.CompletedProcess:
+def run_mpi(script: str | Path, *args: str, n: int = 3, timeout: float = 240,
+            mpiexec_opts: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """`mpiexec -n N python <script> args...`; names resolve in tests/mpi_scripts."""
     if not MPIEXEC.exists():
         pytest.fail(f"{MPIEXEC} not found: install the 'mpich' package into this environment")
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    cmd = [str(MPIEXEC), "-n", str(n), sys.executable, str(SCRIPTS / script), *args]
+    cmd = [str(MPIEXEC), *mpiexec_opts, "-n", str(n), sys.executable, str(SCRIPTS / script), *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -91,6 +91,29 @@ def test_preflight_names_a_rank_that_never_answers():
     assert out.returncode != 0
     assert "rank 0: PeerError: rank 2 did not answer the preflight ping within 1 s" in out.stdout, \
         out.stdout + out.stderr
+
+
+def test_preflight_gives_every_rank_the_pid_and_host_of_every_rank():
+    out = run_mpi("preflight.py", "procs")
+    assert out.returncode == 0, out.stdout + out.stderr
+    seen = {int(r): (int(pid), json.loads(table))
+            for r, pid, table in re.findall(r"^PROCS (\d) (\d+) (.*)$", out.stdout, re.M)}
+    assert sorted(seen) == [0, 1, 2], out.stdout
+    tables = [table for _, table in seen.values()]
+    assert all(t == tables[0] for t in tables)
+    assert {int(r): pid for r, (pid, _host) in tables[0].items()} == \
+        {r: pid for r, (pid, _) in seen.items()}
+
+
+def test_a_dead_peer_is_named_within_a_second_not_after_the_timeout():
+    """Rank 1 SIGKILLed while rank 0 waits on it (60 s timeout); hydra told to let survivors live."""
+    out = run_mpi("preflight.py", "dead", mpiexec_opts=("-disable-auto-cleanup",))
+    assert out.returncode != 0
+    # hydra's own lines may run into ours (ranks share its stdout): match the prefix
+    m = re.search(r"^DIED ([\d.]+) rank 1 died: its process \(pid \d+\) is gone "
+                  r"\(killed or crashed\)", out.stdout, re.M)
+    assert m, out.stdout + out.stderr
+    assert float(m[1]) < 2.0, m[0]
 
 
 def test_hostile_peer_gets_wire_errors_and_the_receiver_carries_on():
