@@ -91,6 +91,8 @@ def _launch_under_mpiexec(cfg: RunConfig) -> None:
     import shutil
     import subprocess
 
+    from slsec.runner import load_mpi
+    load_mpi(initialize=False)   # no working MPI: say so here, not once per launched rank
     venv = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     mpiexec = venv if os.access(venv, os.X_OK) else shutil.which("mpiexec")
     if mpiexec is None:

@@ -229,16 +229,24 @@ def run_local(cfg: RunConfig, setup: Setup,
     return [o for o in outcomes if o is not None]
 
 
-def run_mpi(cfg: RunConfig, setup: Setup,
-            progress: Callable[[RoundRecord], None] | None = None) -> RankOutcome:
-    """This rank's part of an MPI run (under mpiexec); a failing rank aborts the whole job."""
+def load_mpi(initialize: bool = True) -> Any:
+    """mpi4py's MPI module, or a UserError saying why there is no working MPI."""
     try:
+        import mpi4py
+        if not initialize:
+            mpi4py.rc.initialize = False   # load libmpi only (a launcher about to exec mpiexec)
         from mpi4py import MPI
     except (ImportError, RuntimeError) as e:   # no mpi4py, or it cannot load an MPI library
         raise UserError(f"--backend mpi needs mpi4py and a working MPI library "
                         f"({' '.join(str(e).split())}); install one (pip install mpich) "
                         "or use --backend local") from None
+    return MPI
 
+
+def run_mpi(cfg: RunConfig, setup: Setup,
+            progress: Callable[[RoundRecord], None] | None = None) -> RankOutcome:
+    """This rank's part of an MPI run (under mpiexec); a failing rank aborts the whole job."""
+    MPI = load_mpi()
     from slsec.transport import MPILink, preflight
 
     comm = MPI.COMM_WORLD
