@@ -123,7 +123,11 @@ class Inversion(Attack):
     contenders = ("whitebox", "decoder")
 
     DEFAULTS: dict[str, dict[str, Any]] = {
-        "whitebox": {"iterations": 600, "lr": 0.05, "tv": 0.02, "restarts": 1, "batch": 64},
+        # stop early once 50 iterations improve the objective by under 0.5% (measured on MNIST
+        # conv1/conv2/fc1 with and without DP noise: SSIM within 0.001 of 600 full iterations,
+        # stops at ~150 where it has converged, runs on where it still gains, e.g. fc1)
+        "whitebox": {"iterations": 600, "lr": 0.05, "tv": 0.02, "restarts": 1, "batch": 64,
+                     "tol": 5e-3, "check_every": 50},
         "decoder": {"steps": 600, "lr": 3e-3, "batch": 32, "augment": 3, "width": 16,
                     "query_defended": False},
         "unsplit": {"rounds": 30, "input_steps": 20, "model_steps": 10, "lr": 0.05,
@@ -171,15 +175,17 @@ class Inversion(Attack):
             self._p("whitebox", "tv")
         restarts, bs = self._p("whitebox", "restarts"), self._p("whitebox", "batch")
         tv = tv * self._noise_tv_factor(obs, channel)
-        out, losses = [], []
+        out, losses, iterations_run = [], [], []
         for lo in range(0, len(obs), bs):
             o = obs[lo:lo + bs]
             best_x, best_l = None, None
             for r in range(restarts):
                 init = torch.zeros(len(o), *shape) if r == 0 else \
                     torch.rand(len(o), *shape, generator=gen)
-                x, l = self._fit_inputs(lambda x: head({"x": x})["x"], o, init, channel,
-                                        it, lr, tv)
+                x, l, ran = self._fit_inputs(lambda x: head({"x": x})["x"], o, init, channel,
+                                             it, lr, tv, self._p("whitebox", "tol"),
+                                             self._p("whitebox", "check_every"))
+                iterations_run.append(ran)
                 if best_x is None:
                     best_x, best_l = x, l
                 else:
@@ -187,7 +193,8 @@ class Inversion(Attack):
                     best_x[better], best_l[better] = x[better], l[better]
             out.append(best_x)
             losses.append(best_l)
-        return torch.cat(out), {"match_loss": float(torch.cat(losses).mean())}
+        return torch.cat(out), {"match_loss": float(torch.cat(losses).mean()),
+                                "iterations_run": iterations_run}
 
     def _noise_tv_factor(self, obs: Tensor, channel: CutChannel) -> float:
         """Stronger prior when noise dominates: scale TV by 1 + noise energy / signal energy."""
@@ -200,23 +207,39 @@ class Inversion(Attack):
 
     @staticmethod
     def _fit_inputs(f, obs: Tensor, init: Tensor, channel: CutChannel, iterations: int,
-                    lr: float, tv: float) -> tuple[Tensor, Tensor]:
-        """Projected Adam on x in [0, 1]: per-sample match loss + tv * TV(x)."""
+                    lr: float, tv: float, tol: float = 0.0,
+                    check_every: int = 50) -> tuple[Tensor, Tensor, int]:
+        """Projected Adam on x in [0, 1]: per-sample match loss + tv * TV(x), learning rate on a
+        cosine from lr to lr/20 over `iterations`. Once `check_every` iterations lower the
+        objective by less than `tol` (relative), the cosine is compressed into the next
+        check_every/2 iterations and the fit ends there (converged: more iterations only cost
+        time). Returns (inputs, final per-sample match loss, iterations run)."""
         z = init.clone().requires_grad_(True)
         opt = torch.optim.Adam([z], lr=lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations, eta_min=lr / 20)
-        for _ in range(iterations):
+        eta = lr / 20
+        lr0, begin, end = lr, 0, iterations   # the cosine runs from lr0 at `begin` to eta at `end`
+        last = math.inf
+        i = 0
+        while i < end:
+            now_lr = eta + (lr0 - eta) * (1 + math.cos(math.pi * (i - begin) / (end - begin))) / 2
             loss = (channel.loss(channel.forward(f(z)), obs) + tv * total_variation(z)).sum()
+            if tol > 0 and end == iterations and i and i % check_every == 0:
+                value = float(loss.detach())
+                if last - value < tol * abs(last):   # converged: anneal quickly, then stop
+                    lr0, begin, end = now_lr, i, min(iterations, i + max(1, check_every // 2))
+                last = value
+            for group in opt.param_groups:
+                group["lr"] = now_lr
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
             with torch.no_grad():
                 z.clamp_(0, 1)   # projected Adam: the box [0, 1] without sigmoid saturation
+            i += 1
         with torch.no_grad():
             x = z.detach()
             final = channel.loss(channel.forward(f(x)), obs)
-        return x.detach(), final
+        return x.detach(), final, i
 
     # --- decoder: black-box inverse network trained on public auxiliary data ----------------
     def _decoder(self, view: View, obs: Tensor, shape: tuple[int, ...], channel: CutChannel,

@@ -7,7 +7,6 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-from sklearn.metrics import roc_auc_score
 
 IDENTIFIABLE_SSIM = 0.5  # a reconstruction with SSIM above this counts as identifiable
 
@@ -99,6 +98,8 @@ def label_accuracy(y_true: Any, scores: Any) -> float:
 
 def label_auc(y_true: Any, scores: Any) -> float:
     """ROC AUC: binary from [N] or [N, 2] scores; multi-class macro one-vs-rest from [N, K]."""
+    from sklearn.metrics import roc_auc_score   # ~1 s to import: only label attacks need it
+
     y, s = _labels(y_true), _scores(scores)
     if s.ndim == 2 and s.shape[1] == 2:
         s = s[:, 1] - s[:, 0]
