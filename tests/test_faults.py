@@ -141,34 +141,31 @@ def wait_for_pidfile(proc: subprocess.Popen, pidfile: Path) -> int:
     return pid
 
 
-def test_client_killed_from_outside_mid_round_ends_the_job(tmp_path):
+KEPT = ("-disable-auto-cleanup",)   # hydra keeps the survivors (slsec's own launcher adds it)
+MODES = pytest.mark.parametrize("mpiexec_opts", [(), KEPT], ids=["plain", "survivors-kept"])
+
+
+def assert_the_dead_rank_is_reported(output: str, mpiexec_opts: tuple[str, ...], dead: int,
+                                     pid: int) -> None:
+    """Plain mpiexec: hydra's banner (a PID, no rank). Survivors kept: every slsec error line
+    names the dead rank and its pid, as the waiting rank saw its process gone."""
+    if mpiexec_opts != KEPT:
+        assert_hydra_reports_a_kill(output, set(job_pids(output).values()))
+        return
+    errors = [ln for ln in output.splitlines() if ln.startswith("error:")]
+    assert errors and all(re.fullmatch(rf"error: rank \d: rank {dead} died: its process "
+                                       rf"\(pid {pid}\) is gone \(killed or crashed\)", e)
+                          for e in errors), output
+
+
+@MODES
+def test_client_killed_from_outside_mid_round_ends_the_job(tmp_path, mpiexec_opts):
     """SIGKILL rank 1 (found by PMI_RANK) while it is mid-round; earlier results stay intact."""
     out = tmp_path / "reports"
     before = earlier_results(out)
     pidfile = tmp_path / "rank1.pid"
-    proc = launch(out, "1:pause:3", "--timeout", "60", SLSEC_FAULT_PIDFILE=str(pidfile))
-    pid = wait_for_pidfile(proc, pidfile)
-    killed_at = time.time()
-    os.kill(pid, signal.SIGKILL)
-    code, output, ended = finish(proc, DEADLINE_S + 30)
-    print(output)
-    assert code != 0
-    assert ended - killed_at < DEADLINE_S, f"job ended {ended - killed_at:.1f} s after the kill"
-    assert job_pids(output)[1] == pid
-    assert_hydra_reports_a_kill(output, set(job_pids(output).values()))
-    assert "Traceback" not in output
-    assert_earlier_results_intact(out, before)
-    assert not pids_with(SLSEC_FAULT_PIDFILE=str(pidfile)), "a rank outlived mpiexec"
-
-
-def test_killed_client_is_named_when_survivors_are_kept(tmp_path):
-    """Under `mpiexec -disable-auto-cleanup` (what `slsec ... --backend mpi` launches by itself)
-    rank 0 notices the dead process while it waits and names the rank and its pid."""
-    out = tmp_path / "reports"
-    before = earlier_results(out)
-    pidfile = tmp_path / "rank1.pid"
     proc = launch(out, "1:pause:3", "--timeout", "60", SLSEC_FAULT_PIDFILE=str(pidfile),
-                  mpiexec_opts=("-disable-auto-cleanup",))
+                  mpiexec_opts=mpiexec_opts)
     pid = wait_for_pidfile(proc, pidfile)
     killed_at = time.time()
     os.kill(pid, signal.SIGKILL)
@@ -177,43 +174,27 @@ def test_killed_client_is_named_when_survivors_are_kept(tmp_path):
     assert code != 0
     assert ended - killed_at < DEADLINE_S, f"job ended {ended - killed_at:.1f} s after the kill"
     assert job_pids(output)[1] == pid
-    errors = [ln for ln in output.splitlines() if ln.startswith("error:")]
-    assert errors == [f"error: rank 0: rank 1 died: its process (pid {pid}) is gone "
-                      "(killed or crashed)"], output
+    assert_the_dead_rank_is_reported(output, mpiexec_opts, 1, pid)
+    if mpiexec_opts == KEPT:   # rank 0 is the one waiting on rank 1, so it reports alone
+        assert [ln for ln in output.splitlines() if ln.startswith("error:")] == [
+            f"error: rank 0: rank 1 died: its process (pid {pid}) is gone (killed or crashed)"]
     assert "Traceback" not in output
     assert_earlier_results_intact(out, before)
     assert not pids_with(SLSEC_FAULT_PIDFILE=str(pidfile)), "a rank outlived mpiexec"
 
 
-def test_server_killed_mid_round_ends_the_job(tmp_path):
+@MODES
+def test_server_killed_mid_round_ends_the_job(tmp_path, mpiexec_opts):
     out = tmp_path / "reports"
     before = earlier_results(out)
-    proc = launch(out, "0:kill:4", "--timeout", "60")
+    proc = launch(out, "0:kill:4", "--timeout", "60", mpiexec_opts=mpiexec_opts)
     code, output, ended = finish(proc, 240)
     print(output)
     pid, at = fault_time(output)
     assert code != 0
     assert ended - at < DEADLINE_S, f"job ended {ended - at:.1f} s after the kill"
     assert job_pids(output)[0] == pid
-    assert_hydra_reports_a_kill(output, set(job_pids(output).values()))
-    assert "Traceback" not in output
-    assert_earlier_results_intact(out, before)
-
-
-def test_killed_server_is_named_by_the_clients_when_survivors_are_kept(tmp_path):
-    out = tmp_path / "reports"
-    before = earlier_results(out)
-    proc = launch(out, "0:kill:4", "--timeout", "60", mpiexec_opts=("-disable-auto-cleanup",))
-    code, output, ended = finish(proc, 240)
-    print(output)
-    pid, at = fault_time(output)
-    assert code != 0
-    assert ended - at < DEADLINE_S, f"job ended {ended - at:.1f} s after the kill"
-    assert job_pids(output)[0] == pid
-    errors = [ln for ln in output.splitlines() if ln.startswith("error:")]
-    assert errors and all(re.fullmatch(rf"error: rank [12]: rank 0 died: its process "
-                                       rf"\(pid {pid}\) is gone \(killed or crashed\)", e)
-                          for e in errors), output
+    assert_the_dead_rank_is_reported(output, mpiexec_opts, 0, pid)
     assert "Traceback" not in output
     assert_earlier_results_intact(out, before)
 
