@@ -113,7 +113,7 @@ def _launch_under_mpiexec(cfg: RunConfig) -> None:
 
 
 def _is_rank0() -> bool:
-    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+    for var in _LAUNCHER_VARS:
         if var in os.environ:
             return os.environ[var] == "0"
     return True

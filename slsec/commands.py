@@ -364,7 +364,7 @@ def threat_text(cfg: dict[str, Any], m: dict[str, Any]) -> str:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in m[key].items() if v is not None)
         names = m["methods_compared"].split(",")
         ran = " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
-        compared = (f" No method is strongest everywhere, so {ran} all ran "
+        compared = (f" No method is strongest everywhere, so {ran} each ran "
                     f"on the same observations and the one that leaked most is reported "
                     f"({key.removesuffix('_by_method').replace('_', ' ')}: {scores}).")
     return (f"Attack '{cfg['attack']}' with method '{m['attack_method']}' plays the "
