@@ -59,7 +59,8 @@ _ITEMSIZE = {dt: torch.empty((), dtype=dt).element_size() for dt in _CODES}
 
 _SPIN_S = 1e-3                  # poll (yielding the core) this long, then sleep between polls
 _MIN_SLEEP, _MAX_SLEEP = 20e-6, 1e-3
-_LIVENESS_S = 0.25              # how often a wait checks that a same-host peer process still exists
+_LIVENESS_S = 0.02              # how often a wait checks that a same-host peer process still exists
+                                # (~20 us a check; hydra may SIGKILL survivors ~0.1 s after a death)
 _yield = getattr(os, "sched_yield", lambda: None)
 R = TypeVar("R")
 
