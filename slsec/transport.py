@@ -423,7 +423,7 @@ class MPILink(Link):
         self._orphans: list[Any] = []   # requests/buffers abandoned by an error; kept alive for MPI
         # peers on this host whose process a wait can watch (from the preflight); a dead one is
         # named at once instead of after `timeout` (when mpiexec lets the survivors live)
-        host = socket.gethostname()
+        host = this_proc().host
         self._watch = {r: p.pid for r, p in (procs or {}).items()
                        if r != self.rank and p.host == host}
 
@@ -482,6 +482,7 @@ class MPILink(Link):
     def _take(self, msg: Any, st: Any, source: int, tag: int, deadline: float) -> dict[str, Tensor]:
         """Receive a matched header message, validate it, then receive its payload messages."""
         MPI = self._MPI
+        died = self._died(source)
         n = st.Get_count(MPI.BYTE)
         if n > MAX_HEADER:
             self._drain(msg)
@@ -492,7 +493,7 @@ class MPILink(Link):
         try:
             _poll(lambda: True if req.Test() else None, deadline,
                   lambda: PeerError(f"rank {source} did not finish sending a header within "
-                                    f"{_secs(self.timeout)} s (tag {tag})"), self._died(source))
+                                    f"{_secs(self.timeout)} s (tag {tag})"), died)
         except BaseException:
             self._orphans.append((req, header))
             raise
@@ -508,7 +509,7 @@ class MPILink(Link):
                 part = _poll(lambda: self.comm.Improbe(source, tag, pst), deadline,
                              lambda: PeerError(f"rank {source} sent a header but not the payload "
                                                f"of '{spec.name}' within {_secs(self.timeout)} s "
-                                               f"(tag {tag})"), self._died(source))
+                                               f"(tag {tag})"), died)
                 got = pst.Get_count(MPI.BYTE)
                 if got != spec.nbytes:
                     self._drain(part)
@@ -521,7 +522,7 @@ class MPILink(Link):
             if reqs:
                 _poll(lambda: True if MPI.Request.Testall(reqs) else None, deadline,
                       lambda: PeerError(f"rank {source} did not finish sending a message within "
-                                        f"{_secs(self.timeout)} s (tag {tag})"), self._died(source))
+                                        f"{_secs(self.timeout)} s (tag {tag})"), died)
         except BaseException:
             self._orphans.append((reqs, out))
             raise
