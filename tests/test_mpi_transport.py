@@ -97,7 +97,8 @@ def test_preflight_gives_every_rank_the_pid_and_host_of_every_rank():
     out = run_mpi("preflight.py", "procs")
     assert out.returncode == 0, out.stdout + out.stderr
     seen = {int(r): (int(pid), json.loads(table))
-            for r, pid, table in re.findall(r"^PROCS (\d) (\d+) (.*)$", out.stdout, re.M)}
+            # ranks share stdout, so one rank's line can run into the next: match each table
+            for r, pid, table in re.findall(r"PROCS (\d) (\d+) (\{[^{}]*\})", out.stdout)}
     assert sorted(seen) == [0, 1, 2], out.stdout
     tables = [table for _, table in seen.values()]
     assert all(t == tables[0] for t in tables)
