@@ -42,6 +42,7 @@ HELP = {
     "clip": "per-sample L2 clip C of smashed data (inf = off; default: the median row norm of public aux data at the cut)",
     "target_epsilon": "solve sigma (or the DP-SGD noise) for this epsilon",
     "straggler": "k:seconds, slow client k by that much per step (comma list)",
+    "seeds": "run seeds seed..seed+N-1 and report mean ± 95% t-interval (evaluate, sweep, review, benchmark)",
     "out": "folder for reports (a run writes <out>/<run-id>/)",
 }
 

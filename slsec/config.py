@@ -38,6 +38,7 @@ class RunConfig:
     lr: float = 1e-3
     optimizer: str = "adam"
     seed: int = 0
+    seeds: int = 1                       # repeat with seeds seed..seed+N-1; mean and 95% CI
     label_party: str = "client"          # vanilla/SplitFed: "server" = two-party SL
     target_accuracy: float | None = None  # rounds to convergence; None: 98% of the run's best
     straggler: tuple[str, ...] = ()      # "k:seconds_per_step"
@@ -87,7 +88,9 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "source"}
+        # seeds = 1 is left out so a single-seed run keeps its config key (cache, sweep cells)
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)
+                if f.name != "source" and not (f.name == "seeds" and self.seeds == 1)}
 
 
 def _plain(v: Any) -> Any:
@@ -100,7 +103,7 @@ CHOICES = {"variant": ("v1", "v2"), "partition": ("iid", "dirichlet"), "optimize
            "accountant": ("rdp", "prv"), "label_party": ("client", "server"),
            "async_order": ("arrival", "fixed"), "device": ("auto", "cpu", "cuda")}
 POSITIVE = {"async_alpha", "alpha", "lr", "timeout", "delta", "max_grad_norm"}
-AT_LEAST_ONE = {"async_every", "max_train", "clients", "rounds", "batch_size", "threads", "probe_size", "probe_batch",
+AT_LEAST_ONE = {"seeds", "async_every", "max_train", "clients", "rounds", "batch_size", "threads", "probe_size", "probe_batch",
                 "observe_samples"}
 NON_NEGATIVE = {"async_decay", "aux_size", "nopeek_weight", "seed"}
 

@@ -31,6 +31,7 @@ BETA = 0.5
 
 # (metric key, axis label, how leakage is read from it for the Pareto front)
 LEAK_METRICS: list[tuple[str, str]] = [
+    ("ssim_gain_mean", "attack SSIM gain over the attacker's prior (mean over probes)"),
     ("attack_ssim_mean", "attack SSIM (mean over probes)"),
     ("attack_psnr_mean", "attack PSNR dB (mean over probes)"),
     ("label_auc", "label-inference AUC"),
@@ -38,6 +39,16 @@ LEAK_METRICS: list[tuple[str, str]] = [
 BASELINES = {"attack_ssim_mean": ("baseline_ssim_mean", "mean-image baseline"),
              "attack_psnr_mean": ("baseline_psnr_mean", "mean-image baseline"),
              "label_auc": (None, "random guess (AUC 0.5)")}
+
+# "Private" verdict: judged on the UPPER bound of the 95% t-interval over seeds (slsec.stats).
+# The leakage is the gain over the attacker's own no-attack guess: `ssim_gain_mean` (attack
+# SSIM minus the SSIM of the attacker's prior, per probe) when the rows hold it, else the attack
+# SSIM minus the mean-image baseline SSIM of the same run. A point is private when
+#     upper 95% bound of that gain <= PRIVATE_MARGIN
+# and that bound exists (at least 2 seeds): one seed never earns the verdict.
+PRIVATE_MARGIN = 0.05
+PRIVACY_KEYS = ("ssim_gain_mean", "attack_ssim_mean")
+CI = "_ci95"
 
 DCS_TEXT = (
     "Defense Capability Score (VFLAIR, Zou et al., ICLR 2024): DCS = 1 / (1 + D), "
@@ -116,6 +127,44 @@ def pareto_mask(utility: Sequence[float], leak: Sequence[float]) -> list[bool]:
     return out
 
 
+def privacy_key(rows: Sequence[dict[str, Any]], prefer: Sequence[str] = PRIVACY_KEYS) -> str | None:
+    """The leakage key the private verdict uses: the first of `prefer` any row has."""
+    return next((k for k in prefer if any(not math.isnan(num(r.get(k))) for r in rows)), None)
+
+
+def private_threshold(row: dict[str, Any], key: str, margin: float = PRIVATE_MARGIN) -> float:
+    """The largest allowed upper bound of `key`: the margin for a gain over the prior, the
+    mean-image baseline SSIM plus the margin for raw attack SSIM (NaN when unknown)."""
+    if key == "attack_ssim_mean":
+        return num(row.get("baseline_ssim_mean")) + margin
+    return margin
+
+
+def upper_bound(row: dict[str, Any], key: str) -> float:
+    """Mean + 95% half-width of `key` (NaN without an interval, i.e. one seed)."""
+    return num(row.get(key)) + num(row.get(key + CI))
+
+
+def is_private(row: dict[str, Any], key: str | None, margin: float = PRIVATE_MARGIN) -> bool:
+    """True when the upper 95% bound of the row's leakage is at or under its threshold."""
+    if key is None:
+        return False
+    ub, thr = upper_bound(row, key), private_threshold(row, key, margin)
+    return not (math.isnan(ub) or math.isnan(thr)) and ub <= thr
+
+
+def private_text(key: str | None, margin: float = PRIVATE_MARGIN) -> str:
+    """The verdict rule in words."""
+    if key is None:
+        return "No inversion leakage in these rows: no privacy verdict."
+    what = ("the attack's SSIM gain over the attacker's prior (ssim_gain_mean)"
+            if key == "ssim_gain_mean" else
+            "the attack SSIM above the mean-image baseline SSIM (no prior-aware gain in these rows)"
+            if key == "attack_ssim_mean" else key)
+    return (f"Private: the upper bound of the 95% Student-t interval over seeds of {what} is at "
+            f"most {margin:g}. A single seed has no interval, so it is never marked private.")
+
+
 def present_metrics(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
     """The leakage metrics at least one row has a value for."""
     return [(k, label) for k, label in LEAK_METRICS
@@ -147,6 +196,12 @@ def frontier_plot(rows: Sequence[dict[str, Any]], metric: str, label: str, path:
     acc = [num(r.get("accuracy")) for r in rows]
     val = [num(r.get(metric)) for r in rows]
     mask = pareto_mask(acc, [leakage(metric, v) for v in val])
+    pkey = privacy_key(rows)
+    private = [is_private(r, pkey) for r in rows]
+    acc_ci = [num(r.get("accuracy" + CI)) for r in rows]
+    val_ci = [num(r.get(metric + CI)) for r in rows]
+    with_ci = [i for i in range(len(rows)) if not (math.isnan(acc[i]) or math.isnan(val[i]))
+               and not (math.isnan(acc_ci[i]) and math.isnan(val_ci[i]))]
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         groups.setdefault(show(r.get(color_by)) if color_by else "", []).append(i)
@@ -156,6 +211,23 @@ def frontier_plot(rows: Sequence[dict[str, Any]], metric: str, label: str, path:
         idx = [i for i in idx if not (math.isnan(acc[i]) or math.isnan(val[i]))]
         ax.scatter([val[i] for i in idx], [acc[i] for i in idx], s=46, color=cmap(gi % 10),
                    label=f"{color_by}={g}" if color_by else None, zorder=3, alpha=0.9)
+    if with_ci:   # 95% t-intervals over seeds, both directions
+        ax.errorbar([val[i] for i in with_ci], [acc[i] for i in with_ci],
+                    xerr=[0.0 if math.isnan(val_ci[i]) else val_ci[i] for i in with_ci],
+                    yerr=[0.0 if math.isnan(acc_ci[i]) else acc_ci[i] for i in with_ci],
+                    fmt="none", ecolor="#555", elinewidth=0.9, capsize=2.5, zorder=2,
+                    label="95% CI over seeds")
+    if any(private):
+        idx = [i for i in range(len(rows)) if private[i]]
+        ax.scatter([val[i] for i in idx], [acc[i] for i in idx], marker="s", s=120,
+                   facecolors="none", edgecolors="green", linewidths=1.6, zorder=4,
+                   label=f"private (upper 95% bound of {pkey} within threshold)")
+    if pkey == metric:   # the private threshold on its own axis
+        thr = _mean([private_threshold(r, pkey) for r in rows])
+        if not math.isnan(thr):
+            ax.axvline(thr, color="green", lw=1, ls="-.", zorder=1)
+            ax.annotate("private threshold", (thr, ax.get_ylim()[0]), textcoords="offset points",
+                        xytext=(3, 4), fontsize=7, color="green", rotation=90, va="bottom")
     note_axes = [a for a in axes if a != color_by]
     for i, r in enumerate(rows):
         if not (math.isnan(acc[i]) or math.isnan(val[i])) and note_axes:

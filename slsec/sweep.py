@@ -33,7 +33,7 @@ from slsec.results import append_row, check_writable, config_key, read_json, rea
 FIELDS = [f.name for f in fields(RunConfig) if f.name != "source"]
 LIST_FIELDS = {f.name for f in fields(RunConfig) if "tuple" in str(f.type)}
 OPTIONAL = {f.name for f in fields(RunConfig) if "None" in str(f.type)}
-NOT_AXES = {"out", "run_id", "data_root"}          # where results go: one value per sweep
+NOT_AXES = {"out", "run_id", "data_root", "seeds"}   # one value per sweep
 # config fields that decide the public setup (data, shards, model, cuts): validated once each
 SETUP_FIELDS = ("protocol", "dataset", "data_root", "download", "model", "cut", "cut2", "clients",
                 "partition", "alpha", "seed", "aux_size", "max_train", "probe_size", "label_party",
@@ -230,6 +230,55 @@ def run_cell(cfg: RunConfig) -> dict[str, Any]:
     return result_row(cfg, result, base)  # type: ignore[arg-type]
 
 
+# --------------------------------------------------------------------------- seeds
+
+def seed_cells(cells: list[RunConfig]) -> list[RunConfig]:
+    """Every single-seed run the cells need (seed, seed+1, ...), each once, in order. With
+    --seeds 1 these are the cells themselves (same config key as before seeds existed)."""
+    from slsec.stats import seed_list
+    runs: dict[str, RunConfig] = {}
+    for c in cells:
+        for s in seed_list(c.seed, c.seeds):
+            one = c.replace(seed=s, seeds=1)
+            runs.setdefault(config_key(one.to_dict()), one)
+    return list(runs.values())
+
+
+def aggregate_row(cfg: RunConfig, seed_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The aggregate row of a multi-seed cell: every numeric column's mean over the per-seed
+    rows and its 95% t half-width in `<column>_ci95` (slsec.stats); config columns are the
+    cell's; `row_kind` = "aggregate", `cell` = the hash of the cell's config (seeds included)."""
+    from slsec.stats import mean_row
+    row = mean_row(seed_rows, skip=set(FIELDS) | {"cell", "row_kind"})
+    return {"cell": config_key(cfg.to_dict()), "row_kind": "aggregate",
+            **{n: _plain(getattr(cfg, n)) for n in FIELDS}, "n_seeds": len(seed_rows), **row}
+
+
+def append_aggregates(results: Path, cells: list[RunConfig]) -> None:
+    """Append the aggregate row of every multi-seed cell whose seeds are all in results.csv and
+    which has none yet. It is computed from the stored per-seed rows only, so a resumed or
+    rerun sweep gets the same aggregate and never counts a seed twice."""
+    from slsec.stats import seed_list
+    rows = read_rows(results)
+    by_cell = {r.get("cell"): r for r in rows}
+    for c in cells:
+        if c.seeds == 1 or config_key(c.to_dict()) in by_cell:
+            continue
+        keys = [config_key(c.replace(seed=s, seeds=1).to_dict()) for s in seed_list(c.seed, c.seeds)]
+        if all(k in by_cell for k in keys):
+            append_row(results, aggregate_row(c, [by_cell[k] for k in keys]))
+
+
+def is_aggregate(row: dict[str, Any]) -> bool:
+    return str(row.get("row_kind") or "") == "aggregate"
+
+
+def shown_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows a report shows: the aggregate rows when the sweep ran several seeds, else all."""
+    agg = [r for r in records if is_aggregate(r)]
+    return agg or records
+
+
 # --------------------------------------------------------------------------- folder + lock
 
 def sweep_folder(cfg: RunConfig, resume: bool) -> Path:
@@ -301,24 +350,28 @@ def run_sweep(config_path: str | None, flags: dict[str, str | None], resume: boo
                             "or choose another --run-id")
         _clean_temp(folder)
         done = {r.get("cell") for r in read_rows(results)}
-        todo = [c for c in cells if config_key(c.to_dict()) not in done]
+        todo = [c for c in seed_cells(cells) if config_key(c.to_dict()) not in done]
         write_json(folder / "sweep.json", {
             "config": config_path, "base": {k: _plain(v) for k, v in grid.base.items()},
             "axes": {k: [_plain(v) for v in vs] for k, vs in grid.axes.items()},
             "cells": [config_key(c.to_dict()) for c in cells]})
-        console.print(f"sweep {folder.name}: {len(cells)} cell(s), {len(cells) - len(todo)} "
-                      f"already done, {len(todo)} to run")
+        runs = seed_cells(cells)
+        console.print(f"sweep {folder.name}: {len(cells)} cell(s) × {cells[0].seeds} seed(s) = "
+                      f"{len(runs)} run(s), {len(runs) - len(todo)} already done, {len(todo)} to "
+                      f"run; {'single seed' if cells[0].seeds == 1 else 'per-seed rows + one aggregate row (mean, 95% CI) per cell'}")
         bar = Progress(TextColumn("[bold]sweep"), BarColumn(),
                        TextColumn("{task.completed}/{task.total}"),
                        TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                        transient=True, disable=not err.is_terminal)
         with bar:
-            task = bar.add_task("", total=len(cells), completed=len(cells) - len(todo))
+            task = bar.add_task("", total=len(runs), completed=len(runs) - len(todo))
             for cfg in todo:
                 bar.update(task, description=cell_label(
-                    {a: getattr(cfg, a) for a in grid.axes}))
-                append_row(results, run_cell(cfg))
+                    {a: getattr(cfg, a) for a in grid.axes}
+                    | ({"seed": cfg.seed} if cells[0].seeds > 1 else {})))
+                append_row(results, {**run_cell(cfg), "row_kind": "seed"})
                 bar.update(task, advance=1)
+            append_aggregates(results, cells)
     render_sweep(folder)
     print_cells(folder, list(grid.axes))
     console.print(f"report: {folder}/report.html")
@@ -331,9 +384,11 @@ def print_cells(folder: Path, axes: list[str]) -> None:
     from slsec.commands import console
     from slsec.frontier import num, show
 
-    rows = read_rows(folder / "results.csv")
+    rows = shown_rows(read_rows(folder / "results.csv"))
     cols = [("accuracy", "accuracy"), ("attack_ssim_mean", "SSIM"), ("attack_psnr_mean", "PSNR"),
             ("label_auc", "label AUC"), ("epsilon", "ε"), ("dcs", "DCS")]
+    if any(is_aggregate(r) for r in rows):
+        return print_seed_cells(folder, axes, rows)
     cols = [(k, n) for k, n in cols if any(r.get(k) not in (None, "") for r in rows)]
     t = Table(title=f"sweep {folder.name}")
     for a in axes or ["cell"]:
@@ -344,6 +399,44 @@ def print_cells(folder: Path, axes: list[str]) -> None:
         t.add_row(*[show(r.get(a)) for a in axes or ["cell"]],
                   *[rpt.fmt(num(r.get(k)), 2 if k == "attack_psnr_mean" else 3) for k, _ in cols])
     console.print(t)
+
+
+def seed_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(key, name) of the numeric columns a multi-seed table shows, the prior-aware ones included
+    when the rows have them."""
+    cols = [("accuracy", "accuracy"), ("attack_ssim_mean", "SSIM"),
+            ("prior_ssim_mean", "prior SSIM"), ("ssim_gain_mean", "SSIM gain"),
+            ("attack_psnr_mean", "PSNR"), ("reid_top1", "re-id top-1"),
+            ("label_auc", "label AUC"), ("epsilon", "ε"),
+            ("rounds_to_convergence", "rounds to conv."), ("dcs", "DCS")]
+    return [(k, n) for k, n in cols if any(r.get(k) not in (None, "") for r in rows)]
+
+
+def ci_text(r: dict[str, Any], key: str) -> str:
+    from slsec.frontier import num
+    from slsec.stats import CI_SUFFIX, fmt_ci
+    return fmt_ci(num(r.get(key)), num(r.get(key + CI_SUFFIX)), 2 if "psnr" in key else 3)
+
+
+def print_seed_cells(folder: Path, axes: list[str], rows: list[dict[str, Any]]) -> None:
+    """The aggregate rows: mean ± 95% half-width per metric, and the private verdict."""
+    from slsec.commands import console
+    from slsec.frontier import is_private, privacy_key, private_text, show
+
+    n = rows[0].get("n_seeds")
+    t = Table(title=f"sweep {folder.name}: mean ± 95% t half-width over {n} seeds")
+    for a in axes or ["cell"]:
+        t.add_column(a)
+    cols = seed_columns(rows)
+    for _, name in cols:
+        t.add_column(name, justify="right")
+    key = privacy_key(rows)
+    t.add_column("private", justify="center")
+    for r in rows:
+        t.add_row(*[show(r.get(a)) for a in axes or ["cell"]], *[ci_text(r, k) for k, _ in cols],
+                  "yes" if is_private(r, key) else "no")
+    console.print(t)
+    console.print(private_text(key), markup=False)
 
 
 # --------------------------------------------------------------------------- the report
@@ -378,6 +471,9 @@ def render_sweep(folder: Path) -> None:
     records: list[dict[str, Any]] = df.astype(object).where(df.notna(), None).to_dict("records")
     if not records:
         raise UserError(f"{path} has no rows yet")
+    n_all = len(records)
+    records = shown_rows(records)           # several seeds: the aggregate row of each cell
+    multi = any(is_aggregate(r) for r in records)
     axes = _axes(folder, records)
     numeric = {a for a in axes if all(isinstance(r.get(a), (int, float)) or r.get(a) is None
                                       for r in records)}
@@ -390,7 +486,12 @@ def render_sweep(folder: Path) -> None:
         + (f" ({show(first.get('attack_method'))}, as the {show(first.get('attack_role'))})"
            if first.get("attack_method") else "")
         + ". Grid: " + ("; ".join(f"{a} ∈ {{{', '.join(sorted({show(r.get(a)) for r in records}, key=str))}}}"
-                                  for a in axes) or "one cell") + "."))]
+                                  for a in axes) or "one cell") + ". "
+        + (seed_text(records, n_all) if multi else
+           f"Single seed (seed {show(first.get('seed'))}): no confidence intervals and no "
+           "private verdict; rerun with --seeds 3 for them.")))]
+    if multi:
+        blocks += private_blocks(records, axes)
     pareto: dict[str, list[bool]] = {}
     for metric, label in present_metrics(records):
         png = folder / f"frontier_{metric}.png"
@@ -420,13 +521,16 @@ def render_sweep(folder: Path) -> None:
             ("mb_on_wire", "MB"), ("train_seconds", "train s"), ("attack_performance", "AP"),
             ("dcs", "DCS")]
     cols = [(k, n) for k, n in cols if any(r.get(k) is not None for r in records)]
-    short = {"attack_ssim_mean": "SSIM", "attack_psnr_mean": "PSNR", "label_auc": "AUC"}
+    short = {"attack_ssim_mean": "SSIM", "attack_psnr_mean": "PSNR", "label_auc": "AUC",
+             "ssim_gain_mean": "SSIM gain"}
     header = (axes or ["cell"]) + [n for _, n in cols] + (["Pareto"] if pareto else [])
     rows = []
     for i, r in enumerate(records):
-        vals = [show(r.get(a)) for a in axes or ["cell"]] + [_value(r.get(k)) for k, _ in cols]
+        vals = [show(r.get(a)) for a in axes or ["cell"]] + [
+            ci_text(r, k) if multi and r.get(k + "_ci95") not in (None, "") else _value(r.get(k))
+            for k, _ in cols]
         if pareto:
-            vals.append(", ".join(short[m] for m, mask in pareto.items() if mask[i]) or "–")
+            vals.append(", ".join(short.get(m, m) for m, mask in pareto.items() if mask[i]) or "–")
         rows.append(vals)
     blocks += [("h", "All cells"), ("table", header, rows),
                ("p", "One row per cell in results.csv (config, resolved cuts, every metric; "
@@ -434,6 +538,38 @@ def render_sweep(folder: Path) -> None:
                      f"with the same options plus --resume --run-id {folder.name}.")]
     title = "slsec sweep: privacy/utility frontier" + (f" ({folder.name})")
     rpt.write_document(folder, title, blocks)
+
+
+def seed_text(records: list[dict[str, Any]], n_all: int) -> str:
+    from slsec.stats import seeds_text
+    n = int(float(records[0].get("n_seeds") or 1))
+    return (seeds_text(n, int(float(records[0].get("seed") or 0))).capitalize()
+            + f". Plots and tables show the {len(records)} aggregate rows (error bars: 95% "
+            f"intervals of accuracy and of the leakage); results.csv also keeps the "
+            f"{n_all - len(records)} per-seed rows (row_kind = seed).")
+
+
+def private_blocks(records: list[dict[str, Any]], axes: list[str]) -> list[tuple]:
+    """Which points are private (upper 95% bound of leakage within the threshold), and which of
+    them keep >= 90% of the undefended accuracy."""
+    from slsec.frontier import (is_private, num, point_label, privacy_key, private_threshold,
+                                private_text, upper_bound)
+    key = privacy_key(records)
+    if key is None:
+        return []
+    lines = []
+    for r in records:
+        if is_private(r, key):
+            acc, acc0 = num(r.get("accuracy")), num(r.get("undefended_accuracy"))
+            keeps = not _nan(acc0) and acc >= 0.9 * acc0
+            lines.append(f"{point_label(r, axes)}: upper bound {upper_bound(r, key):.3f} <= "
+                         f"{private_threshold(r, key):.3f}; accuracy {acc:.3f}"
+                         + (f" ({acc / acc0:.0%} of undefended {acc0:.3f})" if not _nan(acc0)
+                            else "") + (" — keeps >= 90% of undefended accuracy" if keeps else ""))
+    return [("h", "Private points"), ("p", private_text(key)),
+            ("p", ("; ".join(lines) + ".") if lines else
+             "No point is private by this rule (its upper 95% bound is above the threshold, or "
+             "there is no interval).")]
 
 
 def _nan(x: float) -> bool:

@@ -1,0 +1,131 @@
+"""--seeds N: per-seed rows plus one aggregate row per cell, resumable, reproducible."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from slsec import sweep
+from slsec.errors import UserError
+from slsec.frontier import is_private, privacy_key
+from slsec.results import config_key, read_rows
+from slsec.stats import t_interval
+
+
+def fake_metrics(cfg) -> dict:
+    """Made-up but seed- and sigma-dependent metrics (the real ones are tested end to end)."""
+    s, k = cfg.sigma or 0.0, cfg.seed
+    return {"accuracy": 0.9 - s - 0.01 * k, "attack_ssim_mean": 0.6 - s + 0.02 * k,
+            "baseline_ssim_mean": 0.2, "ssim_gain_mean": 0.3 - s + 0.01 * (k % 2),
+            "cuts": [cfg.cut or "conv1"], "attack_method": "whitebox" if k % 2 else "decoder",
+            "labels_sent_to_server": True}
+
+
+@pytest.fixture
+def fake_cells(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, int]]:
+    ran: list[tuple[float, int]] = []
+
+    def fake(cfg):
+        assert cfg.seeds == 1                       # each run is one seed
+        ran.append((cfg.sigma, cfg.seed))
+        return sweep.result_row(cfg, {"metrics": fake_metrics(cfg)}, {"metrics": {"accuracy": 0.9}})
+    monkeypatch.setattr(sweep, "run_cell", fake)
+    return ran
+
+
+FLAGS = dict(run_id="s", sigma="0,0.28", defense="dp", attack="inversion", seed="5", seeds="3")
+
+
+def test_seeds_write_per_seed_rows_and_one_aggregate_row_per_cell(
+        tmp_path: Path, fake_cells: list) -> None:
+    folder = sweep.run_sweep(None, {**FLAGS, "out": str(tmp_path)}, resume=False)
+    rows = read_rows(folder / "results.csv")
+    per = [r for r in rows if r["row_kind"] == "seed"]
+    agg = [r for r in rows if r["row_kind"] == "aggregate"]
+    assert sorted(fake_cells) == [(0.0, 5), (0.0, 6), (0.0, 7), (0.28, 5), (0.28, 6), (0.28, 7)]
+    assert len(per) == 6 and len(agg) == 2 and len({r["cell"] for r in rows}) == 8
+    for a in agg:
+        mine = [r for r in per if r["sigma"] == a["sigma"]]
+        accs = [float(r["accuracy"]) for r in mine]
+        mean, hw = t_interval(accs)
+        assert float(a["accuracy"]) == pytest.approx(mean)
+        assert float(a["accuracy_ci95"]) == pytest.approx(hw) and hw > 0
+        assert a["seed"] == "5" and a["seeds"] == "3" and a["n_seeds"] == "3"
+        assert a["attack_method"] == "whitebox|decoder"       # differs per seed: both named
+        assert "ssim_gain_mean_ci95" in a                     # new metric keys: aggregated too
+        assert float(a["dcs_ci95"]) >= 0
+    # each per-seed row is the row a single-seed sweep of that seed writes (same cell key)
+    cells = sweep.grid_cells(sweep.parse_grid(None, {**FLAGS, "seeds": "1", "seed": "6",
+                                                     "out": str(tmp_path)}))
+    assert {config_key(c.to_dict()) for c in cells} <= {r["cell"] for r in per}
+    md = (folder / "report.md").read_text()
+    assert "3 seeds (5..7)" in md and "± " in md and "Private points" in md
+    assert (folder / "frontier_ssim_gain_mean.png").stat().st_size > 10_000
+
+
+def test_private_needs_the_upper_ci_bound_under_the_threshold() -> None:
+    rows = [{"ssim_gain_mean": 0.03, "ssim_gain_mean_ci95": 0.01, "attack_ssim_mean": 0.5},
+            {"ssim_gain_mean": 0.03, "ssim_gain_mean_ci95": 0.03},      # upper 0.06 > 0.05
+            {"ssim_gain_mean": 0.01}]                                   # one seed: no interval
+    key = privacy_key(rows)
+    assert key == "ssim_gain_mean"
+    assert [is_private(r, key) for r in rows] == [True, False, False]
+    ssim = [{"attack_ssim_mean": 0.22, "attack_ssim_mean_ci95": 0.02, "baseline_ssim_mean": 0.2},
+            {"attack_ssim_mean": 0.22, "attack_ssim_mean_ci95": 0.04, "baseline_ssim_mean": 0.2}]
+    assert privacy_key(ssim) == "attack_ssim_mean"
+    assert [is_private(r, "attack_ssim_mean") for r in ssim] == [True, False]
+
+
+def test_resume_after_a_crash_mid_cell_recomputes_the_aggregate_without_double_counting(
+        tmp_path: Path, fake_cells: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    fresh = sweep.run_sweep(None, {**FLAGS, "out": str(tmp_path / "a")}, resume=False)
+    want = {r["cell"]: {**r, "out": ""} for r in read_rows(fresh / "results.csv")}
+    real, calls = sweep.run_cell, []
+
+    def crash_on_fifth(cfg):
+        calls.append(cfg)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(cfg)
+    monkeypatch.setattr(sweep, "run_cell", crash_on_fifth)
+    f = {**FLAGS, "out": str(tmp_path / "b")}
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(None, f, resume=False)
+    rows = read_rows(tmp_path / "b" / "s" / "results.csv")
+    assert [r["row_kind"] for r in rows] == ["seed"] * 4       # 2nd cell's aggregate not yet
+    monkeypatch.setattr(sweep, "run_cell", real)
+    sweep.run_sweep(None, f, resume=True)
+    sweep.run_sweep(None, f, resume=True)                      # nothing left: no new rows
+    got = {r["cell"]: {**r, "out": ""} for r in read_rows(tmp_path / "b" / "s" / "results.csv")}
+    assert len(got) == len(read_rows(tmp_path / "b" / "s" / "results.csv")) == 8
+    assert got == want                                         # same rows as a sweep never killed
+
+
+def test_seeds_must_be_at_least_one_and_is_not_a_grid_axis(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="--seeds must be >= 1"):
+        sweep.run_sweep(None, {**FLAGS, "seeds": "0", "out": str(tmp_path)}, resume=False)
+    toml = tmp_path / "g.toml"
+    toml.write_text("[grid]\nseeds = [1, 3]\n")
+    with pytest.raises(UserError, match="cannot be a grid axis"):
+        sweep.parse_grid(str(toml), {})
+
+
+TINY = dict(sigma="0.1", defense="dp", attack="inversion", max_train="64", probe_size="4",
+            aux_size="50", attack_iters="10", seeds="2")
+TIMING = ("seconds", "wall_s", "cpu_s")
+
+
+@pytest.mark.slow
+def test_a_tiny_real_sweep_rerun_with_the_same_seeds_gives_identical_rows(tmp_path: Path) -> None:
+    """Two sweeps in fresh folders (no shared cache): every row equal, timings aside."""
+    def rows(name: str) -> list[dict]:
+        folder = sweep.run_sweep(None, {**TINY, "out": str(tmp_path / name), "run_id": "t"},
+                                 resume=False)
+        return [{k: v for k, v in r.items() if not any(t in k for t in TIMING) and k != "out"}
+                for r in read_rows(folder / "results.csv")]
+    a, b = rows("first"), rows("second")
+    assert [r["row_kind"] for r in a] == ["seed", "seed", "aggregate"]
+    assert a == b
+    assert a[0]["attack_ssim_mean"] != a[1]["attack_ssim_mean"]   # the seeds really differ
+    assert not math.isnan(float(a[2]["attack_ssim_mean_ci95"]))
