@@ -103,6 +103,9 @@ def list_registry() -> None:
 def train(cfg: RunConfig) -> dict[str, Any] | None:
     """Train only; print the curve and write result.json + report."""
     from slsec.harness import evaluate as run
+    if cfg.seeds > 1:
+        raise UserError("--seeds applies to evaluate, sweep, review and benchmark; "
+                        "train runs one seed (--seed)")
     check_writable(cfg.out)
     bar, on_round = progress_bar(cfg, "train")
     with bar:
@@ -198,6 +201,9 @@ def evaluate(cfg: RunConfig) -> dict[str, Any] | None:
     from slsec.harness import check_attack, evaluate as run
     from slsec.setup import check_defenses
 
+    if cfg.seeds > 1:                # mean and 95% CI over seeds (slsec/seeds.py)
+        from slsec.seeds import evaluate_seeds
+        return evaluate_seeds(cfg)
     check_writable(cfg.out)
     # start the undefended run first, so its start-up overlaps ours (a bad config fails below
     # with one line; the daemon child dies with us)
@@ -224,6 +230,8 @@ def evaluate(cfg: RunConfig) -> dict[str, Any] | None:
     folder = Path(cfg.out) / run_id(cfg)
     write_run(folder, result, base)
     print_summary(cfg, result, base)
+    console.print(f"single seed (seed {cfg.seed}): no confidence interval; --seeds 3 gives "
+                  "mean ± 95% CI")
     console.print(f"wall-clock {command_seconds(t0):.1f} s (the whole command, start-up "
                   f"included) · report: {folder}/report.html")
     return result
@@ -410,7 +418,12 @@ def review(cfg: RunConfig, *, min_accuracy: str | None, max_client_flops: str | 
 def rerender(path: str) -> None:
     folder = Path(path)
     if (folder / "result.json").exists():
-        render_run(folder, read_json(folder / "result.json"))
+        stored = read_json(folder / "result.json")
+        if "per_seed" in stored:
+            from slsec.seeds import render_seeds
+            render_seeds(folder, stored)
+        else:
+            render_run(folder, stored)
     elif (folder / "leakage_by_cut.png").exists():
         raise UserError(f"{folder} is a security review: rerun slsec review to refresh it "
                         f"(its rows need the budgets it was run with)")

@@ -129,3 +129,44 @@ def test_a_tiny_real_sweep_rerun_with_the_same_seeds_gives_identical_rows(tmp_pa
     assert a == b
     assert a[0]["attack_ssim_mean"] != a[1]["attack_ssim_mean"]   # the seeds really differ
     assert not math.isnan(float(a[2]["attack_ssim_mean_ci95"]))
+
+
+def test_evaluate_with_seeds_stores_per_seed_results_and_the_aggregate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The multi-seed wiring of `slsec evaluate` (each seed's run is the ordinary evaluation,
+    replaced here by made-up metrics; a real two-seed run is in the slow test above)."""
+    import json
+
+    import slsec.commands
+    import slsec.seeds
+    from slsec.cli import main
+    from slsec.results import write_json
+
+    def fake_seed(cfg):
+        assert cfg.seeds == 1
+        m = fake_metrics(cfg)
+        return ({"config": cfg.to_dict(), "metrics": m},
+                {"config": cfg.to_dict(), "metrics": {**m, "accuracy": 0.95}})
+
+    def fake_write(folder, result, base):
+        write_json(folder / "result.json", {**result, "undefended": base})
+    monkeypatch.setattr(slsec.seeds, "run_seed", fake_seed)
+    monkeypatch.setattr(slsec.commands, "write_run", fake_write)
+    assert main(["evaluate", "--attack", "inversion", "--defense", "dp", "--sigma", "0.1",
+                 "--seed", "2", "--seeds", "3", "--out", str(tmp_path), "--run-id", "e"]) == 0
+    stored = json.loads((tmp_path / "e" / "result.json").read_text())
+    assert stored["seeds"] == [2, 3, 4] and len(stored["per_seed"]) == 3
+    acc = stored["aggregate"]["metrics"]["accuracy"]
+    mean, hw = t_interval([0.9 - 0.1 - 0.01 * k for k in (2, 3, 4)])
+    assert acc["mean"] == pytest.approx(mean) and acc["half_width"] == pytest.approx(hw)
+    assert stored["aggregate"]["undefended"]["accuracy"]["half_width"] == pytest.approx(0, abs=1e-12)
+    assert "ssim_gain_mean" in stored["aggregate"]["metrics"]
+    out = capsys.readouterr().out
+    assert "±" in out and "3 seeds (2..4)" in out
+    assert main(["report", str(tmp_path / "e")]) == 0
+
+
+def test_train_refuses_several_seeds(capsys: pytest.CaptureFixture[str]) -> None:
+    from slsec.cli import main
+    assert main(["train", "--seeds", "2"]) == 2
+    assert "--seeds applies to evaluate" in capsys.readouterr().err
