@@ -199,9 +199,10 @@ def run_benchmark(config_path: str | None, flags: dict[str, str | None]) -> Path
     bar = Progress(TextColumn("[bold]benchmark"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                    transient=True, disable=not (main and err.is_terminal))
-    task = bar.add_task("", total=len(cells))
+    runs = seed_runs(cells)
+    task = bar.add_task("", total=len(runs))
     with bar:
-        for cfg in cells:
+        for cfg in runs:
             key = config_key(cfg.to_dict())
             label = f"{cfg.protocol}/{cfg.partition}/{cfg.dataset}"
             if key in done:
@@ -219,7 +220,7 @@ def run_benchmark(config_path: str | None, flags: dict[str, str | None]) -> Path
             if result is None or not main:
                 continue
             row = cell_row(cfg, result, time.process_time() - cpu0, len(setup.data.test))
-            append_row(folder / CSV_NAME, row)
+            append_row(folder / CSV_NAME, {**row, "row_kind": "seed"})
             bar.console.print(f"{row['architecture']:<14} {_partition_label(cfg.partition, cfg.alpha):<17} "
                               f"{cfg.dataset:<8} acc {row['test_accuracy']:.4f}  "
                               f"conv {row['rounds_to_convergence']}  "
@@ -227,15 +228,54 @@ def run_benchmark(config_path: str | None, flags: dict[str, str | None]) -> Path
     if not main:
         return folder
     total = {"wall_s": time.perf_counter() - start_wall, "cpu_s": time.process_time() - start_cpu}
+    append_aggregates(folder / CSV_NAME, cells)
+    # one row per cell: the cell's own row (one seed) or its aggregate row (several seeds)
     order = {config_key(c.to_dict()): i for i, c in enumerate(cells)}
     rows = sorted((r for r in read_rows(folder / CSV_NAME) if r.get("key") in order),
                   key=lambda r: order[r["key"]])
     print_tables(rows)
     render_benchmark(folder, rows, total=total)
     console.print(f"total wall-clock {total['wall_s']:.0f} s (CPU {total['cpu_s']:.0f} s) for "
-                  f"{len(cells)} cells")
+                  f"{len(cells)} cells × {first.seeds} seed(s); "
+                  + seeds_text(first.seeds, first.seed))
     console.print(f"results: {folder / CSV_NAME}\nreport: {folder / 'report.html'}")
     return folder
+
+
+def seed_runs(cells: list[RunConfig]) -> list[RunConfig]:
+    """Each cell once per seed (seed..seed+N-1) as a single-seed config; with --seeds 1 the
+    cells themselves (so their keys, and --run-id resumes, are as before)."""
+    from slsec.stats import seed_list
+    return [c.replace(seed=s, seeds=1) for c in cells for s in seed_list(c.seed, c.seeds)]
+
+
+# columns that describe the cell, copied from its first seed's row, never averaged
+FIXED = ("architecture", "protocol", "variant", "partition", "alpha", "dataset", "model",
+         "clients", "rounds", "batch_size", "lr", "cuts", "n_test", "backend", "curve")
+
+
+def append_aggregates(path: Path, cells: list[RunConfig]) -> None:
+    """The aggregate row of each multi-seed cell (once, from its stored per-seed rows): numeric
+    columns are means with `<column>_ci95` the 95% t half-width (slsec.stats)."""
+    from slsec.stats import mean_row, seed_list
+    rows = {r.get("key"): r for r in read_rows(path)}
+    for c in cells:
+        key = config_key(c.to_dict())
+        if c.seeds == 1 or key in rows:
+            continue
+        mine = [rows.get(config_key(c.replace(seed=s, seeds=1).to_dict()))
+                for s in seed_list(c.seed, c.seeds)]
+        if any(r is None for r in mine):
+            continue
+        skip = {"key", "row_kind", "seed", "seeds", *FIXED}
+        append_row(path, {**{k: mine[0][k] for k in FIXED if k in mine[0]},
+                          **mean_row(mine, skip=skip), "seed": c.seed, "seeds": c.seeds,
+                          "n_seeds": len(mine), "key": key, "row_kind": "aggregate"})
+
+
+def seeds_text(n: int, first: int) -> str:
+    from slsec.stats import seeds_text as text
+    return text(n, first)
 
 
 # --------------------------------------------------------------------------- reporting
@@ -252,11 +292,22 @@ def _conv(v: Any) -> Any:
 
 
 def table_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
-    """The report table (formatted text): one line per cell, in grid order."""
+    """The report table (formatted text): one line per cell, in grid order; several seeds:
+    mean ± 95% half-width."""
+    if any(r.get("row_kind") == "aggregate" for r in rows):
+        return [[r["architecture"], _partition_label(r["partition"], _f(r.get("alpha")) or 0.5),
+                 f"{r['dataset']} ({r['model']})", _pm(r, "test_accuracy", 4),
+                 _pm(r, "rounds_to_convergence", 1), _pm(r, "wall_clock_s", 1),
+                 _pm(r, "mb_on_wire", 1)] for r in rows]
     return [[r["architecture"], _partition_label(r["partition"], _f(r.get("alpha")) or 0.5),
              f"{r['dataset']} ({r['model']})", rpt.fmt(_f(r["test_accuracy"]), 4),
              rpt.fmt(_conv(r["rounds_to_convergence"])), rpt.fmt(_f(r["wall_clock_s"]), 1),
              rpt.fmt(_f(r["mb_on_wire"]), 1)] for r in rows]
+
+
+def _pm(r: dict[str, Any], key: str, digits: int) -> str:
+    from slsec.stats import fmt_ci
+    return fmt_ci(_f(r.get(key)), _f(r.get(key + "_ci95")), digits)
 
 
 def _find(rows: list[dict[str, Any]], dataset: str, protocol: str, partition: str) -> dict | None:
@@ -294,10 +345,17 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
         step = 100 / max(int(_f(sf.get("n_test")) or 1), 1)
         noise = 100 * max(_f(sf.get("last5_std_accuracy")), _f(va.get("last5_std_accuracy")), 0.0)
         alpha = _f(sf.get("alpha")) or 0.5
+        hw_sf, hw_va = _f(sf.get("test_accuracy_ci95")), _f(va.get("test_accuracy_ci95"))
+        n = sf.get("n_seeds")
+        seeds = (f"mean of {n} seeds, 95% CI ± {100 * hw_sf:.1f} / ± {100 * hw_va:.1f} points"
+                 if n and hw_sf == hw_sf and hw_va == hw_va else "one seed")
         head = (f"Dirichlet α={alpha:g}, {d}: SplitFed {100 * a_sf:.1f}% vs vanilla "
                 f"{100 * a_va:.1f}% test accuracy after {sf['rounds']} rounds (measured here, "
-                f"one seed)")
-        if abs(diff) < step - 1e-9 or abs(diff) <= noise:
+                f"{seeds})")
+        if seeds != "one seed" and abs(diff) <= 100 * (hw_sf + hw_va):
+            tail = (f"no winner: the {abs(diff):.1f}-point gap is within the seeds' spread "
+                    f"(the two 95% intervals overlap).")
+        elif abs(diff) < step - 1e-9 or abs(diff) <= noise:
             tail = (f"no winner: the {abs(diff):.1f}-point gap is within "
                     f"{'one test sample' if abs(diff) < step - 1e-9 else 'the round-to-round noise'}"
                     f" ({step:.1f} points per test sample; last-5-round std up to {noise:.1f} points).")
@@ -340,7 +398,10 @@ def render_benchmark(folder: str | Path, rows: list[dict[str, Any]] | None = Non
                      total: dict[str, float] | None = None) -> list[Path]:
     """report.md + report.html of a benchmark folder from its results.csv rows."""
     folder = Path(folder)
-    rows = rows if rows is not None else read_rows(folder / CSV_NAME)
+    if rows is None:
+        rows = read_rows(folder / CSV_NAME)
+        if any(r.get("row_kind") == "aggregate" for r in rows):
+            rows = [r for r in rows if r.get("row_kind") == "aggregate"]
     if not rows:
         raise UserError(f"{folder / CSV_NAME} holds no benchmark rows")
     settings = []
@@ -350,7 +411,8 @@ def render_benchmark(folder: str | Path, rows: list[dict[str, Any]] | None = Non
         settings.append(f"{d}: {mine[0]['rounds']} rounds, batch {mine[0]['batch_size']}, lr "
                         f"{mine[0]['lr']}, cut(s) {' / '.join(cuts)}")
     r0 = rows[0]
-    blocks: list[tuple] = [("p", f"{r0['clients']} clients, seed {r0['seed']}, backend "
+    n = int(_f(r0.get("n_seeds")) or 1) if r0.get("row_kind") == "aggregate" else 1
+    blocks: list[tuple] = [("p", f"{r0['clients']} clients, {seeds_text(n, int(_f(r0['seed'])))}, backend "
                                  f"{r0['backend']}, machine with {os.cpu_count()} CPU core(s). "
                                  + "; ".join(settings) + ".")]
     if total:

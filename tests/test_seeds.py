@@ -170,3 +170,36 @@ def test_train_refuses_several_seeds(capsys: pytest.CaptureFixture[str]) -> None
     from slsec.cli import main
     assert main(["train", "--seeds", "2"]) == 2
     assert "--seeds applies to evaluate" in capsys.readouterr().err
+
+
+def test_benchmark_with_seeds_writes_per_seed_and_aggregate_rows_and_a_pm_table(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from slsec.cli import main
+    argv = ["benchmark", "--rounds", "1", "--max-train", "60", "--clients", "2",
+            "--dataset", "mnist", "--protocol", "vanilla", "--partition", "iid",
+            "--seeds", "3", "--out", str(tmp_path), "--run-id", "b"]
+    assert main(argv) == 0
+    rows = read_rows(tmp_path / "benchmark-b" / "results.csv")
+    assert [r["row_kind"] for r in rows] == ["seed", "seed", "seed", "aggregate"]
+    assert [r["seed"] for r in rows] == ["0", "1", "2", "0"]
+    mean, hw = t_interval([float(r["test_accuracy"]) for r in rows[:3]])
+    assert float(rows[3]["test_accuracy"]) == pytest.approx(mean)
+    assert float(rows[3]["test_accuracy_ci95"]) == pytest.approx(hw)
+    md = (tmp_path / "benchmark-b" / "report.md").read_text()
+    assert f"{mean:.4f} ± {hw:.4f}" in md and "3 seeds (0..2)" in md
+    assert main(argv) == 0                                     # resumed: nothing added
+    assert len(read_rows(tmp_path / "benchmark-b" / "results.csv")) == 4
+
+
+def test_benchmark_verdict_uses_the_seed_intervals() -> None:
+    from slsec.benchmark import verdicts
+
+    def row(p, acc, hw):
+        return {"dataset": "mnist", "protocol": p, "partition": "dirichlet", "alpha": "0.5",
+                "test_accuracy": str(acc), "test_accuracy_ci95": str(hw), "n_seeds": "3",
+                "last5_std_accuracy": "0", "n_test": "1000", "rounds": "8",
+                "row_kind": "aggregate"}
+    [line] = verdicts([row("splitfed", 0.93, 0.02), row("vanilla", 0.90, 0.02)])
+    assert "no winner" in line and "intervals overlap" in line
+    [line] = verdicts([row("splitfed", 0.95, 0.005), row("vanilla", 0.90, 0.005)])
+    assert "SplitFed is better here" in line and "mean of 3 seeds" in line
