@@ -22,6 +22,7 @@ from rich.table import Table
 from slsec.config import RunConfig
 from slsec.errors import UserError
 from slsec.results import atomic_write, check_writable
+from slsec.stats import CI_SUFFIX, fmt_ci, mean_row, seed_list, seeds_text
 
 SSIM_HIGH, SSIM_MEDIUM = 0.5, 0.3       # 0.5 = metrics.IDENTIFIABLE_SSIM
 AUC_HIGH, AUC_MEDIUM = 0.9, 0.7         # on max(AUC, 1 - AUC)
@@ -31,7 +32,9 @@ RISK_RULE = (f"Risk grade, per leakage channel, the overall grade being the wors
              f"MEDIUM if SSIM >= {SSIM_MEDIUM}, LOW otherwise. Labels: HIGH if the labels are "
              f"sent to the server (100% leak) or the label-inference AUC >= {AUC_HIGH}, MEDIUM if "
              f"AUC >= {AUC_MEDIUM}, LOW otherwise (an AUC below 0.5 counts as 1 - AUC: it leaks as "
-             f"much once flipped).")
+             f"much once flipped). With --seeds N > 1 every cut is measured with each seed and "
+             f"the grades, the selection and the recommendation use the per-cut means over "
+             f"seeds; tables show mean ± the 95% Student-t half-width.")
 
 
 def input_grade(ssim: float) -> str:
@@ -110,6 +113,7 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
     check_writable(folder)
 
     rows: list[dict[str, Any]] = []
+    per_seed: list[dict[str, Any]] = []         # --seeds > 1: one raw row per seed and cut
     rankings = {}
     bar = Progress(TextColumn("[bold]review"), BarColumn(), TextColumn("{task.description}"),
                    TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
@@ -118,7 +122,7 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
         for p, inv, lab in plans:
             def step(cut: str, i: int, n: int, p: str = p) -> None:
                 bar.update(task, description=f"{p}: cut {cut} ({i + 1}/{n})" if cut else p)
-            measured = measure(inv, step)
+            measured = measure_seeds(inv, step, per_seed)
             ranking = choose(measured, min_accuracy=acc_budget, max_client_flops=flops_budget,
                              relative=relative)
             rankings[p] = ranking
@@ -140,9 +144,16 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
                        "eligible": r["eligible"], "why": r["why"], "selected": r["chosen"]}
                 if not row["labels_sent_to_server"] and p in _label_roles():
                     bar.update(task, description=f"{p}: label inference, cut {r['cut']}")
-                    lm = evaluate_cached(lab.replace(cut=r["cut"]))
-                    row["label_auc"] = lm.get("label_auc", math.nan)
-                    row["label_accuracy"] = lm.get("label_accuracy", math.nan)
+                    lm = label_metrics(lab.replace(cut=r["cut"]), per_seed, p)
+                    for k in ("label_auc", "label_accuracy"):
+                        row[k] = lm.get(k, math.nan)
+                        if k + CI_SUFFIX in lm:
+                            row[k + CI_SUFFIX] = lm[k + CI_SUFFIX]
+                for k in SEED_KEYS:
+                    if k + CI_SUFFIX in r:
+                        row[k + CI_SUFFIX] = r[k + CI_SUFFIX]
+                if inv.seeds > 1:
+                    row["n_seeds"] = inv.seeds
                 row["input_risk"] = input_grade(row["attack_ssim_mean"])
                 row["label_risk"] = label_grade(row["labels_sent_to_server"], row["label_auc"])
                 row["risk"] = overall_grade(row["input_risk"], row["label_risk"])
@@ -150,12 +161,53 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
     best, reason = recommend(rows, rankings)
     for r in rows:
         r["recommended"] = best is not None and r is best
-    write_outputs(folder, cfg, rows, rankings, best, reason, acc_budget, relative, flops_budget)
+    write_outputs(folder, cfg, rows, rankings, best, reason, acc_budget, relative, flops_budget,
+                  per_seed)
     out = console if console.is_terminal else Console(width=160, highlight=False)  # logs: wide
     out.print(review_table(cfg, rows))
     out.print(("Recommended: " if best else "No recommendation: ") + reason, markup=False)
+    out.print(seeds_text(cfg.seeds, cfg.seed) + (" (grades and recommendation on the means)"
+                                                 if cfg.seeds > 1 else ""), markup=False)
     out.print(f"report: {folder}/report.html", markup=False)
     return folder
+
+
+SEED_KEYS = ("accuracy", "attack_ssim_mean", "attack_psnr_mean", "baseline_ssim_mean")
+
+
+def measure_seeds(cfg: RunConfig, progress: Any, per_seed: list[dict[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    """split_selection.measure per seed (seed..seed+N-1); one row per cut holding each numeric
+    value's mean and `<key>_ci95` (slsec.stats). The raw per-seed rows go to `per_seed`."""
+    from slsec.defenses.split_selection import measure
+    if cfg.seeds == 1:
+        return measure(cfg, progress)
+    runs = [measure(cfg.replace(seed=s, seeds=1), progress) for s in seed_list(cfg.seed, cfg.seeds)]
+    fixed = {"smashed_bytes_per_sample", "client_params", "client_flops", "metrics"}
+    out = []
+    for i, first in enumerate(runs[0]):
+        mine = [run[i] for run in runs]
+        for s, r in zip(seed_list(cfg.seed, cfg.seeds), mine):
+            per_seed.append({"row_kind": "seed", "protocol": cfg.protocol, "seed": s,
+                             **{k: v for k, v in r.items() if k != "metrics"}})
+        out.append({**first, **mean_row(mine, skip=fixed),
+                    "metrics": mean_row([r["metrics"] for r in mine])})
+    return out
+
+
+def label_metrics(cfg: RunConfig, per_seed: list[dict[str, Any]], protocol: str) -> dict[str, Any]:
+    """The label-inference metrics of one cut: one seed's, or the mean (+ `_ci95`) over seeds."""
+    from slsec.defenses.split_selection import evaluate_cached
+    if cfg.seeds == 1:
+        return evaluate_cached(cfg)
+    ms = []
+    for s in seed_list(cfg.seed, cfg.seeds):
+        m = evaluate_cached(cfg.replace(seed=s, seeds=1))
+        ms.append(m)
+        per_seed.append({"row_kind": "seed", "protocol": protocol, "seed": s,
+                         "cut": cfg.cut, "attack": "label-inference",
+                         **{k: m.get(k) for k in ("label_auc", "label_accuracy") if k in m}})
+    return mean_row(ms)
 
 
 def _label_roles() -> set[str]:
@@ -213,14 +265,24 @@ def _f(v: Any) -> float:
 def _cells(r: dict[str, Any], cols: list[tuple[str, str]] = COLUMNS) -> list[Any]:
     from slsec.report import fmt
     label = ("sent (100%)" if r["labels_sent_to_server"] else
-             f"AUC {fmt(r['label_auc'], 2)}" if not math.isnan(r["label_auc"]) else "–")
+             f"AUC {_pm(r, 'label_auc', 2)}" if not math.isnan(r["label_auc"]) else "–")
     note = ("RECOMMENDED" if r.get("recommended") else "selected" if r["selected"] else
             r["why"] if not r["eligible"] else "")
     vals = {**r, "label": label, "risk": risk_text(r), "note": note,
             "smashed_bytes_per_sample": f"{r['smashed_bytes_per_sample']:,.0f}",
             "client_params": f"{r['client_params']:,}",
             "client_flops": f"{r['client_flops']:.3g}"}
+    for k in SEED_KEYS:            # several seeds: mean ± 95% half-width
+        if k + CI_SUFFIX in r:
+            vals[k] = _pm(r, k, 1 if k == "attack_psnr_mean" else 3)
     return [vals[k] for k, _ in cols]
+
+
+def _pm(r: dict[str, Any], key: str, digits: int) -> str:
+    from slsec.report import fmt
+    if key + CI_SUFFIX not in r:
+        return fmt(r[key], digits)
+    return fmt_ci(_f(r[key]), _f(r[key + CI_SUFFIX]), digits)
 
 
 def review_table(cfg: RunConfig, rows: list[dict[str, Any]]) -> Table:
@@ -246,13 +308,17 @@ def review_table(cfg: RunConfig, rows: list[dict[str, Any]]) -> Table:
 
 def write_outputs(folder: Path, cfg: RunConfig, rows: list[dict[str, Any]],
                   rankings: dict[str, Any], best: dict[str, Any] | None, reason: str,
-                  acc_budget: float | None, relative: bool, flops_budget: float | None) -> None:
-    """results.csv (one row per protocol and cut), a leakage plot, report.md + report.html."""
+                  acc_budget: float | None, relative: bool, flops_budget: float | None,
+                  per_seed: list[dict[str, Any]] | None = None) -> None:
+    """results.csv (one row per protocol and cut; several seeds: those rows are the aggregate
+    rows, followed by one raw row per seed), a leakage plot, report.md + report.html."""
     import pandas as pd
 
     from slsec import report as rpt
     buf = io.StringIO()
-    pd.DataFrame(rows).to_csv(buf, index=False)
+    table = ([{"row_kind": "aggregate", "seed": cfg.seed, **r} for r in rows] + per_seed
+             if per_seed else rows)
+    pd.DataFrame(table).to_csv(buf, index=False)
     atomic_write(folder / "results.csv", buf.getvalue())
     png = folder / "leakage_by_cut.png"
     leakage_plot(rows, png)
@@ -271,7 +337,9 @@ def write_outputs(folder: Path, cfg: RunConfig, rows: list[dict[str, Any]],
     blocks: list[tuple] = [
         ("p", f"Model {cfg.model_name} on {cfg.dataset}; protocols "
               f"{', '.join(rankings)}; {cfg.clients} clients ({cfg.partition}), {cfg.rounds} "
-              f"round(s), seed {cfg.seed}"
+              f"round(s), {seeds_text(cfg.seeds, cfg.seed)}"
+              + (" (grades, selection and recommendation on the per-cut means)"
+                 if cfg.seeds > 1 else "")
               + (f", at most {cfg.max_train} private training samples" if cfg.max_train else "")
               + f"; defenses: {'+'.join(cfg.defense) or 'none'}. Inversion: the honest-but-curious "
               f"server with the strongest method its role allows ({method}) on {cfg.probe_size} "
@@ -316,8 +384,12 @@ def leakage_plot(rows: list[dict[str, Any]], path: Path) -> None:
     for r in rows:
         by_p.setdefault(r["protocol"], []).append(r)
     for p, rs in by_p.items():
-        ax.plot([r["cut"] for r in rs], [r["attack_ssim_mean"] for r in rs], marker="o",
-                label=f"{p}")
+        line, = ax.plot([r["cut"] for r in rs], [r["attack_ssim_mean"] for r in rs], marker="o",
+                        label=f"{p}")
+        if any("attack_ssim_mean" + CI_SUFFIX in r for r in rs):   # 95% CI over seeds
+            ax.errorbar([r["cut"] for r in rs], [r["attack_ssim_mean"] for r in rs],
+                        yerr=[_f(r.get("attack_ssim_mean" + CI_SUFFIX)) for r in rs], fmt="none",
+                        ecolor=line.get_color(), capsize=3, elinewidth=1)
         for r in rs:
             if r.get("recommended"):
                 ax.scatter([r["cut"]], [r["attack_ssim_mean"]], s=180, facecolors="none",

@@ -203,3 +203,39 @@ def test_benchmark_verdict_uses_the_seed_intervals() -> None:
     assert "no winner" in line and "intervals overlap" in line
     [line] = verdicts([row("splitfed", 0.95, 0.005), row("vanilla", 0.90, 0.005)])
     assert "SplitFed is better here" in line and "mean of 3 seeds" in line
+
+
+def test_review_with_seeds_grades_on_per_cut_means_and_keeps_per_seed_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Made-up per-seed measurements (a real two-seed review runs in about a minute): the SSIM
+    of conv1 is 0.56 / 0.46 over seeds 0 / 1, so one seed alone would say HIGH, the mean MEDIUM."""
+    import csv
+
+    import slsec.defenses.split_selection as sel
+    from slsec.cli import main
+
+    def fake_measure(cfg, progress=None):
+        assert cfg.seeds == 1
+        out = []
+        for cut, ssim in (("conv1", 0.56 - 0.1 * cfg.seed), ("pool2", 0.2 + 0.02 * cfg.seed)):
+            out.append({"cut": cut, "cuts": cut, "accuracy": 0.9 - 0.02 * cfg.seed,
+                        "attack_ssim_mean": ssim, "attack_psnr_mean": 15.0,
+                        "baseline_ssim_mean": 0.18, "smashed_bytes_per_sample": 1000,
+                        "client_params": 320, "client_flops": 4.5e5, "attack_method": "whitebox",
+                        "metrics": {"labels_sent_to_server": True, "cuts": [cut]}})
+        return out
+    monkeypatch.setattr(sel, "measure", fake_measure)
+    assert main(["review", "--protocol", "vanilla", "--seeds", "2", "--out", str(tmp_path),
+                 "--run-id", "r"]) == 0
+    out = capsys.readouterr().out
+    assert "0.510 ± 0.635" in out and "2 seeds (0..1)" in out and "on the means" in out
+    with (tmp_path / "r" / "results.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["row_kind"], r["cut"], r["seed"]) for r in rows] == [
+        ("aggregate", "conv1", "0"), ("aggregate", "pool2", "0"), ("seed", "conv1", "0"),
+        ("seed", "conv1", "1"), ("seed", "pool2", "0"), ("seed", "pool2", "1")]
+    conv1 = rows[0]
+    assert float(conv1["attack_ssim_mean"]) == pytest.approx(0.51)
+    assert float(conv1["attack_ssim_mean_ci95"]) == pytest.approx(t_interval([0.56, 0.46])[1])
+    assert conv1["input_risk"] == "HIGH"                     # mean 0.51 >= 0.5
+    assert rows[1]["input_risk"] == "LOW" and rows[1]["recommended"] == "True"
