@@ -239,3 +239,10 @@ def test_review_with_seeds_grades_on_per_cut_means_and_keeps_per_seed_rows(
     assert float(conv1["attack_ssim_mean_ci95"]) == pytest.approx(t_interval([0.56, 0.46])[1])
     assert conv1["input_risk"] == "HIGH"                     # mean 0.51 >= 0.5
     assert rows[1]["input_risk"] == "LOW" and rows[1]["recommended"] == "True"
+
+
+def test_the_dp_frontier_config_runs_three_seeds_of_every_cut_and_sigma() -> None:
+    cfgs = sweep.grid_cells(sweep.parse_grid(str(Path(__file__).resolve().parents[1] / "configs" / "dp_frontier.toml"), {}))
+    assert len(cfgs) == 40 and {c.seeds for c in cfgs} == {3}
+    assert len(sweep.seed_cells(cfgs)) == 120
+    assert {(c.seed, c.seeds) for c in sweep.seed_cells(cfgs)} == {(0, 1), (1, 1), (2, 1)}
