@@ -219,7 +219,7 @@ def frontier_plot(rows: Sequence[dict[str, Any]], metric: str, label: str, path:
                     label="95% CI over seeds")
     if any(private):
         idx = [i for i in range(len(rows)) if private[i]]
-        ax.scatter([val[i] for i in idx], [acc[i] for i in idx], marker="s", s=120,
+        ax.scatter([val[i] for i in idx], [acc[i] for i in idx], marker="s", s=300,
                    facecolors="none", edgecolors="green", linewidths=1.6, zorder=4,
                    label=f"private (upper 95% bound of {pkey} within threshold)")
     if pkey == metric:   # the private threshold on its own axis
