@@ -81,7 +81,11 @@ DATASETS: Registry[Loader] = Registry("dataset")
 
 def load_dataset(name: str, *, data_root: str | Path | None = None,
                  download: bool = False) -> Dataset:
-    """Load a registered dataset, or any TU graph set as `tu:<NAME>` (e.g. tu:ENZYMES)."""
+    """Load a registered dataset, any TU graph set as `tu:<NAME>` (e.g. tu:ENZYMES), or the
+    user's own as `images:DIR` / `npz:FILE` (see slsec.userdata)."""
+    from slsec.userdata import is_user_dataset, load_user_dataset
+    if is_user_dataset(name):
+        return load_user_dataset(name)
     root = Path(data_root).expanduser() if data_root is not None else None
     if name.startswith("tu:") and len(name) > 3:
         tu = name[3:]

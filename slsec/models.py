@@ -212,5 +212,9 @@ def profile_cuts(model: SplitModel, feats: Feats) -> list[dict]:
 
 
 def build_model(name: str, **kwargs: object) -> SplitModel:
-    """Build a registered model by name (kwargs: num_classes, input_shape, num_features)."""
+    """Build a registered model by name (kwargs: num_classes, input_shape, num_features), or the
+    user's own from a `file.py:factory` / `module:factory` spec (see slsec.usermodel)."""
+    from slsec.usermodel import build_user_model, is_user_model
+    if is_user_model(name):
+        return build_user_model(name, **kwargs)  # type: ignore[arg-type]
     return MODELS.get(name)(**kwargs)

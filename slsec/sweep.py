@@ -447,3 +447,14 @@ def _value(v: Any) -> Any:
     if isinstance(v, (int, float)):
         return float(v)
     return v
+
+
+class _CallableModule(type(os)):  # type: ignore[misc]
+    """`slsec.sweep` is this module once imported; calling it runs the Python API's sweep."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from slsec.api import sweep as api_sweep
+        return api_sweep(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule
