@@ -41,7 +41,7 @@ _CHECKED: set[tuple] = set()
 
 def is_user_model(name: str) -> bool:
     """True for a `file.py:factory`, `module:factory` or in-memory (`object:`) model spec."""
-    return ":" in name
+    return ":" in name or name.endswith(".py")
 
 
 def register_object(obj: Any) -> str:
@@ -174,7 +174,7 @@ def as_blocks(obj: Any, spec: str) -> list[tuple[str, nn.Module]]:
             raise UserError(f"--model {spec}: block name {name!r} is not an identifier "
                             f"(letters, digits, '_'; cut names must be typeable)")
         if not isinstance(module, nn.Module):
-            raise UserError(f"--model {spec}: block '{name}' is a {type(module).__name__}, "
+            raise UserError(f"--model {spec}: block '{name}' is of type {type(module).__name__}, "
                             f"not an nn.Module")
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
