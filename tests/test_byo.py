@@ -292,3 +292,14 @@ def test_custom_model_runs_every_protocol(files, protocol, attack):
     if attack:
         key = "label_auc" if attack == "label-inference" else "attack_ssim_mean"
         assert np.isfinite(r.metrics[key])
+
+
+def test_graph_data_takes_a_factory_returning_a_split_model():
+    from slsec.models import gin
+
+    def my_gin(num_classes: int, num_features: int) -> SplitModel:
+        return gin(num_classes=num_classes, num_features=num_features, hidden=16)
+    r = slsec.train(model=my_gin, dataset="mutag", rounds=1, aux_size=20)
+    assert r.metrics["cuts"] == ["gin1"] and 0 <= r.metrics["accuracy"] <= 1
+    with pytest.raises(UserError, match="graph datasets need a factory returning"):
+        slsec.train(model=mlp, dataset="mutag", rounds=1, aux_size=20)
