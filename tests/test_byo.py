@@ -279,7 +279,6 @@ def test_api_evaluate_image_folder_spec(files):
     assert r.twin is None and r.inputs.shape == (4, 3, 12, 12)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("protocol,attack", [
     ("vanilla", None), ("ushaped", "label-inference"), ("splitfed", "inversion"),
     ("splitfed-async", None), ("fedavg", "gradient-inversion")])
@@ -303,3 +302,13 @@ def test_graph_data_takes_a_factory_returning_a_split_model():
     assert r.metrics["cuts"] == ["gin1"] and 0 <= r.metrics["accuracy"] <= 1
     with pytest.raises(UserError, match="graph datasets need a factory returning"):
         slsec.train(model=mlp, dataset="mutag", rounds=1, aux_size=20)
+
+
+def test_api_sweep_with_in_memory_model_and_arrays(files, tmp_path):
+    z = np.load(files / "digits.npz")
+    rows = slsec.sweep(model=mlp, dataset=(z["x"], z["y"]), defense=["none", "dp"], sigma=0.5,
+                       out=str(tmp_path), run_id="s", **KW)
+    assert rows["defense"].fillna("").tolist() == ["", "dp"]
+    assert rows["model"].str.startswith("object:").all()
+    assert (tmp_path / "s" / "results.csv").exists()
+    assert rows["undefended_accuracy"].iloc[1] == rows["accuracy"].iloc[0]   # the same run
