@@ -123,7 +123,7 @@ def make_run_config(model: Any = None, dataset: Any = None, config: str | Path |
     return cfg
 
 
-def evaluate(model: Any = None, dataset: Any = None, *, twin: bool = True,
+def evaluate(*, model: Any = None, dataset: Any = None, twin: bool = True,
              config: str | Path | None = None, progress: Callable[[Any], None] | None = None,
              **options: Any) -> Result:
     """Train with the protocol, attack from the attacked role, score; like `slsec evaluate`.
@@ -150,7 +150,7 @@ def evaluate(model: Any = None, dataset: Any = None, *, twin: bool = True,
     return _result(row, cfg, base)  # type: ignore[arg-type]
 
 
-def train(model: Any = None, dataset: Any = None, *, config: str | Path | None = None,
+def train(*, model: Any = None, dataset: Any = None, config: str | Path | None = None,
           progress: Callable[[Any], None] | None = None, **options: Any) -> Result:
     """Train with the protocol (no attack), like `slsec train`; the Result has the accuracy
     curve and utility metrics. Same arguments as `evaluate` (any `attack` is ignored)."""
@@ -171,7 +171,7 @@ def _grid_value(name: str, value: Any) -> str:
     return ",".join(map(str, value))
 
 
-def sweep(model: Any = None, dataset: Any = None, *, config: str | Path | None = None,
+def sweep(*, model: Any = None, dataset: Any = None, config: str | Path | None = None,
           resume: bool = False, **options: Any) -> Any:
     """Run a grid like `slsec sweep` and return its rows as a pandas DataFrame.
 
