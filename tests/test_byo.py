@@ -312,3 +312,23 @@ def test_api_sweep_with_in_memory_model_and_arrays(files, tmp_path):
     assert rows["model"].str.startswith("object:").all()
     assert (tmp_path / "s" / "results.csv").exists()
     assert rows["undefended_accuracy"].iloc[1] == rows["accuracy"].iloc[0]   # the same run
+
+
+def test_module_factory_spec_from_the_current_folder(files, tmp_path, monkeypatch):
+    pkg = tmp_path / "mynets"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mlps.py").write_text(MLP_SRC)
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--model", "mynets.mlps:mlp", "--dataset", f"npz:{files}/digits.npz",
+            "--protocol", "ushaped", *TINY, "--out", str(tmp_path / "out"), "--run-id", "u"]
+    assert main(argv) == 0
+    stored = json.loads((tmp_path / "out" / "u" / "result.json").read_text())
+    assert stored["metrics"]["cuts"] == ["enc", "hidden"]          # U-shaped default cuts
+
+
+@pytest.mark.parametrize("method", ["whitebox", "decoder", "unsplit"])
+def test_every_inversion_method_runs_on_a_custom_model(files, method):
+    r = slsec.evaluate(model=f"{files}/mlp.py:mlp", dataset=f"npz:{files}/digits.npz",
+                       attack="inversion", method=method, attack_iters=5, **KW)
+    assert r.metrics["attack_method"] == method and r.images.shape == (4, 1, 28, 28)
