@@ -80,38 +80,13 @@ def _result(row: dict[str, Any], cfg: RunConfig, twin: Result | None = None) -> 
     return Result(cfg, row["metrics"], row["curve"], images, inputs, twin, row)
 
 
-def _spec_model(model: Any) -> str | None:
-    if model is None or isinstance(model, str):
-        return model
-    import torch
-    if isinstance(model, torch.nn.Module) or callable(model):
-        from slsec.usermodel import register_object
-        return register_object(model)
-    raise UserError(f"model= must be a name, a 'file.py:factory' spec, an nn.Module or a "
-                    f"factory, got {type(model).__name__}")
-
-
-def _spec_dataset(dataset: Any) -> str | None:
-    if dataset is None or isinstance(dataset, str):
-        return dataset
-    from slsec.userdata import register_arrays
-    if isinstance(dataset, dict):
-        unknown = set(dataset) - {"x", "y", "x_test", "y_test"}
-        if unknown or not {"x", "y"} <= set(dataset):
-            raise UserError("dataset= as a dict needs keys x, y (and optionally x_test, y_test)")
-        return register_arrays(**dataset)
-    if isinstance(dataset, (tuple, list)) and len(dataset) in (2, 4):
-        return register_arrays(*dataset)
-    raise UserError(f"dataset= must be a name/spec, (x, y), (x, y, x_test, y_test) or a dict "
-                    f"of those arrays, got {type(dataset).__name__}"
-                    + (f" of length {len(dataset)}" if isinstance(dataset, (tuple, list)) else ""))
-
-
 def make_run_config(model: Any = None, dataset: Any = None, config: str | Path | None = None,
                     **options: Any) -> RunConfig:
     """The validated RunConfig for API keywords (defaults < TOML `config` < keywords)."""
     values = {k: v for k, v in options.items() if v is not None}
-    spec_model, spec_data = _spec_model(model), _spec_dataset(dataset)
+    from slsec.userdata import as_dataset_spec
+    from slsec.usermodel import as_model_spec
+    spec_model, spec_data = as_model_spec(model), as_dataset_spec(dataset)
     if spec_model is not None:
         values["model"] = spec_model
     if spec_data is not None:
@@ -159,18 +134,6 @@ def train(*, model: Any = None, dataset: Any = None, config: str | Path | None =
     return _result(run(cfg, progress=progress), cfg)  # type: ignore[arg-type]
 
 
-def _grid_value(name: str, value: Any) -> str:
-    """A keyword as the sweep's flag text: a list is an axis (for list options, '|' between
-    alternatives, each a comma list or a list of names)."""
-    from slsec.sweep import LIST_FIELDS
-    if not isinstance(value, (list, tuple)):
-        return str(value)
-    if name in LIST_FIELDS:
-        return "|".join(",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
-                        for v in value)
-    return ",".join(map(str, value))
-
-
 def sweep(*, model: Any = None, dataset: Any = None, config: str | Path | None = None,
           resume: bool = False, **options: Any) -> Any:
     """Run a grid like `slsec sweep` and return its rows as a pandas DataFrame.
@@ -180,18 +143,8 @@ def sweep(*, model: Any = None, dataset: Any = None, config: str | Path | None =
     straggler) each alternative is a name, a comma list or a list of names
     (`defense=["none", "dp", ["dp", "nopeek"]]`). Rows are appended to
     <out>/<run_id>/results.csv (resume=True skips finished cells), as the CLI does."""
-    import pandas as pd
-
-    from slsec.sweep import FIELDS, run_sweep
-    unknown = sorted(set(options) - set(FIELDS))
-    if unknown:
-        make_config({unknown[0]: None})   # raises the config's "unknown key" message
-    flags = {k: _grid_value(k, v) for k, v in options.items() if v is not None}
-    for key, spec in (("model", _spec_model(model)), ("dataset", _spec_dataset(dataset))):
-        if spec is not None:
-            flags[key] = spec
-    folder = run_sweep(str(config) if config is not None else None, flags, resume=resume)
-    return pd.read_csv(folder / "results.csv")
+    from slsec.sweep import sweep_rows
+    return sweep_rows(model=model, dataset=dataset, config=config, resume=resume, **options)
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -86,6 +86,8 @@ class SplitModel(nn.Module):
 
 
 MODELS: Registry[Callable[..., SplitModel]] = Registry("model")
+# builds "<file.py|module>:<factory>" specs, the user's own models; registered by slsec.usermodel
+MODEL_SPECS: Registry[Callable[..., SplitModel]] = Registry("model spec")
 
 
 @MODELS.register("cnn")
@@ -214,7 +216,6 @@ def profile_cuts(model: SplitModel, feats: Feats) -> list[dict]:
 def build_model(name: str, **kwargs: object) -> SplitModel:
     """Build a registered model by name (kwargs: num_classes, input_shape, num_features), or the
     user's own from a `file.py:factory` / `module:factory` spec (see slsec.usermodel)."""
-    from slsec.usermodel import build_user_model, is_user_model
-    if is_user_model(name):
-        return build_user_model(name, **kwargs)  # type: ignore[arg-type]
+    if (":" in name or name.endswith(".py")) and "factory" in MODEL_SPECS:
+        return MODEL_SPECS.get("factory")(name, **kwargs)
     return MODELS.get(name)(**kwargs)

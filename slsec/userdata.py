@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from slsec.data import Dataset, Split, stratified_split
+from slsec.data import DATASET_SCHEMES, Dataset, Split, stratified_split
 from slsec.errors import DataError, UserError
 
 SCHEMES = ("images", "npz", "arrays")
@@ -39,12 +39,6 @@ TEST_FRAC = 0.2
 _ARRAYS: dict[str, Dataset] = {}   # in-memory sets registered by the Python API
 _CACHE: dict[tuple, Dataset] = {}  # the last file-backed set read, by its fingerprint
 _LOCK = threading.Lock()
-
-
-def is_user_dataset(name: str) -> bool:
-    """True for an images:, npz: or arrays: dataset spec."""
-    scheme, sep, rest = name.partition(":")
-    return bool(sep) and scheme in SCHEMES
 
 
 def load_user_dataset(name: str) -> Dataset:
@@ -81,6 +75,22 @@ def register_arrays(x: Any, y: Any, x_test: Any = None, y_test: Any = None) -> s
         if name not in _ARRAYS:
             _ARRAYS[name] = from_arrays(name, arrs, "dataset arrays")
     return name
+
+
+def as_dataset_spec(dataset: Any) -> str | None:
+    """The --dataset text for the Python API's `dataset=`: a name or spec as given, or arrays
+    `(x, y)`, `(x, y, x_test, y_test)` or a dict of them, kept for this process."""
+    if dataset is None or isinstance(dataset, str):
+        return dataset
+    if isinstance(dataset, dict):
+        if set(dataset) - {"x", "y", "x_test", "y_test"} or not {"x", "y"} <= set(dataset):
+            raise UserError("dataset= as a dict needs keys x, y (and optionally x_test, y_test)")
+        return register_arrays(**dataset)
+    if isinstance(dataset, (tuple, list)) and len(dataset) in (2, 4):
+        return register_arrays(*dataset)
+    raise UserError(f"dataset= must be a name/spec, (x, y), (x, y, x_test, y_test) or a dict "
+                    f"of those arrays, got {type(dataset).__name__}"
+                    + (f" of length {len(dataset)}" if isinstance(dataset, (tuple, list)) else ""))
 
 
 def _numpy(v: Any, key: str) -> np.ndarray:
@@ -298,3 +308,7 @@ def _pixels(path: str, gray: bool, size: tuple[int, int], where: str) -> np.ndar
     except OSError as e:   # truncated or corrupt after the header
         raise DataError(f"{where}: cannot decode image {path} ({type(e).__name__})") from None
     return a[None] if gray else a.transpose(2, 0, 1)
+
+
+for _scheme in SCHEMES:
+    DATASET_SCHEMES.register(_scheme, load_user_dataset)

@@ -30,18 +30,13 @@ import torch
 from torch import nn
 
 from slsec.errors import UserError
-from slsec.models import Block, SplitModel
+from slsec.models import MODEL_SPECS, Block, SplitModel
 
 OBJECT = "object:"              # prefix of in-memory models registered by the Python API
 _OBJECTS: dict[str, Any] = {}   # key -> nn.Module template or factory (this process only)
 _LOCK = threading.Lock()
 _FACTORIES: dict[tuple, Callable[..., Any]] = {}
 _CHECKED: set[tuple] = set()
-
-
-def is_user_model(name: str) -> bool:
-    """True for a `file.py:factory`, `module:factory` or in-memory (`object:`) model spec."""
-    return ":" in name or name.endswith(".py")
 
 
 def register_object(obj: Any) -> str:
@@ -236,3 +231,17 @@ def fingerprint(spec: str) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else ""
     except OSError:
         return ""
+
+
+def as_model_spec(model: Any) -> str | None:
+    """The --model text for the Python API's `model=`: a name or spec as given, or an
+    nn.Module / factory kept for this process."""
+    if model is None or isinstance(model, str):
+        return model
+    if isinstance(model, nn.Module) or callable(model):
+        return register_object(model)
+    raise UserError(f"model= must be a name, a 'file.py:factory' spec, an nn.Module or a "
+                    f"factory, got {type(model).__name__}")
+
+
+MODEL_SPECS.register("factory", build_user_model)
