@@ -1,3 +1,18 @@
-"""slsec: privacy attacks and defenses for split learning."""
+"""slsec: privacy attacks and defenses for split learning.
+
+Python API (imported on first use, so `import slsec` stays light):
+`slsec.evaluate(...)`, `slsec.train(...)`, `slsec.sweep(...)`, `slsec.Result`; see slsec.api.
+"""
 
 __version__ = "0.1.0"
+__all__ = ["Result", "evaluate", "sweep", "train"]
+
+
+def __getattr__(name: str):
+    """Load the Python API lazily (`slsec.sweep` is the sweep module, callable as the API)."""
+    import importlib
+    if name == "sweep":
+        return importlib.import_module("slsec.sweep")
+    if name in ("Result", "evaluate", "train"):
+        return getattr(importlib.import_module("slsec.api"), name)
+    raise AttributeError(f"module 'slsec' has no attribute {name!r}")

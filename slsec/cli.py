@@ -25,8 +25,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 HELP = {
     "protocol": "vanilla | ushaped | splitfed | splitfed-async | fedavg",
     "variant": "SplitFed variant: v1 (tail copy per client) | v2 (one shared tail)",
-    "dataset": "mnist (embedded) | mutag (embedded) | mnist-full | fashion-mnist | cifar10 | proteins | tu:NAME",
-    "model": "cnn | resnet18 | gin (default: the dataset's)",
+    "dataset": "mnist (embedded) | mutag (embedded) | mnist-full | fashion-mnist | cifar10 | proteins | tu:NAME | images:DIR (ImageFolder) | npz:FILE (x, y[, x_test, y_test])",
+    "model": "cnn | resnet18 | gin | FILE.py:FACTORY | MODULE:FACTORY (a factory returning named blocks; default: the dataset's)",
     "cut": "block after which the model is cut (default: shallowest); see `slsec list`",
     "cut2": "second cut for U-shaped SL (default: the last cut point)",
     "clients": "number of clients K (MPI: mpiexec -n K+1)",

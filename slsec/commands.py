@@ -90,7 +90,7 @@ def list_registry() -> None:
     for name, d in DEFENSES:
         t.add_row(name, d.point, ", ".join(sorted(d.protocols)))
     console.print(t)
-    console.print("datasets: " + ", ".join(DATASETS.names()) + ", tu:<NAME>")
+    console.print("datasets: " + ", ".join(DATASETS.names()) + ", tu:<NAME>, images:<DIR>, npz:<FILE>")
     t = Table(title="models and cut points")
     t.add_column("model"), t.add_column("cut points (shallow → deep)")
     shapes = {"cnn": dict(input_shape=(1, 28, 28)), "resnet18": dict(input_shape=(3, 32, 32)),
@@ -135,7 +135,9 @@ def baseline_config(cfg: RunConfig) -> RunConfig:
 
 
 def baseline_path(cfg: RunConfig) -> Path:
-    return Path(cfg.out) / ".cache" / f"undefended-{config_key(baseline_config(cfg).to_dict())}.json"
+    from slsec.userdata import user_fingerprint  # a user's model file or data files changed
+    key = config_key({**baseline_config(cfg).to_dict(), **user_fingerprint(cfg.model, cfg.dataset)})
+    return Path(cfg.out) / ".cache" / f"undefended-{key}.json"
 
 
 def cached_baseline(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:

@@ -77,11 +77,18 @@ class Dataset:
 
 Loader = Callable[[Path | None, bool], Dataset]
 DATASETS: Registry[Loader] = Registry("dataset")
+# "<scheme>:<path>" sets of the user's own (images:, npz:): registered by slsec.userdata,
+# which slsec.setup imports (so data.py does not import it: no import circle)
+DATASET_SCHEMES: Registry[Callable[[str], Dataset]] = Registry("dataset scheme")
 
 
 def load_dataset(name: str, *, data_root: str | Path | None = None,
                  download: bool = False) -> Dataset:
-    """Load a registered dataset, or any TU graph set as `tu:<NAME>` (e.g. tu:ENZYMES)."""
+    """Load a registered dataset, any TU graph set as `tu:<NAME>` (e.g. tu:ENZYMES), or the
+    user's own as `images:DIR` / `npz:FILE` (see slsec.userdata)."""
+    scheme, sep, _ = name.partition(":")
+    if sep and scheme in DATASET_SCHEMES:
+        return DATASET_SCHEMES.get(scheme)(name)
     root = Path(data_root).expanduser() if data_root is not None else None
     if name.startswith("tu:") and len(name) > 3:
         tu = name[3:]

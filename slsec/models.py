@@ -86,6 +86,8 @@ class SplitModel(nn.Module):
 
 
 MODELS: Registry[Callable[..., SplitModel]] = Registry("model")
+# builds "<file.py|module>:<factory>" specs, the user's own models; registered by slsec.usermodel
+MODEL_SPECS: Registry[Callable[..., SplitModel]] = Registry("model spec")
 
 
 @MODELS.register("cnn")
@@ -212,5 +214,8 @@ def profile_cuts(model: SplitModel, feats: Feats) -> list[dict]:
 
 
 def build_model(name: str, **kwargs: object) -> SplitModel:
-    """Build a registered model by name (kwargs: num_classes, input_shape, num_features)."""
+    """Build a registered model by name (kwargs: num_classes, input_shape, num_features), or the
+    user's own from a `file.py:factory` / `module:factory` spec (see slsec.usermodel)."""
+    if (":" in name or name.endswith(".py")) and "factory" in MODEL_SPECS:
+        return MODEL_SPECS.get("factory")(name, **kwargs)
     return MODELS.get(name)(**kwargs)

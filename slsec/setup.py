@@ -19,6 +19,8 @@ import torch
 
 import slsec.defenses  # noqa: F401  (registers defenses)
 import slsec.protocols  # noqa: F401  (registers protocols)
+import slsec.userdata  # noqa: F401  (registers images:DIR and npz:FILE datasets)
+import slsec.usermodel  # noqa: F401  (registers FILE.py:FACTORY and MODULE:FACTORY models)
 from slsec.config import RunConfig
 from slsec.data import Dataset, Split, load_dataset, partition
 from slsec.defenses.base import DEFENSES, Defense, DefenseStack

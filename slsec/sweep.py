@@ -583,3 +583,44 @@ def _value(v: Any) -> Any:
     if isinstance(v, (int, float)):
         return float(v)
     return v
+
+
+# --------------------------------------------------------------------------- Python API
+
+def _grid_text(name: str, value: Any) -> str:
+    """A Python keyword as flag text: a list is an axis (for list options, '|' between
+    alternatives, each a comma list or a list of names)."""
+    if not isinstance(value, (list, tuple)):
+        return str(value)
+    if name in LIST_FIELDS:
+        return "|".join(",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+                        for v in value)
+    return ",".join(map(str, value))
+
+
+def sweep_rows(*, model: Any = None, dataset: Any = None, config: str | Path | None = None,
+               resume: bool = False, **options: Any) -> Any:
+    """`slsec.sweep(...)` (see slsec.api.sweep): run the grid, return results.csv as a DataFrame."""
+    import pandas as pd
+
+    from slsec.userdata import as_dataset_spec
+    from slsec.usermodel import as_model_spec
+    unknown = sorted(set(options) - set(FIELDS))
+    if unknown:
+        make_config({unknown[0]: None})   # raises the config's "unknown key" message
+    flags = {k: _grid_text(k, v) for k, v in options.items() if v is not None}
+    for key, spec in (("model", as_model_spec(model)), ("dataset", as_dataset_spec(dataset))):
+        if spec is not None:
+            flags[key] = spec
+    folder = run_sweep(str(config) if config is not None else None, flags, resume=resume)
+    return pd.read_csv(folder / "results.csv")
+
+
+class _CallableModule(type(os)):  # type: ignore[misc]
+    """`slsec.sweep` is this module once imported; calling it runs `sweep_rows`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return sweep_rows(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,155 @@
+"""The Python API: `slsec.evaluate`, `slsec.train`, `slsec.sweep` and their `Result`.
+
+    import slsec
+    r = slsec.evaluate(protocol="vanilla", attack="inversion", defense="dp", sigma=0.5)
+    r.metrics["attack_ssim_mean"], r.twin.metrics["attack_ssim_mean"]   # defended, undefended
+    r.to_frame()            # pandas, one row per run (this one and its undefended twin)
+    r.save("reports/my-run")  # result.json, report.md, report.html, reconstructions.png
+
+Keyword options are the RunConfig field names (`slsec evaluate --help` lists them as flags:
+`--attack-iters` is `attack_iters=`); values may be Python types or the CLI's strings, and are
+validated exactly as the CLI's (a bad one raises slsec.errors.UserError with the same one-line
+message). `model=` also takes an nn.Module (a template: each build is a copy with its layers
+re-initialised under the run's seed) or a factory; `dataset=` also takes arrays or tensors
+`(x, y)` or `(x, y, x_test, y_test)` (rules as for `npz:FILE`, see slsec.userdata). Such
+in-memory objects live in this process and run on the local backend. Runs happen in this
+process, one after another; nothing is written unless you call `save` (`sweep` writes its
+results folder, as the CLI does).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from slsec.config import RunConfig, make_config, merged_config
+from slsec.errors import UserError
+
+
+@dataclass(frozen=True)
+class Result:
+    """One evaluation: its config, metrics, per-round curve, reconstructions (if the attack
+    made any) with the private inputs they target, and the undefended twin (same config and
+    seed without defenses; None when there were no defenses or `twin=False`)."""
+
+    config: RunConfig
+    metrics: dict[str, Any]
+    curve: list[dict[str, Any]]
+    images: Any = None          # torch.Tensor [N, C, H, W] reconstructions, or None
+    inputs: Any = None          # torch.Tensor [N, C, H, W] the private inputs behind them
+    twin: "Result | None" = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def to_frame(self) -> Any:
+        """A pandas DataFrame: one row per run ('run' = defended/undefended, or 'result'),
+        columns = config fields then metrics (lists joined by ',', dicts as 'key.sub')."""
+        import pandas as pd
+        rows = [_flat(self, "defended" if self.twin is not None else "result")]
+        if self.twin is not None:
+            rows.append(_flat(self.twin, "undefended"))
+        return pd.DataFrame(rows)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the CLI's report files into folder `path`: result.json (with the undefended
+        twin), report.md, report.html and reconstructions.png (when there are images)."""
+        from slsec.commands import write_run
+        from slsec.results import check_writable
+        folder = Path(path)
+        check_writable(folder)
+        write_run(folder, self.raw, self.twin.raw if self.twin is not None else None)
+        return folder
+
+
+def _flat(r: Result, run: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"run": run}
+    for k, v in [*r.config.to_dict().items(), *r.metrics.items()]:
+        if isinstance(v, dict):
+            row.update({f"{k}.{s}": x for s, x in v.items()})
+        else:
+            row[k] = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+    return row
+
+
+def _result(row: dict[str, Any], cfg: RunConfig, twin: Result | None = None) -> Result:
+    guess, truth = row.get("_guess"), row.get("_truth")
+    images = guess.get("images") if guess else None
+    if images is not None and not images.numel():
+        images = None
+    inputs = truth[: len(images)] if images is not None and truth is not None else None
+    return Result(cfg, row["metrics"], row["curve"], images, inputs, twin, row)
+
+
+def make_run_config(model: Any = None, dataset: Any = None, config: str | Path | None = None,
+                    **options: Any) -> RunConfig:
+    """The validated RunConfig for API keywords (defaults < TOML `config` < keywords)."""
+    values = {k: v for k, v in options.items() if v is not None}
+    from slsec.userdata import as_dataset_spec
+    from slsec.usermodel import as_model_spec
+    spec_model, spec_data = as_model_spec(model), as_dataset_spec(dataset)
+    if spec_model is not None:
+        values["model"] = spec_model
+    if spec_data is not None:
+        values["dataset"] = spec_data
+    cfg = merged_config(str(config), values) if config is not None else make_config(values)
+    if cfg.backend != "local":
+        raise UserError("the Python API runs the local backend; for MPI use the CLI: "
+                        "slsec evaluate --backend mpi ...")
+    return cfg
+
+
+def evaluate(*, model: Any = None, dataset: Any = None, twin: bool = True,
+             config: str | Path | None = None, progress: Callable[[Any], None] | None = None,
+             **options: Any) -> Result:
+    """Train with the protocol, attack from the attacked role, score; like `slsec evaluate`.
+
+    model, dataset: a built-in name or spec (as the CLI's --model/--dataset), or your own
+    nn.Module / factory and arrays `(x, y[, x_test, y_test])`. twin: also run the same config
+    without defenses (when there are any) as `result.twin`. config: a TOML experiment file.
+    progress: called with each round's record. options: RunConfig fields (attack="inversion",
+    defense="dp", sigma=0.5, rounds=2, ...)."""
+    from slsec.commands import baseline_config, choose_cut
+    from slsec.harness import check_attack, evaluate as run
+    from slsec.setup import check_defenses
+
+    cfg = make_run_config(model, dataset, config, **options)
+    check_attack(cfg)
+    check_defenses(cfg)
+    if "split-select" in cfg.defense:
+        cfg = choose_cut(cfg)
+    row = run(cfg, progress=progress)
+    base = None
+    if twin and cfg.defense:
+        base_cfg = baseline_config(cfg)
+        base = _result(run(base_cfg, progress=progress), base_cfg)  # type: ignore[arg-type]
+    return _result(row, cfg, base)  # type: ignore[arg-type]
+
+
+def train(*, model: Any = None, dataset: Any = None, config: str | Path | None = None,
+          progress: Callable[[Any], None] | None = None, **options: Any) -> Result:
+    """Train with the protocol (no attack), like `slsec train`; the Result has the accuracy
+    curve and utility metrics. Same arguments as `evaluate` (any `attack` is ignored)."""
+    from slsec.harness import evaluate as run
+    cfg = make_run_config(model, dataset, config, **options).replace(attack=None)
+    return _result(run(cfg, progress=progress), cfg)  # type: ignore[arg-type]
+
+
+def sweep(*, model: Any = None, dataset: Any = None, config: str | Path | None = None,
+          resume: bool = False, **options: Any) -> Any:
+    """Run a grid like `slsec sweep` and return its rows as a pandas DataFrame.
+
+    A list in a keyword is a grid axis: `slsec.sweep(attack="inversion", defense="dp",
+    sigma=[0, 0.1, 0.5], cut=["conv1", "fc1"])`; for list options (defense, knowledge,
+    straggler) each alternative is a name, a comma list or a list of names
+    (`defense=["none", "dp", ["dp", "nopeek"]]`). Rows are appended to
+    <out>/<run_id>/results.csv (resume=True skips finished cells), as the CLI does."""
+    from slsec.sweep import sweep_rows
+    return sweep_rows(model=model, dataset=dataset, config=config, resume=resume, **options)
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """The stored result.json of a saved run (config, metrics, curve, undefended twin)."""
+    return json.loads((Path(path) / "result.json").read_text())
+
+
+__all__ = ["Result", "evaluate", "load", "make_run_config", "sweep", "train"]
