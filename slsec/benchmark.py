@@ -182,7 +182,8 @@ def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,
     problem = None
     if main:
         try:
-            claim(folder, "benchmark", resume=resume, force=force, can_resume=True)
+            claim(folder, "benchmark", resume=resume, force=force, can_resume=True,
+                  run_id=first.run_id)
             check_writable(folder)
             moved = mark(folder, "benchmark", force=force)
             if moved:
@@ -190,7 +191,8 @@ def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,
             rejected = quarantine(folder / CSV_NAME)
             if rejected:
                 err.print(f"warning: {rejected} damaged row(s) of {folder / CSV_NAME} moved to "
-                          f"{folder / REJECTED}; their cells run again", markup=False)
+                          f"{folder / REJECTED}; their cells run again",
+                      markup=False, soft_wrap=True)
             done = {r.get("key") for r in read_rows(folder / CSV_NAME)}
         except UserError as e:
             problem = str(e)
@@ -361,10 +363,13 @@ def render_benchmark(folder: str | Path, rows: list[dict[str, Any]] | None = Non
     if rows is None:
         from slsec.results import scan_rows
         rows, bad = scan_rows(folder / CSV_NAME)
+        if bad and not rows:
+            raise UserError(f"{folder / CSV_NAME} has no intact rows: {len(bad)} damaged "
+                            f"({bad[0]['reason']}); rerun the benchmark with --resume")
         if bad:
             err.print(f"warning: skipping {len(bad)} damaged row(s) of {folder / CSV_NAME} "
                       f"({bad[0]['reason']}); rerun the benchmark with --resume to redo their "
-                      "cells", markup=False)
+                      "cells", markup=False, soft_wrap=True)
         need = ("architecture", "partition", "dataset", "model", "cuts", "rounds", "batch_size",
                 "lr", "clients", "seed", "backend", "test_accuracy", "rounds_to_convergence",
                 "wall_clock_s", "mb_on_wire", "protocol")

@@ -102,10 +102,10 @@ def list_registry() -> None:
 
 def train(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
     """Train only; print the curve and write result.json + report."""
+    check_writable(cfg.out)
+    folder = run_folder(cfg, force)          # before the heavy imports: refused in a second
     from slsec.harness import evaluate as run
     from slsec.preflight import check_run
-    check_writable(cfg.out)
-    folder = run_folder(cfg, force)
     setup = check_run(cfg, "train")
     bar, on_round = progress_bar(cfg, "train")
     with bar:
@@ -209,16 +209,16 @@ def _baseline_worker(values: dict[str, Any]) -> None:
 
 def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
     """The card's command: defended run beside the cached undefended run of the same seed."""
+    check_writable(cfg.out)
+    folder = run_folder(cfg, force)          # named before split-select replaces the cut
     from slsec.harness import check_attack, evaluate as run
     from slsec.preflight import check_run
     from slsec.setup import check_defenses
 
-    check_writable(cfg.out)
-    folder = run_folder(cfg, force)          # named before split-select replaces the cut
-    setup = check_run(cfg, "evaluate")
     # start the undefended run first, so its start-up overlaps ours (a bad config fails below
     # with one line; the daemon child dies with us)
     side = start_baseline(cfg) if "split-select" not in cfg.defense else None
+    setup = check_run(cfg, "evaluate")
     check_attack(cfg)
     check_defenses(cfg)
     if "split-select" in cfg.defense:
@@ -442,6 +442,8 @@ def rerender(path: str) -> None:
     """Re-render a folder's report by the kind recorded in it (never another kind's report)."""
     from slsec.folders import folder_kind, keeping
     folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file; slsec report takes a run, sweep or benchmark folder")
     kind = folder_kind(folder) if folder.is_dir() else None
     kept = f"the rows and results in {folder} are kept; free space and run slsec report again"
     if kind == "run":

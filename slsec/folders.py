@@ -58,7 +58,7 @@ def has_results(folder: str | Path) -> bool:
 
 
 def claim(folder: str | Path, kind: str, *, resume: bool = False, force: bool = False,
-          can_resume: bool = False) -> None:
+          can_resume: bool = False, run_id: str | None = None) -> None:
     """Refuse (one line) a folder that holds results of another kind, or results of this kind
     unless --resume (where the command can continue) or --force was given. Writes nothing."""
     f = Path(folder)
@@ -80,9 +80,9 @@ def claim(folder: str | Path, kind: str, *, resume: bool = False, force: bool = 
     if not force:
         how = "pass --resume to continue it, --force to replace it" if can_resume else \
             "pass --force to replace it"
-        raise UserError(f"--run-id {f.name} already exists in {f.parent} (a {existing or kind}): "
-                        f"{how} (earlier files are kept in a subfolder), or choose another "
-                        f"--run-id")
+        raise UserError(f"--run-id {run_id or f.name} already exists ({f}, a "
+                        f"{existing or kind}): {how} (earlier files are kept in a subfolder), "
+                        f"or choose another --run-id")
 
 
 def mark(folder: str | Path, kind: str, *, force: bool = False) -> str | None:

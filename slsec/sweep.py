@@ -296,6 +296,8 @@ def run_sweep(config_path: str | None, flags: dict[str, str | None], resume: boo
     check_writable(cells[0].out)
     folder = sweep_folder(cells[0], resume)
     claim(folder, "sweep", resume=resume, force=force, can_resume=True)
+    if resume:
+        check_same_base(folder, grid)
     validate_cells(cells)
     check_writable(folder)
     results = folder / "results.csv"
@@ -303,8 +305,6 @@ def run_sweep(config_path: str | None, flags: dict[str, str | None], resume: boo
         if results.exists() and not (resume or force):
             raise UserError(f"{results} already exists: pass --resume to continue that sweep, "
                             "or choose another --run-id")
-        if resume:
-            check_same_base(folder, grid)
         moved = mark(folder, "sweep", force=force)
         if moved:
             console.print(f"--force: the earlier files of {folder.name} are kept in {moved}")
@@ -312,7 +312,8 @@ def run_sweep(config_path: str | None, flags: dict[str, str | None], resume: boo
         rejected = quarantine(results)
         if rejected:
             err.print(f"warning: {rejected} damaged row(s) of {results} moved to "
-                      f"{folder / REJECTED}; their cells run again", markup=False)
+                      f"{folder / REJECTED}; their cells run again",
+                      markup=False, soft_wrap=True)
         done = {r.get("cell") for r in read_rows(results)}
         todo = [c for c in cells if config_key(c.to_dict()) not in done]
         write_json(folder / "sweep.json", {
@@ -425,12 +426,15 @@ def render_sweep(folder: Path) -> None:
     if not path.exists():
         raise UserError(f"{path} does not exist")
     good, bad = scan_rows(path)
+    if bad and not good:
+        raise UserError(f"{path} has no intact rows: {len(bad)} damaged (line {bad[0]['line']}: "
+                        f"{bad[0]['reason']}); rerun the sweep with --resume to redo their cells")
     if bad:
         from slsec.commands import err
         err.print(f"warning: skipping {len(bad)} damaged row(s) of {path} (line "
                   f"{', '.join(str(b['line']) for b in bad[:5])}{' ...' if len(bad) > 5 else ''}: "
                   f"{bad[0]['reason']}); rerun the sweep with --resume to redo their cells",
-                  markup=False)
+                  markup=False, soft_wrap=True)
     if not good:
         raise UserError(f"{path} has no intact rows yet")
     try:

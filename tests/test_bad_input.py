@@ -106,6 +106,32 @@ CASES = [
          "out-under-a-file"),
     case("report {d}/nonexistent", r"holds neither result.json nor results.csv", "report-nothing"),
     case("sweep --sigma 0,abc", r"grid cell sigma=abc: .*'sigma' must be float", "sweep-bad-axis"),
+    # infinity where it makes no sense: the message states the real rule
+    case("train --sigma inf", r"--sigma must be a finite number >= 0, got inf", "sigma-inf"),
+    case("train --target-epsilon inf", r"--target-epsilon must be a finite number > 0, got inf",
+         "target-eps-inf"),
+    case("train --noise-multiplier inf", r"--noise-multiplier must be a finite number >= 0",
+         "noise-mult-inf"),
+    case("train --alpha inf", r"--alpha must be a finite number > 0, got inf", "alpha-inf"),
+    case("train --label-epsilon inf", r"--label-epsilon must be a finite number > 0",
+         "label-eps-inf"),
+    case("train --nopeek-weight inf", r"--nopeek-weight must be a finite number >= 0",
+         "nopeek-inf"),
+    case("train --lr inf", r"--lr must be a finite number > 0, got inf", "lr-inf"),
+    case("train --straggler 1:inf", r"seconds a finite number >= 0, got '1:inf'", "straggler-inf"),
+    case("train --seed 18446744073709551616", r"--seed must be a whole number from 0 to 4294967295",
+         "seed-beyond-64-bits"),
+    case("train --run-id .cache", r"starting with a letter or digit.*'.cache'", "run-id-dot"),
+    # hostile names and files
+    case("train --dataset tu:../../x --download true", r"a TU dataset name is letters, digits",
+         "tu-name-escapes"),
+    case("train --config /dev/zero", r"config file /dev/zero is larger than 1 MiB", "config-zero"),
+    # options nothing uses, refused like --cut2 on vanilla
+    case("train --sigma 0.1", r"--sigma is the noise of --defense dp; it does not apply",
+         "sigma-without-dp"),
+    case("train --variant v2", r"--variant chooses the SplitFed variant", "variant-on-vanilla"),
+    case("train --defense split-select --cut pool2", r"split-select .* use slsec evaluate",
+         "train-split-select"),
 ]
 
 
