@@ -59,6 +59,7 @@ def main() -> int:
                 results.write_text(text[: len(text) - len(last) // 2])   # cut the last row
                 damaged_injected += 1
         before = len(read_rows(results))
+        stale = set(folder.glob(".*.tmp"))      # left by an earlier kill: not a kill point
         proc = subprocess.Popen(argv + (["--resume"] if folder.exists() else []), env=ENV,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         t0 = time.perf_counter()
@@ -68,10 +69,10 @@ def main() -> int:
             now = time.perf_counter()
             if mode == "random" and now >= deadline:
                 killed, where = True, f"random {now - t0:.1f} s"
-            elif mode == "mid-row" and list(folder.glob(".results.csv.*.tmp")):
+            elif mode == "mid-row" and set(folder.glob(".results.csv.*.tmp")) - stale:
                 killed, where = True, "mid-row write"
-            elif mode == "mid-report" and (list(folder.glob(".report.*.tmp"))
-                                           or list(folder.glob(".frontier_*.tmp"))):
+            elif mode == "mid-report" and (set(folder.glob(".report.*.tmp"))
+                                           | set(folder.glob(".frontier_*.tmp"))) - stale:
                 killed, where = True, "mid-report"
             elif now - t0 > 240:
                 killed, where = True, "timeout (no kill point reached)"

@@ -65,8 +65,13 @@ def claim(folder: str | Path, kind: str, *, resume: bool = False, force: bool = 
     if f.exists() and not f.is_dir():
         raise UserError(f"{f} exists and is not a folder; choose another --run-id")
     if not has_results(f):
-        if resume:
-            raise UserError(f"--resume: {f} holds no earlier results to continue")
+        if resume and not f.exists():
+            raise UserError(f"--resume: {f} does not exist; nothing to continue (drop --resume "
+                            "to start it)")
+        existing = folder_kind_recorded(f) if f.exists() else None
+        if existing is not None and existing != kind:   # killed before its first result
+            raise UserError(f"{f} belongs to slsec {COMMANDS.get(existing, existing)}; slsec "
+                            f"{COMMANDS[kind]} will not write into it: choose another --run-id")
         return
     existing = folder_kind(f)
     if existing is not None and existing != kind:

@@ -279,7 +279,7 @@ class FolderLock:
 
 def _clean_temp(folder: Path) -> None:
     """Remove temp files a killed atomic write left behind (never the results themselves)."""
-    for p in folder.glob(".results.csv.*.tmp"):
+    for p in folder.glob(".*.tmp"):     # atomic_write's temp files (rows, reports, plots)
         p.unlink(missing_ok=True)
 
 

@@ -285,7 +285,7 @@ def _fail_on(monkeypatch, predicate, code=errno.ENOSPC):
     real = os.replace
 
     def replace(src, dst, *a, **k):
-        if predicate(str(dst)):
+        if predicate(Path(dst).name):
             raise OSError(code, os.strerror(code))
         return real(src, dst, *a, **k)
     monkeypatch.setattr(os, "replace", replace)
