@@ -263,23 +263,28 @@ def cases() -> list[tuple]:
 
 
 def disk_full_cases(w: Path) -> list[tuple]:
-    """A sweep into a 300 KiB tmpfs: rows fit, the plots/report do not; and a train run into
-    a full disk. Root only (mount)."""
-    mnt = w / "tiny"
-    mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs",
-                                            str(mnt)], capture_output=True).returncode:
+    """A sweep folder copied onto a tmpfs with no byte to spare, then `slsec report` (ENOSPC on
+    the first report write); a train run and a sweep --resume into a full tmpfs. Root only."""
+    if os.geteuid() != 0:
         return []
-    full = w / "full"
-    full.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12k", "tmpfs", str(full)], check=True)
-    # fill `full` to the last byte
-    subprocess.run(["dd", "if=/dev/zero", f"of={full}/fill", "bs=1k", "count=100"],
-                   capture_output=True)
+    pages = sum(-(-p.stat().st_size // 4096) for p in (w / "o" / "sw").iterdir() if p.is_file())
+    made = []
+    for name, size in (("tiny", f"{pages * 4}k"), ("full", "12k"), ("full2", "64k")):
+        (w / name).mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                           str(w / name)], capture_output=True).returncode:
+            return []
+        made.append(name)
+    shutil.copytree(w / "o" / "sw", w / "tiny" / "sw")
+    shutil.copytree(w / "o" / "sw-cut", w / "full2" / "sw")
+    for name in ("full", "full2"):     # fill to the last byte
+        subprocess.run(["dd", "if=/dev/zero", f"of={w / name}/fill", "bs=1k", "count=100"],
+                       capture_output=True)
     return [
-        ("disk full during sweep report", ["sweep", *TINY, "--lr", "0.001,0.002", "--out",
-                                           "tiny", "--run-id", "s"], "fail", ["tiny/"]),
+        ("disk full: slsec report", ["report", "tiny/sw"], "fail"),
         ("disk full: train", ["train", *TINY, "--out", "full", "--run-id", "r"], "fail"),
+        ("disk full: sweep --resume", ["sweep", *TINY, "--lr", "0.001,0.002", "--out", "full2",
+                                       "--run-id", "sw", "--resume"], "fail"),
     ]
 
 
@@ -327,7 +332,7 @@ def main() -> int:
             print(f"{i:3d} | {name} | exit {code} | {secs:.1f} s | {msg} | "
                   f"{'; '.join(problems) or 'ok'}", flush=True)
     finally:
-        for m in ("tiny", "full"):
+        for m in ("tiny", "full", "full2"):
             if (w / m).is_mount():
                 subprocess.run(["umount", str(w / m)])
     print(f"\n{len(rows)} bad inputs, {failures} misbehaved, {time.perf_counter() - t0:.0f} s "

@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     # PyG's GIN layers call torch.jit.script at import: a library's deprecation, not the user's
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
                             category=FutureWarning)
+    # DP-SGD's per-sample hooks (defenses/dpsgd.py silences this note around its backward, but
+    # catch_warnings is not thread-safe and the local backend runs ranks as threads)
+    warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
     _ARGV[:] = sys.argv[1:] if argv is None else list(argv)
     try:
         app(args=argv, standalone_mode=False, prog_name="slsec")

@@ -102,10 +102,11 @@ def list_registry() -> None:
 
 def train(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
     """Train only; print the curve and write result.json + report."""
+    from slsec.preflight import check_options, check_run
+    check_options(cfg, "train")              # before the heavy imports: refused in a second
     check_writable(cfg.out)
-    folder = run_folder(cfg, force)          # before the heavy imports: refused in a second
+    folder = run_folder(cfg, force)
     from slsec.harness import evaluate as run
-    from slsec.preflight import check_run
     setup = check_run(cfg, "train")
     bar, on_round = progress_bar(cfg, "train")
     with bar:
@@ -209,10 +210,11 @@ def _baseline_worker(values: dict[str, Any]) -> None:
 
 def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
     """The card's command: defended run beside the cached undefended run of the same seed."""
+    from slsec.preflight import check_options, check_run
+    check_options(cfg, "evaluate")           # before the heavy imports: refused in a second
     check_writable(cfg.out)
     folder = run_folder(cfg, force)          # named before split-select replaces the cut
     from slsec.harness import check_attack, evaluate as run
-    from slsec.preflight import check_run
     from slsec.setup import check_defenses
 
     # start the undefended run first, so its start-up overlaps ours (a bad config fails below
