@@ -337,10 +337,12 @@ def main() -> int:
                 subprocess.run(["umount", str(w / m)])
     print(f"\n{len(rows)} bad inputs, {failures} misbehaved, {time.perf_counter() - t0:.0f} s "
           f"in all (scratch {w})")
-    print("\n| # | case | command | exit | s | message |\n|---|---|---|---|---|---|")
+    print(f"\n$T = {' '.join(TINY)}\n\n| # | case | command | exit | s | message |\n"
+          "|---|---|---|---|---|---|")
     for i, name, cmd, code, secs, msg, _ in rows:
-        print(f"| {i} | {name} | `slsec {cmd[:90]}{'…' if len(cmd) > 90 else ''}` | {code} | "
-              f"{secs} | {msg.replace('|', '/')} |")
+        cmd = cmd.replace(" ".join(TINY), "$T")
+        cmd = cmd if len(cmd) < 160 else cmd[:157] + "…"
+        print(f"| {i} | {name} | `slsec {cmd}` | {code} | {secs} | {msg.replace('|', '/')} |")
     if not args.keep:
         shutil.rmtree(w, ignore_errors=True)
     return 1 if failures else 0

@@ -50,7 +50,9 @@ def main() -> int:
     log = []
     damaged_injected = 0
     t_start = time.perf_counter()
-    for i in range(args.kills):
+    i = -1
+    while sum(1 for entry in log if entry[1] != "finished") < args.kills and i < 3 * args.kills:
+        i += 1
         mode = modes[i % 3]
         if i and i % 5 == 0 and results.exists():
             text = results.read_text()
@@ -95,25 +97,33 @@ def main() -> int:
             folder.rename(w / f"k-done-{i + 1}")
     final = subprocess.run(argv + (["--resume"] if folder.exists() else []), env=ENV,
                            capture_output=True, text=True)
-    planned = json.loads((folder / "sweep.json").read_text())["cells"]
-    good, bad = scan_rows(results)
-    cells = [r["cell"] for r in good]
-    rejected, _ = scan_rows(folder / "rejected-rows.csv")
-    lost = len(set(planned) - set(cells))
-    dup = len(cells) - len(set(cells))
-    # a trusted damaged row would be one read as intact that is not a whole row of a planned
-    # cell: unknown cell, or its config/metrics missing
-    trusted_damaged = sum(1 for r in good if r["cell"] not in planned
-                          or not r.get("lr") or not r.get("accuracy") or not r.get("mb_on_wire"))
+    # every sweep folder of the run (finished ones were renamed k-done-N) must be complete
+    planned_n = rows_n = lost = dup = left_bad = trusted_damaged = rejected_n = temps = 0
+    for f in sorted(w.glob("k*")):
+        planned = json.loads((f / "sweep.json").read_text())["cells"]
+        good, bad = scan_rows(f / "results.csv")
+        cells = [r["cell"] for r in good]
+        planned_n += len(planned)
+        rows_n += len(good)
+        lost += len(set(planned) - set(cells))
+        dup += len(cells) - len(set(cells))
+        left_bad += len(bad)
+        # a trusted damaged row would be one read as intact that is not a whole row of a
+        # planned cell: unknown cell, or its config/metrics missing
+        trusted_damaged += sum(1 for r in good if r["cell"] not in planned or not r.get("lr")
+                               or not r.get("accuracy") or not r.get("mb_on_wire"))
+        rejected_n += len(scan_rows(f / "rejected-rows.csv")[0])
+        temps += len(list(f.glob(".*.tmp")))
     kills = sum(1 for _, where, *_ in log if where != "finished")
-    print(f"\nfinal resume: exit {final.returncode}; {len(planned)} planned cells, {len(good)} "
-          f"rows; lost {lost}, duplicated {dup}, damaged rows left in results.csv {len(bad)}, "
-          f"damaged rows trusted {trusted_damaged}; {damaged_injected} damaged row(s) injected, "
-          f"{len(rejected)} in rejected-rows.csv; {kills} kills "
-          f"({', '.join(f'{m}: {sum(1 for _, wh, *_ in log if wh.startswith(m))}' for m in modes)})"
-          f"; temp files left: {len(list(folder.glob('.*.tmp')))}; "
-          f"{time.perf_counter() - t_start:.0f} s")
-    ok = final.returncode == 0 and lost == 0 and dup == 0 and not bad and trusted_damaged == 0
+    print(f"\nfinal resume: exit {final.returncode}; {len(list(w.glob('k*')))} sweep folder(s), "
+          f"{planned_n} planned cells, {rows_n} rows; lost {lost}, duplicated {dup}, damaged "
+          f"rows left in results.csv {left_bad}, damaged rows trusted {trusted_damaged}; "
+          f"{damaged_injected} damaged row(s) injected, {rejected_n} in rejected-rows.csv; "
+          f"{kills} kills in {len(log)} attempts ("
+          + ", ".join(f"{m}: {sum(1 for _, wh, *_ in log if wh.startswith(m))}" for m in modes)
+          + f"); temp files left: {temps}; {time.perf_counter() - t_start:.0f} s")
+    ok = (final.returncode == 0 and lost == 0 and dup == 0 and left_bad == 0
+          and trusted_damaged == 0 and rejected_n == damaged_injected)
     return 0 if ok else 1
 
 

@@ -334,8 +334,7 @@ def write_run(folder: Path, result: dict[str, Any], base: dict[str, Any] | None,
     stored = {k: v for k, v in result.items() if not k.startswith("_")}
     if base:
         stored["undefended"] = {k: v for k, v in base.items() if not k.startswith("_")}
-    with keeping(f"nothing of this run was kept in {folder} (its numbers are printed below "
-                 "when it got that far); free space and run it again"):
+    with keeping(f"nothing of this run was kept in {folder}; free space and run it again"):
         moved = mark(folder, "run", force=force)
         write_json(folder / "result.json", stored)
     if moved:
