@@ -188,7 +188,9 @@ def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,
             moved = mark(folder, "benchmark", force=force)
             if moved:
                 console.print(f"--force: the earlier files of {folder.name} are kept in {moved}")
-            rejected = quarantine(folder / CSV_NAME)
+            with keeping(f"{folder / CSV_NAME} is unchanged (its damaged rows are still in it "
+                         "and still skipped); free space and rerun with --resume"):
+                rejected = quarantine(folder / CSV_NAME)
             if rejected:
                 err.print(f"warning: {rejected} damaged row(s) of {folder / CSV_NAME} moved to "
                           f"{folder / REJECTED}; their cells run again",

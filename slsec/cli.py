@@ -215,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     # DP-SGD's per-sample hooks (defenses/dpsgd.py silences this note around its backward, but
     # catch_warnings is not thread-safe and the local backend runs ranks as threads)
     warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+    # Opacus' RDP note at the edge of its order grid (slsec/accounting.py silences it too, with
+    # the same thread-safety caveat); the bound it gives is still a valid upper bound
+    warnings.filterwarnings("ignore", message="Optimal order is the", category=UserWarning)
     _ARGV[:] = sys.argv[1:] if argv is None else list(argv)
     try:
         app(args=argv, standalone_mode=False, prog_name="slsec")

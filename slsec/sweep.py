@@ -309,7 +309,9 @@ def run_sweep(config_path: str | None, flags: dict[str, str | None], resume: boo
         if moved:
             console.print(f"--force: the earlier files of {folder.name} are kept in {moved}")
         _clean_temp(folder)
-        rejected = quarantine(results)
+        with keeping(f"{results} is unchanged (its damaged rows are still in it and still "
+                     "skipped); free space and rerun with --resume"):
+            rejected = quarantine(results)
         if rejected:
             err.print(f"warning: {rejected} damaged row(s) of {results} moved to "
                       f"{folder / REJECTED}; their cells run again",
