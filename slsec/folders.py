@@ -60,14 +60,12 @@ def has_results(folder: str | Path) -> bool:
 def claim(folder: str | Path, kind: str, *, resume: bool = False, force: bool = False,
           can_resume: bool = False, run_id: str | None = None) -> None:
     """Refuse (one line) a folder that holds results of another kind, or results of this kind
-    unless --resume (where the command can continue) or --force was given. Writes nothing."""
+    unless --resume (where the command can continue) or --force was given. Writes nothing.
+    --resume of a folder with no results yet simply starts it (as it always did)."""
     f = Path(folder)
     if f.exists() and not f.is_dir():
         raise UserError(f"{f} exists and is not a folder; choose another --run-id")
     if not has_results(f):
-        if resume and not f.exists():
-            raise UserError(f"--resume: {f} does not exist; nothing to continue (drop --resume "
-                            "to start it)")
         existing = folder_kind_recorded(f) if f.exists() else None
         if existing is not None and existing != kind:   # killed before its first result
             raise UserError(f"{f} belongs to slsec {COMMANDS.get(existing, existing)}; slsec "
