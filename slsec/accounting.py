@@ -18,6 +18,13 @@ import numpy as np
 from slsec.errors import UserError
 
 ACCOUNTANTS = ("rdp", "prv")
+# Noise multipliers above this are accounted as this value: epsilon only falls as the noise
+# grows, so the result is a valid upper bound, and both accountants sit at their floor long
+# before it (RDP 0.1029, PRV 0.00999 at delta 1e-5 for nm 1e6 and 1e154 alike), while nm
+# near 1e308 overflows inside them.
+MAX_ACCOUNTED_NOISE = 1e6
+MAX_SOLVER_STEPS = 200      # noise_for_epsilon: bisection steps (Opacus' own loop has no bound)
+MIN_SOLVED_NOISE = 1e-3     # a target met by less noise than this is met by this much noise
 
 
 def _check(*, sample_rate: float, steps: int, delta: float, accountant: str) -> None:
@@ -41,7 +48,8 @@ def epsilon(*, noise_multiplier: float, sample_rate: float, steps: int, delta: f
         return math.inf
     from opacus.accountants import create_accountant   # lazy: opacus takes ~2 s to import
     acc = create_accountant(mechanism=accountant)
-    acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
+    acc.history = [(min(float(noise_multiplier), MAX_ACCOUNTED_NOISE), float(sample_rate),
+                    int(steps))]
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         # PRV at sample rate 1 takes log(0) on a branch it then discards; RDP warns when the
         # best order is at the edge of its grid (the bound is still a valid upper bound).
@@ -59,11 +67,45 @@ def noise_for_epsilon(*, target_epsilon: float, delta: float, sample_rate: float
         return 0.0
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.filterwarnings("ignore", message="Optimal order is the")
+        return _solve_noise(target_epsilon=target_epsilon, delta=delta,
+                            sample_rate=sample_rate, steps=int(steps), accountant=accountant)
+
+
+def _solve_noise(*, target_epsilon: float, delta: float, sample_rate: float, steps: int,
+                 accountant: str, tolerance: float = 0.01) -> float:
+    """Opacus' get_noise_multiplier search (double from 10, then bisect to `tolerance` in
+    epsilon), with a bounded number of steps: Opacus loops for ever when the target lies above
+    the epsilon of any noise it can reach (e.g. 1e300). Stopping early returns a noise whose
+    epsilon is within the target (the upper end of the bracket), so the guarantee holds."""
+    from opacus.accountants import create_accountant
+    acc = create_accountant(mechanism=accountant)
+
+    def eps(nm: float) -> float:
+        acc.history = [(nm, sample_rate, steps)]
         try:
-            from opacus.accountants.utils import get_noise_multiplier
-            return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
-                                              sample_rate=sample_rate, steps=int(steps),
-                                              accountant=accountant))
-        except ValueError as e:   # Opacus: "The privacy budget is too low."
+            v = float(acc.get_epsilon(delta=delta))
+        except (ValueError, OverflowError, ZeroDivisionError, FloatingPointError, RuntimeError):
+            return math.inf
+        return v if v == v else math.inf
+
+    low, high, eps_high = 0.0, 10.0, math.inf
+    while eps_high > target_epsilon:
+        high *= 2
+        eps_high = eps(high)
+        if high > MAX_ACCOUNTED_NOISE:
             raise UserError(f"--target-epsilon {target_epsilon} is out of reach at delta={delta} "
-                            f"for {steps} steps at sample rate {sample_rate}: {e}") from None
+                            f"for {steps} steps at sample rate {sample_rate}: the privacy budget "
+                            f"is too low (noise multiplier {MAX_ACCOUNTED_NOISE:g} does not reach it)")
+    for _ in range(MAX_SOLVER_STEPS):
+        if (target_epsilon - eps_high <= tolerance or high < MIN_SOLVED_NOISE
+                or high - low <= 1e-4 * high):   # bracket narrower than 0.01% of the noise
+            break
+        mid = (low + high) / 2
+        if not low < mid < high:          # the bracket cannot shrink any further
+            break
+        e = eps(mid)
+        if e < target_epsilon:
+            high, eps_high = mid, e
+        else:
+            low = mid
+    return high

@@ -25,7 +25,7 @@ from rich.table import Table
 from slsec import report as rpt
 from slsec.config import RunConfig, load_toml, make_config
 from slsec.errors import UserError
-from slsec.results import append_row, check_writable, config_key, read_rows
+from slsec.results import REJECTED, append_row, check_writable, config_key, quarantine, read_rows
 
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -163,20 +163,38 @@ def cell_row(cfg: RunConfig, result: dict[str, Any], cpu_s: float, n_test: int) 
     }
 
 
-def run_benchmark(config_path: str | None, flags: dict[str, str | None]) -> Path:
+def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,
+                  resume: bool = False, force: bool = False) -> Path:
     """Run the grid, append one row per cell, write report.md/html; return the folder."""
+    from slsec.folders import claim, keeping, mark, unique_folder
     from slsec.harness import evaluate
+    from slsec.preflight import check_grid
     from slsec.setup import prepare
 
     cells = plan_grid(config_path, flags)
     first = cells[0]
     main = _is_main_rank(first)
-    folder = Path(first.out) / f"benchmark-{first.run_id or time.strftime('%Y%m%d-%H%M%S')}"
+    # every cell (cuts, data, sizes) before the first one trains
+    check_grid(cells, lambda c: f"{c.protocol}/{c.partition}/{c.dataset}")
+    folder = (Path(first.out) / f"benchmark-{first.run_id}" if first.run_id else
+              unique_folder(first.out, f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}"))
     done: set[str | None] = set()
     problem = None
     if main:
         try:
+            claim(folder, "benchmark", resume=resume, force=force, can_resume=True,
+                  run_id=first.run_id)
             check_writable(folder)
+            moved = mark(folder, "benchmark", force=force)
+            if moved:
+                console.print(f"--force: the earlier files of {folder.name} are kept in {moved}")
+            with keeping(f"{folder / CSV_NAME} is unchanged (its damaged rows are still in it "
+                         "and still skipped); free space and rerun with --resume"):
+                rejected = quarantine(folder / CSV_NAME)
+            if rejected:
+                err.print(f"warning: {rejected} damaged row(s) of {folder / CSV_NAME} moved to "
+                          f"{folder / REJECTED}; their cells run again",
+                      markup=False, soft_wrap=True)
             done = {r.get("key") for r in read_rows(folder / CSV_NAME)}
         except UserError as e:
             problem = str(e)
@@ -220,7 +238,9 @@ def run_benchmark(config_path: str | None, flags: dict[str, str | None]) -> Path
             if result is None or not main:
                 continue
             row = cell_row(cfg, result, time.process_time() - cpu0, len(setup.data.test))
-            append_row(folder / CSV_NAME, {**row, "row_kind": "seed"})
+            with keeping(f"the {len(read_rows(folder / CSV_NAME))} finished row(s) in "
+                         f"{folder / CSV_NAME} are kept; free space and rerun with --resume"):
+                append_row(folder / CSV_NAME, {**row, "row_kind": "seed"})
             bar.console.print(f"{row['architecture']:<14} {_partition_label(cfg.partition, cfg.alpha):<17} "
                               f"{cfg.dataset:<8} acc {row['test_accuracy']:.4f}  "
                               f"conv {row['rounds_to_convergence']}  "
@@ -234,7 +254,9 @@ def run_benchmark(config_path: str | None, flags: dict[str, str | None]) -> Path
     rows = sorted((r for r in read_rows(folder / CSV_NAME) if r.get("key") in order),
                   key=lambda r: order[r["key"]])
     print_tables(rows)
-    render_benchmark(folder, rows, total=total)
+    with keeping(f"all {len(rows)} row(s) in {folder / CSV_NAME} are kept; free space and run: "
+                 f"slsec report {folder}"):
+        render_benchmark(folder, rows, total=total)
     console.print(f"total wall-clock {total['wall_s']:.0f} s (CPU {total['cpu_s']:.0f} s) for "
                   f"{len(cells)} cells × {first.seeds} seed(s); "
                   + seeds_text(first.seeds, first.seed))
@@ -399,7 +421,21 @@ def render_benchmark(folder: str | Path, rows: list[dict[str, Any]] | None = Non
     """report.md + report.html of a benchmark folder from its results.csv rows."""
     folder = Path(folder)
     if rows is None:
-        rows = read_rows(folder / CSV_NAME)
+        from slsec.results import scan_rows
+        rows, bad = scan_rows(folder / CSV_NAME)
+        if bad and not rows:
+            raise UserError(f"{folder / CSV_NAME} has no intact rows: {len(bad)} damaged "
+                            f"({bad[0]['reason']}); rerun the benchmark with --resume")
+        if bad:
+            err.print(f"warning: skipping {len(bad)} damaged row(s) of {folder / CSV_NAME} "
+                      f"({bad[0]['reason']}); rerun the benchmark with --resume to redo their "
+                      "cells", markup=False, soft_wrap=True)
+        need = ("architecture", "partition", "dataset", "model", "cuts", "rounds", "batch_size",
+                "lr", "clients", "seed", "backend", "test_accuracy", "rounds_to_convergence",
+                "wall_clock_s", "mb_on_wire", "protocol")
+        if rows and any(k not in rows[0] for k in need):
+            raise UserError(f"{folder / CSV_NAME} is not a benchmark table (columns "
+                            f"{', '.join(k for k in need if k not in rows[0])} missing)")
         if any(r.get("row_kind") == "aggregate" for r in rows):
             rows = [r for r in rows if r.get("row_kind") == "aggregate"]
     if not rows:

@@ -70,6 +70,19 @@ def with_run_options(*extra: inspect.Parameter) -> Callable[[Callable[..., Any]]
     return deco
 
 
+def _force() -> inspect.Parameter:
+    return inspect.Parameter(
+        "force", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+        default=typer.Option(False, "--force", help="replace an existing --run-id folder of the "
+                                                    "same kind (its files are moved aside)"))
+
+
+def _resume(what: str) -> inspect.Parameter:
+    return inspect.Parameter(
+        "resume", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+        default=typer.Option(False, "--resume", help=f"skip {what} already in results.csv"))
+
+
 def _config(kw: dict[str, Any]) -> RunConfig:
     flags = {k: v for k, v in kw.items() if k in {f.name for f in fields(RunConfig)}}
     return merged_config(kw.get("config"), flags)
@@ -128,34 +141,32 @@ def list_cmd() -> None:
 
 
 @app.command()
-@with_run_options()
+@with_run_options(_force())
 def train(**kw: Any) -> None:
     """Train with a protocol (no attack) and print the accuracy curve."""
     from slsec import commands
     cfg = _config(kw)
     _launch_under_mpiexec(cfg)
-    commands.train(cfg)
+    commands.train(cfg, force=kw["force"])
 
 
 @app.command()
-@with_run_options()
+@with_run_options(_force())
 def evaluate(**kw: Any) -> None:
     """Train, attack from the attacked role, defend; compare with the undefended run."""
     from slsec import commands
     cfg = _config(kw)
     _launch_under_mpiexec(cfg)
-    commands.evaluate(cfg)
+    commands.evaluate(cfg, force=kw["force"])
 
 
 @app.command()
-@with_run_options(inspect.Parameter(
-    "resume", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-    default=typer.Option(False, "--resume", help="skip cells already in results.csv")))
+@with_run_options(_resume("cells"), _force())
 def sweep(**kw: Any) -> None:
     """Privacy/utility frontier: every comma list in a flag becomes a grid axis."""
     from slsec import commands
-    commands.sweep(kw.pop("config"), {k: v for k, v in kw.items() if k != "resume"},
-                   resume=kw["resume"])
+    commands.sweep(kw.pop("config"), {k: v for k, v in kw.items() if k not in ("resume", "force")},
+                   resume=kw["resume"], force=kw["force"])
 
 
 @app.command()
@@ -164,13 +175,15 @@ def sweep(**kw: Any) -> None:
     default=typer.Option(None, "--min-accuracy", help="utility budget for the recommendation")),
     inspect.Parameter(
     "max_client_flops", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-    default=typer.Option(None, "--max-client-flops", help="client compute budget per sample")))
+    default=typer.Option(None, "--max-client-flops", help="client compute budget per sample")),
+    _force())
 def review(**kw: Any) -> None:
     """Security review of every cut of a model: leakage, cost, risk grade, recommendation."""
     from slsec import commands
     commands.review(_config({k: v for k, v in kw.items()
-                             if k not in ("min_accuracy", "max_client_flops")}),
-                    min_accuracy=kw["min_accuracy"], max_client_flops=kw["max_client_flops"])
+                             if k not in ("min_accuracy", "max_client_flops", "force")}),
+                    min_accuracy=kw["min_accuracy"], max_client_flops=kw["max_client_flops"],
+                    force=kw["force"])
 
 
 @app.command()
@@ -181,11 +194,13 @@ def report(path: str = typer.Argument(..., help="a run or sweep folder")) -> Non
 
 
 @app.command()
-@with_run_options()
+@with_run_options(_resume("cells"), _force())
 def benchmark(**kw: Any) -> None:
     """SLPerf-style table: architectures x partitions x datasets (accuracy, rounds, time, MB)."""
     from slsec import commands
-    commands.benchmark(kw.pop("config"), {k: v for k, v in kw.items()})
+    resume, force = kw.pop("resume"), kw.pop("force")
+    commands.benchmark(kw.pop("config"), {k: v for k, v in kw.items()}, resume=resume,
+                       force=force)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     # PyG's GIN layers call torch.jit.script at import: a library's deprecation, not the user's
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
                             category=FutureWarning)
+    # DP-SGD's per-sample hooks (defenses/dpsgd.py silences this note around its backward, but
+    # catch_warnings is not thread-safe and the local backend runs ranks as threads)
+    warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+    # Opacus' RDP note at the edge of its order grid (slsec/accounting.py silences it too, with
+    # the same thread-safety caveat); the bound it gives is still a valid upper bound
+    warnings.filterwarnings("ignore", message="Optimal order is the", category=UserWarning)
     _ARGV[:] = sys.argv[1:] if argv is None else list(argv)
     try:
         app(args=argv, standalone_mode=False, prog_name="slsec")
@@ -215,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except PeerError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:   # disk full or permission lost outside the places that say what was kept
+        print(f"error: {e.strerror or e}: {e.filename or ''} (files already written are "
+              "unchanged: every write is a temp file renamed into place)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

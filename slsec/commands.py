@@ -100,16 +100,21 @@ def list_registry() -> None:
     console.print(t)
 
 
-def train(cfg: RunConfig) -> dict[str, Any] | None:
+def train(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
     """Train only; print the curve and write result.json + report."""
-    from slsec.harness import evaluate as run
+    from slsec.preflight import check_options, check_run
+    check_options(cfg, "train")              # before the heavy imports: refused in a second
     if cfg.seeds > 1:
         raise UserError("--seeds applies to evaluate, sweep, review and benchmark; "
                         "train runs one seed (--seed)")
     check_writable(cfg.out)
+    folder = run_folder(cfg, force)
+    from slsec.harness import evaluate as run
+    setup = check_run(cfg, "train")
     bar, on_round = progress_bar(cfg, "train")
     with bar:
-        result = run(cfg.replace(attack=None), progress=on_round)
+        result = run(cfg.replace(attack=None), progress=on_round,
+                     setup=setup if cfg.attack is None else None)
     if result is None:
         return None
     t = Table(title=f"{cfg.protocol} on {cfg.dataset} ({cfg.model_name}), cuts {result['metrics']['cuts']}")
@@ -123,10 +128,20 @@ def train(cfg: RunConfig) -> dict[str, Any] | None:
     console.print(f"rounds to convergence: {m['rounds_to_convergence']} "
                   f"(first round with accuracy >= {m['convergence_threshold']:.4f}: "
                   f"{'--target-accuracy' if cfg.target_accuracy else '98% of the best accuracy'})")
-    folder = Path(cfg.out) / run_id(cfg)
-    write_run(folder, result, None)
+    write_run(folder, result, None, force=force)
     console.print(f"report: {folder}/report.html")
     return result
+
+
+def run_folder(cfg: RunConfig, force: bool) -> Path:
+    """This run's folder: an existing --run-id is refused unless --force (checked before any
+    training; nothing is written until the result is ready)."""
+    from slsec.folders import claim, unique_folder
+    if not cfg.run_id:
+        return unique_folder(cfg.out, run_id(cfg))
+    folder = Path(cfg.out) / cfg.run_id
+    claim(folder, "run", force=force)
+    return folder
 
 
 def baseline_config(cfg: RunConfig) -> RunConfig:
@@ -198,18 +213,22 @@ def _baseline_worker(values: dict[str, Any]) -> None:
         sys.exit(1)
 
 
-def evaluate(cfg: RunConfig) -> dict[str, Any] | None:
+def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
     """The card's command: defended run beside the cached undefended run of the same seed."""
+    from slsec.preflight import check_options, check_run
+    check_options(cfg, "evaluate")           # before the heavy imports: refused in a second
+    check_writable(cfg.out)
+    folder = run_folder(cfg, force)          # named before split-select replaces the cut
     from slsec.harness import check_attack, evaluate as run
     from slsec.setup import check_defenses
 
     if cfg.seeds > 1:                # mean and 95% CI over seeds (slsec/seeds.py)
         from slsec.seeds import evaluate_seeds
-        return evaluate_seeds(cfg)
-    check_writable(cfg.out)
+        return evaluate_seeds(cfg, folder, force=force)
     # start the undefended run first, so its start-up overlaps ours (a bad config fails below
     # with one line; the daemon child dies with us)
     side = start_baseline(cfg) if "split-select" not in cfg.defense else None
+    setup = check_run(cfg, "evaluate")
     check_attack(cfg)
     check_defenses(cfg)
     if "split-select" in cfg.defense:
@@ -218,7 +237,7 @@ def evaluate(cfg: RunConfig) -> dict[str, Any] | None:
     t0 = time.perf_counter()
     bar, on_round = progress_bar(cfg, "defended" if cfg.defense else "train")
     with bar:
-        result = run(cfg, progress=on_round)
+        result = run(cfg, progress=on_round, setup=setup if cfg.cut == setup.cfg.cut else None)
     base = None
     if side is not None:
         with console.status("waiting for the undefended run beside it"):
@@ -229,8 +248,7 @@ def evaluate(cfg: RunConfig) -> dict[str, Any] | None:
             base = cached_baseline(cfg, on_round)
     if result is None:
         return None
-    folder = Path(cfg.out) / run_id(cfg)
-    write_run(folder, result, base)
+    write_run(folder, result, base, force=force)
     print_summary(cfg, result, base)
     console.print(f"single seed (seed {cfg.seed}): no confidence interval; --seeds 3 gives "
                   "mean ± 95% CI")
@@ -279,15 +297,19 @@ def verdict_lines(cfg: RunConfig, result: dict[str, Any], base: dict[str, Any] |
     if not base:
         return lines
     b = base["metrics"]
-    acc, acc0 = m.get("accuracy", float("nan")), b.get("accuracy", float("nan"))
+    acc, acc0 = _num(m.get("accuracy")), _num(b.get("accuracy"))
     if acc < 0.5 * acc0:
         lines.append(f"The defense costs more than half of the undefended accuracy "
                      f"({acc0:.3f} → {acc:.3f}). {frontier_hint(cfg, acc0)}")
     for key, name in (("attack_ssim_mean", "SSIM"), ("label_auc", "label AUC")):
-        if key in m and key in b:
+        if m.get(key) is not None and b.get(key) is not None:
             lines.append(f"Attack {name}: {b[key]:.3f} undefended → {m[key]:.3f} defended; "
                          f"accuracy {acc0:.3f} → {acc:.3f}.")
     return lines
+
+
+def _num(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) else float("nan")
 
 
 def frontier_hint(cfg: RunConfig, acc0: float) -> str:
@@ -312,20 +334,28 @@ def frontier_hint(cfg: RunConfig, acc0: float) -> str:
             "--sigma 0,0.005,0.01,0.02,0.05,0.1 --cut conv1,pool1,conv2,pool2,fc1")
 
 
-def write_run(folder: Path, result: dict[str, Any], base: dict[str, Any] | None) -> None:
+def write_run(folder: Path, result: dict[str, Any], base: dict[str, Any] | None, *,
+              force: bool = False) -> None:
     """result.json + reconstructions.png + report.md + report.html for one evaluation."""
+    from slsec.folders import keeping, mark
     from slsec.plots import reconstruction_grid
+    from slsec.results import finite
     guess, truth = result.get("_guess"), result.get("_truth")
     stored = {k: v for k, v in result.items() if not k.startswith("_")}
     if base:
         stored["undefended"] = {k: v for k, v in base.items() if not k.startswith("_")}
-    write_json(folder / "result.json", stored)
-    if guess is not None and guess["images"].numel():
-        reconstruction_grid(truth[: len(guess["images"])], guess["images"],
-                            folder / "reconstructions.png",
-                            title=f"{result['metrics'].get('attack_method')} reconstructions "
-                                  f"(top: private inputs, bottom: attack)")
-    render_run(folder, stored)
+    with keeping(f"nothing of this run was kept in {folder}; free space and run it again"):
+        moved = mark(folder, "run", force=force)
+        write_json(folder / "result.json", stored)
+    if moved:
+        console.print(f"--force: the earlier files of {folder.name} are kept in {moved}")
+    with keeping(f"{folder / 'result.json'} is kept; free space and run: slsec report {folder}"):
+        if guess is not None and guess["images"].numel():
+            reconstruction_grid(truth[: len(guess["images"])], guess["images"],
+                                folder / "reconstructions.png",
+                                title=f"{result['metrics'].get('attack_method')} reconstructions "
+                                      f"(top: private inputs, bottom: attack)")
+        render_run(folder, finite(stored))
 
 
 def render_run(folder: Path, stored: dict[str, Any]) -> None:
@@ -346,12 +376,13 @@ def render_run(folder: Path, stored: dict[str, Any]) -> None:
         blocks += [("h", "Differential privacy"), ("p", dp_text(cfg, m))]
     if "baseline_ssim_mean" in m:
         blocks += [("p", f"Baseline (guess the training-set mean image): SSIM "
-                         f"{m['baseline_ssim_mean']:.3f}, PSNR {m['baseline_psnr_mean']:.2f} dB.")]
+                         f"{rpt.fmt(m['baseline_ssim_mean'], 3)}, PSNR {rpt.fmt(m['baseline_psnr_mean'], 2)} dB.")]
     if "label_baseline_accuracy" in m:
         blocks += [("p", f"Baseline (guess the majority public label): accuracy "
-                         f"{m['label_baseline_accuracy']:.3f}.")]
+                         f"{rpt.fmt(m['label_baseline_accuracy'], 3)}.")]
     blocks += [("h", "Training curve"), ("table", ["round", "test acc", "loss", "wall-clock s", "MB"],
-                [[r["round"], r["accuracy"], r["loss"], r["wall_s"], r["bytes"] / 1e6]
+                [[r["round"], r["accuracy"], r["loss"], r["wall_s"],
+                  r["bytes"] / 1e6 if isinstance(r["bytes"], (int, float)) else None]
                  for r in stored.get("curve", [])])]
     blocks.append(("p", f"Rounds to convergence: first round reaching "
                         f"{fmt_thr(m.get('convergence_threshold'))} accuracy "
@@ -385,10 +416,10 @@ def threat_text(cfg: dict[str, Any], m: dict[str, Any]) -> str:
 
 
 def dp_text(cfg: dict[str, Any], m: dict[str, Any]) -> str:
-    return (f"epsilon = {m['epsilon']:.3f} at delta = {m['delta']:g} per training sample "
+    return (f"epsilon = {rpt.fmt(m['epsilon'], 3)} at delta = {m['delta']:g} per training sample "
             f"({cfg['accountant']} accountant). DP at the cut: replace-one adjacency; each sample's "
             f"smashed tensor is clipped to L2 norm C"
-            + (f" = {m['clip_used']:.4g}" if "clip_used" in m else "")
+            + (f" = {rpt.fmt(m['clip_used'], 4)}" if "clip_used" in m else "")
             + (" (the median row norm of public aux data at the cut)" if cfg.get("clip") is None
                and "clip_used" in m else "")
             + f", so one sample changes a release by at most 2C; "
@@ -407,39 +438,79 @@ def choose_cut(cfg: RunConfig) -> RunConfig:
     return cfg.replace(cut=ranking.chosen, defense=tuple(d for d in cfg.defense if d != "split-select"))
 
 
-def sweep(config: str | None, flags: dict[str, Any], *, resume: bool) -> None:
+def sweep(config: str | None, flags: dict[str, Any], *, resume: bool, force: bool = False) -> None:
     from slsec.sweep import run_sweep
-    run_sweep(config, flags, resume=resume)
+    run_sweep(config, flags, resume=resume, force=force)
 
 
-def review(cfg: RunConfig, *, min_accuracy: str | None, max_client_flops: str | None) -> None:
+def review(cfg: RunConfig, *, min_accuracy: str | None, max_client_flops: str | None,
+           force: bool = False) -> None:
     from slsec.review import run_review
-    run_review(cfg, min_accuracy=min_accuracy, max_client_flops=max_client_flops)
+    run_review(cfg, min_accuracy=min_accuracy, max_client_flops=max_client_flops, force=force)
 
 
 def rerender(path: str) -> None:
+    """Re-render a folder's report by the kind recorded in it (never another kind's report)."""
+    from slsec.folders import folder_kind, keeping
     folder = Path(path)
-    if (folder / "result.json").exists():
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file; slsec report takes a run, sweep or benchmark folder")
+    kind = folder_kind(folder) if folder.is_dir() else None
+    kept = f"the rows and results in {folder} are kept; free space and run slsec report again"
+    if kind == "run":
         stored = read_json(folder / "result.json")
-        if "per_seed" in stored:
-            from slsec.seeds import render_seeds
-            render_seeds(folder, stored)
-        else:
-            render_run(folder, stored)
-    elif (folder / "leakage_by_cut.png").exists():
+        if not (isinstance(stored, dict) and "per_seed" in stored):
+            check_result_shape(stored, folder / "result.json")
+        with keeping(kept):
+            try:
+                if "per_seed" in stored:
+                    from slsec.seeds import render_seeds
+                    render_seeds(folder, stored)
+                else:
+                    render_run(folder, stored)
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                raise UserError(f"{folder / 'result.json'} is not an slsec result "
+                                f"({type(e).__name__}: {e})") from None
+    elif kind == "review":
         raise UserError(f"{folder} is a security review: rerun slsec review to refresh it "
                         f"(its rows need the budgets it was run with)")
-    elif (folder / "results.csv").exists() and folder.name.startswith("benchmark-"):
+    elif kind == "benchmark":
         from slsec.benchmark import render_benchmark
-        render_benchmark(folder)
-    elif (folder / "results.csv").exists():
+        with keeping(kept):
+            render_benchmark(folder)
+    elif kind == "sweep":
         from slsec.sweep import render_sweep
-        render_sweep(folder)
+        with keeping(kept):
+            render_sweep(folder)
     else:
         raise UserError(f"{folder} holds neither result.json nor results.csv")
     console.print(f"report: {folder}/report.html")
 
 
-def benchmark(config: str | None, flags: dict[str, Any]) -> None:
+def check_result_shape(stored: Any, path: Path) -> None:
+    """A result.json must be what write_run stores: one line naming what is missing."""
+    need = {"config": ("protocol", "dataset", "clients", "partition", "rounds", "seed",
+                       "backend", "defense", "accountant"), "metrics": ("cuts",)}
+    if not isinstance(stored, dict):
+        raise UserError(f"{path} is not an slsec result (a JSON {type(stored).__name__}, "
+                        "expected an object with config and metrics)")
+    for part, keys in need.items():
+        if not isinstance(stored.get(part), dict):
+            raise UserError(f"{path} is not an slsec result: no '{part}' object")
+        missing = [k for k in keys if k not in stored[part]]
+        if missing:
+            raise UserError(f"{path} is not an slsec result: '{part}' lacks {', '.join(missing)}")
+    if not isinstance(stored["metrics"]["cuts"], list) or not isinstance(
+            stored["config"]["defense"], list):
+        raise UserError(f"{path} is not an slsec result: cuts and defense must be lists")
+    for part in ("curve",):
+        if part in stored and not (isinstance(stored[part], list) and all(
+                isinstance(r, dict) and {"round", "accuracy", "loss", "wall_s", "bytes"} <= set(r)
+                for r in stored[part])):
+            raise UserError(f"{path} is not an slsec result: '{part}' is not a list of rounds")
+
+
+def benchmark(config: str | None, flags: dict[str, Any], *, resume: bool = False,
+              force: bool = False) -> None:
     from slsec.benchmark import run_benchmark
-    run_benchmark(config, flags)
+    run_benchmark(config, flags, resume=resume, force=force)

@@ -105,7 +105,12 @@ CHOICES = {"variant": ("v1", "v2"), "partition": ("iid", "dirichlet"), "optimize
 POSITIVE = {"async_alpha", "alpha", "lr", "timeout", "delta", "max_grad_norm"}
 AT_LEAST_ONE = {"seeds", "async_every", "max_train", "clients", "rounds", "batch_size", "threads", "probe_size", "probe_batch",
                 "observe_samples"}
-NON_NEGATIVE = {"async_decay", "aux_size", "nopeek_weight", "seed"}
+NON_NEGATIVE = {"aux_size", "seed"}
+# numbers where infinity makes no sense (inf is refused with the real rule in the message)
+FINITE_NON_NEGATIVE = {"async_decay", "nopeek_weight", "sigma", "noise_multiplier"}
+FINITE_POSITIVE = {"target_epsilon", "label_epsilon"}
+MAX_SEED = 2**32 - 1       # every RNG (numpy, torch, per-rank offsets) takes it without overflow
+MAX_CONFIG_BYTES = 1 << 20  # a TOML experiment file is a few lines; /dev/zero is not one
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
@@ -152,18 +157,26 @@ def _validate(cfg: RunConfig) -> RunConfig:
             raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(options)}, "
                             f"got {getattr(cfg, name)!r}")
     for name in POSITIVE:
-        if not getattr(cfg, name) > 0:
-            raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
+        if not (getattr(cfg, name) > 0 and math.isfinite(getattr(cfg, name))):
+            raise UserError(f"--{name.replace('_', '-')} must be a finite number > 0, "
+                            f"got {getattr(cfg, name)}")
     for name in AT_LEAST_ONE:
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
     for name in NON_NEGATIVE:
         if getattr(cfg, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
-    if cfg.noise_multiplier is not None and cfg.noise_multiplier < 0:
-        raise UserError(f"--noise-multiplier must be >= 0, got {cfg.noise_multiplier}")
-    if cfg.sigma is not None and cfg.sigma < 0:
-        raise UserError(f"--sigma must be >= 0, got {cfg.sigma}")
+    for name in FINITE_NON_NEGATIVE:
+        v = getattr(cfg, name)
+        if v is not None and not (v >= 0 and math.isfinite(v)):
+            raise UserError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
+    for name in FINITE_POSITIVE:
+        v = getattr(cfg, name)
+        if v is not None and not (v > 0 and math.isfinite(v)):
+            raise UserError(f"--{name.replace('_', '-')} must be a finite number > 0, got {v}")
+    if cfg.seed > MAX_SEED:
+        raise UserError(f"--seed must be a whole number from 0 to {MAX_SEED} (32 bits), "
+                        f"got {cfg.seed}")
     if cfg.clip is not None and not cfg.clip > 0:
         raise UserError(f"--clip must be > 0 (or inf to turn clipping off), got {cfg.clip}")
     if cfg.async_alpha > 1:
@@ -174,12 +187,15 @@ def _validate(cfg: RunConfig) -> RunConfig:
         raise UserError(f"--target-accuracy must be in (0, 1], got {cfg.target_accuracy}")
     for s in cfg.straggler:
         k, _, d = s.partition(":")
-        if not (k.isdigit() and 1 <= int(k) <= cfg.clients and _is_float(d) and float(d) >= 0):
-            raise UserError(f"--straggler must be k:seconds with 1 <= k <= {cfg.clients}, got {s!r}")
+        if not (k.isdigit() and 1 <= int(k) <= cfg.clients and _is_float(d) and float(d) >= 0
+                and math.isfinite(float(d))):
+            raise UserError(f"--straggler must be k:seconds with 1 <= k <= {cfg.clients} and "
+                            f"seconds a finite number >= 0, got {s!r}")
     if cfg.run_id is not None and (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.run_id)
                                    or len(cfg.run_id) > 120):
         raise UserError(f"--run-id names a folder under --out: letters, digits, '.', '_' and "
-                        f"'-' only (no '/'), at most 120 characters; got {cfg.run_id!r}")
+                        f"'-' only (no '/'), starting with a letter or digit, at most 120 "
+                        f"characters; got {cfg.run_id!r}")
     if cfg.data_root is not None and not Path(cfg.data_root).is_dir():
         raise UserError(f"--data-root {cfg.data_root} is not a folder")
     return cfg
@@ -197,7 +213,12 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML experiment file: flat keys or a [run] table; errors name the file."""
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text())
+        with p.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise UserError(f"config file {p} is larger than {MAX_CONFIG_BYTES >> 20} MiB; "
+                            "an experiment file is a few lines of TOML")
+        raw = tomllib.loads(data.decode())
     except FileNotFoundError:
         raise UserError(f"config file {p} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,10 @@ def load_dataset(name: str, *, data_root: str | Path | None = None,
     root = Path(data_root).expanduser() if data_root is not None else None
     if name.startswith("tu:") and len(name) > 3:
         tu = name[3:]
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", tu):
+            raise DataError(f"--dataset {name}: a TU dataset name is letters, digits, '_' and "
+                            "'-' (e.g. tu:ENZYMES, tu:IMDB-BINARY); it names a folder under "
+                            "--data-root and a file to download, so no '/', '.' or spaces")
         return _tu_dataset(name, tu, _tu_raw_dir(tu, root, download))
     return DATASETS.get(name)(root, download)
 

@@ -235,6 +235,7 @@ def summarize(cfg: RunConfig, setup: Setup, server: RankOutcome, guess: dict[str
         "framing_overhead": (server.bytes_total / server.payload_total
                              if server.payload_total else float("nan")),
         "cuts": list(setup.cuts), "label_party": setup.label_party,
+        "probe_size_used": len(setup.probe),   # --probe-size, or the whole test set if smaller
         "labels_sent_to_server": bool(proto.labels_to_server and setup.label_party == "client"),
     }
     if m["labels_sent_to_server"]:

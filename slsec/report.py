@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -73,11 +74,39 @@ def to_html(title: str, blocks: Sequence[Block]) -> str:
         elif b[0] == "img":
             p = Path(b[1])
             if p.exists():
-                data = base64.b64encode(p.read_bytes()).decode()
+                png, why = checked_png(p)
+                if png is None:
+                    out.append(f"<p class='note'>{html.escape(p.name)} not embedded: {why}</p>")
+                    continue
+                data = base64.b64encode(png).decode()
                 out.append(f"<figure><img alt='{html.escape(b[2])}' src='data:image/png;base64,"
                            f"{data}'><figcaption>{html.escape(b[2])}</figcaption></figure>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+MAX_PNG_BYTES = 32 << 20
+
+
+def checked_png(path: Path) -> tuple[bytes | None, str]:
+    """The bytes of a PNG that decodes as one (size-capped), else (None, why): a report only
+    embeds images it can vouch for, not whatever bytes a file of that name holds."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_PNG_BYTES + 1)
+    except OSError as e:
+        return None, f"cannot be read ({e.strerror or e})"
+    if len(data) > MAX_PNG_BYTES:
+        return None, f"larger than {MAX_PNG_BYTES >> 20} MiB"
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None, "not a PNG file"
+    try:
+        from PIL import Image
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+    except Exception as e:  # noqa: BLE001 - any decoder complaint means "not a valid PNG"
+        return None, f"not a valid PNG ({type(e).__name__})"
+    return data, ""
 
 
 def write_document(folder: str | Path, title: str, blocks: Sequence[Block]) -> list[Path]:

@@ -1,16 +1,35 @@
-"""Durable results: atomic file writes, append-only CSV rows, a cache of undefended runs."""
+"""Durable results: atomic file writes, append-only CSV rows, a cache of undefended runs.
+
+Every row appended to a results CSV carries `row_check`, a hash of its non-empty fields: a row
+cut short, edited or garbled by hand fails it (or has the wrong number of fields) and is never
+trusted. `read_rows` returns only intact rows; `quarantine` moves damaged ones, with their raw
+text, to `rejected-rows.csv` beside the file so their cells can run again. JSON is written
+strictly (no NaN/Infinity: such numbers become null).
+"""
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
 from slsec.errors import UserError
+
+
+ROW_CHECK = "row_check"
+REJECTED = "rejected-rows.csv"
+MAX_RESULTS_BYTES = 512 << 20   # results CSV read back (a row is a few KiB)
+MAX_JSON_BYTES = 64 << 20       # result.json / sweep.json / cached runs
+
+
+class WriteError(UserError, OSError):
+    """A file could not be written (disk full, permission lost): the old file is untouched."""
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> Path:
@@ -20,7 +39,7 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     except OSError as e:
-        raise UserError(f"cannot write to {p.parent}: {e.strerror or e}") from None
+        raise WriteError(f"cannot write to {p.parent}: {e.strerror or e}") from None
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide reports from the rest of a team
         with os.fdopen(fd, "wb") as f:
@@ -28,6 +47,10 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError(f"cannot write {p} ({e.strerror or e}); the earlier {p.name}, if any, "
+                         "is unchanged") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -53,37 +76,151 @@ def check_writable(folder: str | Path) -> Path:
     return p
 
 
-def read_rows(path: str | Path) -> list[dict[str, str]]:
-    """All rows of a results CSV (empty list if it does not exist)."""
+def row_hash(row: dict[str, Any]) -> str:
+    """The integrity check of one row: a hash of its non-empty fields (as the CSV holds them),
+    so columns added later (empty in older rows) leave older rows' checks valid."""
+    items = sorted((str(k), str(v)) for k, v in row.items()
+                   if k != ROW_CHECK and v not in (None, ""))
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
+
+def read_text_capped(path: str | Path, limit: int, what: str) -> str:
+    """A user-supplied file's text, refusing more than `limit` bytes (/dev/zero, a huge log)."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise UserError(f"{p} does not exist") from None
+    except OSError as e:
+        raise UserError(f"{what} {p} cannot be read: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise UserError(f"{what} {p} is larger than {limit >> 20} MiB; not an slsec file")
+    try:
+        return data.decode()
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what} {p} is not UTF-8 text: {e}") from None
+
+
+def scan_rows(path: str | Path) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """(intact rows, damaged rows) of a results CSV. A row is damaged when its field count
+    differs from the header's or, in files with a `row_check` column, its check fails. Damaged
+    rows come back as {"line", "reason", "raw"} with their exact text. Intact rows lose the
+    `row_check` key. Files written before row checks: rows are trusted on field count only."""
     p = Path(path)
     if not p.exists():
-        return []
+        return [], []
+    text = read_text_capped(p, MAX_RESULTS_BYTES, "results file")
+    lines = io.StringIO(text, newline="").readlines()   # the lines the csv reader counts
+    reader = csv.reader(iter(lines))
+    good: list[dict[str, str]] = []
+    bad: list[dict[str, Any]] = []
     try:
-        with p.open(newline="") as f:
-            return list(csv.DictReader(f))
-    except (OSError, csv.Error, UnicodeDecodeError) as e:
-        raise UserError(f"results file {p} cannot be read: {e}") from None
+        header = next(reader, None)
+    except csv.Error as e:
+        raise UserError(f"results file {p} has no readable header: {e}") from None
+    if not header:
+        return [], []
+    checked = ROW_CHECK in header
+    start = reader.line_num
+    while True:
+        try:
+            rec = next(reader, None)
+        except csv.Error as e:         # e.g. a NUL byte: the rest of the file is one bad row
+            bad.append({"line": start + 1, "reason": f"unreadable: {e}",
+                        "raw": "".join(lines[start:])})
+            break
+        if rec is None:
+            break
+        raw = "".join(lines[start:reader.line_num])
+        line, start = start + 1, reader.line_num
+        if not rec or rec == [""]:
+            continue
+        if len(rec) != len(header):
+            bad.append({"line": line, "raw": raw,
+                        "reason": f"{len(rec)} of {len(header)} fields (cut short or garbled)"})
+            continue
+        row = dict(zip(header, rec))
+        if checked and row.get(ROW_CHECK) != row_hash(row):
+            bad.append({"line": line, "raw": raw, "reason": "integrity check failed"})
+            continue
+        row.pop(ROW_CHECK, None)
+        good.append(row)
+    return good, bad
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    """The intact rows of a results CSV (empty list if it does not exist); damaged rows are
+    never returned (see scan_rows / quarantine)."""
+    return scan_rows(path)[0]
+
+
+def rows_csv(rows: list[dict[str, Any]], check: bool = True) -> str:
+    """CSV text of `rows` (every column any row has; `row_check` last when `check`)."""
+    columns: list[str] = []
+    for r in rows:
+        columns += [c for c in r if c not in columns and c != ROW_CHECK]
+    out = []
+    for r in rows:
+        full = {c: ("" if r.get(c) is None else r.get(c)) for c in columns}
+        if check:
+            full[ROW_CHECK] = row_hash(full)
+        out.append(full)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns + ([ROW_CHECK] if check else []), restval="")
+    w.writeheader()
+    w.writerows(out)
+    return buf.getvalue()
+
+
+def quarantine(path: str | Path) -> int:
+    """Move damaged rows of a results CSV to rejected-rows.csv beside it (their raw text, line
+    and reason, appended), then rewrite the file with the intact rows only. The rejected rows
+    are written first, so a kill in between leaves them in both files, never in neither."""
+    p = Path(path)
+    good, bad = scan_rows(p)
+    if not bad:
+        return 0
+    rejected = p.with_name(REJECTED)
+    old, _ = scan_rows(rejected)
+    known = {r.get("raw") for r in old}
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    new = [{"rejected_at": stamp, "file": p.name, "line": b["line"], "reason": b["reason"],
+            "raw": b["raw"]} for b in bad if b["raw"] not in known]
+    atomic_write(rejected, rows_csv(old + new))
+    atomic_write(p, rows_csv(good))
+    return len(bad)
 
 
 def append_row(path: str | Path, row: dict[str, Any]) -> None:
     """Append one row atomically: the whole file is rewritten to a temp file and renamed,
-    so a kill at any point leaves either the old rows or the old rows plus this one."""
-    rows = read_rows(path)
+    so a kill at any point leaves either the old rows or the old rows plus this one. Damaged
+    rows already in the file are moved to rejected-rows.csv first (never rewritten as if
+    intact)."""
+    if scan_rows(path)[1]:
+        quarantine(path)
+    rows: list[dict[str, Any]] = read_rows(path)
     rows.append({k: _cell(v) for k, v in row.items()})
-    columns: list[str] = []
-    for r in rows:
-        columns += [c for c in r if c not in columns]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, restval="")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write(path, buf.getvalue())
+    atomic_write(path, rows_csv(rows))
 
 
 def _cell(v: Any) -> Any:
     if isinstance(v, (list, tuple, dict)):
-        return json.dumps(v)
+        return json.dumps(finite(v), allow_nan=False, default=_json_default)
     return v
+
+
+def finite(obj: Any) -> Any:
+    """`obj` with every NaN/inf float (also inside lists, dicts, tensors) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+        return finite(obj.tolist())
+    return obj
 
 
 def config_key(cfg_dict: dict[str, Any], drop: Iterable[str] = ()) -> str:
@@ -94,15 +231,16 @@ def config_key(cfg_dict: dict[str, Any], drop: Iterable[str] = ()) -> str:
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """Strict JSON (NaN/inf become null), written atomically."""
+    return atomic_write(path, json.dumps(finite(obj), indent=2, default=_json_default,
+                                         allow_nan=False) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
+    text = read_text_capped(path, MAX_JSON_BYTES, "file")
     try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist") from None
-    except (OSError, json.JSONDecodeError) as e:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:
         raise UserError(f"{path} cannot be read: {e}") from None
 
 

@@ -91,7 +91,7 @@ def review_folder(cfg: RunConfig) -> Path:
 
 
 def run_review(cfg: RunConfig, *, min_accuracy: str | None,
-               max_client_flops: str | None) -> Path:
+               max_client_flops: str | None, force: bool = False) -> Path:
     """Measure every (protocol, cut), grade it, recommend one; print and write the report."""
     from slsec.commands import console, err
     from slsec.defenses.split_selection import (choose, evaluate_cached, measure,
@@ -103,13 +103,17 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
     flops_budget = parse_flops(max_client_flops)
     protocols = _protocols(cfg)
     plans = []
+    from slsec.folders import claim, keeping, mark, unique_folder
+    from slsec.preflight import check_grid
+    folder = (review_folder(cfg) if cfg.run_id else unique_folder(cfg.out, review_folder(cfg).name))
+    claim(folder, "review", force=force)
     for p in protocols:                          # validate everything before any training
         inv, lab = _attack_configs(cfg, p)
         check_attack(inv)
         check_defenses(inv)
         plans.append((p, inv, lab))
+    check_grid([inv for _, inv, _ in plans], lambda c: f"protocol {c.protocol}")
     check_writable(cfg.out)
-    folder = review_folder(cfg)
     check_writable(folder)
 
     rows: list[dict[str, Any]] = []
@@ -161,8 +165,13 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
     best, reason = recommend(rows, rankings)
     for r in rows:
         r["recommended"] = best is not None and r is best
-    write_outputs(folder, cfg, rows, rankings, best, reason, acc_budget, relative, flops_budget,
-                  per_seed)
+    with keeping(f"nothing of this review was kept in {folder}; free space and "
+                 "run it again"):
+        moved = mark(folder, "review", force=force)
+        write_outputs(folder, cfg, rows, rankings, best, reason, acc_budget, relative,
+                      flops_budget, per_seed)
+    if moved:
+        console.print(f"--force: the earlier files of {folder.name} are kept in {moved}")
     out = console if console.is_terminal else Console(width=160, highlight=False)  # logs: wide
     out.print(review_table(cfg, rows))
     out.print(("Recommended: " if best else "No recommendation: ") + reason, markup=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import sys
+import math
 import threading
 import time
 import traceback
@@ -165,6 +166,11 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
 
         def on_round(rnd: int, m: torch.nn.Module) -> None:
             acc, loss = evaluate_model(m, setup.data.test)
+            if not math.isfinite(loss):
+                noise = [f"--{n.replace('_', '-')}" for n in ("sigma", "noise_multiplier")
+                         if getattr(cfg, n, None)]
+                raise UserError(f"training diverged at round {rnd + 1} (loss {loss}); lower --lr"
+                                + (f" (or {' / '.join(noise)})" if noise else ""))
             rec = RoundRecord(rnd + 1, acc, loss, time.perf_counter() - start,
                               sum(link.bytes_sent.values()) + sum(link.bytes_recv.values()))
             outcome.records.append(rec)

@@ -42,9 +42,10 @@ def run_seed(cfg: RunConfig) -> tuple[dict[str, Any] | None, dict[str, Any] | No
     return result, base
 
 
-def evaluate_seeds(cfg: RunConfig) -> dict[str, Any] | None:
+def evaluate_seeds(cfg: RunConfig, folder: Path, *, force: bool = False) -> dict[str, Any] | None:
     """Run every seed, write per-seed folders and the aggregate result.json, print the table."""
-    from slsec.commands import (choose_cut, command_seconds, console, run_id, write_run)
+    from slsec.commands import choose_cut, command_seconds, console, write_run
+    from slsec.folders import mark
     from slsec.harness import check_attack
     from slsec.setup import check_defenses
 
@@ -54,7 +55,6 @@ def evaluate_seeds(cfg: RunConfig) -> dict[str, Any] | None:
     if "split-select" in cfg.defense:       # the cut is chosen once, on the first seed
         cfg = choose_cut(cfg)
     t0 = time.perf_counter()
-    folder = Path(cfg.out) / run_id(cfg)
     per_seed: list[dict[str, Any]] = []
     for s in seed_list(cfg.seed, cfg.seeds):
         one = cfg.replace(seed=s, seeds=1)
@@ -66,6 +66,7 @@ def evaluate_seeds(cfg: RunConfig) -> dict[str, Any] | None:
     if not per_seed:
         return None
     stored = seeds_result(cfg, per_seed)
+    mark(folder, "run", force=force)
     write_json(folder / "result.json", stored)
     render_seeds(folder, stored)
     print_seeds(cfg, stored)

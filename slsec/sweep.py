@@ -16,6 +16,7 @@ sweep killed at any moment and rerun with --resume completes with no duplicated 
 from __future__ import annotations
 
 import fcntl
+import io
 import itertools
 import os
 import time
@@ -28,7 +29,8 @@ from rich.table import Table
 
 from slsec.config import RunConfig, load_toml, make_config
 from slsec.errors import UserError
-from slsec.results import append_row, check_writable, config_key, read_json, read_rows, write_json
+from slsec.results import (REJECTED, append_row, check_writable, config_key, quarantine,
+                           read_json, read_rows, rows_csv, scan_rows, write_json)
 
 FIELDS = [f.name for f in fields(RunConfig) if f.name != "source"]
 LIST_FIELDS = {f.name for f in fields(RunConfig) if "tuple" in str(f.type)}
@@ -158,9 +160,10 @@ def grid_cells(grid: Grid) -> list[RunConfig]:
 def validate_cells(cells: list[RunConfig]) -> None:
     """Check attack, defenses, data, model and cuts of every cell before any training."""
     from slsec.harness import check_attack
-    from slsec.setup import check_defenses, prepare
+    from slsec.setup import check_defenses
 
-    seen: set[tuple] = set()
+    from slsec.preflight import check_grid
+
     for cfg in cells:
         try:
             if cfg.backend != "local":
@@ -171,12 +174,10 @@ def validate_cells(cells: list[RunConfig]) -> None:
                                 "(or see `slsec review`)")
             check_attack(cfg)
             check_defenses(cfg)
-            key = tuple(getattr(cfg, f) for f in SETUP_FIELDS)
-            if key not in seen:
-                prepare(cfg)
-                seen.add(key)
         except UserError as e:
             raise UserError(f"grid cell {cell_label(_varying(cfg, cells))}: {e}") from None
+    # every cell's data, cuts, sizes and accountant, before the first cell trains
+    check_grid(cells, lambda c: cell_label(_varying(c, cells)))
 
 
 def _varying(cfg: RunConfig, cells: list[RunConfig]) -> dict[str, Any]:
@@ -327,28 +328,43 @@ class FolderLock:
 
 def _clean_temp(folder: Path) -> None:
     """Remove temp files a killed atomic write left behind (never the results themselves)."""
-    for p in folder.glob(".results.csv.*.tmp"):
+    for p in folder.glob(".*.tmp"):     # atomic_write's temp files (rows, reports, plots)
         p.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- the command
 
-def run_sweep(config_path: str | None, flags: dict[str, str | None], resume: bool) -> Path:
+def run_sweep(config_path: str | None, flags: dict[str, str | None], resume: bool,
+              force: bool = False) -> Path:
     """Run every cell of the grid not yet in results.csv, then render the report; the folder."""
     from slsec.commands import console, err
+    from slsec.folders import claim, keeping, mark
 
     grid = parse_grid(config_path, flags)
     cells = grid_cells(grid)
     check_writable(cells[0].out)
-    validate_cells(cells)
     folder = sweep_folder(cells[0], resume)
+    claim(folder, "sweep", resume=resume, force=force, can_resume=True)
+    if resume:
+        check_same_base(folder, grid)
+    validate_cells(cells)
     check_writable(folder)
     results = folder / "results.csv"
     with FolderLock(folder):
-        if results.exists() and not resume:
+        if results.exists() and not (resume or force):
             raise UserError(f"{results} already exists: pass --resume to continue that sweep, "
                             "or choose another --run-id")
+        moved = mark(folder, "sweep", force=force)
+        if moved:
+            console.print(f"--force: the earlier files of {folder.name} are kept in {moved}")
         _clean_temp(folder)
+        with keeping(f"{results} is unchanged (its damaged rows are still in it and still "
+                     "skipped); free space and rerun with --resume"):
+            rejected = quarantine(results)
+        if rejected:
+            err.print(f"warning: {rejected} damaged row(s) of {results} moved to "
+                      f"{folder / REJECTED}; their cells run again",
+                      markup=False, soft_wrap=True)
         done = {r.get("cell") for r in read_rows(results)}
         todo = [c for c in seed_cells(cells) if config_key(c.to_dict()) not in done]
         write_json(folder / "sweep.json", {
@@ -369,13 +385,52 @@ def run_sweep(config_path: str | None, flags: dict[str, str | None], resume: boo
                 bar.update(task, description=cell_label(
                     {a: getattr(cfg, a) for a in grid.axes}
                     | ({"seed": cfg.seed} if cells[0].seeds > 1 else {})))
-                append_row(results, {**run_cell(cfg), "row_kind": "seed"})
+                row = {**run_cell(cfg), "row_kind": "seed"}
+                with keeping(f"the {len(read_rows(results))} finished row(s) in {results} are "
+                             f"kept; free space and rerun with --resume --run-id {folder.name}"):
+                    append_row(results, row)
                 bar.update(task, advance=1)
-            append_aggregates(results, cells)
-    render_sweep(folder)
+            with keeping(f"the per-seed rows in {results} are kept; free space and rerun with "
+                         f"--resume --run-id {folder.name}"):
+                append_aggregates(results, cells)
+    with keeping(f"all {len(read_rows(results))} row(s) in {results} are kept; free space and "
+                 f"run: slsec report {folder}"):
+        render_sweep(folder)
     print_cells(folder, list(grid.axes))
     console.print(f"report: {folder}/report.html")
     return folder
+
+
+def check_same_base(folder: Path, grid: Grid) -> None:
+    """--resume must continue the same experiment: refuse base options that differ from those
+    recorded in sweep.json (one line listing the differing keys)."""
+    from slsec.config import _coerce
+    path = folder / "sweep.json"
+    if not path.exists():
+        return
+    stored = read_json(path)
+    if not isinstance(stored, dict) or not isinstance(stored.get("base"), dict):
+        raise UserError(f"{path} is not an slsec sweep record (no 'base' object); cannot check "
+                        "that --resume continues the same sweep")
+    defaults = RunConfig()
+
+    def norm(name: str, base: dict[str, Any]) -> str:
+        if name not in base:
+            return str(_plain(getattr(defaults, name)))
+        v = base[name]
+        try:
+            v = _coerce(name, v, "")
+        except UserError:
+            pass
+        return str(_plain(v))
+    old = {k: v for k, v in stored["base"].items() if k in FIELDS}
+    names = sorted((set(old) | set(grid.base)) - set(NOT_AXES) - set(grid.axes)
+                   - set(stored.get("axes") or {}))
+    diff = [n for n in names if norm(n, old) != norm(n, grid.base)]
+    if diff:
+        raise UserError(f"--resume: the base options differ from {path}: " + ", ".join(
+            f"{_flag(n)} {norm(n, old)} → {norm(n, grid.base)}" for n in diff)
+            + "; rerun with the sweep's options, or start a new sweep with another --run-id")
 
 
 def print_cells(folder: Path, axes: list[str]) -> None:
@@ -444,8 +499,11 @@ def print_seed_cells(folder: Path, axes: list[str], rows: list[dict[str, Any]]) 
 def _axes(folder: Path, records: list[dict[str, Any]]) -> list[str]:
     axes: list[str] = []
     if (folder / "sweep.json").exists():
-        axes = [a for a in read_json(folder / "sweep.json").get("axes", {})
-                if records and a in records[0]]
+        stored = read_json(folder / "sweep.json")
+        if not isinstance(stored, dict) or not isinstance(stored.get("axes", {}), dict):
+            raise UserError(f"{folder / 'sweep.json'} is not an slsec sweep record "
+                            "(expected an object with 'axes')")
+        axes = [a for a in stored.get("axes", {}) if records and a in records[0]]
     if not axes and len(records) > 1:
         axes = [n for n in FIELDS if n in records[0]
                 and len({str(r.get(n)) for r in records}) > 1]
@@ -464,8 +522,20 @@ def render_sweep(folder: Path) -> None:
     path = folder / "results.csv"
     if not path.exists():
         raise UserError(f"{path} does not exist")
+    good, bad = scan_rows(path)
+    if bad and not good:
+        raise UserError(f"{path} has no intact rows: {len(bad)} damaged (line {bad[0]['line']}: "
+                        f"{bad[0]['reason']}); rerun the sweep with --resume to redo their cells")
+    if bad:
+        from slsec.commands import err
+        err.print(f"warning: skipping {len(bad)} damaged row(s) of {path} (line "
+                  f"{', '.join(str(b['line']) for b in bad[:5])}{' ...' if len(bad) > 5 else ''}: "
+                  f"{bad[0]['reason']}); rerun the sweep with --resume to redo their cells",
+                  markup=False, soft_wrap=True)
+    if not good:
+        raise UserError(f"{path} has no intact rows yet")
     try:
-        df = pd.read_csv(path, keep_default_na=True)
+        df = pd.read_csv(io.StringIO(rows_csv(good, check=False)), keep_default_na=True)
     except (OSError, ValueError) as e:
         raise UserError(f"results file {path} cannot be read: {e}") from None
     records: list[dict[str, Any]] = df.astype(object).where(df.notna(), None).to_dict("records")

@@ -79,6 +79,10 @@ def test_tiny_benchmark_through_the_cli_writes_csv_and_report(tmp_path):
     assert "seed, published (CIFAR-10/ResNet-18)" in md and "91.2" in md and "88.3" in md
     assert "SplitFed vs vanilla under Dirichlet" in md
     assert (folder / "report.html").read_text().startswith("<!doctype html>")
-    # same --run-id again: every cell is already in results.csv, nothing is retrained
-    assert main(argv) == 0
+    # same --run-id again: refused (the folder is written once) unless --resume, with which
+    # every cell is already in results.csv and nothing is retrained
+    before = (folder / "results.csv").read_bytes()
+    assert main(argv) == 2
+    assert (folder / "results.csv").read_bytes() == before
+    assert main(argv + ["--resume"]) == 0
     assert len(read_rows(folder / "results.csv")) == 12

@@ -187,7 +187,7 @@ def test_benchmark_with_seeds_writes_per_seed_and_aggregate_rows_and_a_pm_table(
     assert float(rows[3]["test_accuracy_ci95"]) == pytest.approx(hw)
     md = (tmp_path / "benchmark-b" / "report.md").read_text()
     assert f"{mean:.4f} ± {hw:.4f}" in md and "3 seeds (0..2)" in md
-    assert main(argv) == 0                                     # resumed: nothing added
+    assert main([*argv, "--resume"]) == 0                      # resumed: nothing added
     assert len(read_rows(tmp_path / "benchmark-b" / "results.csv")) == 4
 
 

@@ -67,7 +67,7 @@ def test_toml_grid_table_and_flags_override(tmp_path: Path) -> None:
     ('[grid]\nout = ["a", "b"]\n', "cannot be a grid axis"),
     ('sigma = 0.1\n[grid]\nsigma = [0, 1]\n', "both a base key and a \\[grid\\] axis"),
     ('[other]\nx = 1\n', "unknown table \\[other\\]"),
-    ('[grid]\nsigma = [0, -1]\n', "grid cell sigma=-1: --sigma must be >= 0"),
+    ('[grid]\nsigma = [0, -1]\n', "grid cell sigma=-1: --sigma must be a finite number >= 0"),
 ])
 def test_bad_toml_grid_is_one_line_user_error(tmp_path: Path, body: str, match: str) -> None:
     f = tmp_path / "bad.toml"
