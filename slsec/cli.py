@@ -74,6 +74,14 @@ def _config(kw: dict[str, Any]) -> RunConfig:
     return merged_config(kw.get("config"), flags)
 
 
+def _precheck(cfg: RunConfig, *, attack: bool = True) -> None:
+    """A bad name fails here, in well under a second (before torch is imported)."""
+    from slsec.catalog import precheck
+    from slsec.results import check_writable
+    check_writable(cfg.out)
+    precheck(cfg, attack=attack)
+
+
 _LAUNCHER_VARS = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")
 _ARGV: list[str] = []   # this command line, for launching it under mpiexec
 
@@ -132,6 +140,7 @@ def train(**kw: Any) -> None:
     """Train with a protocol (no attack) and print the accuracy curve."""
     from slsec import commands
     cfg = _config(kw)
+    _precheck(cfg, attack=False)
     _launch_under_mpiexec(cfg)
     commands.train(cfg)
 
@@ -142,6 +151,7 @@ def evaluate(**kw: Any) -> None:
     """Train, attack from the attacked role, defend; compare with the undefended run."""
     from slsec import commands
     cfg = _config(kw)
+    _precheck(cfg)
     _launch_under_mpiexec(cfg)
     commands.evaluate(cfg)
 
