@@ -14,10 +14,11 @@ import copy
 
 import torch
 
-from slsec.protocols.base import (CTRL, WEIGHTS, Context, Protocol, PROTOCOLS, load,
-                                  make_optimizer, observing, serve_probe, state,
+from slsec.protocols.base import (CTRL, WEIGHTS, Context, Protocol, PROTOCOLS,
+                                  fresh_state_each_round, load, make_optimizer, observing,
+                                  participants, probe_inference, serve_probe, state,
                                   weighted_average)
-from slsec.protocols.vanilla import label_sending_client, serve_batch
+from slsec.protocols.vanilla import label_sending_client, label_sending_round, serve_batch
 
 
 @PROTOCOLS.register("splitfed")
@@ -28,13 +29,22 @@ class SplitFed(Protocol):
     def server(ctx: Context) -> None:
         plan = ctx.plan
         head, tail = ctx.model.split(list(plan.cuts))
-        ks = list(ctx.clients)
-        tails = {k: (copy.deepcopy(tail) if plan.variant == "v1" else tail) for k in ks}
-        opts = {k: make_optimizer(tails[k].parameters(), plan) for k in ks} \
-            if plan.variant == "v1" else dict.fromkeys(ks, make_optimizer(tail.parameters(), plan))
+        v1 = plan.variant == "v1"
+        shared_opt = None if v1 else make_optimizer(tail.parameters(), plan)
+
+        def tails_for(ks: list[int]) -> tuple[dict, dict]:
+            tails = {k: (copy.deepcopy(tail) if v1 else tail) for k in ks}
+            return tails, {k: (make_optimizer(tails[k].parameters(), plan) if v1 else shared_opt)
+                           for k in ks}
+
+        # with client sampling, tail copies exist only for the clients sampled in a round
+        tails, opts = tails_for([] if fresh_state_each_round(plan) else list(ctx.clients))
         labels = ctx.labels if plan.label_party == "server" else None
         head_state = state(head)
         for rnd in range(plan.rounds):
+            ks = participants(plan, rnd)
+            if fresh_state_each_round(plan):
+                tails, opts = tails_for(ks)
             for k in ks:
                 ctx.link.send(k, head_state, WEIGHTS)
             ctrl = {k: ctx.link.recv(k, CTRL) for k in ks}
@@ -60,3 +70,13 @@ class SplitFed(Protocol):
         serve_probe(ctx, ctx.clients, head_state)
 
     client = staticmethod(label_sending_client)
+
+    # the client program one round at a time (the local backend's client pool runs these)
+    @staticmethod
+    def client_round(ctx: Context, rnd: int) -> None:
+        head = ctx.model.split(list(ctx.plan.cuts))[0]
+        label_sending_round(ctx, rnd, head, make_optimizer(head.parameters(), ctx.plan))
+
+    @staticmethod
+    def client_finish(ctx: Context) -> None:
+        probe_inference(ctx, ctx.model.split(list(ctx.plan.cuts))[0])

@@ -30,6 +30,7 @@ HELP = {
     "cut": "block after which the model is cut (default: shallowest); see `slsec list`",
     "cut2": "second cut for U-shaped SL (default: the last cut point)",
     "clients": "number of clients K (MPI: mpiexec -n K+1)",
+    "fraction": "splitfed/fedavg: share of the K clients sampled each round (seeded; 1 = all)",
     "partition": "iid | dirichlet", "alpha": "Dirichlet concentration",
     "rounds": "training rounds (one epoch over every client's shard each)",
     "backend": "local (threads, one process) | mpi (K+1 ranks; launches mpiexec if not under one)",
