@@ -57,6 +57,8 @@ class SplitFed(Protocol):
                         watch = k == 1 and observing(ctx, rnd, i, total[k])
                         serve_batch(ctx, k, tails[k], opts[k], labels, watch)
                         left[k] -= 1
+                        if v1 and fresh_state_each_round(plan):
+                            opts[k].zero_grad()   # free a sampled tail's gradients meanwhile
             weights = [float(ctrl[k]["samples"]) for k in ks]
             head_state = weighted_average([ctx.link.recv(k, WEIGHTS) for k in ks], weights)
             load(head, head_state)
