@@ -149,7 +149,9 @@ def _check_defenses(cfg: Any) -> bool:
 
 def _check_setup(cfg: Any) -> None:
     """As slsec.setup.prepare, up to the cuts: dataset, protocol, model, cut names."""
-    if not (cfg.dataset.startswith("tu:") and len(cfg.dataset) > 3) and cfg.dataset not in DATASETS:
+    if ":" in cfg.dataset:
+        return   # tu:NAME or a user's data scheme: only loading it can tell
+    if cfg.dataset not in DATASETS:
         raise _unknown("dataset", cfg.dataset, DATASETS)
     n = EMBEDDED_TRAIN.get(cfg.dataset)
     if n is None:
@@ -168,6 +170,8 @@ def _check_setup(cfg: Any) -> None:
     need = PROTOCOLS[cfg.protocol][0]
     if need == 0:
         return
+    if ":" in cfg.model_name or cfg.model_name.endswith(".py"):
+        return   # the user's own model (file.py:factory): only building it can tell
     if cfg.model_name not in MODELS:
         raise _unknown("model", cfg.model_name, MODELS)
     graphs = cfg.dataset.startswith("tu:") or cfg.dataset in GRAPH_DATASETS

@@ -66,7 +66,7 @@ BAD = [
     "--partition dirichlet --clients 400 --cut nope", "--partition dirichlet --cut nope",
     "--max-train 3 --clients 4 --cut nope", "--protocol fedavg --cut nope --max-train 64",
     "--protocol ushaped --model resnet18 --cut layer9", "--dataset tu:NOPE --protocol bogus",
-    "--max-train 64",
+    "--max-train 64", "--dataset foo:bar --cut nope", "--model my.py:make --cut nope",
 ]
 
 
