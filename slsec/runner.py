@@ -197,19 +197,20 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
 
 def share_one_core(cfg: RunConfig) -> Callable[[], None]:
     """For protocols whose roles strictly alternate, run on one thread each: a function each rank
-    thread calls to pin itself to the core the caller runs on now (Linux applies affinity per
-    thread). The 6.4 MB smashed tensor then stays in one core's cache instead of moving between
-    cores at every hand-off (bench/overhead.py). A no-op elsewhere."""
+    thread calls to pin itself to one core, the least busy of those allowed now (Linux applies
+    affinity per thread; a second run beside this one, such as the card's undefended twin, then
+    tends to pick another). The 6.4 MB smashed tensor stays in one core's cache instead of
+    moving between cores at every hand-off (bench/overhead.py). A no-op elsewhere."""
     from slsec.protocols.base import PROTOCOLS
     if not (PROTOCOLS.get(cfg.protocol).alternating and cfg.threads == 1
             and hasattr(os, "sched_setaffinity")):
         return lambda: None
+    allowed = sorted(os.sched_getaffinity(0))
     try:
         import psutil
-        core = psutil.Process().cpu_num()
-    except (ImportError, AttributeError, OSError):
-        return lambda: None
-    if core not in os.sched_getaffinity(0):
+        busy = psutil.cpu_percent(interval=0.05, percpu=True)
+        core = min(allowed, key=lambda c: busy[c] if c < len(busy) else 100.0)
+    except (ImportError, OSError):
         return lambda: None
 
     def pin() -> None:
