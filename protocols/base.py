@@ -135,6 +135,22 @@ def participants(plan: Plan, rnd: int) -> list[int]:
     return chosen
 
 
+WAVE = 8   # with client sampling: clients a server trains at once (see `waves`)
+
+
+def waves(plan: Plan, ks: list[int], independent: bool) -> list[list[int]]:
+    """The sampled clients `ks` of a round in groups the server trains one after another.
+
+    With client sampling and `independent` clients (FedAvg; SplitFed v1, where each client has
+    its own tail copy), a round runs in waves of WAVE clients: the result does not depend on the
+    grouping, and only one wave's client models and tail copies exist at a time. Otherwise
+    every participant runs at once, as before.
+    """
+    if not (independent and fresh_state_each_round(plan)):
+        return [ks]
+    return [ks[i:i + WAVE] for i in range(0, len(ks), WAVE)]
+
+
 def fresh_state_each_round(plan: Plan) -> bool:
     """With client sampling, clients are stateless between rounds (as FL simulators' virtual
     clients): optimiser state is rebuilt from the shared weights each round a client runs."""

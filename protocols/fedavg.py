@@ -12,7 +12,7 @@ import torch
 
 from slsec.protocols.base import (CTRL, PROBE, WEIGHTS, Context, Protocol, PROTOCOLS, batches,
                                   client_seed, cross_entropy, fresh_state_each_round, load,
-                                  make_optimizer, participants, state, straggle,
+                                  make_optimizer, participants, state, straggle, waves,
                                   weighted_average)
 from slsec.threat import Update
 
@@ -91,10 +91,11 @@ class FedAvg(Protocol):
     def server(ctx: Context) -> None:
         plan, model = ctx.plan, ctx.model
         for rnd in range(plan.rounds):
-            ks = participants(plan, rnd)
-            for k in ks:
-                ctx.link.send(k, state(model), WEIGHTS)
-            got = [ctx.link.recv(k, WEIGHTS) for k in ks]
+            got = []
+            for wave in waves(plan, participants(plan, rnd), independent=True):
+                for k in wave:
+                    ctx.link.send(k, state(model), WEIGHTS)
+                got += [ctx.link.recv(k, WEIGHTS) for k in wave]
             weights = [float(g.pop("__samples")) for g in got]
             load(model, weighted_average(got, weights))
             if ctx.on_round:

@@ -16,7 +16,7 @@ import torch
 
 from slsec.protocols.base import (CTRL, WEIGHTS, Context, Protocol, PROTOCOLS,
                                   fresh_state_each_round, load, make_optimizer, observing,
-                                  participants, probe_inference, serve_probe, state,
+                                  participants, probe_inference, serve_probe, state, waves,
                                   weighted_average)
 from slsec.protocols.vanilla import label_sending_client, label_sending_round, serve_batch
 
@@ -43,29 +43,34 @@ class SplitFed(Protocol):
         head_state = state(head)
         for rnd in range(plan.rounds):
             ks = participants(plan, rnd)
-            if fresh_state_each_round(plan):
-                tails, opts = tails_for(ks)
-            for k in ks:
-                ctx.link.send(k, head_state, WEIGHTS)
-            ctrl = {k: ctx.link.recv(k, CTRL) for k in ks}
-            left = {k: int(ctrl[k]["n"]) for k in ks}
-            total = dict(left)
-            while any(left.values()):
-                for k in ks:
-                    if left[k]:
-                        i = total[k] - left[k]
-                        watch = k == 1 and observing(ctx, rnd, i, total[k])
-                        serve_batch(ctx, k, tails[k], opts[k], labels, watch)
-                        left[k] -= 1
-                        if v1 and fresh_state_each_round(plan):
-                            opts[k].zero_grad()   # free a sampled tail's gradients meanwhile
-            weights = [float(ctrl[k]["samples"]) for k in ks]
-            head_state = weighted_average([ctx.link.recv(k, WEIGHTS) for k in ks], weights)
+            heads, tail_states, weights = [], [], []
+            for wave in waves(plan, ks, independent=v1):
+                if fresh_state_each_round(plan):
+                    tails, opts = tails_for(wave)
+                for k in wave:
+                    ctx.link.send(k, head_state, WEIGHTS)
+                ctrl = {k: ctx.link.recv(k, CTRL) for k in wave}
+                left = {k: int(ctrl[k]["n"]) for k in wave}
+                total = dict(left)
+                while any(left.values()):
+                    for k in wave:
+                        if left[k]:
+                            i = total[k] - left[k]
+                            watch = k == 1 and observing(ctx, rnd, i, total[k])
+                            serve_batch(ctx, k, tails[k], opts[k], labels, watch)
+                            left[k] -= 1
+                            if v1 and fresh_state_each_round(plan):
+                                opts[k].zero_grad()   # free a sampled tail's gradients meanwhile
+                weights += [float(ctrl[k]["samples"]) for k in wave]
+                heads += [ctx.link.recv(k, WEIGHTS) for k in wave]
+                if v1:
+                    tail_states += [state(tails[k]) for k in wave]
+            head_state = weighted_average(heads, weights)
             load(head, head_state)
-            if plan.variant == "v1":
-                avg = weighted_average([state(tails[k]) for k in ks], weights)
+            if v1:
+                avg = weighted_average(tail_states, weights)
                 load(tail, avg)
-                for k in ks:
+                for k in tails:
                     load(tails[k], avg)
             if ctx.on_round:
                 ctx.on_round(rnd, ctx.model)

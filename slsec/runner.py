@@ -267,12 +267,12 @@ def run_local_pooled(cfg: RunConfig, setup: Setup,
                      progress: Callable[[RoundRecord], None] | None = None) -> list[RankOutcome]:
     """The local backend as a client simulator (with --fraction < 1): the server is one thread;
     a client exists only while it runs one round (or the final probe), as a task of a pool with
-    as many threads as clients are sampled per round. Its model and optimiser are built for the
-    task from the weights the server sends (the protocol's `client_round`); only its observer,
-    scorer buffer and generator live across rounds. Rank 0 and client 1 get a RankOutcome."""
+    threads for one wave of clients (slsec.protocols.base.waves). Its model and optimiser are
+    built for the task from the weights the server sends (the protocol's `client_round`); only
+    its observer, scorer buffer and generator live across rounds. Rank 0 and client 1 get a RankOutcome."""
     import queue
 
-    from slsec.protocols.base import participants
+    from slsec.protocols.base import participants, waves
     from slsec.transport import LocalHub
 
     proto = PROTOCOLS.get(cfg.protocol)
@@ -326,9 +326,12 @@ def run_local_pooled(cfg: RunConfig, setup: Setup,
         except BaseException as e:  # noqa: BLE001 - reported to the caller
             fail(f"client {k}", e)
 
-    # every round's tasks are queued before the next round's and the pool can run all of one
-    # round's clients at once, so a round never waits for a worker held by a later round
+    # tasks are queued in the order the server trains them (round by round, wave by wave) and
+    # the pool can run a whole wave at once, so a wave never waits for a worker held by a later
+    # one (FedAvg and SplitFed v1 train in waves of WAVE clients; SplitFed v2 a round at once)
     rounds = [participants(plan, rnd) for rnd in range(plan.rounds)]
+    independent = cfg.protocol == "fedavg" or cfg.variant == "v1"
+    pool = max(len(w) for ks in rounds for w in waves(plan, ks, independent))
     tasks: queue.SimpleQueue[tuple[int, int | None]] = queue.SimpleQueue()
     for rnd, ks in enumerate(rounds):
         for k in ks:
@@ -346,7 +349,7 @@ def run_local_pooled(cfg: RunConfig, setup: Setup,
 
     threads = [threading.Thread(target=server, daemon=True, name="rank0")]
     threads += [threading.Thread(target=worker, daemon=True, name=f"client-worker{i}")
-                for i in range(max(len(ks) for ks in rounds))]
+                for i in range(pool)]
     for t in threads:
         t.start()
     while any(t.is_alive() for t in threads) and not errors:

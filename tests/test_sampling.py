@@ -46,12 +46,13 @@ def test_participants_are_a_seeded_sample_that_holds_the_observed_client():
                                                    ("fedavg", "v1", FedAvg)])
 def test_client_pool_computes_what_one_program_per_rank_computes(protocol, variant, cls,
                                                                  monkeypatch):
-    cfg = make_config(dict(protocol=protocol, variant=variant, clients=6, fraction=0.5, **TINY))
+    # 10 of 20 clients per round: FedAvg and SplitFed v1 train them in two waves (8 + 2)
+    cfg = make_config(dict(protocol=protocol, variant=variant, clients=20, fraction=0.5, **TINY))
     pooled = run_local(cfg, prepare(cfg))
     with monkeypatch.context() as m:      # without client_round: one thread per rank (as MPI)
         m.delattr(cls, "client_round")
         per_rank = run_local(cfg, prepare(cfg))
-    assert len(per_rank) == 7 and len(pooled) == 2          # the pool keeps rank 0 and client 1
+    assert len(per_rank) == 21 and len(pooled) == 2         # the pool keeps rank 0 and client 1
     for a, b in zip(pooled[0].model.state_dict().values(), per_rank[0].model.state_dict().values()):
         assert torch.equal(a, b)
     assert [r.accuracy for r in pooled[0].records] == [r.accuracy for r in per_rank[0].records]
@@ -59,6 +60,14 @@ def test_client_pool_computes_what_one_program_per_rank_computes(protocol, varia
     assert torch.equal(pooled[0].truth_inputs, per_rank[0].truth_inputs)
     for a, b in zip(pooled[1].model.state_dict().values(), per_rank[1].model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_waves_group_independent_sampled_clients():
+    ks = participants(_plan(fraction=0.5), 0)
+    from slsec.protocols.base import WAVE, waves
+    assert waves(_plan(fraction=0.5), ks, independent=True) == [ks[:WAVE], ks[WAVE:]]
+    assert waves(_plan(fraction=0.5), ks, independent=False) == [ks]      # SplitFed v2
+    assert waves(_plan(), list(range(1, 21)), independent=True) == [list(range(1, 21))]
 
 
 def test_fraction_one_keeps_one_program_per_rank():
