@@ -3,6 +3,10 @@
 Usage (from the repo root):
 
     .venv/bin/python bench/e2e.py [--reps 1] [--keep]
+    .venv/bin/python bench/e2e.py --startup-only    # slsec list, --help, bad input: <= 1 s each
+
+First the start-up table: the median wall of 5 runs of `slsec --help`, `slsec list` and a set
+of bad-input errors (each must exit 2), target <= 1 s.
 
 Runs `slsec evaluate --protocol vanilla --attack inversion --defense dp --sigma 0.5 --out TMP`
 as a subprocess (the installed entry point next to this Python), first with a fresh TMP (the
