@@ -131,10 +131,14 @@ def role_context(cfg: Any, setup: Any, rank: int, link: Any) -> Any:
     return ctx
 
 
-def sl_local_roles(cfg: Any, setup: Any) -> tuple[float, float]:
-    """(wall, cpu) s of the protocol's role programs over LocalHub threads (no evaluation)."""
+def sl_local_roles(cfg: Any, setup: Any, pin: bool = True) -> tuple[float, float]:
+    """(wall, cpu) s of the protocol's role programs over LocalHub threads (no evaluation);
+    with `pin`, the rank threads share one core where run_local does (runner.share_one_core)."""
     from slsec.protocols.base import PROTOCOLS
+    from slsec.runner import share_one_core
     from slsec.transport import LocalHub
+
+    pin_thread = share_one_core(cfg) if pin else (lambda: None)
 
     proto = PROTOCOLS.get(cfg.protocol)
     hub = LocalHub(cfg.clients + 1, timeout=cfg.timeout)
@@ -143,16 +147,16 @@ def sl_local_roles(cfg: Any, setup: Any) -> tuple[float, float]:
 
     def go(ctx: Any) -> None:
         try:
+            pin_thread()
             torch.set_num_threads(1)
             (proto.server if ctx.rank == 0 else proto.client)(ctx)
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
-    threads = [threading.Thread(target=go, args=(c,), daemon=True) for c in ctxs[1:]]
+    threads = [threading.Thread(target=go, args=(c,), daemon=True) for c in ctxs]
     with Clock() as c:
         for t in threads:
             t.start()
-        go(ctxs[0])
         for t in threads:
             t.join()
     if errors:

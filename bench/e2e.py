@@ -3,6 +3,10 @@
 Usage (from the repo root):
 
     .venv/bin/python bench/e2e.py [--reps 1] [--keep]
+    .venv/bin/python bench/e2e.py --startup-only    # slsec list, --help, bad input: <= 1 s each
+
+First the start-up table: the median wall of 5 runs of `slsec --help`, `slsec list` and a set
+of bad-input errors (each must exit 2), target <= 1 s.
 
 Runs `slsec evaluate --protocol vanilla --attack inversion --defense dp --sigma 0.5 --out TMP`
 as a subprocess (the installed entry point next to this Python), first with a fresh TMP (the
@@ -55,13 +59,46 @@ def timed(args: list[str], env: dict[str, str] | None = None) -> tuple[float, fl
     return wall, cpu, proc.stdout
 
 
+# start-up: each must answer in <= 1 s wall (median of 5); the errors are one line, exit 2
+STARTUP = [["--help"], ["list"], ["train", "--protocol", "bogus"], ["train", "--cut", "nope"],
+           ["train", "--rounds", "x"], ["evaluate", "--attack", "nope"],
+           ["evaluate", "--attack", "inversion", "--method", "nope"],
+           ["evaluate", "--attack", "inversion", "--defense", "dp", "--sigma", "1",
+            "--target-epsilon", "2"],
+           ["train", "--dataset", "mutag", "--cut", "fc9", "--aux-size", "50"]]
+
+
+def startup(reps: int = 5) -> None:
+    """Median wall of `reps` runs of each start-up command (interleaved)."""
+    import statistics
+    walls: dict[str, list[float]] = {" ".join(a): [] for a in STARTUP}
+    for i in range(reps):
+        for args in (STARTUP if i % 2 == 0 else STARTUP[::-1]):
+            t0 = time.perf_counter()
+            proc = subprocess.run(slsec() + args + (["--out", tempfile.gettempdir()]
+                                                    if args[0] in ("train", "evaluate") else []),
+                                  capture_output=True, text=True, cwd=ROOT)
+            walls[" ".join(args)].append(time.perf_counter() - t0)
+            if args[0] in ("train", "evaluate") and proc.returncode != 2:
+                raise SystemExit(f"`slsec {' '.join(args)}` exited {proc.returncode}, not 2")
+    table(f"start-up, median wall of {reps} ({os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}; target <= 1 s)", ["command", "median wall s", "max s", "<= 1 s"],
+          [[f"slsec {k}", f"{statistics.median(v):.2f}", f"{max(v):.2f}",
+            "yes" if statistics.median(v) <= 1 else "NO"] for k, v in walls.items()])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=1, help="cold+warm pairs")
     ap.add_argument("--keep", action="store_true", help="keep the temporary --out folders")
     ap.add_argument("--no-preview", action="store_true",
                     help="skip the OMP_NUM_THREADS=1 runs (preview of the one-thread fix)")
+    ap.add_argument("--startup-only", action="store_true",
+                    help="only the start-up table (slsec list, --help, bad-input errors)")
     args = ap.parse_args()
+    startup()
+    if args.startup_only:
+        return
     rows = []
     wall, cpu, _ = timed(["--help"])
     rows.append(["slsec --help (start-up)", f"{wall:.1f}", f"{cpu:.1f}", "-", "-"])

@@ -9,14 +9,14 @@ Usage (from the repo root):
 Same process run, same model init, same batch size, same optimizer (Adam), one torch thread:
 - local: vanilla SL with one client over LocalHub vs the unsplit model on the same samples,
   embedded MNIST CNN at its default cut (conv1, the largest smashed tensor) and at fc1; then
-  ResNet-18 on random 3x32x32 tensors cut after `stem` and after `layer2`.      target >= 0.90x
+  ResNet-18 on random 3x32x32 tensors cut after `stem` and after `layer2`.      target >= 0.95x
 - mpi (mpiexec -n 2: server rank 0 + one client rank, one thread each) vs one-thread
-  monolithic training on rank 0 while rank 1 sleeps.                             target >= 0.80x
+  monolithic training on rank 0 while rank 1 sleeps.                             target >= 0.90x
 "SL roles" times the protocol's role programs alone; "SL runner" is what `slsec train` runs
 (run_local/run_mpi: + the experimenter's test evaluation after each round, model set-up, the
 scorer channel); "mono+eval" adds the same one test evaluation per epoch to the baseline.
-"SL roles+fix" previews the suggested fix to protocols/vanilla.py (client backward as
-x.backward(g) instead of (x * g).sum()), patched in for that variant only.
+"SL roles unpinned" (local) runs the roles without sharing one core (slsec.runner.share_one_core
+pins the rank threads of strictly alternating protocols to one core, as run_local does).
 Variants are interleaved. Printed: the median of per-repetition wall ratios, the wall ratio of
 the best repetition of each, and the median CPU-time ratio (all threads/ranks). On a shared
 machine the CPU ratio is the stable one (waiting for a core does not count).
@@ -24,7 +24,6 @@ machine the CPU ratio is the stable one (waiting for a core does not count).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 
 from _common import (Clock, interleaved, med, mono_epoch, one_thread, paired_ratio, random_image_setup,
@@ -47,43 +46,6 @@ def resnet_setup(cut: str, samples: int, batch: int):
     return cfg, random_image_setup(cfg, samples, n_test=32)
 
 
-@contextlib.contextmanager
-def direct_backward_client():
-    """Vanilla's client with the suggested fix: `x.backward(g)` instead of `(x * g).sum()`.
-
-    Patched from the current source of protocols/vanilla.py (bit-identical gradients: the
-    surrogate's backward multiplies g by 1.0); yields False when the source no longer matches.
-    """
-    import inspect
-    import textwrap
-
-    from slsec.protocols import vanilla
-    src = textwrap.dedent(inspect.getsource(vanilla.label_sending_client))
-    subs = {"loss = (x * g).sum()": "pass", "loss = loss + reg": "pass",
-            "loss.backward()": "torch.autograd.backward([x] if reg is None else [x, reg], "
-                               "[g] if reg is None else [g, torch.ones_like(reg)])"}
-    if not all(src.count(k) == 1 for k in subs):
-        yield False
-        return
-    for k, v in subs.items():
-        src = src.replace(k, v)
-    ns = dict(vanilla.__dict__)
-    exec(compile(src, "<patched vanilla client>", "exec"), ns)  # noqa: S102
-    cls, old = vanilla.Vanilla, vanilla.Vanilla.client
-    cls.client = staticmethod(ns["label_sending_client"])
-    try:
-        yield True
-    finally:
-        cls.client = old
-
-
-def patched_roles(cfg, setup) -> tuple[float, float]:
-    with direct_backward_client() as ok:
-        if not ok:
-            raise RuntimeError("protocols/vanilla.py changed; the fix preview no longer applies")
-        return sl_local_roles(cfg, setup)
-
-
 def _ratios(name: str, cut: str, n: int, t: dict, pairs: list[tuple[str, str]], target: float,
             rows: list) -> None:
     for sl, base in pairs:
@@ -103,9 +65,11 @@ HEADER = ["model", "cut", "compared", "base samples/s (best)", "SL samples/s (be
 def local(args: argparse.Namespace) -> None:
     rows: list = []
     cases = [("MNIST CNN", c, *mnist_setup(c, args.samples, args.batch), True)
-             for c in ("conv1", "fc1")]
-    cases += [("ResNet-18 random 3x32x32", c, *resnet_setup(c, args.resnet_samples, args.resnet_batch),
-               False) for c in ("stem", "layer2")]
+             for c in args.cuts.split(",")]
+    if not args.no_resnet:
+        cases += [("ResNet-18 random 3x32x32", c,
+                   *resnet_setup(c, args.resnet_samples, args.resnet_batch), False)
+                  for c in ("stem", "layer2")]
     for name, cut, cfg, setup, mnist in cases:
         n = len(setup.shard(1))
         print(f"{name}, cut {cut}: {n} samples, batch {cfg.batch_size}", flush=True)
@@ -115,13 +79,11 @@ def local(args: argparse.Namespace) -> None:
             fns["mono+eval"] = lambda: mono_epoch(setup, cfg, evaluate=True)
             fns["SL runner"] = lambda: sl_local_runner(cfg, setup)
             pairs += [("SL runner", "mono+eval"), ("SL runner", "mono")]
-            with direct_backward_client() as ok:
-                pass
-            if ok:
-                fns["SL roles+fix"] = lambda: patched_roles(cfg, setup)
-                pairs.insert(1, ("SL roles+fix", "mono"))
+            # the roles without sharing one core (runner.share_one_core), for comparison
+            fns["SL roles unpinned"] = lambda: sl_local_roles(cfg, setup, pin=False)
+            pairs.insert(1, ("SL roles unpinned", "mono"))
         t = interleaved(fns, args.reps if mnist else args.resnet_reps, log=print)
-        _ratios(name, cut, n, t, pairs, 0.90, rows)
+        _ratios(name, cut, n, t, pairs, 0.95, rows)
     table(f"local backend, 1 thread, {time.strftime('%Y-%m-%d')} (ratio = SL throughput / base)",
           HEADER, rows)
 
@@ -153,7 +115,7 @@ def mpi(args: argparse.Namespace) -> None:
         return c.wall if rank == 0 else 0.0, comm.allreduce(c.cpu)
 
     rows: list = []
-    for cut in ("conv1", "fc1"):
+    for cut in args.cuts.split(","):
         cfg, setup = mnist_setup(cut, args.samples, args.batch)
         cfg = cfg.replace(backend="mpi")
         n = len(setup.shard(1))
@@ -163,24 +125,17 @@ def mpi(args: argparse.Namespace) -> None:
             ctx = role_context(cfg, setup, rank, MPILink(comm, timeout=cfg.timeout))
             return both(lambda: (proto.server if rank == 0 else proto.client)(ctx))
 
-        def roles_fixed() -> tuple[float, float]:
-            with direct_backward_client() as ok:
-                if not ok:
-                    raise RuntimeError("protocols/vanilla.py changed; the fix preview no longer applies")
-                return roles()
-
         fns = {"mono": lambda: both(lambda: mono_epoch(setup, cfg) if rank == 0 else None),
                "mono+eval": lambda: both(lambda: mono_epoch(setup, cfg, evaluate=True)
                                          if rank == 0 else None),
-               "SL roles": roles, "SL roles+fix": roles_fixed,
+               "SL roles": roles,
                "SL runner": lambda: both(lambda: run_mpi(cfg, setup))}
         if rank == 0:
             print(f"MNIST CNN, cut {cut}: {n} samples, batch {cfg.batch_size}", flush=True)
         t = interleaved(fns, args.reps, log=print if rank == 0 else None)
         if rank == 0:
-            _ratios("MNIST CNN", cut, n, t, [("SL roles", "mono"), ("SL roles+fix", "mono"),
-                                             ("SL runner", "mono+eval"), ("SL runner", "mono")],
-                    0.80, rows)
+            _ratios("MNIST CNN", cut, n, t, [("SL roles", "mono"), ("SL runner", "mono+eval"),
+                                             ("SL runner", "mono")], 0.90, rows)
     if rank == 0:
         table(f"mpi backend (mpiexec -n 2, 1 thread per rank) vs 1-thread monolithic, "
               f"{time.strftime('%Y-%m-%d')} (CPU = both ranks)", HEADER, rows)
@@ -303,6 +258,8 @@ def main() -> None:
     ap.add_argument("--mpi", action="store_true", help="under mpiexec -n 2")
     ap.add_argument("--profile", action="store_true", help="per-batch breakdown of what SL adds")
     ap.add_argument("--cut", default="conv1", help="cut for --profile")
+    ap.add_argument("--cuts", default="conv1,fc1", help="MNIST cuts to compare (comma list)")
+    ap.add_argument("--no-resnet", action="store_true", help="local: skip the ResNet-18 rows")
     ap.add_argument("--top", type=int, default=0, help="with --profile: cProfile's top N too")
     ap.add_argument("--samples", type=int, default=4000, help="MNIST samples per epoch")
     ap.add_argument("--batch", type=int, default=64)

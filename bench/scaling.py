@@ -11,6 +11,14 @@ without the experimenter's evaluation. Reported: median epoch seconds per protoc
 SplitFed / vanilla at each K (the card's target: <= 0.7 at K = 2), measured in the same job.
 Then two more jobs at K = 4 give the server's (rank 0) peak RSS for SplitFed and for vanilla.
 
+With --simulate it measures the local backend as a client simulator instead: SplitFed (v1) at
+K = 4 and 100 with every client in every round, and K = 1,000 with --fraction 0.1, 3 rounds on
+the embedded MNIST (3,500 private images), default cut conv1; each run in a fresh process
+(peak RSS of the whole process) and the pair K = 100 / K = 1,000 alternating over --reps.
+Targets: peak memory <= 2 GB at K = 1,000 and its round time <= 1.5x that of K = 100.
+
+    .venv/bin/python bench/scaling.py --simulate [--reps 2]
+
 The default cut is pool2, where most of the CNN's compute sits on the clients (what SplitFed's
 parallel clients can overlap); --cut conv1 gives the package default (most compute on the
 server). On a 2-core machine K = 4 means 5 ranks on 2 cores: nothing can run truly in parallel
@@ -99,6 +107,58 @@ def launch(k: int, protos: str, args: argparse.Namespace, reps: int) -> dict:
     return json.loads(line[7:])
 
 
+SIMULATED = [(4, 1.0), (100, 1.0), (1000, 0.1)]
+
+
+def sim_worker(k: int, fraction: float) -> None:
+    """One local-backend SplitFed run; prints JSON: round seconds, peak RSS."""
+    from slsec.config import make_config
+    from slsec.runner import run_local
+    from slsec.setup import prepare
+    cfg = make_config({"dataset": "mnist", "protocol": "splitfed", "clients": k,
+                       "fraction": fraction, "rounds": 3, "timeout": 600})
+    setup = prepare(cfg)
+    rss0 = peak_rss_mb()
+    t0 = time.perf_counter()
+    server = run_local(cfg, setup)[0]
+    ends = [r.wall_s for r in server.records]
+    rounds = [b - a for a, b in zip([0.0] + ends, ends)]
+    print(json.dumps({"k": k, "fraction": fraction, "rounds_s": rounds, "rss_before_mb": rss0,
+                      "rss_peak_mb": peak_rss_mb(), "total_s": time.perf_counter() - t0}))
+
+
+def simulate(args: argparse.Namespace) -> None:
+    import statistics
+
+    def run(k: int, f: float) -> dict:
+        proc = subprocess.run([sys.executable, __file__, "--sim-worker", f"{k}:{f}"],
+                              capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode:
+            raise SystemExit(proc.stderr[-3000:])
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"K={k} fraction={f}: rounds {', '.join(f'{x:.2f}' for x in r['rounds_s'])} s, "
+              f"peak RSS {r['rss_peak_mb']:.0f} MB", flush=True)
+        return r
+
+    res: dict[tuple[int, float], list[dict]] = {c: [] for c in SIMULATED}
+    res[SIMULATED[0]].append(run(*SIMULATED[0]))
+    for i in range(args.reps):
+        for c in (SIMULATED[1:] if i % 2 == 0 else SIMULATED[:0:-1]):
+            res[c].append(run(*c))
+    med_round = {c: statistics.median(x for r in v for x in r["rounds_s"]) for c, v in res.items()}
+    ratio = statistics.median(
+        statistics.median(b["rounds_s"]) / statistics.median(a["rounds_s"])
+        for a, b in zip(res[SIMULATED[1]], res[SIMULATED[2]]))
+    rows = [[k, f, f"{max(1, round(f * k))}", f"{med_round[(k, f)]:.2f}",
+             f"{max(r['rss_peak_mb'] for r in res[(k, f)]):.0f}"] for k, f in SIMULATED]
+    table(f"SplitFed v1, local backend, embedded MNIST, cut conv1, 3 rounds, "
+          f"{time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f} "
+          f"(targets at K = 1000: peak <= 2048 MB, round <= 1.5x K = 100's)",
+          ["K", "fraction", "clients per round", "median round s", "peak RSS MB"], rows)
+    print(f"round time K = 1000 (fraction 0.1) / K = 100 (all), median of paired runs: "
+          f"{ratio:.2f} (target <= 1.5)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -111,10 +171,20 @@ def main() -> None:
                     help="timed runs per protocol per K (alternating, after one warm-up run)")
     ap.add_argument("--cut", default="pool2")
     ap.add_argument("--no-rss", action="store_true", help="skip the K = 4 peak-RSS jobs")
+    ap.add_argument("--simulate", action="store_true",
+                    help="local-backend client simulator: K = 4, 100, 1000 (fraction 0.1)")
+    ap.add_argument("--sim-worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     one_thread()
     if args.worker:
         worker(args)
+        return
+    if args.sim_worker:
+        k, f = args.sim_worker.split(":")
+        sim_worker(int(k), float(f))
+        return
+    if args.simulate:
+        simulate(args)
         return
     ks = [int(k) for k in args.ks.split(",")]
     print(f"{os.cpu_count()} CPU cores; K clients = K+1 MPI ranks (K = 4: 5 ranks on "

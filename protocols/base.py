@@ -55,6 +55,7 @@ class Plan:
     async_alpha: float = 0.6         # splitfed-async: FedAsync mixing weight
     async_decay: float = 0.5         # splitfed-async: staleness exponent a
     async_order: str = "arrival"     # splitfed-async: "arrival" | "fixed" (deterministic)
+    fraction: float = 1.0            # splitfed/fedavg: share of clients sampled per round
 
 
 @dataclass
@@ -118,9 +119,59 @@ def client_seed(plan: Plan, rank: int, rnd: int) -> int:
     return plan.seed * 1_000_003 + rank * 10_007 + rnd
 
 
+def participants(plan: Plan, rnd: int) -> list[int]:
+    """The clients that take part in round `rnd` (ascending): all of them, or with
+    `plan.fraction` < 1 a seeded sample of max(1, round(fraction * K)), the same on every rank.
+    The observed client (1, the one attacks watch) is always in the observed round's sample."""
+    everyone = list(range(1, plan.clients + 1))
+    if plan.fraction >= 1:
+        return everyone
+    m = max(1, round(plan.fraction * plan.clients))
+    gen = torch.Generator().manual_seed(plan.seed * 1_000_003 + 7_919 * rnd + 104_729)
+    chosen = sorted(int(k) + 1 for k in torch.randperm(plan.clients, generator=gen)[:m])
+    last = plan.rounds - 1 if plan.observe_round < 0 else plan.observe_round
+    if rnd == last and 1 not in chosen:
+        chosen = sorted([1] + chosen[1:])
+    return chosen
+
+
+WAVE = 8   # with client sampling: clients a server trains at once (see `waves`)
+
+
+def waves(plan: Plan, ks: list[int], independent: bool) -> list[list[int]]:
+    """The sampled clients `ks` of a round in groups the server trains one after another.
+
+    With client sampling and `independent` clients (FedAvg; SplitFed v1, where each client has
+    its own tail copy), a round runs in waves of WAVE clients: the result does not depend on the
+    grouping, and only one wave's client models and tail copies exist at a time. Otherwise
+    every participant runs at once, as before.
+    """
+    if not (independent and fresh_state_each_round(plan)):
+        return [ks]
+    return [ks[i:i + WAVE] for i in range(0, len(ks), WAVE)]
+
+
+def fresh_state_each_round(plan: Plan) -> bool:
+    """With client sampling, clients are stateless between rounds (as FL simulators' virtual
+    clients): optimiser state is rebuilt from the shared weights each round a client runs."""
+    return plan.fraction < 1
+
+
 def cut_message(feats: dict[str, Tensor], x: Tensor) -> dict[str, Tensor]:
     """The message that crosses a cut: the (defended) activations plus graph structure."""
     return {**{k: v for k, v in feats.items() if k != "x"}, "x": x.detach()}
+
+
+def backward_cut(x: Tensor, g: Tensor, reg: Tensor | None = None) -> None:
+    """Backpropagate the cut gradient `g` received for the sent `x` (plus a regularizer term).
+
+    The same gradients as `((x * g).sum() + reg).backward()`, whose backward only multiplies g
+    by 1.0, without building that product and sum over the whole smashed tensor.
+    """
+    if reg is None:
+        x.backward(g)
+    else:
+        torch.autograd.backward([x, reg], [g, torch.ones_like(reg)])
 
 
 def receive_cut(msg: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -150,6 +201,9 @@ class Protocol:
     name: ClassVar[str]
     cuts_needed: ClassVar[int] = 1
     labels_to_server: ClassVar[bool] = True   # vanilla/SplitFed send labels: a 100% label leak
+    # roles strictly take turns (one computes while the others wait): the local backend may run
+    # them on one core, where the working set stays in that core's cache
+    alternating: ClassVar[bool] = False
     server_holds: ClassVar[frozenset[str]] = frozenset({"head_weights"})
 
     @staticmethod

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 
 from slsec.protocols.base import (CTRL, PROBE, WEIGHTS, Context, Protocol, PROTOCOLS, batches,
-                                  client_seed, cross_entropy, load, make_optimizer, state,
-                                  straggle, weighted_average)
+                                  client_seed, cross_entropy, fresh_state_each_round, load,
+                                  make_optimizer, participants, state, straggle, waves,
+                                  weighted_average)
 from slsec.threat import Update
 
 
@@ -27,6 +28,19 @@ def local_step(ctx: Context, model: torch.nn.Module, opt: torch.optim.Optimizer,
     opt.zero_grad()
     loss.backward()
     opt.step()
+
+
+def _train_round(ctx: Context, rnd: int, model: torch.nn.Module,
+                 opt: torch.optim.Optimizer) -> None:
+    """One round of a FedAvg client: global weights in, local epochs, trained weights back."""
+    plan = ctx.plan
+    load(model, ctx.link.recv(0, WEIGHTS))
+    for epoch in range(plan.local_epochs):
+        gen = torch.Generator().manual_seed(client_seed(plan, ctx.rank, rnd * 1000 + epoch))
+        for idx in batches(len(ctx.shard), plan.batch_size, gen):
+            local_step(ctx, model, opt, *ctx.shard.batch(idx))
+            straggle(ctx)
+    ctx.link.send(0, {**state(model), "__samples": torch.tensor(len(ctx.shard))}, WEIGHTS)
 
 
 def _cpu(w: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -45,14 +59,21 @@ class FedAvg(Protocol):
         plan, model = ctx.plan, ctx.model
         opt = make_optimizer(model.parameters(), plan)
         for rnd in range(plan.rounds):
-            load(model, ctx.link.recv(0, WEIGHTS))
-            for epoch in range(plan.local_epochs):
-                gen = torch.Generator().manual_seed(client_seed(plan, ctx.rank, rnd * 1000 + epoch))
-                for idx in batches(len(ctx.shard), plan.batch_size, gen):
-                    local_step(ctx, model, opt, *ctx.shard.batch(idx))
-                    straggle(ctx)
-            ctx.link.send(0, {**state(model), "__samples": torch.tensor(len(ctx.shard))}, WEIGHTS)
-        # probe: plain SGD updates on private batches, observed by the aggregator
+            if ctx.rank in participants(plan, rnd):
+                if fresh_state_each_round(plan):
+                    opt = make_optimizer(model.parameters(), plan)
+                _train_round(ctx, rnd, model, opt)
+        FedAvg.client_finish(ctx)
+
+    # the client program one round at a time (the local backend's client pool runs these)
+    @staticmethod
+    def client_round(ctx: Context, rnd: int) -> None:
+        _train_round(ctx, rnd, ctx.model, make_optimizer(ctx.model.parameters(), ctx.plan))
+
+    @staticmethod
+    def client_finish(ctx: Context) -> None:
+        """The probe: plain SGD updates on private batches, observed by the aggregator."""
+        plan, model = ctx.plan, ctx.model
         global_w = {k: v for k, v in ctx.link.recv(0, PROBE).items()}
         chunks = list(torch.arange(len(ctx.probe)).split(plan.probe_batch)) \
             if ctx.rank == 1 and ctx.probe is not None else []
@@ -69,16 +90,18 @@ class FedAvg(Protocol):
     @staticmethod
     def server(ctx: Context) -> None:
         plan, model = ctx.plan, ctx.model
-        ks = list(ctx.clients)
         for rnd in range(plan.rounds):
-            for k in ks:
-                ctx.link.send(k, state(model), WEIGHTS)
-            got = [ctx.link.recv(k, WEIGHTS) for k in ks]
+            got = []
+            for wave in waves(plan, participants(plan, rnd), independent=True):
+                for k in wave:
+                    ctx.link.send(k, state(model), WEIGHTS)
+                got += [ctx.link.recv(k, WEIGHTS) for k in wave]
             weights = [float(g.pop("__samples")) for g in got]
             load(model, weighted_average(got, weights))
             if ctx.on_round:
                 ctx.on_round(rnd, model)
         before = state(model)
+        ks = list(ctx.clients)
         for k in ks:
             ctx.link.send(k, before, PROBE)
         ctx.observer.recording = True

@@ -52,7 +52,7 @@ class SplitFedAsync(Protocol):
             for step, idx in enumerate(order):
                 watch = ctx.rank == 1 and observing(ctx, rnd, step, len(order))
                 client_step(ctx, head, opt, idx, gen, watch,
-                            lambda msg: ctx.link.send(0, {**msg, "op": torch.tensor(BATCH)}, ASYNC))
+                            lambda msg: ctx.link.give(0, {**msg, "op": torch.tensor(BATCH)}, ASYNC))
                 if (step + 1) % plan.async_every == 0 or step == len(order) - 1:
                     ctx.link.send(0, {**state(head), "__version": version,
                                       "op": torch.tensor(PUSH)}, ASYNC)

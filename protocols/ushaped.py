@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 
 from slsec.protocols.base import (BODY_GRAD, BODY_OUT, CTRL, GRAD, SMASHED, WEIGHTS, Context,
-                                  Protocol, PROTOCOLS, batches, client_seed, cross_entropy,
-                                  cut_message, load, make_optimizer, observing, probe_inference,
-                                  receive_cut, serve_probe, state, straggle)
+                                  Protocol, PROTOCOLS, backward_cut, batches, client_seed,
+                                  cross_entropy, cut_message, load, make_optimizer, observing,
+                                  probe_inference, receive_cut, serve_probe, state, straggle)
 
 
 def _client_parts(ctx: Context) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -36,6 +36,7 @@ def _unpack(msg: dict[str, torch.Tensor], head: torch.nn.Module, tail: torch.nn.
 @PROTOCOLS.register("ushaped")
 class UShaped(Protocol):
     name = "ushaped"
+    alternating = True
     cuts_needed = 2
     labels_to_server = False
 
@@ -55,7 +56,7 @@ class UShaped(Protocol):
                     ctx.truth(None, y)
                 h = head(feats)
                 x = ctx.defense.smashed(h["x"], train=True, gen=gen)
-                ctx.link.send(0, cut_message(h, x), SMASHED)
+                ctx.link.give(0, cut_message(h, x), SMASHED)
                 body_out = receive_cut(ctx.link.recv(0, BODY_OUT))
                 y_used = ctx.defense.labels(y, num_classes=plan.num_classes, gen=gen)
                 loss = cross_entropy(tail(body_out)["x"], y_used)
@@ -63,10 +64,9 @@ class UShaped(Protocol):
                 opt.zero_grad()
                 loss.backward()
                 gb = ctx.defense.cut_grad(body_out["x"].grad, gen=gen)
-                ctx.link.send(0, {"g": gb}, BODY_GRAD)
+                ctx.link.give(0, {"g": gb}, BODY_GRAD)
                 g = ctx.link.recv(0, GRAD)["g"]
-                upstream = (x * g).sum() + (reg if reg is not None else 0.0)
-                upstream.backward()
+                backward_cut(x, g, reg)
                 opt.step()
                 straggle(ctx)
             ctx.link.send(0, _pack(head, tail), WEIGHTS)
@@ -86,7 +86,7 @@ class UShaped(Protocol):
                     msg = ctx.link.recv(k, SMASHED)
                     feats = receive_cut(msg)
                     out = body(feats)
-                    ctx.link.send(k, cut_message(out, out["x"]), BODY_OUT)
+                    ctx.link.give(k, cut_message(out, out["x"]), BODY_OUT)
                     gb = ctx.link.recv(k, BODY_GRAD)["g"]
                     if k == 1 and observing(ctx, rnd, i, n):
                         ctx.observer.recording = True
@@ -95,7 +95,7 @@ class UShaped(Protocol):
                         ctx.observer.recording = False
                     opt.zero_grad()
                     out["x"].backward(gb)
-                    ctx.link.send(k, {"g": feats["x"].grad}, GRAD)
+                    ctx.link.give(k, {"g": feats["x"].grad}, GRAD)
                     opt.step()
                 handoff = ctx.link.recv(k, WEIGHTS)
             _unpack(handoff, head, tail)

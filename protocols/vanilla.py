@@ -16,9 +16,10 @@ from typing import Callable
 import torch
 
 from slsec.protocols.base import (CTRL, GRAD, SMASHED, WEIGHTS, Context, Protocol, PROTOCOLS,
-                                  batches, client_seed, cross_entropy, cut_message, load,
-                                  make_optimizer, observing, probe_inference, receive_cut,
-                                  serve_probe, state, straggle)
+                                  backward_cut, batches, client_seed, cross_entropy, cut_message,
+                                  fresh_state_each_round, load, make_optimizer, observing,
+                                  participants, probe_inference, receive_cut, serve_probe, state,
+                                  straggle)
 
 
 def label_sending_client(ctx: Context) -> None:
@@ -27,15 +28,26 @@ def label_sending_client(ctx: Context) -> None:
     head = ctx.model.split(list(plan.cuts))[0]
     opt = make_optimizer(head.parameters(), plan)
     for rnd in range(plan.rounds):
-        load(head, ctx.link.recv(0, WEIGHTS))
-        gen = torch.Generator().manual_seed(client_seed(plan, ctx.rank, rnd))
-        order = batches(len(ctx.shard), plan.batch_size, gen)
-        ctx.link.send(0, {"n": torch.tensor(len(order)), "samples": torch.tensor(len(ctx.shard))}, CTRL)
-        for i, idx in enumerate(order):
-            client_step(ctx, head, opt, idx, gen, ctx.rank == 1 and observing(ctx, rnd, i, len(order)),
-                        lambda msg: ctx.link.send(0, msg, SMASHED))
-        ctx.link.send(0, state(head), WEIGHTS)
+        if ctx.rank in participants(plan, rnd):
+            if fresh_state_each_round(plan):
+                opt = make_optimizer(head.parameters(), plan)
+            label_sending_round(ctx, rnd, head, opt)
     probe_inference(ctx, head)
+
+
+def label_sending_round(ctx: Context, rnd: int, head: torch.nn.Module,
+                        opt: torch.optim.Optimizer) -> None:
+    """One round of a label-sending client: the server's head in, a pass over the shard, the
+    trained head back."""
+    plan = ctx.plan
+    load(head, ctx.link.recv(0, WEIGHTS))
+    gen = torch.Generator().manual_seed(client_seed(plan, ctx.rank, rnd))
+    order = batches(len(ctx.shard), plan.batch_size, gen)
+    ctx.link.send(0, {"n": torch.tensor(len(order)), "samples": torch.tensor(len(ctx.shard))}, CTRL)
+    for i, idx in enumerate(order):
+        client_step(ctx, head, opt, idx, gen, ctx.rank == 1 and observing(ctx, rnd, i, len(order)),
+                    lambda msg: ctx.link.give(0, msg, SMASHED))
+    ctx.link.send(0, state(head), WEIGHTS)
 
 
 def client_step(ctx: Context, head: torch.nn.Module, opt: torch.optim.Optimizer, idx: torch.Tensor,
@@ -56,12 +68,9 @@ def client_step(ctx: Context, head: torch.nn.Module, opt: torch.optim.Optimizer,
         ctx.observer.smashed(msg)
         ctx.observer.grad(g)
         ctx.observer.recording = False
-    loss = (x * g).sum()
     reg = ctx.defense.regularizer(feats["x"], h["x"])
-    if reg is not None:
-        loss = loss + reg
     opt.zero_grad()
-    loss.backward()
+    backward_cut(x, g, reg)
     opt.step()
     straggle(ctx)
 
@@ -86,13 +95,14 @@ def process_batch(ctx: Context, k: int, msg: dict[str, torch.Tensor], tail: torc
     opt.zero_grad()
     loss.backward()
     g = ctx.defense.cut_grad(feats["x"].grad, gen=ctx.gen)
-    ctx.link.send(k, {"g": g}, GRAD)
+    ctx.link.give(k, {"g": g}, GRAD)
     opt.step()
 
 
 @PROTOCOLS.register("vanilla")
 class Vanilla(Protocol):
     name = "vanilla"
+    alternating = True
 
     @staticmethod
     def server(ctx: Context) -> None:

@@ -30,6 +30,7 @@ HELP = {
     "cut": "block after which the model is cut (default: shallowest); see `slsec list`",
     "cut2": "second cut for U-shaped SL (default: the last cut point)",
     "clients": "number of clients K (MPI: mpiexec -n K+1)",
+    "fraction": "splitfed/fedavg: share of the K clients sampled each round (seeded; 1 = all)",
     "partition": "iid | dirichlet", "alpha": "Dirichlet concentration",
     "rounds": "training rounds (one epoch over every client's shard each)",
     "backend": "local (threads, one process) | mpi (K+1 ranks; launches mpiexec if not under one)",
@@ -86,6 +87,14 @@ def _resume(what: str) -> inspect.Parameter:
 def _config(kw: dict[str, Any]) -> RunConfig:
     flags = {k: v for k, v in kw.items() if k in {f.name for f in fields(RunConfig)}}
     return merged_config(kw.get("config"), flags)
+
+
+def _precheck(cfg: RunConfig, *, attack: bool = True) -> None:
+    """A bad name fails here, in well under a second (before torch is imported)."""
+    from slsec.catalog import precheck
+    from slsec.results import check_writable
+    check_writable(cfg.out)
+    precheck(cfg, attack=attack)
 
 
 _LAUNCHER_VARS = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")
@@ -146,6 +155,7 @@ def train(**kw: Any) -> None:
     """Train with a protocol (no attack) and print the accuracy curve."""
     from slsec import commands
     cfg = _config(kw)
+    _precheck(cfg, attack=False)
     _launch_under_mpiexec(cfg)
     commands.train(cfg, force=kw["force"])
 
@@ -156,6 +166,7 @@ def evaluate(**kw: Any) -> None:
     """Train, attack from the attacked role, defend; compare with the undefended run."""
     from slsec import commands
     cfg = _config(kw)
+    _precheck(cfg)
     _launch_under_mpiexec(cfg)
     commands.evaluate(cfg, force=kw["force"])
 

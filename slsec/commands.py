@@ -66,37 +66,30 @@ def run_id(cfg: RunConfig) -> str:
 
 
 def list_registry() -> None:
-    """Print every registry: what the CLI accepts."""
-    import slsec.attacks  # noqa: F401
-    from slsec.attacks.base import ATTACKS
-    from slsec.data import DATASETS
-    from slsec.defenses.base import DEFENSES
-    from slsec.models import MODELS, build_model
-    from slsec.protocols.base import PROTOCOLS
+    """Print every registry: what the CLI accepts (from slsec.catalog: no torch import)."""
+    from slsec import catalog
 
     t = Table(title="protocols")
     t.add_column("name"), t.add_column("cuts"), t.add_column("labels reach the server")
-    for name, p in PROTOCOLS:
-        t.add_row(name, str(p.cuts_needed), "yes (100% leak)" if p.labels_to_server else "no")
+    for name, (cuts, labels) in sorted(catalog.PROTOCOLS.items()):
+        t.add_row(name, str(cuts), "yes (100% leak)" if labels else "no")
     console.print(t)
     t = Table(title="attacks")
     t.add_column("name"), t.add_column("role per protocol"), t.add_column("methods (needs)")
-    for name, a in ATTACKS:
-        t.add_row(name, ", ".join(f"{p}: {r}" for p, r in sorted(a.roles.items())),
-                  "; ".join(f"{m} ({', '.join(sorted(k))})" for m, k in a.methods.items()))
+    for name, a in sorted(catalog.ATTACKS.items()):
+        t.add_row(name, ", ".join(f"{p}: {r}" for p, r in sorted(a["roles"].items())),
+                  "; ".join(f"{m} ({', '.join(sorted(k))})" for m, k in a["methods"].items()))
     console.print(t)
     t = Table(title="defenses")
     t.add_column("name"), t.add_column("point"), t.add_column("protocols")
-    for name, d in DEFENSES:
-        t.add_row(name, d.point, ", ".join(sorted(d.protocols)))
+    for name, (point, protocols) in sorted(catalog.DEFENSES.items()):
+        t.add_row(name, point, ", ".join(sorted(protocols)))
     console.print(t)
-    console.print("datasets: " + ", ".join(DATASETS.names()) + ", tu:<NAME>, images:<DIR>, npz:<FILE>")
+    console.print("datasets: " + ", ".join(sorted(catalog.DATASETS)) + ", tu:<NAME>, images:<DIR>, npz:<FILE>")
     t = Table(title="models and cut points")
     t.add_column("model"), t.add_column("cut points (shallow → deep)")
-    shapes = {"cnn": dict(input_shape=(1, 28, 28)), "resnet18": dict(input_shape=(3, 32, 32)),
-              "gin": dict(num_features=7)}
-    for name, _ in MODELS:
-        t.add_row(name, ", ".join(build_model(name, num_classes=10, **shapes.get(name, {})).cut_points))
+    for name, cuts in sorted(catalog.MODELS.items()):
+        t.add_row(name, ", ".join(cuts))
     console.print(t)
 
 

@@ -31,6 +31,7 @@ class RunConfig:
     cut: str | None = None               # default: the shallowest cut point
     cut2: str | None = None              # U-shaped second cut; default: the last cut point
     clients: int = 2
+    fraction: float = 1.0                # splitfed/fedavg: share of clients sampled per round
     partition: str = "iid"
     alpha: float = 0.5
     rounds: int = 1
@@ -102,6 +103,7 @@ CHOICES = {"variant": ("v1", "v2"), "partition": ("iid", "dirichlet"), "optimize
            "backend": ("local", "mpi"), "mechanism": ("gaussian", "laplace"),
            "accountant": ("rdp", "prv"), "label_party": ("client", "server"),
            "async_order": ("arrival", "fixed"), "device": ("auto", "cpu", "cuda")}
+SAMPLING_PROTOCOLS = ("fedavg", "splitfed")
 POSITIVE = {"async_alpha", "alpha", "lr", "timeout", "delta", "max_grad_norm"}
 AT_LEAST_ONE = {"seeds", "async_every", "max_train", "clients", "rounds", "batch_size", "threads", "probe_size", "probe_batch",
                 "observe_samples"}
@@ -179,6 +181,11 @@ def _validate(cfg: RunConfig) -> RunConfig:
                         f"got {cfg.seed}")
     if cfg.clip is not None and not cfg.clip > 0:
         raise UserError(f"--clip must be > 0 (or inf to turn clipping off), got {cfg.clip}")
+    if not 0 < cfg.fraction <= 1:
+        raise UserError(f"--fraction must be in (0, 1], got {cfg.fraction}")
+    if cfg.fraction < 1 and cfg.protocol not in SAMPLING_PROTOCOLS:
+        raise UserError(f"--fraction (clients sampled per round) is for "
+                        f"{', '.join(SAMPLING_PROTOCOLS)}; protocol '{cfg.protocol}' runs every client")
     if cfg.async_alpha > 1:
         raise UserError(f"--async-alpha must be in (0, 1], got {cfg.async_alpha}")
     if cfg.delta >= 1:

@@ -66,6 +66,9 @@ class DeviceLink:
     def send(self, dest: int, tensors: dict[str, Tensor], tag: int) -> None:
         self._link.send(dest, {k: v.detach().cpu() for k, v in tensors.items()}, tag)
 
+    def give(self, dest: int, tensors: dict[str, Tensor], tag: int) -> None:
+        self._link.give(dest, {k: v.detach().cpu() for k, v in tensors.items()}, tag)
+
     def recv(self, source: int, tag: int) -> dict[str, Tensor]:
         return {k: v.to(self.device) for k, v in self._link.recv(source, tag).items()}
 
@@ -123,7 +126,7 @@ def make_plan(cfg: RunConfig, setup: Setup) -> Plan:
                 label_party=setup.label_party, observe_samples=cfg.observe_samples,
                 probe_size=cfg.probe_size, probe_batch=cfg.probe_batch, straggler=straggler,
                 async_every=cfg.async_every, async_alpha=cfg.async_alpha,
-                async_decay=cfg.async_decay, async_order=cfg.async_order)
+                async_decay=cfg.async_decay, async_order=cfg.async_order, fraction=cfg.fraction)
 
 
 def evaluate_model(model: torch.nn.Module, split: Any, batch_size: int = 500) -> tuple[float, float]:
@@ -198,18 +201,49 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
     return outcome
 
 
+def share_one_core(cfg: RunConfig) -> Callable[[], None]:
+    """For protocols whose roles strictly alternate, run on one thread each: a function each rank
+    thread calls to pin itself to one core, the least busy of those allowed now (Linux applies
+    affinity per thread; a second run beside this one, such as the card's undefended twin, then
+    tends to pick another). The 6.4 MB smashed tensor stays in one core's cache instead of
+    moving between cores at every hand-off (bench/overhead.py). A no-op elsewhere."""
+    from slsec.protocols.base import PROTOCOLS
+    if not (PROTOCOLS.get(cfg.protocol).alternating and cfg.threads == 1
+            and hasattr(os, "sched_setaffinity")):
+        return lambda: None
+    allowed = sorted(os.sched_getaffinity(0))
+    try:
+        import psutil
+        busy = psutil.cpu_percent(interval=0.05, percpu=True)
+        core = min(allowed, key=lambda c: busy[c] if c < len(busy) else 100.0)
+    except (ImportError, OSError):
+        return lambda: None
+
+    def pin() -> None:
+        try:
+            os.sched_setaffinity(0, {core})
+        except OSError:
+            pass
+    return pin
+
+
 def run_local(cfg: RunConfig, setup: Setup,
               progress: Callable[[RoundRecord], None] | None = None) -> list[RankOutcome]:
     """All ranks as threads of this process over LocalHub; the first failure is raised."""
     from slsec.transport import LocalHub
 
+    if cfg.fraction < 1 and hasattr(PROTOCOLS.get(cfg.protocol), "client_round"):
+        return run_local_pooled(cfg, setup, progress)
     world = cfg.clients + 1
     hub, instr = LocalHub(world, timeout=cfg.timeout), LocalHub(world, timeout=cfg.timeout)
     outcomes: list[RankOutcome | None] = [None] * world
     errors: list[BaseException] = []
 
+    pin = share_one_core(cfg)
+
     def target(rank: int) -> None:
         try:
+            pin()
             torch.set_num_threads(cfg.threads)
             outcomes[rank] = run_rank(cfg, setup, rank, hub.link(rank), instr.link(rank),
                                       progress if rank == 0 else None)
@@ -227,6 +261,104 @@ def run_local(cfg: RunConfig, setup: Setup,
     while any(t.is_alive() for t in threads):
         if errors:
             break
+        for t in threads:
+            t.join(timeout=0.05)
+    if errors:
+        first = next((e for e in errors if not isinstance(e, PeerError)), errors[0])
+        raise first
+    return [o for o in outcomes if o is not None]
+
+
+def run_local_pooled(cfg: RunConfig, setup: Setup,
+                     progress: Callable[[RoundRecord], None] | None = None) -> list[RankOutcome]:
+    """The local backend as a client simulator (with --fraction < 1): the server is one thread;
+    a client exists only while it runs one round (or the final probe), as a task of a pool with
+    threads for one wave of clients (slsec.protocols.base.waves). Its model and optimiser are
+    built for the task from the weights the server sends (the protocol's `client_round`); only
+    its observer, scorer buffer and generator live across rounds. Rank 0 and client 1 get a RankOutcome."""
+    import queue
+
+    from slsec.protocols.base import participants, waves
+    from slsec.transport import LocalHub
+
+    proto = PROTOCOLS.get(cfg.protocol)
+    plan = make_plan(cfg, setup)
+    device = resolve_device(cfg.device)
+    world = cfg.clients + 1
+    hub, instr = LocalHub(world, timeout=cfg.timeout), LocalHub(world, timeout=cfg.timeout)
+    outcomes: list[RankOutcome | None] = [None] * world
+    errors: list[BaseException] = []
+    light: dict[int, tuple[Observer, TruthBuffer, torch.Generator]] = {}
+
+    def fail(who: str, e: BaseException) -> None:
+        errors.append(e)
+
+    def server() -> None:
+        try:
+            torch.set_num_threads(cfg.threads)
+            outcomes[0] = run_rank(cfg, setup, 0, hub.link(0), instr.link(0), progress)
+        except BaseException as e:  # noqa: BLE001 - reported to the caller
+            fail("rank 0", e)
+
+    def client(k: int, rnd: int | None) -> None:
+        """Round `rnd` of client k, or (None) its end: the final model, probe, scorer flush."""
+        if errors:
+            return
+        try:
+            torch.set_num_threads(cfg.threads)
+            if k not in light:
+                light[k] = (Observer("client", cfg.protocol), TruthBuffer(),
+                            torch.Generator().manual_seed(cfg.seed * 7919 + k))
+            observer, truth, gen = light[k]
+            link: Any = hub.link(k)
+            model = setup.fresh_model().to(device)
+            shard = setup.shard(k)
+            if device.type != "cpu":
+                link, shard = DeviceLink(link, device), DeviceSplit(shard, device)
+            ctx = Context(rank=k, plan=plan, link=link, model=model,
+                          defense=build_defense(cfg, setup), observer=observer, gen=gen,
+                          truth=truth, shard=shard)
+            if rnd is not None:
+                proto.client_round(ctx, rnd)
+                return
+            ctx.probe = (setup.probe if device.type == "cpu" else
+                         DeviceSplit(setup.probe, device)) if k == 1 else None
+            proto.client_finish(ctx)
+            instr.link(k).send(0, truth.message(), TRUTH)
+            light.pop(k)
+            if k == 1:
+                outcomes[1] = RankOutcome(rank=1, observer=observer, model=model.cpu(),
+                                          instr=instr.link(1))
+        except BaseException as e:  # noqa: BLE001 - reported to the caller
+            fail(f"client {k}", e)
+
+    # tasks are queued in the order the server trains them (round by round, wave by wave) and
+    # the pool can run a whole wave at once, so a wave never waits for a worker held by a later
+    # one (FedAvg and SplitFed v1 train in waves of WAVE clients; SplitFed v2 a round at once)
+    rounds = [participants(plan, rnd) for rnd in range(plan.rounds)]
+    independent = cfg.protocol == "fedavg" or cfg.variant == "v1"
+    pool = max(len(w) for ks in rounds for w in waves(plan, ks, independent))
+    tasks: queue.SimpleQueue[tuple[int, int | None]] = queue.SimpleQueue()
+    for rnd, ks in enumerate(rounds):
+        for k in ks:
+            tasks.put((k, rnd))
+    for k in range(1, world):
+        tasks.put((k, None))
+
+    def worker() -> None:
+        while not errors:
+            try:
+                k, rnd = tasks.get_nowait()
+            except queue.Empty:
+                return
+            client(k, rnd)
+
+    threads = [threading.Thread(target=server, daemon=True, name="rank0")]
+    threads += [threading.Thread(target=worker, daemon=True, name=f"client-worker{i}")
+                for i in range(pool)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads) and not errors:
         for t in threads:
             t.join(timeout=0.05)
     if errors:

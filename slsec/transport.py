@@ -227,6 +227,11 @@ class Link(ABC):
     def send(self, dest: int, tensors: dict[str, Tensor], tag: int) -> None:
         """Send named tensors (detached, contiguous, CPU) to rank `dest` under `tag`."""
 
+    def give(self, dest: int, tensors: dict[str, Tensor], tag: int) -> None:
+        """Send tensors that neither side will ever write to again (per-batch activations and
+        gradients): a link may then hand them over without a copy. Otherwise as `send`."""
+        self.send(dest, tensors, tag)
+
     @abstractmethod
     def recv(self, source: int, tag: int) -> dict[str, Tensor]:
         """The next message from `source` under `tag` (fresh tensors); PeerError after timeout."""
@@ -314,9 +319,17 @@ class LocalLink(Link):
         self._hub = hub
 
     def send(self, dest: int, tensors: dict[str, Tensor], tag: int) -> None:
+        self._put(dest, tensors, tag, copy=True)
+
+    def give(self, dest: int, tensors: dict[str, Tensor], tag: int) -> None:
+        """No copy: the receiver's tensors share the sender's memory, which neither writes."""
+        self._put(dest, tensors, tag, copy=False)
+
+    def _put(self, dest: int, tensors: dict[str, Tensor], tag: int, *, copy: bool) -> None:
         self._check(dest, tag)
         header, bufs = encode(tensors)
-        payload = [b.copy() for b in bufs]          # the receiver's copy, taken now (as MPI does)
+        # the receiver's copy, taken now (as MPI does), unless the sender hands the buffers over
+        payload = [b.copy() for b in bufs] if copy else bufs
         self._count_sent(dest, header, sum(b.nbytes for b in payload))
         self._hub._boxes[dest].put((self.rank, tag, header, payload))
 

@@ -33,7 +33,9 @@ def run_mpi(tmp_path: Path, **kw: str) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol,extra", [
     ("vanilla", {}), ("ushaped", {}), ("splitfed", {"variant": "v2"}), ("fedavg", {}),
-    ("splitfed-async", {"async_order": "fixed", "async_every": "2"})])
+    ("splitfed-async", {"async_order": "fixed", "async_every": "2"}),
+    # client sampling: the local backend's client pool against one MPI rank per client
+    ("splitfed", {"fraction": "0.5"}), ("fedavg", {"fraction": "0.5"})])
 def test_local_and_mpi_give_the_same_run(tmp_path, protocol, extra):
     mpi = run_mpi(tmp_path, protocol=protocol, **extra)
     cfg = make_config({**SMALL, "protocol": protocol, **extra})

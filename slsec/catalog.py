@@ -1,0 +1,200 @@
+"""What `slsec list` shows and the CLI checks up front, without importing torch.
+
+Importing torch, PyG and opacus takes seconds; `slsec list`, `--help` and a mistyped name must
+answer at once. So the names the registries hold (protocols, attacks and their roles and
+methods, defenses, datasets, models and their cut points) are also declared here, as plain data.
+`precheck` raises the same UserError, in the same order, that the training path would raise
+later for a bad name. tests/test_catalog.py checks this file against the live registries: a new
+plug-in registers as usual and adds its line here.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from slsec.errors import UserError
+
+# name -> (cuts needed, labels reach the server)
+PROTOCOLS: dict[str, tuple[int, bool]] = {
+    "fedavg": (0, False), "splitfed": (1, True), "splitfed-async": (1, True),
+    "ushaped": (2, False), "vanilla": (1, True),
+}
+
+ARCH, HEAD, QUERY, AUX = "architecture", "head_weights", "query_head", "aux_data"
+# name -> roles (protocol -> role), methods (method -> knowledge needed), default order, contenders
+ATTACKS: dict[str, dict[str, Any]] = {
+    "gradient-inversion": dict(
+        roles={"fedavg": "aggregator"},
+        methods={"dlg": frozenset({ARCH}), "idlg": frozenset({ARCH}), "ig": frozenset({ARCH})},
+        default_order=("ig", "idlg", "dlg"), contenders=()),
+    "inversion": dict(
+        roles={"vanilla": "server", "ushaped": "server", "splitfed": "server",
+               "splitfed-async": "server"},
+        methods={"whitebox": frozenset({ARCH, HEAD}), "decoder": frozenset({ARCH, AUX, QUERY}),
+                 "unsplit": frozenset({ARCH})},
+        default_order=("whitebox", "decoder", "unsplit"), contenders=("whitebox", "decoder")),
+    "label-inference": dict(
+        roles={"ushaped": "server", "vanilla": "client", "splitfed": "client"},
+        methods={"completion": frozenset({ARCH, AUX}), "cluster": frozenset({ARCH}),
+                 "cosine": frozenset({ARCH}), "norm": frozenset({ARCH})},
+        default_order=("completion", "cluster", "cosine", "norm"), contenders=()),
+}
+
+# what the attacked role holds by default (as slsec.harness.DEFAULT_KNOWLEDGE)
+DEFAULT_KNOWLEDGE = {
+    "server": frozenset({ARCH, HEAD, QUERY, AUX}),
+    "aggregator": frozenset({ARCH, HEAD, AUX}),
+    "client": frozenset({ARCH, AUX}),
+}
+
+_SL = frozenset({"vanilla", "ushaped", "splitfed", "splitfed-async"})
+_LABEL_HOLDER = frozenset({"vanilla", "ushaped", "splitfed"})
+# name -> (point, protocols)
+DEFENSES: dict[str, tuple[str, frozenset[str]]] = {
+    "dp": ("cut", _SL), "dpsgd": ("train", frozenset({"fedavg"})),
+    "label-rr": ("labels", _LABEL_HOLDER), "max-norm": ("grad", _LABEL_HOLDER),
+    "nopeek": ("regularizer", _SL), "split-select": ("pre", _LABEL_HOLDER),
+}
+
+DATASETS = ("cifar10", "fashion-mnist", "mnist", "mnist-full", "mutag", "proteins")
+EMBEDDED_TRAIN = {"mnist": 4000, "mutag": 150}   # training samples of the embedded sets
+GRAPH_DATASETS = ("mutag", "proteins")   # and tu:<NAME>
+GRAPH_MODELS = ("gin",)
+
+# model -> cut points, shallow to deep
+MODELS: dict[str, tuple[str, ...]] = {
+    "cnn": ("conv1", "pool1", "conv2", "pool2", "fc1"),
+    "gin": ("gin1", "gin2", "gin3", "readout", "fc1"),
+    "resnet18": ("stem", "layer1", "layer2", "layer3", "layer4"),
+}
+
+
+def _unknown(kind: str, name: str, names: Any) -> UserError:
+    return UserError(f"unknown {kind} '{name}'; valid: {', '.join(sorted(names))}")
+
+
+def _check_attack(cfg: Any) -> None:
+    """As slsec.harness.check_attack: attack name, its role in the protocol, knowledge, method."""
+    if cfg.attack is None:
+        return
+    if cfg.attack not in ATTACKS:
+        raise _unknown("attack", cfg.attack, ATTACKS)
+    a = ATTACKS[cfg.attack]
+    if cfg.protocol not in a["roles"]:
+        raise UserError(f"attack '{cfg.attack}' does not apply to protocol '{cfg.protocol}': "
+                        f"it targets {', '.join(sorted(a['roles']))}")
+    role = a["roles"][cfg.protocol]
+    known = DEFAULT_KNOWLEDGE[role]
+    if cfg.knowledge is not None:
+        bad = set(cfg.knowledge) - set(DEFAULT_KNOWLEDGE["server"])
+        if bad:
+            raise UserError(f"--knowledge: unknown item(s) {', '.join(sorted(bad))}; valid: "
+                            f"{', '.join(sorted(DEFAULT_KNOWLEDGE['server']))}")
+        extra = set(cfg.knowledge) - known
+        if extra:
+            raise UserError(f"--knowledge: the {role} in '{cfg.protocol}' does not hold "
+                            f"{', '.join(sorted(extra))}")
+        known = frozenset(cfg.knowledge)
+    methods = a["methods"]
+    if cfg.method is not None:
+        if cfg.method not in methods:
+            raise UserError(f"unknown method '{cfg.method}' for attack '{cfg.attack}'; "
+                            f"valid: {', '.join(methods)}")
+        missing = methods[cfg.method] - known
+        if missing:
+            raise UserError(f"method '{cfg.method}' of attack '{cfg.attack}' needs "
+                            f"{', '.join(sorted(missing))}, which this role does not hold")
+    elif not any(methods[m] <= known for m in a["default_order"]):
+        raise UserError(f"attack '{cfg.attack}': no method fits this role's knowledge")
+
+
+def _check_params(name: str, cfg: Any) -> bool:
+    """The defense constructor's own checks that the names decide; False where its parameters
+    are left to the constructor (then its message must come first: the precheck stops there)."""
+    inf = float("inf")
+    if name == "dp":
+        if cfg.sigma is not None and cfg.target_epsilon is not None:
+            raise UserError("--sigma and --target-epsilon exclude each other; "
+                            "give one (the target solves sigma)")
+        return cfg.target_epsilon is None and cfg.sigma != inf
+    if name == "dpsgd":
+        if cfg.noise_multiplier is not None and cfg.target_epsilon is not None:
+            raise UserError("--noise-multiplier and --target-epsilon exclude each "
+                            "other; give one (the target solves the noise multiplier)")
+        return (cfg.target_epsilon is None and cfg.noise_multiplier != inf
+                and cfg.max_grad_norm != inf and cfg.delta != inf)
+    if name == "nopeek":
+        return cfg.nopeek_weight != inf
+    return True
+
+
+def _check_defenses(cfg: Any) -> bool:
+    """The name and protocol checks of slsec.setup.build_defense, in its order; False where a
+    defense's parameters are left to its constructor (nothing after it can be checked first)."""
+    for name in cfg.defense:
+        if name == "split-select":
+            continue
+        if name not in DEFENSES:
+            raise _unknown("defense", name, DEFENSES)
+        if not _check_params(name, cfg):
+            return False
+        protocols = DEFENSES[name][1]
+        if cfg.protocol not in protocols:
+            raise UserError(f"defense '{name}' does not apply to protocol '{cfg.protocol}'; "
+                            f"it applies to {', '.join(sorted(protocols))}")
+    return True
+
+
+def _check_setup(cfg: Any) -> None:
+    """As slsec.setup.prepare, up to the cuts: dataset, protocol, model, cut names."""
+    if ":" in cfg.dataset:
+        return   # tu:NAME or a user's data scheme: only loading it can tell
+    if cfg.dataset not in DATASETS:
+        raise _unknown("dataset", cfg.dataset, DATASETS)
+    n = EMBEDDED_TRAIN.get(cfg.dataset)
+    if n is None:
+        return   # loading it can fail first (files, download): checked when it is loaded
+    if cfg.aux_size >= n:
+        raise UserError(f"--aux-size {cfg.aux_size} leaves no training data ({n} samples)")
+    private = n - cfg.aux_size if cfg.max_train is None else min(n - cfg.aux_size, cfg.max_train)
+    least = 1 if cfg.partition == "iid" else 10   # slsec.data.iid / dirichlet's min_size
+    if cfg.clients * least > private:
+        raise UserError(f"cannot give {cfg.clients} clients at least {least} samples each "
+                        f"from {private} samples")
+    if cfg.partition != "iid":
+        return   # a Dirichlet draw can still fail: its own message comes first
+    if cfg.protocol not in PROTOCOLS:
+        raise _unknown("protocol", cfg.protocol, PROTOCOLS)
+    need = PROTOCOLS[cfg.protocol][0]
+    if need == 0:
+        return
+    if ":" in cfg.model_name or cfg.model_name.endswith(".py"):
+        return   # the user's own model (file.py:factory): only building it can tell
+    if cfg.model_name not in MODELS:
+        raise _unknown("model", cfg.model_name, MODELS)
+    graphs = cfg.dataset.startswith("tu:") or cfg.dataset in GRAPH_DATASETS
+    if graphs != (cfg.model_name in GRAPH_MODELS):
+        return   # a model that does not fit the data: the model's own message, when it is built
+    points = MODELS[cfg.model_name]
+    cuts = [cfg.cut or points[0]] if need == 1 else [cfg.cut or points[0], cfg.cut2 or points[-1]]
+    if need == 1 and cfg.cut2:
+        raise UserError(f"--cut2 is only for U-shaped SL; protocol '{cfg.protocol}' has one cut")
+    for c in cuts:
+        if c not in points:
+            raise UserError(f"invalid cut '{c}' for model '{cfg.model_name}'; "
+                            f"valid cuts: {', '.join(points)}")
+    idx = [points.index(c) for c in cuts]
+    if any(b <= a for a, b in zip(idx, idx[1:])):
+        raise UserError(f"cuts must be distinct and in model order "
+                        f"({', '.join(points)}), got {', '.join(cuts)}")
+
+
+def precheck(cfg: Any, *, attack: bool = True) -> None:
+    """Fail fast, before torch is imported, on a bad name: the same message the full path gives.
+
+    Checks only what the declared names decide; everything else (data, parameters) is still
+    checked on the way, as before. The order follows the full path's (attack, defenses, setup).
+    """
+    if attack:
+        _check_attack(cfg)
+    if _check_defenses(cfg) and "split-select" not in cfg.defense:
+        _check_setup(cfg)
