@@ -35,7 +35,7 @@ def label_sending_client(ctx: Context) -> None:
             client_step(ctx, head, opt, idx, gen, ctx.rank == 1 and observing(ctx, rnd, i, len(order)),
                         lambda msg: ctx.link.send(0, msg, SMASHED))
         ctx.link.send(0, state(head), WEIGHTS)
-    probe_inference(ctx, head)
+    probe_inference(ctx, head, send_labels=True)
 
 
 def client_step(ctx: Context, head: torch.nn.Module, opt: torch.optim.Optimizer, idx: torch.Tensor,
