@@ -171,6 +171,7 @@ def cached_baseline(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
 def save_images(path: Path, tensors: dict[str, Any]) -> None:
     """The undefended run's reconstructions beside its cached result (for the grid)."""
     import torch
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save({k: v.detach().cpu() for k, v in tensors.items()}, tmp)
     tmp.replace(path)

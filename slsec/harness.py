@@ -149,7 +149,8 @@ def score(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor], truth_inputs: 
     def leak(r: dict[str, Any]) -> float:
         v = r.get("attack_ssim_mean", r.get("label_auc", float("nan")))
         return -math.inf if v is None or math.isnan(v) else v
-    best = max(methods, key=lambda m: leak(scored[m]))
+    # on a tie the prior is reported: the attack learned nothing beyond it
+    best = max(methods, key=lambda m: (leak(scored[m]), m == PRIOR))
     out = dict(scored[best], attack_method=best,
                attack_seconds=sum(float(guess[f"{m}.seconds"]) for m in methods))
     if len(methods) > 1:

@@ -79,4 +79,6 @@ def test_review_of_the_cnn_recommends_a_cut_and_writes_the_report(
     assert [r["cut"] for r in rows] == cuts
     assert sum(r["recommended"] == "True" for r in rows) == 1
     assert {"attack_ssim_mean", "attack_psnr_mean", "label_leak", "client_flops",
-            "client_params", "smashed_bytes_per_sample", "risk"} <= set(rows[0])
+            "client_params", "smashed_bytes_per_sample", "risk", "prior_ssim_mean",
+            "ssim_gain_mean", "reid_top1", "reid_chance_top1"} <= set(rows[0])
+    assert all(float(r["attack_ssim_mean"]) >= float(r["prior_ssim_mean"]) for r in rows)
