@@ -327,12 +327,14 @@ def beyond_prior_lines(m: dict[str, Any], b: dict[str, Any] | None) -> list[str]
     acc = (f" (label-prediction accuracy {m['prior_label_accuracy']:.3f})"
            if "prior_label_accuracy" in m else "")
     was = (f"{b['ssim_gain_mean']:.3f} undefended → " if b and "ssim_gain_mean" in b else "")
-    lines = [f"Leakage beyond what the {role} already holds: its prior (public aux data and "
-             f"{src}{acc}) reaches SSIM {m['prior_ssim_mean']:.3f} without inverting; the "
-             f"{m.get('attack_method')} reconstruction gains {was}{m['ssim_gain_mean']:.3f} "
-             f"SSIM over it"
-             + (" (none: the attack learns nothing beyond the prior)."
-                if m["ssim_gain_mean"] <= 1e-9 else ".")]
+    head = (f"Leakage beyond what the {role} already holds: its prior (public aux data and "
+            f"{src}{acc}) reaches SSIM {m['prior_ssim_mean']:.3f} without inverting; ")
+    if m.get("attack_method") == "prior" or m["ssim_gain_mean"] <= 1e-9:
+        lines = [head + f"no inversion beats it (SSIM gain {was}{m['ssim_gain_mean']:.3f}): "
+                        f"nothing measurable leaks beyond what the {role} already holds."]
+    else:
+        lines = [head + f"the {m.get('attack_method')} reconstruction gains "
+                        f"{was}{m['ssim_gain_mean']:.3f} SSIM over it."]
     if "reid_top1" in m:
         n = int(m["reid_candidates"])
         was = (f"{b['reid_top1']:.3f} undefended → " if b and "reid_top1" in b else "")
