@@ -341,6 +341,9 @@ def beyond_prior_lines(m: dict[str, Any], b: dict[str, Any] | None) -> list[str]
         lines.append(f"Re-identification: top-1 {was}{m['reid_top1']:.3f} among {n} candidates "
                      f"(chance {m['reid_chance_top1']:.4f}, {m['reid_top1'] / m['reid_chance_top1']:.1f}× "
                      f"chance), top-5 {m['reid_top5']:.3f} (chance {m['reid_chance_top5']:.4f}).")
+        if m.get("reid_top1_by_method"):
+            lines.append("Top-1 re-identification by method: " + ", ".join(
+                f"{k} {v:.3f}" for k, v in m["reid_top1_by_method"].items()) + ".")
         if "reid_bound" in m:
             lines.append(reid_bound.describe(m["reid_bound"], m["reid_top1"], n)
                          + (f" From (ε, δ) alone (e^ε/N + δ): {m['reid_bound_eps_delta']:.4g}"

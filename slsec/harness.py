@@ -160,8 +160,14 @@ def score(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor], truth_inputs: 
     guess["images"], guess["label_scores"] = guess[f"{best}.images"], guess[f"{best}.label_scores"]
     if guess["images"].numel():
         out.update(beyond_prior(cfg, setup, guess, truth_inputs[: len(guess["images"])]))
-        if PRIOR in scored:
-            out["attack_ssim_mean_prior_method"] = scored[PRIOR].get("attack_ssim_mean")
+        if len(methods) > 1:   # top-1 re-identification of every compared method
+            from slsec import metrics
+            cands = reid_candidates(setup, truth_inputs[: len(guess["images"])])
+            if cands is not None:
+                idx = torch.arange(len(guess["images"]))
+                out["reid_top1_by_method"] = {
+                    m: metrics.reidentification(cands, guess[f"{m}.images"], idx)["reid_top1"]
+                    for m in methods if guess[f"{m}.images"].numel()}
     return out
 
 

@@ -61,7 +61,10 @@ def test_card_reid_never_exceeds_its_dp_bound():
     m = _evaluate(protocol="vanilla", attack="inversion", defense="dp", sigma=0.5, cut="conv1")
     assert m["reid_candidates"] >= 1064
     assert 0 < m["reid_bound"] < 1 and m["reid_bound_eps_delta"] == 1.0   # eps ~ 26: vacuous
-    assert m["reid_top1"] <= m["reid_bound"]
+    worst = max([m["reid_top1"], *m.get("reid_top1_by_method", {}).values()])
+    print(f"card: re-id top-1 {m['reid_top1']:.4f} (every method: {worst:.4f}), chance "
+          f"{m['reid_chance_top1']:.4f}, bound {m['reid_bound']:.4f}")
+    assert worst <= m["reid_bound"]
 
 
 @pytest.mark.slow
@@ -69,7 +72,11 @@ def test_dpsgd_fedavg_reid_never_exceeds_its_dp_bound():
     """DP-SGD FedAvg with eps < 10: gradient inversion's measured top-1 re-id <= the bound of
     the reported (eps, delta) and <= the bound of the probe's own (one-step) release."""
     m = _evaluate(protocol="fedavg", attack="gradient-inversion", defense="dpsgd",
-                  noise_multiplier=1.0, probe_size=8, attack_iters=100)
+                  noise_multiplier=1.0, probe_size=8, attack_iters=100, timeout=900)
+    worst = max([m["reid_top1"], *m.get("reid_top1_by_method", {}).values()])
+    print(f"dpsgd fedavg: eps {m['epsilon']:.2f}, re-id top-1 {worst:.4f}, chance "
+          f"{m['reid_chance_top1']:.4f}, bound {m['reid_bound']:.4f}, probe release bound "
+          f"{m['reid_bound_probe_release']:.4f}")
     assert m["epsilon"] < 10
-    assert m["reid_top1"] <= m["reid_bound"] < 1
-    assert m["reid_top1"] <= m["reid_bound_probe_release"]
+    assert worst <= m["reid_bound"] < 1
+    assert worst <= m["reid_bound_probe_release"]
