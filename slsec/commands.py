@@ -330,8 +330,11 @@ def beyond_prior_lines(m: dict[str, Any], b: dict[str, Any] | None) -> list[str]
     head = (f"Leakage beyond what the {role} already holds: its prior (public aux data and "
             f"{src}{acc}) reaches SSIM {m['prior_ssim_mean']:.3f} without inverting; ")
     if m.get("attack_method") == "prior" or m["ssim_gain_mean"] <= 1e-9:
-        lines = [head + f"no inversion beats it (SSIM gain {was}{m['ssim_gain_mean']:.3f}): "
-                        f"nothing measurable leaks beyond what the {role} already holds."]
+        undefended = (f"; undefended: {b['ssim_gain_mean']:.3f}"
+                      if b and "ssim_gain_mean" in b else "")
+        lines = [head + f"here no inversion beats it (SSIM gain {m['ssim_gain_mean']:.3f}"
+                        f"{undefended}): nothing measurable leaks beyond what the {role} "
+                        f"already holds."]
     else:
         lines = [head + f"the {m.get('attack_method')} reconstruction gains "
                         f"{was}{m['ssim_gain_mean']:.3f} SSIM over it."]
