@@ -72,7 +72,8 @@ def test_dpsgd_fedavg_reid_never_exceeds_its_dp_bound():
     """DP-SGD FedAvg with eps < 10: gradient inversion's measured top-1 re-id <= the bound of
     the reported (eps, delta) and <= the bound of the probe's own (one-step) release."""
     m = _evaluate(protocol="fedavg", attack="gradient-inversion", defense="dpsgd",
-                  noise_multiplier=1.0, probe_size=8, attack_iters=100, timeout=900)
+                  noise_multiplier=1.0, probe_size=8, attack_iters=100, max_train=600,
+                  timeout=900)
     worst = max([m["reid_top1"], *m.get("reid_top1_by_method", {}).values()])
     print(f"dpsgd fedavg: eps {m['epsilon']:.2f}, re-id top-1 {worst:.4f}, chance "
           f"{m['reid_chance_top1']:.4f}, bound {m['reid_bound']:.4f}, probe release bound "
