@@ -39,6 +39,7 @@ SUMMARY_ROWS = [
     ("re-id candidates N", "reid_candidates", 0),
     ("DP bound on re-id top-1", "reid_bound", 4),
     ("DP bound e^eps/N+delta", "reid_bound_eps_delta", 4),
+    ("label-DP bound on label guessing", "label_guess_bound", 3),
     ("identifiable (SSIM>0.5)", "attack_identifiable", 3),
     ("label attack accuracy", "label_accuracy", 3),
     ("label attack AUC", "label_auc", 3),
@@ -351,7 +352,10 @@ def beyond_prior_lines(m: dict[str, Any], b: dict[str, Any] | None) -> list[str]
             lines.append(reid_bound.describe(m["reid_bound"], m["reid_top1"], n)
                          + (f" From (ε, δ) alone (e^ε/N + δ): {m['reid_bound_eps_delta']:.4g}"
                             + (" (vacuous)." if m["reid_bound_eps_delta"] >= 1 else ".")
-                            if "reid_bound_eps_delta" in m else ""))
+                            if "reid_bound_eps_delta" in m else "")
+                         + (f" The probe's own release (one DP-SGD step on a batch it is in, "
+                            f"not subsampled) allows at most {m['reid_bound_probe_release']:.4f}."
+                            if "reid_bound_probe_release" in m else ""))
     return lines
 
 
