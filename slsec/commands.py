@@ -345,6 +345,10 @@ def beyond_prior_lines(m: dict[str, Any], b: dict[str, Any] | None) -> list[str]
         lines.append(f"Re-identification: top-1 {was}{m['reid_top1']:.3f} among {n} candidates "
                      f"(chance {m['reid_chance_top1']:.4f}, {m['reid_top1'] / m['reid_chance_top1']:.1f}× "
                      f"chance), top-5 {m['reid_top5']:.3f} (chance {m['reid_chance_top5']:.4f}).")
+        if "label_guess_bound" in m and "reid_bound" not in m:
+            lines.append(f"Label DP bounds guessing a label (at most "
+                         f"{m['label_guess_bound']:.3f} with prior 1/classes); it puts no bound "
+                         f"on re-identifying the inputs.")
         if m.get("reid_top1_by_method"):
             lines.append("Top-1 re-identification by method: " + ", ".join(
                 f"{k} {v:.3f}" for k, v in m["reid_top1_by_method"].items()) + ".")
