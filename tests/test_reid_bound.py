@@ -81,3 +81,29 @@ def test_dpsgd_fedavg_reid_never_exceeds_its_dp_bound():
     assert m["epsilon"] < 10
     assert worst <= m["reid_bound"] < 1
     assert worst <= m["reid_bound_probe_release"]
+
+
+def test_harness_bounds_per_defense_without_training():
+    """The card's defense: n = 1 release at noise multiplier sigma/2 = 0.25, so mu = 4 and the
+    bound is Phi(Phi^-1(1/1064) + 4) ~ 0.81 while e^eps/N + delta is vacuous; DP-SGD FedAvg
+    gets a non-vacuous bound; label DP bounds label guessing only."""
+    from slsec.config import make_config
+    from slsec.harness import privacy_budget, reid_bounds
+    from slsec.setup import prepare
+
+    def bounds(**values):
+        cfg = make_config(values)
+        setup = prepare(cfg)
+        m = {"reid_candidates": 1064, **privacy_budget(cfg, setup)}
+        return m, reid_bounds(cfg, setup, m)
+    m, b = bounds(protocol="vanilla", attack="inversion", defense="dp", sigma=0.5)
+    assert m["epsilon"] == pytest.approx(25.9, abs=0.1)
+    assert b["reid_bound"] == pytest.approx(rb.gaussian_bound(4.0, 1 / 1064))
+    assert 0.8 < b["reid_bound"] < 0.82 and not b["reid_bound_vacuous"]
+    assert b["reid_bound_eps_delta"] == 1.0
+    m, b = bounds(protocol="fedavg", attack="gradient-inversion", defense="dpsgd",
+                  noise_multiplier=1.0)
+    assert m["epsilon"] < 10 and b["reid_bound"] < b["reid_bound_eps_delta"] <= 1
+    assert b["reid_bound"] < 0.05 and b["reid_bound_probe_release"] < 0.05
+    m, b = bounds(protocol="vanilla", attack="inversion", defense="label-rr", label_epsilon=1.0)
+    assert "reid_bound" not in b and b["label_guess_bound"] == pytest.approx(math.e / 10)
