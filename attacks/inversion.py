@@ -175,8 +175,7 @@ class Inversion(Attack):
             prior = None
             if "aux_data" in view.knowledge and (method == "prior"
                                                  or self.params.get("use_prior", True)):
-                prior = priors.build_prior(view, obs, channel,
-                                           torch.Generator().manual_seed(seed + 7))
+                prior = priors.build_prior(view, obs, channel, seed + 7)
             if method == "prior":
                 images, info = prior.images, {}  # type: ignore[union-attr]
             elif method == "whitebox":

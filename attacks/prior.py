@@ -90,8 +90,20 @@ class Prior:
     info: dict[str, Any]
 
 
-def build_prior(view: View, obs: Tensor, channel: Any, gen: torch.Generator) -> Prior:
-    """The best guess the role can make without inverting: see the module doc."""
+_LAST: list[Any] = []   # (view, seed, prior) of the last call: every method shares one prior
+
+
+def build_prior(view: View, obs: Tensor, channel: Any, seed: int) -> Prior:
+    """The best guess the role can make without inverting: see the module doc. Computed once
+    per view and seed (the methods compared on one view all start from the same prior)."""
+    if _LAST and _LAST[0] is view and _LAST[1] == seed:
+        return _LAST[2]
+    prior = _build_prior(view, obs, channel, torch.Generator().manual_seed(seed))
+    _LAST[:] = [view, seed, prior]
+    return prior
+
+
+def _build_prior(view: View, obs: Tensor, channel: Any, gen: torch.Generator) -> Prior:
     aux_x, aux_y = view.aux.inputs.float().cpu(), view.aux.y.long().cpu()
     k = int(view.public.get("num_classes") or int(aux_y.max()) + 1)
     labels, source, info = received_labels(view), LABEL_HELD, {}
