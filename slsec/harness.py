@@ -197,13 +197,13 @@ def reid_candidates(setup: Setup, truth: Tensor) -> Tensor | None:
 def beyond_prior(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor],
                  truth: Tensor) -> dict[str, Any]:
     """Leakage beyond what the role already holds: per-sample gain of the reported attack over
-    the prior (the `prior` method's guess; the training mean image where the role has no aux
-    data), re-identification among the candidates, and how well the prior knew the labels."""
+    the prior (the `prior` method's guess; for attacks without one, the public aux mean image),
+    re-identification among the candidates, and how well the prior knew the labels."""
     from slsec import metrics
     images = guess["images"]
     prior = guess.get(f"{PRIOR}.images")
     if prior is None or not prior.numel():
-        prior = setup.train_mean.expand_as(images)
+        prior = setup.aux.inputs.float().mean(0).expand_as(images)
     out: dict[str, Any] = dict(metrics.gain_over_prior(truth, images, prior))
     source = int(guess.get("prior.label_source", torch.tensor(0)))
     out["prior_label_source"] = {0: "none", 1: "held", 2: "predicted"}[source]
