@@ -226,10 +226,14 @@ PROTOCOLS: Registry[type[Protocol]] = Registry("protocol")
 
 
 def probe_inference(ctx: Context, head: nn.Module,
-                    adopt: Callable[[dict[str, Tensor]], None] | None = None) -> None:
+                    adopt: Callable[[dict[str, Tensor]], None] | None = None,
+                    send_labels: bool = False) -> None:
     """After training every client adopts the final model the server hands out (`adopt`
     loads that message; default: into `head`), as it would for deployment; then client 1
-    sends its private probe inputs through the final head (inference); truth to scorer."""
+    sends its private probe inputs through the final head (inference); truth to scorer.
+    `send_labels`: protocols where the server holds every record's label (vanilla SL and
+    SplitFed send it with the smashed data; two-party SL owns it) send the probe's labels with
+    it, so the server's prior for the probe knows them as it would for any record."""
     final = ctx.link.recv(0, WEIGHTS)
     (adopt or (lambda msg: load(head, msg)))(final)
     if ctx.rank != 1 or ctx.probe is None:
@@ -244,7 +248,10 @@ def probe_inference(ctx: Context, head: nn.Module,
             feats, y = ctx.probe.batch(chunk)
             h = head(feats)
             x = ctx.defense.smashed(h["x"], train=False, gen=ctx.gen)
-            ctx.link.send(0, cut_message(h, x), PROBE)
+            msg = cut_message(h, x)
+            if send_labels:
+                msg["y"] = y
+            ctx.link.send(0, msg, PROBE)
             if ctx.truth is not None:
                 ctx.truth(feats["x"], y)
     head.train()

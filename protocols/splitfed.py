@@ -86,4 +86,4 @@ class SplitFed(Protocol):
 
     @staticmethod
     def client_finish(ctx: Context) -> None:
-        probe_inference(ctx, ctx.model.split(list(ctx.plan.cuts))[0])
+        probe_inference(ctx, ctx.model.split(list(ctx.plan.cuts))[0], send_labels=True)

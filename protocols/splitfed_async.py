@@ -60,7 +60,7 @@ class SplitFedAsync(Protocol):
                     version = got.pop("__version")
                     load(head, got)
         ctx.link.send(0, {"op": torch.tensor(DONE)}, ASYNC)
-        probe_inference(ctx, head)
+        probe_inference(ctx, head, send_labels=True)
 
     @staticmethod
     def server(ctx: Context) -> None:

@@ -32,7 +32,7 @@ def label_sending_client(ctx: Context) -> None:
             if fresh_state_each_round(plan):
                 opt = make_optimizer(head.parameters(), plan)
             label_sending_round(ctx, rnd, head, opt)
-    probe_inference(ctx, head)
+    probe_inference(ctx, head, send_labels=True)
 
 
 def label_sending_round(ctx: Context, rnd: int, head: torch.nn.Module,

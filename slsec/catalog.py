@@ -30,8 +30,9 @@ ATTACKS: dict[str, dict[str, Any]] = {
         roles={"vanilla": "server", "ushaped": "server", "splitfed": "server",
                "splitfed-async": "server"},
         methods={"whitebox": frozenset({ARCH, HEAD}), "decoder": frozenset({ARCH, AUX, QUERY}),
-                 "unsplit": frozenset({ARCH})},
-        default_order=("whitebox", "decoder", "unsplit"), contenders=("whitebox", "decoder")),
+                 "unsplit": frozenset({ARCH}), "prior": frozenset({AUX})},
+        default_order=("whitebox", "decoder", "unsplit", "prior"),
+        contenders=("whitebox", "decoder", "prior")),
     "label-inference": dict(
         roles={"ushaped": "server", "vanilla": "client", "splitfed": "client"},
         methods={"completion": frozenset({ARCH, AUX}), "cluster": frozenset({ARCH}),

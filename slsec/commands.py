@@ -25,7 +25,21 @@ DEFENSE_FIELDS = ("defense", "sigma", "clip", "mechanism", "target_epsilon", "no
 SUMMARY_ROWS = [
     ("test accuracy", "accuracy", 4),
     ("attack SSIM (mean)", "attack_ssim_mean", 3),
+    ("prior SSIM (mean, no inversion)", "prior_ssim_mean", 3),
+    ("SSIM gain over prior", "ssim_gain_mean", 3),
     ("attack PSNR dB (mean)", "attack_psnr_mean", 2),
+    ("prior PSNR dB (mean)", "prior_psnr_mean", 2),
+    ("PSNR gain over prior dB", "psnr_gain_mean", 2),
+    ("prior's labels", "prior_label_source", 0),
+    ("prior label-prediction accuracy", "prior_label_accuracy", 3),
+    ("re-id top-1", "reid_top1", 3),
+    ("re-id top-1 chance (1/N)", "reid_chance_top1", 4),
+    ("re-id top-5", "reid_top5", 3),
+    ("re-id top-5 chance (5/N)", "reid_chance_top5", 4),
+    ("re-id candidates N", "reid_candidates", 0),
+    ("DP bound on re-id top-1", "reid_bound", 4),
+    ("DP bound e^eps/N+delta", "reid_bound_eps_delta", 4),
+    ("label-DP bound on label guessing", "label_guess_bound", 3),
     ("identifiable (SSIM>0.5)", "attack_identifiable", 3),
     ("label attack accuracy", "label_accuracy", 3),
     ("label attack AUC", "label_auc", 3),
@@ -160,8 +174,29 @@ def cached_baseline(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
             path.unlink(missing_ok=True)
     result = run(base, progress=progress)
     if result is not None:
+        guess = result.get("_guess") or {}
+        if guess.get("images") is not None and guess["images"].numel():
+            save_images(path.with_suffix(".pt"), {k: guess[k] for k in
+                                                  ("images", "prior.images") if k in guess})
         write_json(path, {k: v for k, v in result.items() if not k.startswith("_")})
     return result  # type: ignore[return-value]
+
+
+def save_images(path: Path, tensors: dict[str, Any]) -> None:
+    """The undefended run's reconstructions beside its cached result (for the grid)."""
+    import torch
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({k: v.detach().cpu() for k, v in tensors.items()}, tmp)
+    tmp.replace(path)
+
+
+def load_images(path: Path) -> dict[str, Any]:
+    import torch
+    try:
+        return torch.load(path, weights_only=True) if path.exists() else {}
+    except Exception:   # a damaged cache file only costs the grid its undefended row
+        return {}
 
 
 def command_seconds(fallback_start: float) -> float:
@@ -241,7 +276,9 @@ def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
             base = cached_baseline(cfg, on_round)
     if result is None:
         return None
-    write_run(folder, result, base, force=force)
+    write_run(folder, result, base,
+              load_images(baseline_path(cfg).with_suffix(".pt")) if base else None,
+              force=force)
     print_summary(cfg, result, base)
     console.print(f"single seed (seed {cfg.seed}): no confidence interval; --seeds 3 gives "
                   "mean ± 95% CI")
@@ -287,6 +324,7 @@ def verdict_lines(cfg: RunConfig, result: dict[str, Any], base: dict[str, Any] |
     if m.get("labels_sent_to_server"):
         lines.append("Labels are sent to the server in this protocol: label leakage is 100% "
                      "(use --protocol ushaped to keep labels on the client).")
+    lines += beyond_prior_lines(m, base["metrics"] if base else None)
     if not base:
         return lines
     b = base["metrics"]
@@ -303,6 +341,52 @@ def verdict_lines(cfg: RunConfig, result: dict[str, Any], base: dict[str, Any] |
 
 def _num(v: Any) -> float:
     return float(v) if isinstance(v, (int, float)) else float("nan")
+
+
+def beyond_prior_lines(m: dict[str, Any], b: dict[str, Any] | None) -> list[str]:
+    """Leakage beyond what the attacked role already holds, re-identification, DP bound."""
+    from slsec import reid_bound
+    if "ssim_gain_mean" not in m:
+        return []
+    role = m.get("attack_role", "attacker")
+    src = {"held": "the labels it received", "predicted": "labels it predicts",
+           "none": "no labels"}.get(m.get("prior_label_source", "none"), "no labels")
+    acc = (f" (label-prediction accuracy {m['prior_label_accuracy']:.3f})"
+           if "prior_label_accuracy" in m else "")
+    was = (f"{b['ssim_gain_mean']:.3f} undefended → " if b and "ssim_gain_mean" in b else "")
+    head = (f"Leakage beyond what the {role} already holds: its prior (public aux data and "
+            f"{src}{acc}) reaches SSIM {m['prior_ssim_mean']:.3f} without inverting; ")
+    if m.get("attack_method") == "prior" or m["ssim_gain_mean"] <= 1e-9:
+        undefended = (f"; undefended: {b['ssim_gain_mean']:.3f}"
+                      if b and "ssim_gain_mean" in b else "")
+        lines = [head + f"here no inversion beats it (SSIM gain {m['ssim_gain_mean']:.3f}"
+                        f"{undefended}): nothing measurable leaks beyond what the {role} "
+                        f"already holds."]
+    else:
+        lines = [head + f"the {m.get('attack_method')} reconstruction gains "
+                        f"{was}{m['ssim_gain_mean']:.3f} SSIM over it."]
+    if "reid_top1" in m:
+        n = int(m["reid_candidates"])
+        was = (f"{b['reid_top1']:.3f} undefended → " if b and "reid_top1" in b else "")
+        lines.append(f"Re-identification: top-1 {was}{m['reid_top1']:.3f} among {n} candidates "
+                     f"(chance {m['reid_chance_top1']:.4f}, {m['reid_top1'] / m['reid_chance_top1']:.1f}× "
+                     f"chance), top-5 {m['reid_top5']:.3f} (chance {m['reid_chance_top5']:.4f}).")
+        if "label_guess_bound" in m and "reid_bound" not in m:
+            lines.append(f"Label DP bounds guessing a label (at most "
+                         f"{m['label_guess_bound']:.3f} with prior 1/classes); it puts no bound "
+                         f"on re-identifying the inputs.")
+        if m.get("reid_top1_by_method"):
+            lines.append("Top-1 re-identification by method: " + ", ".join(
+                f"{k} {v:.3f}" for k, v in m["reid_top1_by_method"].items()) + ".")
+        if "reid_bound" in m:
+            lines.append(reid_bound.describe(m["reid_bound"], m["reid_top1"], n)
+                         + (f" From (ε, δ) alone (e^ε/N + δ): {m['reid_bound_eps_delta']:.4g}"
+                            + (" (vacuous)." if m["reid_bound_eps_delta"] >= 1 else ".")
+                            if "reid_bound_eps_delta" in m else "")
+                         + (f" The probe's own release (one DP-SGD step on a batch it is in, "
+                            f"not subsampled) allows at most {m['reid_bound_probe_release']:.4f}."
+                            if "reid_bound_probe_release" in m else ""))
+    return lines
 
 
 def frontier_hint(cfg: RunConfig, acc0: float) -> str:
@@ -327,11 +411,10 @@ def frontier_hint(cfg: RunConfig, acc0: float) -> str:
             "--sigma 0,0.005,0.01,0.02,0.05,0.1 --cut conv1,pool1,conv2,pool2,fc1")
 
 
-def write_run(folder: Path, result: dict[str, Any], base: dict[str, Any] | None, *,
-              force: bool = False) -> None:
+def write_run(folder: Path, result: dict[str, Any], base: dict[str, Any] | None,
+              base_images: dict[str, Any] | None = None, *, force: bool = False) -> None:
     """result.json + reconstructions.png + report.md + report.html for one evaluation."""
     from slsec.folders import keeping, mark
-    from slsec.plots import reconstruction_grid
     from slsec.results import finite
     guess, truth = result.get("_guess"), result.get("_truth")
     stored = {k: v for k, v in result.items() if not k.startswith("_")}
@@ -344,11 +427,36 @@ def write_run(folder: Path, result: dict[str, Any], base: dict[str, Any] | None,
         console.print(f"--force: the earlier files of {folder.name} are kept in {moved}")
     with keeping(f"{folder / 'result.json'} is kept; free space and run: slsec report {folder}"):
         if guess is not None and guess["images"].numel():
-            reconstruction_grid(truth[: len(guess["images"])], guess["images"],
-                                folder / "reconstructions.png",
-                                title=f"{result['metrics'].get('attack_method')} reconstructions "
-                                      f"(top: private inputs, bottom: attack)")
+            grid_rows(folder / "reconstructions.png", result, base, truth, guess, base_images)
         render_run(folder, finite(stored))
+
+
+def grid_rows(path: Path, result: dict[str, Any], base: dict[str, Any] | None, truth: Any,
+              guess: dict[str, Any], base_images: dict[str, Any] | None) -> None:
+    """reconstructions.png: original / prior / undefended attack / defended attack, the same
+    probes in every column, each row labelled with what produced it and its mean SSIM."""
+    from slsec.plots import reconstruction_rows
+    m = result["metrics"]
+    cfg = result["config"]
+    defense = "+".join(cfg.get("defense") or []) or None
+    images = guess["images"]
+
+    def label(what: str, method: Any, ssim: Any) -> str:
+        return f"{what}: {method}\nSSIM {ssim:.2f}" if isinstance(ssim, float) else f"{what}: {method}"
+    rows: list[tuple[str, Any]] = [("original", truth[: len(images)])]
+    prior = guess.get("prior.images")
+    if prior is not None and prior.numel():
+        rows.append((label("prior", m.get("prior_label_source", "") + " label"
+                           if m.get("prior_label_source") != "none" else "no label",
+                           m.get("prior_ssim_mean")), prior))
+    bi = (base_images or {}).get("images")
+    if base and bi is not None and len(bi) == len(images):
+        bm = base["metrics"]
+        rows.append((label("undefended", bm.get("attack_method"), bm.get("attack_ssim_mean")), bi))
+    rows.append((label(defense or "attack", m.get("attack_method"), m.get("attack_ssim_mean")),
+                 images))
+    reconstruction_rows(rows, path, title=f"{len(rows) - 1} guesses of the same private "
+                                          f"inputs (top row)")
 
 
 def render_run(folder: Path, stored: dict[str, Any]) -> None:
@@ -367,6 +475,15 @@ def render_run(folder: Path, stored: dict[str, Any]) -> None:
         blocks += [("h", "Threat model"), ("p", threat_text(cfg, m))]
     if "epsilon" in m:
         blocks += [("h", "Differential privacy"), ("p", dp_text(cfg, m))]
+    prior_lines = beyond_prior_lines(m, base["metrics"] if base else None)
+    if prior_lines:
+        blocks += [("h", "Leakage beyond the prior"), *[("p", line) for line in prior_lines],
+                   ("p", "The prior is the attacker's best guess without inverting anything, from "
+                         "what its role holds (see attacks/prior.py); gain = per-probe attack "
+                         "minus prior SSIM, averaged. Re-identification ranks each probe's true "
+                         "image among N candidates (the probes, every other test image, and "
+                         "training images outside the aux set; the same for every method) by "
+                         "Pearson correlation with the reconstruction.")]
     if "baseline_ssim_mean" in m:
         blocks += [("p", f"Baseline (guess the training-set mean image): SSIM "
                          f"{rpt.fmt(m['baseline_ssim_mean'], 3)}, PSNR {rpt.fmt(m['baseline_psnr_mean'], 2)} dB.")]
@@ -381,7 +498,8 @@ def render_run(folder: Path, stored: dict[str, Any]) -> None:
                         f"{fmt_thr(m.get('convergence_threshold'))} accuracy "
                         f"({'the configured --target-accuracy' if cfg.get('target_accuracy') else '98% of the best accuracy of the run'})."))
     if (folder / "reconstructions.png").exists():
-        blocks.append(("img", str(folder / "reconstructions.png"), "private inputs (top) vs reconstructions (bottom)"))
+        blocks.append(("img", str(folder / "reconstructions.png"),
+                       "private inputs (top) vs the prior and the reconstructions (rows below)"))
     blocks.append(("p", f"Versions: {stored.get('versions')}."))
     rpt.write_document(folder, f"slsec evaluation: {cfg['protocol']} / {cfg.get('attack') or 'no attack'}"
                                f" / {'+'.join(cfg['defense']) or 'no defense'}", blocks)

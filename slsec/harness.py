@@ -108,7 +108,10 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome) -> dict[str, 
     params = {"iterations": cfg.attack_iters} if cfg.attack_iters else {}
     torch.set_num_threads(cfg.threads)   # the attack runs after training: the rank's cores are free
     out: dict[str, Tensor] = {}
-    for method in attack_methods(cfg):
+    methods = attack_methods(cfg)
+    reference = PRIOR not in methods and PRIOR in cls.methods \
+        and cls.methods[PRIOR] <= view.knowledge
+    for method in methods + ([PRIOR] if reference else []):
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -117,6 +120,12 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome) -> dict[str, 
         out[f"{method}.label_scores"] = (guess.label_scores if guess.label_scores is not None
                                          else torch.empty(0))
         out[f"{method}.seconds"] = torch.tensor(time.perf_counter() - start)
+        if method == PRIOR:
+            # the prior's labels (held or predicted) and their source, for the scorer
+            labels = guess.info.get("labels")
+            out["prior.labels"] = labels if labels is not None else torch.empty(0)
+            out["prior.label_source"] = torch.tensor(int(guess.info.get("label_source", 0)))
+            out["prior.reference"] = torch.tensor(int(reference))  # run only to measure gain
     return out
 
 
@@ -133,12 +142,15 @@ def score(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor], truth_inputs: 
     method that leaked most (highest SSIM, or label AUC); baselines make scores meaningful.
     Sets guess['images'] to the reported method's images (for the reconstruction grid)."""
     methods = list(dict.fromkeys(k.split(".")[0] for k in guess if "." in k))
+    reference = [PRIOR] if int(guess.get("prior.reference", torch.tensor(0))) else []
     scored = {m: _score_one(cfg, setup, guess, m, truth_inputs, truth_labels) for m in methods}
+    methods = [m for m in methods if m not in reference]
 
     def leak(r: dict[str, Any]) -> float:
         v = r.get("attack_ssim_mean", r.get("label_auc", float("nan")))
         return -math.inf if v is None or math.isnan(v) else v
-    best = max(methods, key=lambda m: leak(scored[m]))
+    # on a tie the prior is reported: the attack learned nothing beyond it
+    best = max(methods, key=lambda m: (leak(scored[m]), m == PRIOR))
     out = dict(scored[best], attack_method=best,
                attack_seconds=sum(float(guess[f"{m}.seconds"]) for m in methods))
     if len(methods) > 1:
@@ -146,6 +158,107 @@ def score(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor], truth_inputs: 
         key = "attack_ssim_mean" if "attack_ssim_mean" in out else "label_auc"
         out[f"{key}_by_method"] = {m: scored[m].get(key) for m in methods}
     guess["images"], guess["label_scores"] = guess[f"{best}.images"], guess[f"{best}.label_scores"]
+    if guess["images"].numel():
+        out.update(beyond_prior(cfg, setup, guess, truth_inputs[: len(guess["images"])]))
+        if len(methods) > 1:   # top-1 re-identification of every compared method
+            from slsec import metrics
+            cands = reid_candidates(setup, truth_inputs[: len(guess["images"])])
+            if cands is not None:
+                idx = torch.arange(len(guess["images"]))
+                out["reid_top1_by_method"] = {
+                    m: metrics.reidentification(cands, guess[f"{m}.images"], idx)["reid_top1"]
+                    for m in methods if guess[f"{m}.images"].numel()}
+    return out
+
+
+PRIOR = "prior"   # the inversion method that only guesses from what the role holds
+REID_OTHERS = 1000   # re-identification: the probes plus at least this many other records
+
+
+def reid_candidates(setup: Setup, truth: Tensor) -> Tensor | None:
+    """The candidate records for re-identification: the probes (in probe order, so probe i is
+    candidate i), then every other test image, then training images outside the aux set until
+    there are REID_OTHERS others. The same for every method and for runs with the same seed."""
+    import numpy as np
+
+    from slsec.setup import probe_indices
+    test, train = setup.data.test, setup.data.train
+    if not isinstance(test.inputs, Tensor) or not isinstance(train.inputs, Tensor):
+        return None
+    others = np.setdiff1d(np.arange(len(test)), probe_indices(setup.cfg, len(test)))
+    parts = [truth.float(), test.inputs[torch.as_tensor(others)].float()]
+    need = max(0, REID_OTHERS - len(others))
+    if need:
+        private = np.random.default_rng(setup.cfg.seed).permutation(len(train))[setup.cfg.aux_size:]
+        parts.append(train.inputs[torch.as_tensor(private[-need:])].float())
+    return torch.cat(parts)
+
+
+def beyond_prior(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor],
+                 truth: Tensor) -> dict[str, Any]:
+    """Leakage beyond what the role already holds: per-sample gain of the reported attack over
+    the prior (the `prior` method's guess; for attacks without one, the public aux mean image),
+    re-identification among the candidates, and how well the prior knew the labels."""
+    from slsec import metrics
+    images = guess["images"]
+    prior = guess.get(f"{PRIOR}.images")
+    if prior is None or not prior.numel():
+        prior = setup.aux.inputs.float().mean(0).expand_as(images)
+    out: dict[str, Any] = dict(metrics.gain_over_prior(truth, images, prior))
+    source = int(guess.get("prior.label_source", torch.tensor(0)))
+    out["prior_label_source"] = {0: "none", 1: "held", 2: "predicted"}[source]
+    labels = guess.get("prior.labels")
+    if source == 2 and labels is not None and labels.numel():
+        out["prior_label_accuracy"] = float(
+            (labels.long() == setup.probe.y[: len(labels)].long()).float().mean())
+    cands = reid_candidates(setup, truth)
+    if cands is not None and tuple(cands.shape[1:]) == tuple(images.shape[1:]):
+        idx = torch.arange(len(images))
+        out.update(metrics.reidentification(cands, images, idx))
+        out.update({f"prior_{k}": v for k, v in
+                    metrics.reidentification(cands, prior, idx).items()
+                    if k.startswith("reid_top")})
+    return out
+
+
+def reid_bounds(cfg: RunConfig, setup: Setup, m: dict[str, Any]) -> dict[str, Any]:
+    """The upper bound each DP defense's guarantee puts on top-1 re-identification among the
+    run's candidates (prior 1/N), see slsec/reid_bound.py; label DP bounds label guessing."""
+    from slsec import reid_bound as rb
+    n = int(m.get("reid_candidates") or 0)
+    out: dict[str, Any] = {}
+    if "epsilon" not in m:
+        return out
+    kappa = 1.0 / n if n else None
+    bounds = []
+    for d in build_defense(cfg, setup).defenses:
+        steps, rate = accounting_steps(cfg, setup, d)
+        eps = d.epsilon(steps=steps, sample_rate=rate, delta=cfg.delta)
+        if eps is None:
+            continue
+        if d.name == "label-rr":   # protects labels only: a bound on guessing the label
+            k = setup.data.num_classes
+            out["label_guess_bound"] = rb.eps_delta_bound(eps, 0.0, 1.0 / k)
+            continue
+        if kappa is None:
+            continue
+        out["reid_bound_eps_delta"] = rb.eps_delta_bound(m["epsilon"], m["delta"], kappa)
+        if d.name == "dp" and getattr(d, "mechanism", "gaussian") == "gaussian" and d.sigma:
+            n_rel = d.releases(steps, rate)
+            bounds.append(rb.gaussian_bound(math.sqrt(n_rel) / (d.sigma / 2.0), kappa))
+        elif d.name == "dpsgd":
+            nm = d._nm()
+            bounds.append(rb.subsampled_gaussian_bound(
+                noise_multiplier=nm, sample_rate=rate, steps=steps, kappa=kappa,
+                accountant=d.accountant))
+            # the probe's own release: one DP-SGD step on a batch it is surely in
+            out["reid_bound_probe_release"] = rb.gaussian_bound(1.0 / nm, kappa)
+        else:
+            bounds.append(out["reid_bound_eps_delta"])
+    if bounds:
+        # several mechanisms: the (eps, delta) bound of their composition is what holds
+        out["reid_bound"] = bounds[0] if len(bounds) == 1 else out["reid_bound_eps_delta"]
+        out["reid_bound_vacuous"] = rb.vacuous(out["reid_bound"])
     return out
 
 
@@ -246,6 +359,7 @@ def summarize(cfg: RunConfig, setup: Setup, server: RankOutcome, guess: dict[str
         m.update({"attack_role": role, "attack_kind": cls.kind,
                   "attack_knowledge": sorted(attacker_knowledge(cfg, role))})
         m.update(score(cfg, setup, guess, server.truth_inputs, server.truth_labels))
+        m.update(reid_bounds(cfg, setup, m))
     return {"config": cfg.to_dict(), "metrics": m,
             "curve": [r.__dict__ for r in records],
             "versions": {"slsec": slsec.__version__, "torch": torch.__version__,

@@ -117,3 +117,48 @@ def majority_baseline(y_true: Any, prior_labels: Any) -> float:
     """Accuracy of always guessing the most common label of `prior_labels` (public prior)."""
     y, prior = _labels(y_true), _labels(prior_labels)
     return float((y == np.bincount(prior).argmax()).mean())
+
+
+def gain_over_prior(truth: Any, attack: Any, prior: Any) -> dict[str, float]:
+    """Leakage beyond the attacker's prior: per-sample attack minus prior SSIM and PSNR,
+    averaged (`ssim_gain_mean`, `psnr_gain_mean`), beside both means."""
+    sa, sp = ssim(truth, attack), ssim(truth, prior)
+    pa, pp = psnr(truth, attack), psnr(truth, prior)
+    finite = np.isfinite(pa) & np.isfinite(pp)   # an exact copy has PSNR inf: no finite gain
+    return {"attack_ssim_mean": float(sa.mean()), "prior_ssim_mean": float(sp.mean()),
+            "ssim_gain_mean": float((sa - sp).mean()),
+            "attack_psnr_mean": float(pa.mean()), "prior_psnr_mean": float(pp.mean()),
+            "psnr_gain_mean": float((pa - pp)[finite].mean()) if finite.any() else float("nan")}
+
+
+def _standardised(a: np.ndarray) -> np.ndarray:
+    """Rows zero-mean, unit-norm (a constant row stays all zeros)."""
+    a = a - a.mean(1, keepdims=True)
+    n = np.linalg.norm(a, axis=1, keepdims=True)
+    return np.divide(a, n, out=np.zeros_like(a), where=n > 1e-12)
+
+
+def reidentification(candidates: Any, guesses: Any, true_index: Any,
+                     ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """Re-identification: rank every candidate by its similarity to each guess and report how
+    often the true record (candidates[true_index[i]] for guesses[i]) is among the top k.
+
+    Similarity: Pearson correlation of the pixels (normalised cross-correlation), one matrix
+    product for all pairs. Ties are broken at random in expectation: with g candidates more
+    similar and t others exactly as similar as the true one, top-k succeeds with probability
+    clip((k - g) / (t + 1), 0, 1). Returns `reid_top{k}` and `reid_chance_top{k}` = k/N."""
+    c = _images(candidates).reshape(len(candidates), -1)
+    g = _images(guesses).reshape(len(guesses), -1)
+    idx = np.asarray(true_index, dtype=np.int64)
+    sim = _standardised(g) @ _standardised(c).T                  # [n_guess, N]
+    sim = np.round(sim, 9)                                       # float noise is not a tie
+    true = sim[np.arange(len(g)), idx][:, None]
+    greater = (sim > true).sum(1)
+    ties = (sim == true).sum(1) - 1
+    n = c.shape[0]
+    out: dict[str, float] = {"reid_candidates": n}
+    for k in ks:
+        p = np.clip((k - greater) / (ties + 1), 0.0, 1.0)
+        out[f"reid_top{k}"] = float(p.mean())
+        out[f"reid_chance_top{k}"] = min(1.0, k / n)
+    return out

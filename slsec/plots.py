@@ -1,4 +1,4 @@
-"""Reconstruction grids: private inputs (top row) against an attack's reconstructions (bottom)."""
+"""Reconstruction grids: private inputs (top row) against the prior and attacks' reconstructions."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,32 +25,45 @@ def _numpy(a: Any) -> np.ndarray:
 
 def reconstruction_grid(truth: Any, guess: Any, path: str | Path, title: str | None = None,
                         n: int = 16) -> Path:
-    """Write a PNG: the first `n` originals on top, their reconstructions below; returns path.
+    """Write a PNG: the first `n` originals on top, their reconstructions below; returns path."""
+    return reconstruction_rows([("input", truth), ("attack", guess)], path, title=title, n=n)
 
-    The pairs are tiled into one mosaic (2 px gaps) drawn with a single imshow: a figure of
-    2 x n axes took ~2.5 s to lay out and render, this takes a fraction of that."""
+
+def reconstruction_rows(rows: list[tuple[str, Any]], path: str | Path, title: str | None = None,
+                        n: int = 16) -> Path:
+    """Write a PNG with one labelled row per (label, images) pair, the same first `n` samples
+    in every column (e.g. original / prior / undefended attack / defended attack).
+
+    The rows are tiled into one mosaic (2 px gaps, light grey between tiles so that dark
+    reconstructions stay visible as tiles) drawn with a single imshow: a figure of one axes
+    per image took ~2.5 s to lay out and render, this takes a fraction of that."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t, g = _numpy(truth), _numpy(guess)
-    k = min(n, len(t), len(g))
-    if k == 0:
+    batches = [(label, _numpy(images)) for label, images in rows if images is not None]
+    k = min([n] + [len(b) for _, b in batches])
+    if k == 0 or len(batches) < 2:
         raise ValueError("reconstruction_grid needs at least one image pair")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    t = batches[0][1]
     h, w = t.shape[2], t.shape[3]
     gap = max(1, round(h / 14))
     rgb = t.shape[1] != 1
-    mosaic = np.ones((2 * h + gap, k * (w + gap) - gap) + ((3,) if rgb else ()), np.float32)
+    r = len(batches)
+    mosaic = np.full((r * (h + gap) - gap, k * (w + gap) - gap) + ((3,) if rgb else ()), 0.75,
+                     np.float32)
     for i in range(k):
-        for row, batch in enumerate((t, g)):
+        for row, (_, batch) in enumerate(batches):
             y0, x0 = row * (h + gap), i * (w + gap)
             mosaic[y0:y0 + h, x0:x0 + w] = _hwc(batch[i])
-    fig, ax = plt.subplots(figsize=(max(1.1 * k, 2.5), 2.6 if title else 2.3), dpi=100)
+    width = max(1.1 * k, 2.5) + 1.6
+    fig, ax = plt.subplots(figsize=(width, 0.95 * r + (0.7 if title else 0.4)), dpi=100)
     ax.imshow(mosaic, cmap=None if rgb else "gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
-    ax.set_yticks([h / 2, h + gap + h / 2], ["input", "attack"], fontsize=8)
+    ax.set_yticks([row * (h + gap) + h / 2 for row in range(r)], [lbl for lbl, _ in batches],
+                  fontsize=8)
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)

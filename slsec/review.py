@@ -2,7 +2,8 @@
 
 For each protocol (`--protocol vanilla,ushaped` lists several) and each candidate cut it
 measures, with short training runs: inversion leakage (SSIM/PSNR, strongest method the
-server's role allows), label leakage (100% when the protocol sends labels to the server;
+server's role allows; its gain over the server's prior and top-1 re-identification, which
+grade the risk), label leakage (100% when the protocol sends labels to the server;
 otherwise the label-inference attack's AUC/accuracy), ε when a DP defense is configured,
 accuracy, and the cost of the cut (bytes per sample, client parameters and FLOPs). Each row
 gets a risk grade (RISK_RULE) and the report recommends a configuration (split selection).
@@ -24,12 +25,18 @@ from slsec.errors import UserError
 from slsec.results import atomic_write, check_writable
 from slsec.stats import CI_SUFFIX, fmt_ci, mean_row, seed_list, seeds_text
 
-SSIM_HIGH, SSIM_MEDIUM = 0.5, 0.3       # 0.5 = metrics.IDENTIFIABLE_SSIM
+SSIM_HIGH, SSIM_MEDIUM = 0.5, 0.3       # 0.5 = metrics.IDENTIFIABLE_SSIM (plot shading)
+GAIN_HIGH, GAIN_MEDIUM = 0.2, 0.05      # SSIM gain of the attack over the attacker's prior
+REID_HIGH, REID_MEDIUM = 0.5, 0.05      # top-1 re-identification; MEDIUM: beyond the prior's
 AUC_HIGH, AUC_MEDIUM = 0.9, 0.7         # on max(AUC, 1 - AUC)
 GRADES = ("LOW", "MEDIUM", "HIGH")
 RISK_RULE = (f"Risk grade, per leakage channel, the overall grade being the worse of the two. "
-             f"Inputs: HIGH if the inversion SSIM >= {SSIM_HIGH} (reconstructions identifiable), "
-             f"MEDIUM if SSIM >= {SSIM_MEDIUM}, LOW otherwise. Labels: HIGH if the labels are "
+             f"Inputs, graded by leakage beyond what the server already holds (its prior: public "
+             f"aux data and the labels it receives or predicts): HIGH if the reconstruction's "
+             f"SSIM gain over the prior >= {GAIN_HIGH} or top-1 re-identification among the "
+             f"candidates >= {REID_HIGH}; MEDIUM if the gain >= {GAIN_MEDIUM} or top-1 "
+             f"re-identification exceeds the prior's own by >= {REID_MEDIUM}; LOW otherwise. "
+             f"Labels: HIGH if the labels are "
              f"sent to the server (100% leak) or the label-inference AUC >= {AUC_HIGH}, MEDIUM if "
              f"AUC >= {AUC_MEDIUM}, LOW otherwise (an AUC below 0.5 counts as 1 - AUC: it leaks as "
              f"much once flipped). With --seeds N > 1 every cut is measured with each seed and "
@@ -37,10 +44,18 @@ RISK_RULE = (f"Risk grade, per leakage channel, the overall grade being the wors
              f"seeds; tables show mean ± the 95% Student-t half-width.")
 
 
-def input_grade(ssim: float) -> str:
-    if math.isnan(ssim):
+def input_grade(gain: float, reid: float = math.nan, prior_reid: float = 0.0) -> str:
+    """Input-leakage grade from the SSIM gain over the prior and top-1 re-identification."""
+    if math.isnan(gain) and math.isnan(reid):
         return "–"
-    return "HIGH" if ssim >= SSIM_HIGH else "MEDIUM" if ssim >= SSIM_MEDIUM else "LOW"
+    reid_v = -math.inf if math.isnan(reid) else reid
+    gain_v = -math.inf if math.isnan(gain) else gain
+    prior_v = 0.0 if math.isnan(prior_reid) else prior_reid
+    if gain_v >= GAIN_HIGH or reid_v >= REID_HIGH:
+        return "HIGH"
+    if gain_v >= GAIN_MEDIUM or reid_v - prior_v >= REID_MEDIUM:
+        return "MEDIUM"
+    return "LOW"
 
 
 def label_grade(sent: bool, auc: float) -> str:
@@ -139,6 +154,11 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
                        "attack_ssim_mean": r.get("attack_ssim_mean", math.nan),
                        "attack_psnr_mean": r.get("attack_psnr_mean", math.nan),
                        "baseline_ssim_mean": r.get("baseline_ssim_mean", math.nan),
+                       "prior_ssim_mean": m.get("prior_ssim_mean", math.nan),
+                       "ssim_gain_mean": m.get("ssim_gain_mean", math.nan),
+                       "reid_top1": m.get("reid_top1", math.nan),
+                       "prior_reid_top1": m.get("prior_reid_top1", math.nan),
+                       "reid_chance_top1": m.get("reid_chance_top1", math.nan),
                        "labels_sent_to_server": bool(m.get("labels_sent_to_server")),
                        "label_leak": 1.0 if m.get("labels_sent_to_server") else math.nan,
                        "label_auc": math.nan, "label_accuracy": math.nan,
@@ -158,7 +178,8 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
                         row[k + CI_SUFFIX] = r[k + CI_SUFFIX]
                 if inv.seeds > 1:
                     row["n_seeds"] = inv.seeds
-                row["input_risk"] = input_grade(row["attack_ssim_mean"])
+                row["input_risk"] = input_grade(row["ssim_gain_mean"], row["reid_top1"],
+                                                row["prior_reid_top1"])
                 row["label_risk"] = label_grade(row["labels_sent_to_server"], row["label_auc"])
                 row["risk"] = overall_grade(row["input_risk"], row["label_risk"])
                 rows.append(row)
@@ -245,7 +266,9 @@ def _n(v: Any) -> float:
 
 
 COLUMNS = [("protocol", "protocol"), ("cut", "cut"), ("accuracy", "acc"),
-           ("attack_ssim_mean", "SSIM"), ("attack_psnr_mean", "PSNR"),
+           ("attack_ssim_mean", "SSIM"), ("prior_ssim_mean", "prior SSIM"),
+           ("ssim_gain_mean", "SSIM gain"), ("reid", "re-id@1 (chance)"),
+           ("attack_psnr_mean", "PSNR"),
            ("label", "labels"), ("epsilon", "ε"), ("smashed_bytes_per_sample", "bytes/sample"),
            ("client_params", "client params"), ("client_flops", "client FLOPs"),
            ("risk", "risk"), ("note", "note")]
@@ -277,7 +300,9 @@ def _cells(r: dict[str, Any], cols: list[tuple[str, str]] = COLUMNS) -> list[Any
              f"AUC {_pm(r, 'label_auc', 2)}" if not math.isnan(r["label_auc"]) else "–")
     note = ("RECOMMENDED" if r.get("recommended") else "selected" if r["selected"] else
             r["why"] if not r["eligible"] else "")
-    vals = {**r, "label": label, "risk": risk_text(r), "note": note,
+    reid = (f"{fmt(r['reid_top1'], 3)} ({fmt(r['reid_chance_top1'], 4)})"
+            if not math.isnan(_f(r.get("reid_top1"))) else "–")
+    vals = {**r, "label": label, "risk": risk_text(r), "note": note, "reid": reid,
             "smashed_bytes_per_sample": f"{r['smashed_bytes_per_sample']:,.0f}",
             "client_params": f"{r['client_params']:,}",
             "client_flops": f"{r['client_flops']:.3g}"}
@@ -302,7 +327,8 @@ def review_table(cfg: RunConfig, rows: list[dict[str, Any]]) -> Table:
     t = Table(title=f"security review: {cfg.model_name} on {cfg.dataset}")
     cols = columns(rows)
     for k, name in cols:
-        t.add_column(name, justify="left" if k in ("protocol", "cut", "label", "risk", "note")
+        t.add_column(name, justify="left" if k in ("protocol", "cut", "label", "risk", "note",
+                                                   "reid")
                      else "right")
     style = {"HIGH": "red", "MEDIUM": "yellow", "LOW": "green"}
     at = [k for k, _ in cols].index("risk")
@@ -399,6 +425,9 @@ def leakage_plot(rows: list[dict[str, Any]], path: Path) -> None:
             ax.errorbar([r["cut"] for r in rs], [r["attack_ssim_mean"] for r in rs],
                         yerr=[_f(r.get("attack_ssim_mean" + CI_SUFFIX)) for r in rs], fmt="none",
                         ecolor=line.get_color(), capsize=3, elinewidth=1)
+        if any(not math.isnan(_f(r.get("prior_ssim_mean"))) for r in rs):
+            ax.plot([r["cut"] for r in rs], [_f(r.get("prior_ssim_mean")) for r in rs], ls="--",
+                    color=line.get_color(), lw=1, label=f"{p}: server's prior (no inversion)")
         for r in rs:
             if r.get("recommended"):
                 ax.scatter([r["cut"]], [r["attack_ssim_mean"]], s=180, facecolors="none",

@@ -118,7 +118,7 @@ def prepare(cfg: RunConfig) -> Setup:
     labels = data.train.y.numpy()[private]
     shards = [private[s] for s in partition(cfg.partition, labels, cfg.clients, cfg.seed,
                                             alpha=cfg.alpha)]
-    probe_idx = np.random.default_rng(cfg.seed + 1).permutation(len(data.test))[:cfg.probe_size]
+    probe_idx = probe_indices(cfg, len(data.test))
     label_party = cfg.label_party
     if cfg.attack == "label-inference" and cfg.protocol in ("vanilla", "splitfed"):
         label_party = "server"   # two-party SL: otherwise the labels are simply sent (100% leak)
@@ -126,6 +126,11 @@ def prepare(cfg: RunConfig) -> Setup:
                   data.test.subset(probe_idx), label_party)
     setup.cuts = resolve_cuts(cfg, setup.build())
     return setup
+
+
+def probe_indices(cfg: RunConfig, n_test: int) -> np.ndarray:
+    """Which test samples are the probe (seeded; the scorer uses it to pick other records)."""
+    return np.random.default_rng(cfg.seed + 1).permutation(n_test)[:cfg.probe_size]
 
 
 def make_defense(name: str, cfg: RunConfig) -> Defense:

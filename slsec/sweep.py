@@ -40,7 +40,8 @@ NOT_AXES = {"out", "run_id", "data_root", "seeds"}   # one value per sweep
 SETUP_FIELDS = ("protocol", "dataset", "data_root", "download", "model", "cut", "cut2", "clients",
                 "partition", "alpha", "seed", "aux_size", "max_train", "probe_size", "label_party",
                 "attack")
-LEAK_KEYS = ("attack_ssim_mean", "attack_psnr_mean", "label_auc", "label_accuracy")
+LEAK_KEYS = ("attack_ssim_mean", "attack_psnr_mean", "label_auc", "label_accuracy",
+             "prior_ssim_mean", "ssim_gain_mean", "reid_top1", "reid_top5")
 
 
 @dataclass

@@ -28,6 +28,9 @@ def test_ushaped_server_inverts_the_probe_queries():
     assert result["_guess"]["images"].shape == result["_truth"].shape
     print("ushaped whitebox SSIM", m["attack_ssim_mean"])
     assert m["attack_ssim_mean"] >= 0.9
+    # the U-shaped server receives no labels: its prior predicts them (and says how well)
+    assert m["prior_label_source"] == "predicted" and 0 <= m["prior_label_accuracy"] <= 1
+    print("ushaped prior label-prediction accuracy", m["prior_label_accuracy"])
 
 
 def test_ushaped_label_inference_sees_one_tail_input_per_gradient():
@@ -50,7 +53,32 @@ def test_without_a_method_the_stronger_inversion_is_reported():
                     sigma=0.05, attack_iters=150)
     by = m["attack_ssim_mean_by_method"]
     print("SSIM by method", by)
-    assert m["methods_compared"] == "whitebox,decoder" and set(by) == {"whitebox", "decoder"}
+    assert m["methods_compared"] == "whitebox,decoder,prior"
+    assert set(by) == {"whitebox", "decoder", "prior"}
     assert m["attack_method"] == max(by, key=by.get)
     assert m["attack_ssim_mean"] == by[m["attack_method"]]
+    # the reported leakage is never below the prior; the vanilla server received the labels
+    assert m["attack_ssim_mean"] >= m["prior_ssim_mean"] and m["ssim_gain_mean"] >= 0
+    assert m["prior_label_source"] == "held" and "prior_label_accuracy" not in m
     assert result["_guess"]["images"].shape == result["_truth"].shape
+
+
+@pytest.mark.parametrize("protocol, held", [("vanilla", True), ("ushaped", False)])
+def test_only_a_server_that_receives_labels_holds_the_probe_labels(protocol, held):
+    """Vanilla SL sends each record's label with its smashed data, so the server's View holds
+    the probe labels (exactly the true ones); the U-shaped server receives none."""
+    import torch
+
+    from slsec.attacks.prior import received_labels
+    from slsec.harness import attacker_knowledge, make_view, prepare
+    from slsec.runner import run_local
+    cfg = make_config({**SMALL, "protocol": protocol, "attack": "inversion"})
+    setup = prepare(cfg)
+    outcome = run_local(cfg, setup, None)[0]
+    view = make_view(cfg, setup, outcome, "server", attacker_knowledge(cfg, "server"))
+    labels = received_labels(view)
+    assert (labels is not None) == held
+    if held:
+        assert torch.equal(labels, setup.probe.y)
+    else:
+        assert all("y" not in msg for msg in view.smashed)

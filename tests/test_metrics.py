@@ -94,3 +94,51 @@ def test_label_auc_multiclass_is_macro_one_vs_rest():
 
 def test_majority_baseline():
     assert metrics.majority_baseline([1, 2, 1, 1], [1, 1, 2]) == 0.75
+
+
+# ------------------------------------------------------------ leakage beyond the prior, re-id
+
+def test_gain_over_prior_is_per_sample_attack_minus_prior():
+    truth = torch.rand(4, 1, 16, 16)
+    prior = torch.full_like(truth, 0.5)
+    attack = truth.clone()
+    attack[2:] = 0.5                                    # two exact, two no better than the prior
+    g = metrics.gain_over_prior(truth, attack, prior)
+    sp = metrics.ssim(truth, prior)
+    assert g["attack_ssim_mean"] == pytest.approx(float(np.mean([1, 1, sp[2], sp[3]])))
+    assert g["prior_ssim_mean"] == pytest.approx(float(sp.mean()))
+    assert g["ssim_gain_mean"] == pytest.approx(float(((1 - sp[:2]).sum()) / 4))
+    # PSNR gain: the exact copies have PSNR inf and are left out; the others gain 0 dB
+    assert g["psnr_gain_mean"] == pytest.approx(0.0)
+    same = metrics.gain_over_prior(truth, prior, prior)
+    assert same["ssim_gain_mean"] == 0.0 and same["psnr_gain_mean"] == 0.0
+
+
+def test_reidentification_exact_guesses_are_found_and_chance_is_k_over_n():
+    gen = torch.Generator().manual_seed(0)
+    cands = torch.rand(50, 1, 8, 8, generator=gen)
+    idx = torch.arange(10)
+    r = metrics.reidentification(cands, cands[:10], idx)
+    assert r["reid_top1"] == 1.0 and r["reid_top5"] == 1.0 and r["reid_candidates"] == 50
+    assert r["reid_chance_top1"] == pytest.approx(1 / 50)
+    assert r["reid_chance_top5"] == pytest.approx(5 / 50)
+    # guessing another record exactly: the true one is never first
+    wrong = metrics.reidentification(cands, cands[10:20], idx)
+    assert wrong["reid_top1"] == 0.0
+    # a constant guess ties every candidate: random tie-breaking gives exactly chance
+    flat = metrics.reidentification(cands, torch.full((10, 1, 8, 8), 0.3), idx)
+    assert flat["reid_top1"] == pytest.approx(1 / 50) and flat["reid_top5"] == pytest.approx(5 / 50)
+
+
+def test_reidentification_ranks_by_pixel_correlation():
+    """Pearson correlation: a contrast-reduced, brightened copy still ranks its original first."""
+    gen = torch.Generator().manual_seed(1)
+    cands = torch.rand(30, 1, 8, 8, generator=gen)
+    guess = 0.2 + 0.3 * cands[[3, 7]]
+    r = metrics.reidentification(cands, guess, torch.tensor([3, 7]))
+    assert r["reid_top1"] == 1.0
+    # the top-5 rule with g more similar and t ties: clip((k - g) / (t + 1), 0, 1)
+    two = torch.stack([cands[0], cands[0]])            # candidates 0 and 1 identical
+    both = torch.cat([two, cands[2:]])
+    tie = metrics.reidentification(both, cands[:1], torch.tensor([0]))
+    assert tie["reid_top1"] == pytest.approx(0.5) and tie["reid_top5"] == 1.0

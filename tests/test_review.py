@@ -13,10 +13,15 @@ from slsec.review import input_grade, label_grade, overall_grade
 SMALL = ["--max-train", "300", "--probe-size", "8", "--attack-iters", "30"]
 
 
-@pytest.mark.parametrize("ssim, grade", [(0.9, "HIGH"), (0.5, "HIGH"), (0.49, "MEDIUM"),
-                                         (0.3, "MEDIUM"), (0.29, "LOW"), (math.nan, "–")])
-def test_input_grade(ssim: float, grade: str) -> None:
-    assert input_grade(ssim) == grade
+@pytest.mark.parametrize("gain, reid, prior_reid, grade", [
+    (0.3, 0.0, 0.0, "HIGH"), (0.2, math.nan, 0.0, "HIGH"), (0.0, 0.5, 0.0, "HIGH"),
+    (0.19, 0.0, 0.0, "MEDIUM"), (0.05, 0.0, 0.0, "MEDIUM"), (0.0, 0.07, 0.0, "MEDIUM"),
+    (0.04, 0.07, 0.03, "LOW"), (0.0, 0.0, 0.0, "LOW"), (-0.1, 0.0, 0.0, "LOW"),
+    (math.nan, math.nan, math.nan, "–")])
+def test_input_grade_is_leakage_beyond_the_prior(gain: float, reid: float, prior_reid: float,
+                                                 grade: str) -> None:
+    """A high raw SSIM that the prior reaches too is not leakage: grade gain and re-id only."""
+    assert input_grade(gain, reid, prior_reid) == grade
 
 
 @pytest.mark.parametrize("sent, auc, grade", [(True, math.nan, "HIGH"), (False, 0.95, "HIGH"),
@@ -74,4 +79,6 @@ def test_review_of_the_cnn_recommends_a_cut_and_writes_the_report(
     assert [r["cut"] for r in rows] == cuts
     assert sum(r["recommended"] == "True" for r in rows) == 1
     assert {"attack_ssim_mean", "attack_psnr_mean", "label_leak", "client_flops",
-            "client_params", "smashed_bytes_per_sample", "risk"} <= set(rows[0])
+            "client_params", "smashed_bytes_per_sample", "risk", "prior_ssim_mean",
+            "ssim_gain_mean", "reid_top1", "reid_chance_top1"} <= set(rows[0])
+    assert all(float(r["attack_ssim_mean"]) >= float(r["prior_ssim_mean"]) for r in rows)

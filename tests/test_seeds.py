@@ -208,7 +208,8 @@ def test_benchmark_verdict_uses_the_seed_intervals() -> None:
 def test_review_with_seeds_grades_on_per_cut_means_and_keeps_per_seed_rows(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Made-up per-seed measurements (a real two-seed review runs in about a minute): the SSIM
-    of conv1 is 0.56 / 0.46 over seeds 0 / 1, so one seed alone would say HIGH, the mean MEDIUM."""
+    of conv1 is 0.56 / 0.46 over seeds 0 / 1 and its gain over the prior 0.26 / 0.16, so seed 1
+    alone would say MEDIUM, the mean (gain 0.21) HIGH."""
     import csv
 
     import slsec.defenses.split_selection as sel
@@ -222,13 +223,15 @@ def test_review_with_seeds_grades_on_per_cut_means_and_keeps_per_seed_rows(
                         "attack_ssim_mean": ssim, "attack_psnr_mean": 15.0,
                         "baseline_ssim_mean": 0.18, "smashed_bytes_per_sample": 1000,
                         "client_params": 320, "client_flops": 4.5e5, "attack_method": "whitebox",
-                        "metrics": {"labels_sent_to_server": True, "cuts": [cut]}})
+                        "metrics": {"labels_sent_to_server": True, "cuts": [cut],
+                                    "prior_ssim_mean": 0.3, "ssim_gain_mean": ssim - 0.3,
+                                    "reid_top1": 0.0, "prior_reid_top1": 0.0}})
         return out
     monkeypatch.setattr(sel, "measure", fake_measure)
     assert main(["review", "--protocol", "vanilla", "--seeds", "2", "--out", str(tmp_path),
                  "--run-id", "r"]) == 0
     out = capsys.readouterr().out
-    assert "0.510 ± 0.635" in out and "2 seeds (0..1)" in out and "on the means" in out
+    assert "0.510 ±" in out and "0.635" in out and "2 seeds (0..1)" in out and "on the means" in out
     with (tmp_path / "r" / "results.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["row_kind"], r["cut"], r["seed"]) for r in rows] == [
@@ -237,7 +240,7 @@ def test_review_with_seeds_grades_on_per_cut_means_and_keeps_per_seed_rows(
     conv1 = rows[0]
     assert float(conv1["attack_ssim_mean"]) == pytest.approx(0.51)
     assert float(conv1["attack_ssim_mean_ci95"]) == pytest.approx(t_interval([0.56, 0.46])[1])
-    assert conv1["input_risk"] == "HIGH"                     # mean 0.51 >= 0.5
+    assert conv1["input_risk"] == "HIGH"                     # mean gain 0.21 >= 0.2
     assert rows[1]["input_risk"] == "LOW" and rows[1]["recommended"] == "True"
 
 

@@ -110,8 +110,9 @@ def test_ranks_every_cnn_cut_and_the_utility_budget_changes_the_pick() -> None:
     cfg = make_config(SMALL)                      # default attack: inversion, strongest method
     free = ss.select_split(cfg)
     assert [r["cut"] for r in free.rows] == ["conv1", "pool1", "conv2", "pool2", "fc1"]
-    # no --method: whitebox and the decoder both run on every cut, the stronger one is reported
-    assert all(r["attack_method"] in ("whitebox", "decoder") for r in free.rows)
+    # no --method: whitebox, the decoder and the prior all run on every cut, the strongest
+    # is reported (the prior where no inversion beats the server's own guess)
+    assert all(r["attack_method"] in ("whitebox", "decoder", "prior") for r in free.rows)
     for r in free.rows:
         assert {"accuracy", "attack_ssim_mean", "attack_psnr_mean", "smashed_bytes_per_sample",
                 "client_params", "client_flops", "eligible", "why"} <= set(r)
