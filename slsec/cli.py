@@ -119,6 +119,12 @@ def _is_rank0() -> bool:
     return True
 
 
+JSON_OPTION = inspect.Parameter(
+    "json", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+    default=typer.Option(False, "--json", help="print the result object (as result.json holds it) "
+                                               "to stdout and nothing else; the rest goes to stderr"))
+
+
 @app.command("list")
 def list_cmd() -> None:
     """Show registered protocols, attacks (with roles), defenses, datasets, models and cuts."""
@@ -127,23 +133,27 @@ def list_cmd() -> None:
 
 
 @app.command()
-@with_run_options()
+@with_run_options(JSON_OPTION)
 def train(**kw: Any) -> None:
     """Train with a protocol (no attack) and print the accuracy curve."""
     from slsec import commands
+    as_json = kw.pop("json")
     cfg = _config(kw)
     _launch_under_mpiexec(cfg)
-    commands.train(cfg)
+    with commands.json_stdout(as_json):
+        commands.train(cfg)
 
 
 @app.command()
-@with_run_options()
+@with_run_options(JSON_OPTION)
 def evaluate(**kw: Any) -> None:
     """Train, attack from the attacked role, defend; compare with the undefended run."""
     from slsec import commands
+    as_json = kw.pop("json")
     cfg = _config(kw)
     _launch_under_mpiexec(cfg)
-    commands.evaluate(cfg)
+    with commands.json_stdout(as_json):
+        commands.evaluate(cfg)
 
 
 @app.command()

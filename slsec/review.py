@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from slsec import progress
 from slsec.config import RunConfig
 from slsec.errors import UserError
 from slsec.results import atomic_write, check_writable
@@ -90,7 +90,7 @@ def review_folder(cfg: RunConfig) -> Path:
 def run_review(cfg: RunConfig, *, min_accuracy: str | None,
                max_client_flops: str | None) -> Path:
     """Measure every (protocol, cut), grade it, recommend one; print and write the report."""
-    from slsec.commands import console, err
+    from slsec.commands import console
     from slsec.defenses.split_selection import (choose, evaluate_cached, measure,
                                                 parse_flops, parse_min_accuracy)
     from slsec.harness import check_attack
@@ -111,13 +111,11 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
 
     rows: list[dict[str, Any]] = []
     rankings = {}
-    bar = Progress(TextColumn("[bold]review"), BarColumn(), TextColumn("{task.description}"),
-                   TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
-    with bar:
-        task = bar.add_task("", total=None)
+    with progress.phase("review", unit="cuts"):   # stderr: status line, or plain lines when piped
         for p, inv, lab in plans:
             def step(cut: str, i: int, n: int, p: str = p) -> None:
-                bar.update(task, description=f"{p}: cut {cut} ({i + 1}/{n})" if cut else p)
+                progress.tick("review", 0, done=i, total=n,
+                              note=f"{p}: cut {cut} ({i + 1}/{n})" if cut else p)
             measured = measure(inv, step)
             ranking = choose(measured, min_accuracy=acc_budget, max_client_flops=flops_budget,
                              relative=relative)

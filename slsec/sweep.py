@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import fcntl
 import itertools
+import math
 import os
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from slsec import progress
 from slsec.config import RunConfig, load_toml, make_config
 from slsec.errors import UserError
 from slsec.results import append_row, check_writable, config_key, read_json, read_rows, write_json
@@ -286,7 +287,7 @@ def _clean_temp(folder: Path) -> None:
 
 def run_sweep(config_path: str | None, flags: dict[str, str | None], resume: bool) -> Path:
     """Run every cell of the grid not yet in results.csv, then render the report; the folder."""
-    from slsec.commands import console, err
+    from slsec.commands import console
 
     grid = parse_grid(config_path, flags)
     cells = grid_cells(grid)
@@ -308,21 +309,39 @@ def run_sweep(config_path: str | None, flags: dict[str, str | None], resume: boo
             "cells": [config_key(c.to_dict()) for c in cells]})
         console.print(f"sweep {folder.name}: {len(cells)} cell(s), {len(cells) - len(todo)} "
                       f"already done, {len(todo)} to run")
-        bar = Progress(TextColumn("[bold]sweep"), BarColumn(),
-                       TextColumn("{task.completed}/{task.total}"),
-                       TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                       transient=True, disable=not err.is_terminal)
-        with bar:
-            task = bar.add_task("", total=len(cells), completed=len(cells) - len(todo))
+        # cells with ETA on stderr (slsec.progress: a status line, or plain lines when piped)
+        with progress.phase("sweep", total=len(todo), unit="cells"):
             for cfg in todo:
-                bar.update(task, description=cell_label(
+                progress.tick("sweep", 0, note=cell_label(
                     {a: getattr(cfg, a) for a in grid.axes}))
-                append_row(results, run_cell(cfg))
-                bar.update(task, advance=1)
+                with progress.training("train"):
+                    row = run_cell(cfg)
+                append_row(results, row)
+                progress.tick("sweep")
     render_sweep(folder)
     print_cells(folder, list(grid.axes))
     console.print(f"report: {folder}/report.html")
     return folder
+
+
+def axis_text(row: dict[str, Any], axis: str) -> str:
+    """A cell's grid value as the tables show it; sigma = 0 with a finite clip says that the
+    cell is clipped but unnoised (so it can leak more than the undefended run: nothing is
+    hidden, and the clip changes what the attack fits)."""
+    from slsec.frontier import num, show
+    text = show(row.get(axis))
+    if axis == "sigma" and num(row.get("sigma")) == 0 and math.isfinite(num(row.get("clip_used"))):
+        text += " (clipped, no noise)"
+    return text
+
+
+def methods_text(records: list[dict[str, Any]]) -> str:
+    """Which attack method each cell reported, counted ("decoder ×3, whitebox ×1")."""
+    from collections import Counter
+    counts = Counter(str(r.get("attack_method")) for r in records if r.get("attack_method"))
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "per cell: " + ", ".join(f"{m} ×{n}" for m, n in counts.most_common())
 
 
 def print_cells(folder: Path, axes: list[str]) -> None:
@@ -335,13 +354,17 @@ def print_cells(folder: Path, axes: list[str]) -> None:
     cols = [("accuracy", "accuracy"), ("attack_ssim_mean", "SSIM"), ("attack_psnr_mean", "PSNR"),
             ("label_auc", "label AUC"), ("epsilon", "ε"), ("dcs", "DCS")]
     cols = [(k, n) for k, n in cols if any(r.get(k) not in (None, "") for r in rows)]
+    method = any(r.get("attack_method") for r in rows)
     t = Table(title=f"sweep {folder.name}")
     for a in axes or ["cell"]:
         t.add_column(a)
+    if method:
+        t.add_column("method")
     for _, n in cols:
         t.add_column(n, justify="right")
     for r in rows:
-        t.add_row(*[show(r.get(a)) for a in axes or ["cell"]],
+        t.add_row(*[axis_text(r, a) for a in axes or ["cell"]],
+                  *([str(r.get("attack_method") or "–")] if method else []),
                   *[rpt.fmt(num(r.get(k)), 2 if k == "attack_psnr_mean" else 3) for k, _ in cols])
     console.print(t)
 
@@ -387,7 +410,7 @@ def render_sweep(folder: Path) -> None:
     blocks: list[tuple] = [("p", (
         f"{len(records)} cell(s): protocol {show(first.get('protocol'))}, dataset "
         f"{show(first.get('dataset'))} ({show(first.get('model_name'))}), attack {attack}"
-        + (f" ({show(first.get('attack_method'))}, as the {show(first.get('attack_role'))})"
+        + (f" (method {methods_text(records)}, as the {show(first.get('attack_role'))})"
            if first.get("attack_method") else "")
         + ". Grid: " + ("; ".join(f"{a} ∈ {{{', '.join(sorted({show(r.get(a)) for r in records}, key=str))}}}"
                                   for a in axes) or "one cell") + "."))]
@@ -421,10 +444,14 @@ def render_sweep(folder: Path) -> None:
             ("dcs", "DCS")]
     cols = [(k, n) for k, n in cols if any(r.get(k) is not None for r in records)]
     short = {"attack_ssim_mean": "SSIM", "attack_psnr_mean": "PSNR", "label_auc": "AUC"}
-    header = (axes or ["cell"]) + [n for _, n in cols] + (["Pareto"] if pareto else [])
+    method = any(r.get("attack_method") for r in records)
+    header = ((axes or ["cell"]) + (["method"] if method else []) + [n for _, n in cols]
+              + (["Pareto"] if pareto else []))
     rows = []
     for i, r in enumerate(records):
-        vals = [show(r.get(a)) for a in axes or ["cell"]] + [_value(r.get(k)) for k, _ in cols]
+        vals = ([axis_text(r, a) for a in axes or ["cell"]]
+                + ([r.get("attack_method") or "–"] if method else [])
+                + [_value(r.get(k)) for k, _ in cols])
         if pareto:
             vals.append(", ".join(short[m] for m, mask in pareto.items() if mask[i]) or "–")
         rows.append(vals)
