@@ -6,6 +6,7 @@ slsec.config, so every mistake is one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import sys
@@ -59,10 +60,28 @@ CONFIG_OPTION = inspect.Parameter(
     default=typer.Option(None, "--config", help="TOML experiment file; flags override it"))
 
 
+PLOT_OPTION = inspect.Parameter(
+    "plot_format", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+    default=typer.Option(None, "--plot-format",
+                         help="figure files to write: a comma list of png, svg, pdf "
+                              "(png is always written: the HTML report embeds it)"))
+
+
+def with_plot_format(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Apply and remove --plot-format before the command runs."""
+    @functools.wraps(fn)
+    def wrapped(**kw: Any) -> Any:
+        from slsec.results import set_figure_formats
+        set_figure_formats(kw.pop("plot_format", None))
+        return fn(**kw)
+    return wrapped
+
+
 def with_run_options(*extra: inspect.Parameter) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Give a command every RunConfig flag (as text) plus `extra` parameters."""
+    """Give a command every RunConfig flag (as text), --plot-format and `extra` parameters."""
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        params = [*extra, CONFIG_OPTION, *RUN_OPTIONS]
+        params = [*extra, CONFIG_OPTION, PLOT_OPTION, *RUN_OPTIONS]
+        fn = with_plot_format(fn)
         fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         fn.__annotations__ = {p.name: p.annotation for p in params}
         return fn
@@ -183,9 +202,13 @@ def review(**kw: Any) -> None:
 
 
 @app.command()
-def report(path: str = typer.Argument(..., help="a run or sweep folder")) -> None:
+def report(path: str = typer.Argument(..., help="a run or sweep folder"),
+           plot_format: Optional[str] = typer.Option(None, "--plot-format",
+                                                     help=PLOT_OPTION.default.help)) -> None:
     """Re-render report.md / report.html from the stored rows of a run or sweep."""
     from slsec import commands
+    from slsec.results import set_figure_formats
+    set_figure_formats(plot_format)
     commands.rerender(path)
 
 

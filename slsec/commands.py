@@ -450,9 +450,20 @@ def render_run(folder: Path, stored: dict[str, Any]) -> None:
     if "label_baseline_accuracy" in m:
         blocks += [("p", f"Baseline (guess the majority public label): accuracy "
                          f"{m['label_baseline_accuracy']:.3f}.")]
-    blocks += [("h", "Training curve"), ("table", ["round", "test acc", "loss", "wall-clock s", "MB"],
-                [[r["round"], r["accuracy"], r["loss"], r["wall_s"], r["bytes"] / 1e6]
-                 for r in stored.get("curve", [])])]
+    from slsec.plots import training_curves
+    label = "+".join(cfg["defense"]) or "this run"
+    curves = training_curves({**({"undefended": base.get("curve", [])} if base else {}),
+                              label: stored.get("curve", [])},
+                             folder / "training_curves.png",
+                             title="training curves" + (" (both runs of the twin)" if base else ""))
+    blocks += [("h", "Training curves")]
+    if curves is not None:
+        blocks.append(("img", str(curves), "test accuracy and loss against round and against "
+                                           "training wall-clock" + (", defended run and its "
+                                                                     "undefended twin" if base else "")))
+    blocks.append(("table", ["round", "test acc", "loss", "wall-clock s", "MB"],
+                   [[r["round"], r["accuracy"], r["loss"], r["wall_s"], r["bytes"] / 1e6]
+                    for r in stored.get("curve", [])]))
     blocks.append(("p", f"Rounds to convergence: first round reaching "
                         f"{fmt_thr(m.get('convergence_threshold'))} accuracy "
                         f"({'the configured --target-accuracy' if cfg.get('target_accuracy') else '98% of the best accuracy of the run'})."))

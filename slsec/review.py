@@ -21,7 +21,7 @@ from rich.table import Table
 from slsec import progress
 from slsec.config import RunConfig
 from slsec.errors import UserError
-from slsec.results import atomic_write, check_writable
+from slsec.results import atomic_write, check_writable, legend_outside, save_figure
 
 SSIM_HIGH, SSIM_MEDIUM = 0.5, 0.3       # 0.5 = metrics.IDENTIFIABLE_SSIM
 AUC_HIGH, AUC_MEDIUM = 0.9, 0.7         # on max(AUC, 1 - AUC)
@@ -328,9 +328,7 @@ def leakage_plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("inversion SSIM (lower = less leakage)")
     ax.set_title("input leakage per cut", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    legend_outside(ax, fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    save_figure(fig, path)
     plt.close(fig)
-    tmp.replace(path)
