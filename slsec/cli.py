@@ -1,4 +1,4 @@
-"""The `slsec` command line: list, train, evaluate, sweep, review, report, benchmark.
+"""The `slsec` command line: list, train, evaluate, sweep, review, report, compare, benchmark.
 
 Every run option is a RunConfig field, given as `--field-name value` (or in a TOML file with
 `--config`; flags override the file). Options are parsed as text and validated once by
@@ -210,6 +210,20 @@ def report(path: str = typer.Argument(..., help="a run or sweep folder"),
     from slsec.results import set_figure_formats
     set_figure_formats(plot_format)
     commands.rerender(path)
+
+
+@app.command()
+def compare(paths: list[str] = typer.Argument(..., help="run and/or sweep folders"),
+            out: str = typer.Option("reports", "--out", help="folder for the comparison"),
+            run_id: Optional[str] = typer.Option(None, "--run-id", help="comparison folder name"),
+            plot_format: Optional[str] = typer.Option(None, "--plot-format",
+                                                      help=PLOT_OPTION.default.help)) -> None:
+    """One table and overlay plots (accuracy vs leakage, training curves) across runs, sweeps
+    and seeds."""
+    from slsec.compare import run_compare
+    from slsec.results import set_figure_formats
+    set_figure_formats(plot_format)
+    run_compare(paths, out=out, run_id=run_id)
 
 
 @app.command()

@@ -77,6 +77,7 @@ def training_curves(curves: dict[str, list[dict[str, Any]]], path: str | Path,
     if not curves:
         return None
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.4), dpi=110, sharey="row")
+    all_rounds = sorted({r["round"] for c in curves.values() for r in c})
     for label, curve in curves.items():
         rounds = [r["round"] for r in curve]
         wall = [r["wall_s"] for r in curve]
@@ -91,7 +92,9 @@ def training_curves(curves: dict[str, list[dict[str, Any]]], path: str | Path,
             ax.set_xlabel(xname)
             ax.grid(alpha=0.3)
             ax.tick_params(labelsize=9)
-            if col == 0:
+            if col == 0 and len(all_rounds) <= 12:
+                ax.set_xticks(all_rounds)
+            elif col == 0:
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             else:
                 ax.set_xlim(left=0)
