@@ -439,6 +439,7 @@ def render_run(folder: Path, stored: dict[str, Any]) -> None:
     header = ["metric", "undefended", "+".join(cfg["defense"])] if base else ["metric", "value"]
     rows = [[label] + ([shown(base["metrics"], key)] if base else []) + [shown(m, key)]
             for label, key, _ in SUMMARY_ROWS if key in m or (base and key in base["metrics"])]
+    blocks.insert(0, ("p", verdict_paragraph(cfg, m, base["metrics"] if base else None)))
     blocks += [("h", "Summary"), ("table", header, rows)]
     if m.get("attack_kind"):
         blocks += [("h", "Threat model"), ("p", threat_text(cfg, m))]
@@ -469,7 +470,9 @@ def render_run(folder: Path, stored: dict[str, Any]) -> None:
                         f"({'the configured --target-accuracy' if cfg.get('target_accuracy') else '98% of the best accuracy of the run'})."))
     if (folder / "reconstructions.png").exists():
         blocks.append(("img", str(folder / "reconstructions.png"), "private inputs (top) vs reconstructions (bottom)"))
-    blocks.append(("p", f"Versions: {stored.get('versions')}."))
+    versions = stored.get("versions") or {}
+    blocks.append(("p", "Versions: " + (", ".join(f"{k} {v}" for k, v in versions.items())
+                                        or "not recorded") + "."))
     rpt.write_document(folder, f"slsec evaluation: {cfg['protocol']} / {cfg.get('attack') or 'no attack'}"
                                f" / {'+'.join(cfg['defense']) or 'no defense'}", blocks)
 
@@ -493,6 +496,34 @@ def threat_text(cfg: dict[str, Any], m: dict[str, Any]) -> str:
             f"the run plus its knowledge: {', '.join(m['attack_knowledge'])}. Ground truth never "
             f"reaches the attack; the scorer compares afterwards. The attack knows the public "
             f"mechanism of every defense (clip rule, noise scale) and adapts to it." + compared)
+
+
+def verdict_paragraph(cfg: dict[str, Any], m: dict[str, Any], b: dict[str, Any] | None) -> str:
+    """The report's opening paragraph: what leaked, what the defense bought and cost."""
+    def f(v: Any, d: int = 3) -> str:
+        return rpt.fmt(v, d) if isinstance(v, float) else rpt.fmt(v)
+    defense = "+".join(cfg.get("defense") or []) or "no defense"
+    parts = [f"Verdict: {cfg['protocol']} with {defense}"
+             + (f", attacked by {cfg['attack']} ({m.get('attack_method')}, as the "
+                f"{m.get('attack_role')})" if cfg.get("attack") else "") + "."]
+    leak = next(((k, n) for k, n in (("attack_ssim_mean", "attack SSIM"),
+                                     ("label_auc", "label-inference AUC")) if k in m), None)
+    if leak and b and leak[0] in b:
+        parts.append(f"The {leak[1]} went from {f(b[leak[0]])} undefended to {f(m[leak[0]])} "
+                     f"defended, while test accuracy went from {f(b.get('accuracy'))} to "
+                     f"{f(m.get('accuracy'))}.")
+    elif leak:
+        parts.append(f"The {leak[1]} is {f(m[leak[0]])} at test accuracy {f(m.get('accuracy'))}.")
+    else:
+        parts.append(f"Test accuracy {f(m.get('accuracy'))}.")
+    if leak and leak[0] == "attack_ssim_mean" and isinstance(m.get(leak[0]), float):
+        parts.append("Inputs remain identifiable (SSIM > 0.5)." if m[leak[0]] > 0.5 else
+                     "Reconstructions are no longer identifiable (SSIM ≤ 0.5).")
+    if isinstance(m.get("epsilon"), float):
+        parts.append(f"Formal guarantee: ε = {f(m['epsilon'])} at δ = {m.get('delta', 0):g}.")
+    if m.get("labels_sent_to_server"):
+        parts.append("Labels reach the server in the clear (100% label leakage).")
+    return " ".join(parts)
 
 
 def run_title_parts(cfg: dict[str, Any], m: dict[str, Any]) -> list[str]:
