@@ -50,7 +50,7 @@ def reconstruction_grid(truth: Any, guess: Any, path: str | Path, title: str | N
     fig, ax = plt.subplots(figsize=(max(1.1 * k, 2.5), 2.6 if title else 2.3), dpi=100)
     ax.imshow(mosaic, cmap=None if rgb else "gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
-    ax.set_yticks([h / 2, h + gap + h / 2], ["input", "attack"], fontsize=8)
+    ax.set_yticks([h / 2, h + gap + h / 2], ["input", "attack"], fontsize=11)
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)

@@ -60,7 +60,7 @@ class Phase:
                 parts.append(f"· ETA {_secs(eta)}")
         elif self.done:
             parts.append(f"{self.done}{' ' + self.unit if self.unit else ''}")
-        parts.append(f"· {_secs(elapsed)}")
+        parts.append(f"· {_secs(elapsed)}" if len(parts) > 1 else _secs(elapsed))
         if self.note:
             parts.append(f"· {self.note}")
         return " ".join(parts)
