@@ -163,16 +163,32 @@ def train(**kw: Any) -> None:
         commands.train(cfg)
 
 
+LOG_OPTION = inspect.Parameter(
+    "log", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+    default=typer.Option(None, "--log", help="experiment tracking: tensorboard (needs the "
+                                             "tensorboard package)"))
+
+
 @app.command()
-@with_run_options(JSON_OPTION)
+@with_run_options(JSON_OPTION, LOG_OPTION)
 def evaluate(**kw: Any) -> None:
     """Train, attack from the attacked role, defend; compare with the undefended run."""
-    from slsec import commands
-    as_json = kw.pop("json")
+    from pathlib import Path
+
+    from slsec import commands, tracking
+    as_json, log = kw.pop("json"), tracking.check(kw.pop("log"))
     cfg = _config(kw)
     _launch_under_mpiexec(cfg)
     with commands.json_stdout(as_json):
-        commands.evaluate(cfg)
+        result = commands.evaluate(cfg)
+    if log and result is not None:
+        folder = Path(cfg.out) / "tensorboard" / commands.run_id(cfg)
+        stored = {**result, "undefended": None}
+        base = commands.baseline_path(cfg)
+        if cfg.defense and base.exists():
+            from slsec.results import read_json
+            stored["undefended"] = read_json(base)
+        tracking.write(log, folder, stored)
 
 
 @app.command()

@@ -467,7 +467,11 @@ def render_run(folder: Path, stored: dict[str, Any]) -> None:
                     for r in stored.get("curve", [])]))
     blocks.append(("p", f"Rounds to convergence: first round reaching "
                         f"{fmt_thr(m.get('convergence_threshold'))} accuracy "
-                        f"({'the configured --target-accuracy' if cfg.get('target_accuracy') else '98% of the best accuracy of the run'})."))
+                        f"({'the configured --target-accuracy' if cfg.get('target_accuracy') else '98% of the best accuracy of the run'})"
+                        + ("; \"not reached\" when the best accuracy stays within "
+                           f"{NEAR_CHANCE:.0%} of chance ({fmt_thr(m.get('chance_accuracy'))}), "
+                           "where that round says nothing" if "chance_accuracy" in m else "")
+                        + "."))
     if (folder / "reconstructions.png").exists():
         blocks.append(("img", str(folder / "reconstructions.png"), "private inputs (top) vs reconstructions (bottom)"))
     versions = stored.get("versions") or {}
