@@ -230,13 +230,21 @@ def start_baseline(cfg: RunConfig) -> Any:
     return proc
 
 
-def join_baseline(side: Any) -> None:
-    """Wait for the twin, showing its progress; then close its phase and remove its file."""
+def join_baseline(side: Any, failed: bool = False) -> None:
+    """Wait for the twin, showing its progress; then close its phase and remove its file
+    (`failed`: stop it and close its phase without a line: the error speaks for the run)."""
     import os
+
+    from slsec import progress
+    if failed:
+        side.terminate()
     try:
         side.join()
     finally:
-        side.phase.__exit__(None, None, None)
+        if failed:
+            progress.REPORTER.close("undefended", quiet=True)
+        else:
+            side.phase.__exit__(None, None, None)
         try:
             os.unlink(side.status_path)
         except OSError:
@@ -274,15 +282,19 @@ def evaluate(cfg: RunConfig) -> dict[str, Any] | None:
         check_defenses(cfg)
     except BaseException:
         if side is not None:
-            side.terminate()
-            join_baseline(side)
+            join_baseline(side, failed=True)
         raise
     if "split-select" in cfg.defense:
         cfg = choose_cut(cfg)
         side = start_baseline(cfg)
     bar, on_round = progress_bar(cfg, "defended" if cfg.defense else "train")
-    with bar:
-        result = run(cfg, progress=on_round)
+    try:
+        with bar:
+            result = run(cfg, progress=on_round)
+    except BaseException:
+        if side is not None:
+            join_baseline(side, failed=True)
+        raise
     base = None
     if side is not None:
         join_baseline(side)

@@ -115,6 +115,9 @@ class Reporter:
             return
         if now - phase.start < FIRST_LINE_S and not (force and phase.printed):
             return
+        if not (force or phase.printed or phase.done or phase.total or phase.note):
+            return      # nothing to report yet (e.g. still loading data, which may fail: then
+            #             the user's one error line must stand alone)
         moved = phase.last_change > phase.last_line
         due = now - phase.last_line >= (PLAIN_EVERY_S if moved else HEARTBEAT_S)
         if force or due:
@@ -143,10 +146,15 @@ class Reporter:
             self._start_ticker()
             return phase
 
-    def close(self, name: str, note: str | None = None) -> None:
+    def close(self, name: str, note: str | None = None, quiet: bool = False) -> None:
+        """End a phase with its closing line (`quiet`: none, e.g. when it failed)."""
         with self.lock:
             phase = self.phases.pop(name, None)
             if phase is None:
+                return
+            if quiet:
+                if self.tty and not self.file:
+                    self._clear_tty()
                 return
             if note is not None:
                 phase.note = note
@@ -205,9 +213,11 @@ def phase(name: str, total: int | None = None, unit: str = "",
     p = REPORTER.open(name, total, unit, external)
     try:
         yield p
-    finally:
-        REPORTER.close(name, note=(p.note + " · " if p.note else "") + "done"
-                       if p.external is None else p.note)
+    except BaseException:
+        REPORTER.close(name, quiet=True)    # the error says what happened; no "done" line
+        raise
+    REPORTER.close(name, note=(p.note + " · " if p.note else "") + "done"
+                   if p.external is None else p.note)
 
 
 def tick(name: str, advance: int = 1, **kw: Any) -> None:
