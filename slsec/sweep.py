@@ -455,6 +455,12 @@ def render_sweep(folder: Path) -> None:
         if pareto:
             vals.append(", ".join(short[m] for m, mask in pareto.items() if mask[i]) or "–")
         rows.append(vals)
+    if any(axis_text(r, "sigma").endswith("(clipped, no noise)") for r in records):
+        blocks.append(("p", "sigma = 0 (clipped, no noise): DP at the cut still clips every "
+                            "smashed row to C but adds no noise, so it claims nothing (ε = ∞); "
+                            "it is its own training run, and the attack fits the clipped "
+                            "activations it knows the rule of, so its score can land above the "
+                            "undefended run's."))
     blocks += [("h", "All cells"), ("table", header, rows),
                ("p", "One row per cell in results.csv (config, resolved cuts, every metric; "
                      "`cell` is the hash of the cell's config). Continue an interrupted sweep "
