@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slsec import progress
 from slsec.errors import UserError
 from slsec.threat import Update, View
 
@@ -233,6 +234,7 @@ class GradientInversion(Attack):
                 sched = torch.optim.lr_scheduler.MultiStepLR(
                     opt, milestones=[it * 3 // 8, it * 5 // 8, it * 7 // 8], gamma=0.1)
             for _ in range(it):
+                progress.tick_attack()
                 loss = cos_loss(x) + tv * total_variation(x)
                 opt.zero_grad(set_to_none=True)
                 x.grad, = torch.autograd.grad(loss, [x])
@@ -275,6 +277,7 @@ class GradientInversion(Attack):
                 return loss
 
             for _ in range(max(1, it // 20)):
+                progress.tick_attack(20)
                 opt.step(closure)
                 if not torch.isfinite(objective()):
                     break

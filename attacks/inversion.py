@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slsec import progress
 from slsec.errors import UserError
 from slsec.threat import View
 
@@ -276,6 +277,7 @@ class Inversion(Attack):
         last = math.inf
         i = 0
         while i < end:
+            progress.tick_attack()
             now_lr = eta + (lr0 - eta) * (1 + math.cos(math.pi * (i - begin) / (end - begin))) / 2
             loss = (channel.loss(channel.forward(f(z)), obs) + tv * total_variation(z)).sum()
             if anchor is not None and anchor_weight > 0:
@@ -329,6 +331,7 @@ class Inversion(Attack):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 20)
         dec.train()
         for _ in range(steps):
+            progress.tick_attack()
             idx = torch.randint(len(x_train), (min(bs, len(x_train)),), generator=gen)
             hb = h[idx] if defended else channel.sample(h[idx], gen)  # fresh noise each step
             loss = F.mse_loss(dec(hb / scale, y_train[idx] if labelled else None), x_train[idx])
@@ -384,6 +387,7 @@ class Inversion(Attack):
         opt_m = torch.optim.Adam(head.parameters(), lr=model_lr)
         match = lambda x: channel.loss(channel.forward(head({"x": x})["x"]), obs)  # noqa: E731
         for _ in range(rounds):
+            progress.tick_attack()
             head.requires_grad_(False)
             for _ in range(in_steps):
                 loss = (match(x) + tv * total_variation(x)).sum()

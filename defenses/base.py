@@ -24,6 +24,11 @@ class Defense(ABC):
     name: ClassVar[str]
     protocols: ClassVar[frozenset[str]]   # protocols the defense applies to
     point: ClassVar[str]                  # "cut" | "regularizer" | "labels" | "grad" | "train" | "pre"
+    # what a frontier sweep of this defense varies: a RunConfig field and its useful values
+    # (a comma list, as `slsec sweep` takes it); None: the defense has no strength parameter
+    sweep_param: ClassVar[str | None] = None
+    sweep_values: ClassVar[str] = ""
+    sweep_cuts: ClassVar[bool] = False    # the cut matters as much as the parameter: sweep it too
 
     def check_protocol(self, protocol: str) -> None:
         """Raise a UserError if this defense cannot be used with `protocol`."""
@@ -50,6 +55,12 @@ class Defense(ABC):
     def epsilon(self, *, steps: int, sample_rate: float, delta: float) -> float | None:
         """Privacy loss of this mechanism per training sample, or None if it has no DP claim."""
         return None
+
+    @classmethod
+    def report_text(cls, cfg: dict[str, Any], m: dict[str, Any]) -> tuple[str, str]:
+        """(heading, paragraph) for a run report: the mechanism, its sensitivity and what its
+        epsilon covers, from the stored config and metrics of the run."""
+        return cls.name, (cls.__doc__ or "").strip() + " No DP claim."
 
 
 class DefenseStack(Defense):

@@ -86,6 +86,9 @@ class DPCut(Defense):
     name = "dp"
     protocols = frozenset({"vanilla", "ushaped", "splitfed", "splitfed-async"})
     point = "cut"
+    sweep_param = "sigma"
+    sweep_values = "0,0.01,0.05,0.2"
+    sweep_cuts = True
     flags: ClassVar[dict[str, str]] = {   # parameter -> CLI flag named in error messages
         "sigma": "sigma", "clip": "clip", "mechanism": "mechanism", "delta": "delta",
         "accountant": "accountant", "target_epsilon": "target-epsilon"}
@@ -180,3 +183,31 @@ class DPCut(Defense):
     def public(self) -> dict[str, Any]:
         return {"name": self.name, "clip": self.clip, "sigma": self.sigma,
                 "mechanism": self.mechanism, "delta": self.delta}
+
+    @classmethod
+    def report_text(cls, cfg: dict[str, Any], m: dict[str, Any]) -> tuple[str, str]:
+        clip = m.get("clip_used", cfg.get("clip"))
+        sigma = m.get("sigma_used", cfg.get("sigma"))
+        eps = m.get("epsilon_dp", m.get("epsilon"))
+        laplace = cfg.get("mechanism") == "laplace"
+        text = ("DP at the cut: each sample's smashed tensor is clipped to L2 norm C"
+                + (f" = {clip:.4g}" if isinstance(clip, (int, float)) else "")
+                + (" (the median row norm of public aux data at the cut)"
+                   if cfg.get("clip") is None and clip is not None else "")
+                + (f", then {'Laplace' if laplace else 'Gaussian'} noise of std sigma*C"
+                   + (f" (sigma = {sigma:g})" if isinstance(sigma, (int, float)) else "")
+                   + " is added per coordinate, in training and at inference. Replace-one "
+                   "adjacency: one sample changes a release by at most 2C")
+                + ("; the Laplace bound uses the L1 sensitivity 2C*sqrt(d) of a d-dimensional "
+                   "row, so each release is pure eps = 2*sqrt(2)*sqrt(d)/sigma"
+                   if laplace else
+                   ", so the noise is the Gaussian mechanism with noise multiplier sigma/2")
+                + "; every sample is released once per epoch (no subsampling amplification).")
+        if isinstance(eps, (int, float)):
+            text += (f" epsilon = {eps:.3f} at delta = {m.get('delta', cfg.get('delta')):g} per "
+                     f"training sample ({cfg.get('accountant', 'rdp')} accountant)"
+                     + (" — no guarantee: without noise (sigma = 0) or without clipping the "
+                        "sensitivity is unbounded" if eps == math.inf else "") + ".")
+        text += (" The claim covers the smashed data only: not the labels, the returned "
+                 "gradients, the head's weights or the server's model.")
+        return "Differential privacy at the cut", text

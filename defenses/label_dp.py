@@ -49,6 +49,15 @@ class MaxNorm(Defense):
     def public(self) -> dict[str, Any]:
         return {"name": self.name}
 
+    @classmethod
+    def report_text(cls, cfg: dict[str, Any], m: dict[str, Any]) -> tuple[str, str]:
+        return "Label protection: max-norm", (
+            "Max-norm (Li et al. 2022): before the per-sample cut gradients go back to the "
+            "client, each row g_j is scaled by (1 + sigma_j z_j), z_j ~ N(0, 1), with sigma_j "
+            "chosen so that every row's expected squared norm equals the largest of the batch; "
+            "norm-based label scoring then sees no difference between classes. A heuristic: "
+            "no DP claim and no epsilon; it covers only the gradients returned at the cut.")
+
 
 @DEFENSES.register("label-rr")
 class LabelRR(Defense):
@@ -57,6 +66,8 @@ class LabelRR(Defense):
     name = "label-rr"
     protocols = LABEL_HOLDER_PROTOCOLS
     point = "labels"
+    sweep_param = "label_epsilon"
+    sweep_values = "0.5,1,2,4"
 
     def __init__(self, *, epsilon: float | None = None, label_epsilon: float | None = None) -> None:
         if epsilon is not None and label_epsilon is not None and epsilon != label_epsilon:
@@ -87,3 +98,16 @@ class LabelRR(Defense):
         """Label-DP epsilon per sample: eps per use of its label, times its expected uses (>= 1)."""
         uses = max(1, round(steps * sample_rate))
         return self.eps * uses
+
+    @classmethod
+    def report_text(cls, cfg: dict[str, Any], m: dict[str, Any]) -> tuple[str, str]:
+        eps = m.get("epsilon_label-rr")
+        return "Label differential privacy: randomized response", (
+            f"Randomized response on the labels before the loss: with K classes the true label "
+            f"is kept with probability e^eps / (e^eps + K - 1) (eps = "
+            f"{cfg.get('label_epsilon', 1.0):g} per use), otherwise replaced by one of the other "
+            "K - 1 labels uniformly; a label is redrawn at every use and uses compose (basic "
+            "composition)"
+            + (f": epsilon = {eps:.3f} per sample's label over the run" if isinstance(eps, (int, float)) else "")
+            + ". Label DP covers the labels only: not the inputs, the smashed data or the "
+            "gradients' dependence on the inputs.")

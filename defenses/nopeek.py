@@ -54,6 +54,8 @@ class NoPeek(Defense):
     name = "nopeek"
     protocols = frozenset({"vanilla", "ushaped", "splitfed", "splitfed-async"})
     point = "regularizer"
+    sweep_param = "nopeek_weight"
+    sweep_values = "0,0.5,2,5"
 
     def __init__(self, *, weight: float | None = None, nopeek_weight: float | None = None) -> None:
         if weight is not None and nopeek_weight is not None and weight != nopeek_weight:
@@ -69,3 +71,12 @@ class NoPeek(Defense):
 
     def public(self) -> dict[str, Any]:
         return {"name": self.name, "weight": self.weight}
+
+    @classmethod
+    def report_text(cls, cfg: dict[str, Any], m: dict[str, Any]) -> tuple[str, str]:
+        return "NoPeek", (
+            f"NoPeek (Vepakomma et al. 2019): the client adds {cfg.get('nopeek_weight', 0.5):g} "
+            "x dCor(inputs, smashed data) to its loss, the sample distance correlation of a "
+            "batch, pushing the smashed data towards independence from the inputs. A "
+            "regulariser: no DP claim and no epsilon; the batch estimate is biased upwards in "
+            "high dimensions, so it is a relative training signal, not a leakage measure.")

@@ -73,6 +73,7 @@ class Context:
     labels: dict[int, Tensor] | None = None   # server, two-party SL: labels of each client's shard
     truth: Callable[[Tensor | None, Tensor | None], None] | None = None  # client -> scorer channel
     on_round: Callable[[int, nn.Module], None] | None = None  # server: evaluation hook per round
+    on_step: Callable[[], None] | None = None  # client: called after every training step (progress)
     gen: torch.Generator = field(default_factory=torch.Generator)
 
     @property
@@ -182,6 +183,9 @@ def receive_cut(msg: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def straggle(ctx: Context) -> None:
+    """After every client training step: the straggler delay (if any), then the step hook."""
+    if ctx.on_step is not None:
+        ctx.on_step()
     delay = ctx.plan.straggler.get(ctx.rank, 0.0)
     if delay:
         time.sleep(delay)

@@ -4,7 +4,13 @@ Python API (imported on first use, so `import slsec` stays light):
 `slsec.evaluate(...)`, `slsec.train(...)`, `slsec.sweep(...)`, `slsec.Result`; see slsec.api.
 """
 
+import time as _time
+
 __version__ = "0.1.0"
+# When this interpreter reached slsec: the first thing every entry point imports (the
+# process's own start time would include a shell's earlier work when a shell execs slsec).
+STARTED = _time.perf_counter()
+
 __all__ = ["Result", "evaluate", "sweep", "train"]
 
 

@@ -1,4 +1,4 @@
-"""The `slsec` command line: list, train, evaluate, sweep, review, report, benchmark.
+"""The `slsec` command line: list, train, evaluate, sweep, review, report, compare, benchmark.
 
 Every run option is a RunConfig field, given as `--field-name value` (or in a TOML file with
 `--config`; flags override the file). Options are parsed as text and validated once by
@@ -6,6 +6,7 @@ slsec.config, so every mistake is one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import sys
@@ -61,10 +62,28 @@ CONFIG_OPTION = inspect.Parameter(
     default=typer.Option(None, "--config", help="TOML experiment file; flags override it"))
 
 
+PLOT_OPTION = inspect.Parameter(
+    "plot_format", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+    default=typer.Option(None, "--plot-format",
+                         help="figure files to write: a comma list of png, svg, pdf "
+                              "(png is always written: the HTML report embeds it)"))
+
+
+def with_plot_format(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Apply and remove --plot-format before the command runs."""
+    @functools.wraps(fn)
+    def wrapped(**kw: Any) -> Any:
+        from slsec.results import set_figure_formats
+        set_figure_formats(kw.pop("plot_format", None))
+        return fn(**kw)
+    return wrapped
+
+
 def with_run_options(*extra: inspect.Parameter) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Give a command every RunConfig flag (as text) plus `extra` parameters."""
+    """Give a command every RunConfig flag (as text), --plot-format and `extra` parameters."""
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        params = [*extra, CONFIG_OPTION, *RUN_OPTIONS]
+        params = [*extra, CONFIG_OPTION, PLOT_OPTION, *RUN_OPTIONS]
+        fn = with_plot_format(fn)
         fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         fn.__annotations__ = {p.name: p.annotation for p in params}
         return fn
@@ -142,6 +161,12 @@ def _is_rank0() -> bool:
     return True
 
 
+JSON_OPTION = inspect.Parameter(
+    "json", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+    default=typer.Option(False, "--json", help="print the result object (as result.json holds it) "
+                                               "to stdout and nothing else; the rest goes to stderr"))
+
+
 @app.command("list")
 def list_cmd() -> None:
     """Show registered protocols, attacks (with roles), defenses, datasets, models and cuts."""
@@ -150,25 +175,45 @@ def list_cmd() -> None:
 
 
 @app.command()
-@with_run_options(_force())
+@with_run_options(_force(), JSON_OPTION)
 def train(**kw: Any) -> None:
     """Train with a protocol (no attack) and print the accuracy curve."""
     from slsec import commands
+    as_json = kw.pop("json")
     cfg = _config(kw)
     _precheck(cfg, attack=False)
     _launch_under_mpiexec(cfg)
-    commands.train(cfg, force=kw["force"])
+    with commands.json_stdout(as_json):
+        commands.train(cfg, force=kw["force"])
+
+
+LOG_OPTION = inspect.Parameter(
+    "log", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+    default=typer.Option(None, "--log", help="experiment tracking: tensorboard (needs the "
+                                             "tensorboard package)"))
 
 
 @app.command()
-@with_run_options(_force())
+@with_run_options(_force(), JSON_OPTION, LOG_OPTION)
 def evaluate(**kw: Any) -> None:
     """Train, attack from the attacked role, defend; compare with the undefended run."""
-    from slsec import commands
+    from pathlib import Path
+
+    from slsec import commands, tracking
+    as_json, log = kw.pop("json"), tracking.check(kw.pop("log"))
     cfg = _config(kw)
     _precheck(cfg)
     _launch_under_mpiexec(cfg)
-    commands.evaluate(cfg, force=kw["force"])
+    with commands.json_stdout(as_json):
+        result = commands.evaluate(cfg, force=kw["force"])
+    if log and result is not None:
+        folder = Path(cfg.out) / "tensorboard" / commands.run_id(cfg)
+        stored = {**result, "undefended": None}
+        base = commands.baseline_path(cfg)
+        if cfg.defense and base.exists():
+            from slsec.results import read_json
+            stored["undefended"] = read_json(base)
+        tracking.write(log, folder, stored)
 
 
 @app.command()
@@ -198,10 +243,28 @@ def review(**kw: Any) -> None:
 
 
 @app.command()
-def report(path: str = typer.Argument(..., help="a run or sweep folder")) -> None:
+def report(path: str = typer.Argument(..., help="a run or sweep folder"),
+           plot_format: Optional[str] = typer.Option(None, "--plot-format",
+                                                     help=PLOT_OPTION.default.help)) -> None:
     """Re-render report.md / report.html from the stored rows of a run or sweep."""
     from slsec import commands
+    from slsec.results import set_figure_formats
+    set_figure_formats(plot_format)
     commands.rerender(path)
+
+
+@app.command()
+def compare(paths: list[str] = typer.Argument(..., help="run and/or sweep folders"),
+            out: str = typer.Option("reports", "--out", help="folder for the comparison"),
+            run_id: Optional[str] = typer.Option(None, "--run-id", help="comparison folder name"),
+            plot_format: Optional[str] = typer.Option(None, "--plot-format",
+                                                      help=PLOT_OPTION.default.help)) -> None:
+    """One table and overlay plots (accuracy vs leakage, training curves) across runs, sweeps
+    and seeds."""
+    from slsec.compare import run_compare
+    from slsec.results import set_figure_formats
+    set_figure_formats(plot_format)
+    run_compare(paths, out=out, run_id=run_id)
 
 
 @app.command()

@@ -1,13 +1,14 @@
 """What each CLI command does (the CLI module only parses options)."""
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from slsec import report as rpt
@@ -59,16 +60,54 @@ def _is_main_rank(cfg: RunConfig) -> bool:
     return MPI.COMM_WORLD.Get_rank() == 0
 
 
-def progress_bar(cfg: RunConfig, label: str) -> tuple[Progress, Any]:
-    """A per-round progress bar on rank 0 (quiet when stderr is not a terminal)."""
-    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                   transient=True, disable=not err.is_terminal or not _is_main_rank(cfg))
-    task = bar.add_task("", total=cfg.rounds)
+def progress_bar(cfg: RunConfig, label: str) -> tuple[Any, Any]:
+    """Training progress on rank 0, per batch of client 1 and per round, on stderr (a status
+    line on a terminal, else plain lines at most once a second; see slsec.progress)."""
+    import contextlib
+
+    from slsec import progress
+    name = "train" if label == "train" else f"train {label}"
+    bar = progress.training(name) if _is_main_rank(cfg) else contextlib.nullcontext()
 
     def on_round(rec: Any) -> None:
-        bar.update(task, advance=1, description=f"acc {rec.accuracy:.3f}")
+        progress.tick(name, 0, note=f"round {rec.round}/{cfg.rounds} acc {rec.accuracy:.3f}")
     return bar, on_round
+
+
+_JSON = {"on": False}
+
+
+@contextlib.contextmanager
+def json_stdout(on: bool) -> Iterator[None]:
+    """--json: everything this module prints goes to stderr while the block runs; the command
+    then prints its result object, alone, on stdout (see print_json)."""
+    if not on:
+        yield
+        return
+    before = console.file
+    console.file = sys.stderr
+    _JSON["on"] = True
+    try:
+        yield
+    finally:
+        console.file = before
+        _JSON["on"] = False
+
+
+def print_json(stored: dict[str, Any]) -> None:
+    """The result object on stdout as strict JSON (non-finite numbers, e.g. ε = ∞, as null)."""
+    import json
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    sys.stdout.write(json.dumps(clean(stored), indent=1, allow_nan=False) + "\n")
+    sys.stdout.flush()
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -124,7 +163,9 @@ def train(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
                      setup=setup if cfg.attack is None else None)
     if result is None:
         return None
-    t = Table(title=f"{cfg.protocol} on {cfg.dataset} ({cfg.model_name}), cuts {result['metrics']['cuts']}")
+    cuts = result["metrics"]["cuts"]
+    t = Table(title=f"{cfg.protocol} on {cfg.dataset} ({cfg.model_name})"
+                    + (f", cut{'s' if len(cuts) > 1 else ''} {','.join(cuts)}" if cuts else ""))
     for c in ("round", "test acc", "loss", "wall-clock s", "MB on wire"):
         t.add_column(c, justify="right")
     for r in result["curve"]:
@@ -132,11 +173,13 @@ def train(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
                   f"{r['wall_s']:.1f}", f"{r['bytes'] / 1e6:.2f}")
     console.print(t)
     m = result["metrics"]
-    console.print(f"rounds to convergence: {m['rounds_to_convergence']} "
+    console.print(f"rounds to convergence: {shown(m, 'rounds_to_convergence')} "
                   f"(first round with accuracy >= {m['convergence_threshold']:.4f}: "
                   f"{'--target-accuracy' if cfg.target_accuracy else '98% of the best accuracy'})")
     write_run(folder, result, None, force=force)
     console.print(f"report: {folder}/report.html")
+    if _JSON["on"]:
+        print_json(read_json(folder / "result.json"))
     return result
 
 
@@ -199,17 +242,13 @@ def load_images(path: Path) -> dict[str, Any]:
         return {}
 
 
-def command_seconds(fallback_start: float) -> float:
-    """Seconds since this process started (Linux /proc), else since `fallback_start`."""
-    import os
-    try:
-        with open("/proc/self/stat") as f:
-            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])   # field 22: starttime
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return time.perf_counter() - fallback_start
+def command_seconds(fallback_start: float | None = None) -> float:
+    """Seconds since this interpreter started slsec (`slsec.STARTED`, set by the package's
+    first import, before any other slsec or torch import). Not the process start time: when a
+    shell execs slsec as its last command (`bash -c '... && slsec ...'`), the process began
+    with the shell and its earlier work would be counted too."""
+    import slsec
+    return time.perf_counter() - getattr(slsec, "STARTED", fallback_start or time.perf_counter())
 
 
 def start_baseline(cfg: RunConfig) -> Any:
@@ -220,23 +259,59 @@ def start_baseline(cfg: RunConfig) -> Any:
     if not cfg.defense or cfg.backend != "local" or baseline_path(cfg).exists():
         return None
     import multiprocessing
+    import os
+    import tempfile
+
+    from slsec import progress
     # spawn, not fork: a forked child inherits torch's runtime state and ran slower here
     # (card: 72 s with fork vs 66 s with spawn, measured side by side on 2 idle cores)
+    fd, status = tempfile.mkstemp(prefix="slsec-undefended-", suffix=".progress")
+    os.close(fd)
     proc = multiprocessing.get_context("spawn").Process(
-        target=_baseline_worker, args=(cfg.to_dict(),), daemon=True, name="slsec-undefended")
+        target=_baseline_worker, args=(cfg.to_dict(), status), daemon=True,
+        name="slsec-undefended")
     proc.start()
+    # the twin's progress, read from the file its reporter writes, shown beside ours
+    proc.status_path = status   # type: ignore[attr-defined]
+    proc.phase = progress.phase("undefended", external=progress.read_status(status))  # type: ignore[attr-defined]
+    proc.phase.__enter__()   # type: ignore[attr-defined]
     return proc
 
 
-def _baseline_worker(values: dict[str, Any]) -> None:
+def join_baseline(side: Any, failed: bool = False) -> None:
+    """Wait for the twin, showing its progress; then close its phase and remove its file
+    (`failed`: stop it and close its phase without a line: the error speaks for the run)."""
+    import os
+
+    from slsec import progress
+    if failed:
+        side.terminate()
+    try:
+        side.join()
+    finally:
+        if failed:
+            progress.REPORTER.close("undefended", quiet=True)
+        else:
+            side.phase.__exit__(None, None, None)
+        try:
+            os.unlink(side.status_path)
+        except OSError:
+            pass
+
+
+def _baseline_worker(values: dict[str, Any], status: str | None = None) -> None:
     import os
     import sys
+
+    from slsec import progress
     from slsec.config import make_config
     devnull = os.open(os.devnull, os.O_WRONLY)   # the parent reports; a failure here is retried there
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
+    progress.REPORTER.file = status               # our progress goes to the parent through it
     try:
-        cached_baseline(make_config(values))
+        with progress.training("train"):
+            cached_baseline(make_config(values))
     except BaseException:
         sys.exit(1)
 
@@ -256,20 +331,29 @@ def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
     # start the undefended run first, so its start-up overlaps ours (a bad config fails below
     # with one line; the daemon child dies with us)
     side = start_baseline(cfg) if "split-select" not in cfg.defense else None
-    setup = check_run(cfg, "evaluate")
-    check_attack(cfg)
-    check_defenses(cfg)
+    try:
+        setup = check_run(cfg, "evaluate")
+        check_attack(cfg)
+        check_defenses(cfg)
+    except BaseException:
+        if side is not None:
+            join_baseline(side, failed=True)
+        raise
     if "split-select" in cfg.defense:
         cfg = choose_cut(cfg)
         side = start_baseline(cfg)
-    t0 = time.perf_counter()
     bar, on_round = progress_bar(cfg, "defended" if cfg.defense else "train")
-    with bar:
-        result = run(cfg, progress=on_round, setup=setup if cfg.cut == setup.cfg.cut else None)
+    try:
+        with bar:
+            result = run(cfg, progress=on_round,
+                         setup=setup if cfg.cut == setup.cfg.cut else None)
+    except BaseException:
+        if side is not None:
+            join_baseline(side, failed=True)
+        raise
     base = None
     if side is not None:
-        with console.status("waiting for the undefended run beside it"):
-            side.join()
+        join_baseline(side)
     if cfg.defense:
         bar, on_round = progress_bar(cfg, "undefended")
         with bar:  # reads the cache the side process wrote (computes it here if that failed)
@@ -282,9 +366,27 @@ def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
     print_summary(cfg, result, base)
     console.print(f"single seed (seed {cfg.seed}): no confidence interval; --seeds 3 gives "
                   "mean ± 95% CI")
-    console.print(f"wall-clock {command_seconds(t0):.1f} s (the whole command, start-up "
-                  f"included) · report: {folder}/report.html")
+    console.print(f"wall-clock {command_seconds():.1f} s (the whole command from the "
+                  f"interpreter's start, imports included) · report: {folder}/report.html")
+    if _JSON["on"]:
+        print_json(read_json(folder / "result.json"))
     return result
+
+
+NEAR_CHANCE = 0.05   # best accuracy within this of chance: the run did not learn
+
+
+def shown(m: dict[str, Any], key: str) -> Any:
+    """A metric as the tables show it: rounds to convergence reads "not reached" when the
+    run's best accuracy stayed within NEAR_CHANCE of chance (the first round "reaching" 98%
+    of a chance-level best says nothing)."""
+    v = m.get(key)
+    if key == "rounds_to_convergence":
+        best, chance = m.get("best_accuracy"), m.get("chance_accuracy")
+        if v is None or (isinstance(best, float) and isinstance(chance, float)
+                         and best <= chance + NEAR_CHANCE):
+            return "not reached"
+    return v
 
 
 def summary_rows(result: dict[str, Any], base: dict[str, Any] | None) -> list[list[Any]]:
@@ -292,15 +394,14 @@ def summary_rows(result: dict[str, Any], base: dict[str, Any] | None) -> list[li
     rows = []
     for label, key, _ in SUMMARY_ROWS:
         if key in m or key in b:
-            rows.append([label, b.get(key) if base else None, m.get(key)] if base else [label, m.get(key)])
+            rows.append([label, shown(b, key) if base else None, shown(m, key)] if base
+                        else [label, shown(m, key)])
     return rows
 
 
 def print_summary(cfg: RunConfig, result: dict[str, Any], base: dict[str, Any] | None) -> None:
     m = result["metrics"]
-    title = (f"{cfg.protocol} · {cfg.dataset}/{cfg.model_name} · cut {','.join(m['cuts'])} · "
-             f"attack {cfg.attack or '-'}"
-             + (f" ({m.get('attack_method')}, {m.get('attack_role')})" if cfg.attack else ""))
+    title = " · ".join(run_title_parts(cfg.to_dict(), m))
     t = Table(title=title)
     t.add_column("metric")
     if base:
@@ -314,16 +415,24 @@ def print_summary(cfg: RunConfig, result: dict[str, Any], base: dict[str, Any] |
                             for v in row[1:]])
     console.print(t)
     for line in verdict_lines(cfg, result, base):
-        console.print(line)
+        if line.startswith("$ "):   # a command: one line, never wrapped, so it can be copied
+            console.print("  " + line, soft_wrap=True, markup=False, highlight=False)
+        else:
+            console.print(line, markup=False)
 
 
 def verdict_lines(cfg: RunConfig, result: dict[str, Any], base: dict[str, Any] | None) -> list[str]:
-    """Plain-language lines: what the defense cost and bought; where to look if it cost too much."""
+    """Plain-language lines: what the defense cost and bought; where to look next. A line
+    starting with hints.PROMPT is a command built from this run's own settings."""
+    from slsec.hints import PROMPT, frontier_command, keep_labels_command
     m = result["metrics"]
     lines = []
     if m.get("labels_sent_to_server"):
-        lines.append("Labels are sent to the server in this protocol: label leakage is 100% "
-                     "(use --protocol ushaped to keep labels on the client).")
+        ushaped = keep_labels_command(cfg)
+        lines.append("Labels are sent to the server in this protocol: label leakage is 100%."
+                     + (" U-shaped SL keeps the labels on the client:" if ushaped else ""))
+        if ushaped:
+            lines.append(PROMPT + ushaped)
     lines += beyond_prior_lines(m, base["metrics"] if base else None)
     if not base:
         return lines
@@ -336,6 +445,9 @@ def verdict_lines(cfg: RunConfig, result: dict[str, Any], base: dict[str, Any] |
         if m.get(key) is not None and b.get(key) is not None:
             lines.append(f"Attack {name}: {b[key]:.3f} undefended → {m[key]:.3f} defended; "
                          f"accuracy {acc0:.3f} → {acc:.3f}.")
+    sweep_cmd = frontier_command(cfg)
+    if sweep_cmd:
+        lines += ["Map this defense's privacy/utility frontier:", PROMPT + sweep_cmd]
     return lines
 
 
@@ -390,25 +502,35 @@ def beyond_prior_lines(m: dict[str, Any], b: dict[str, Any] | None) -> list[str]
 
 
 def frontier_hint(cfg: RunConfig, acc0: float) -> str:
-    """Point to the measured sigma range and cut keeping >= 90% accuracy, or to `slsec sweep`."""
+    """Point to the measured strength range and cut keeping >= 90% accuracy (from earlier
+    sweeps of the same protocol, data and defense), or say where the useful values lie."""
+    from slsec.defenses.base import DEFENSES
     from slsec.results import read_rows
+    param = next((DEFENSES.get(d).sweep_param for d in cfg.defense
+                  if d in DEFENSES.names() and DEFENSES.get(d).sweep_param), None)
+    if param is None:
+        return "No strength parameter to tune: compare with the undefended run below."
     good: dict[str, list[float]] = {}
     for csv_path in Path(cfg.out).glob("*/results.csv"):
         for r in read_rows(csv_path):
             try:
                 same = (r.get("protocol") == cfg.protocol and r.get("dataset") == cfg.dataset
-                        and r.get("model_name") == cfg.model_name and r.get("sigma") not in (None, ""))
+                        and r.get("model_name") == cfg.model_name
+                        and r.get("defense") == ",".join(cfg.defense)
+                        and r.get(param) not in (None, ""))
                 if same and float(r["accuracy"]) >= 0.9 * acc0:
-                    good.setdefault(r.get("cut", "?"), []).append(float(r["sigma"]))
+                    good.setdefault(r.get("cut") or "-", []).append(float(r[param]))
             except (KeyError, ValueError):
                 continue
+    flag = "--" + param.replace("_", "-")
     if good:
-        parts = [f"cut {c}: sigma <= {max(s):g}" for c, s in sorted(good.items())]
+        parts = [(f"cut {c}: " if c != "-" else "") + f"{flag} <= {max(s):g}"
+                 for c, s in sorted(good.items())]
         return "Measured frontier keeping >= 90% accuracy: " + "; ".join(parts) + "."
-    return ("Useful sigma values are small (noise sigma*C per coordinate vs a clipped signal of "
-            "about C/sqrt(d)); map the frontier with: slsec sweep --protocol "
-            f"{cfg.protocol} --attack {cfg.attack or 'inversion'} --defense dp "
-            "--sigma 0,0.005,0.01,0.02,0.05,0.1 --cut conv1,pool1,conv2,pool2,fc1")
+    if param == "sigma":
+        return ("Useful sigma values are small (noise sigma*C per coordinate vs a clipped "
+                "signal of about C/sqrt(d)).")
+    return f"A weaker {flag} keeps more accuracy."
 
 
 def write_run(folder: Path, result: dict[str, Any], base: dict[str, Any] | None,
@@ -463,18 +585,20 @@ def render_run(folder: Path, stored: dict[str, Any]) -> None:
     """Render report.md/html from a stored result.json (also used by `slsec report`)."""
     cfg, m = stored["config"], stored["metrics"]
     base = stored.get("undefended")
-    blocks: list[tuple] = [("p", f"Protocol {cfg['protocol']} on {cfg['dataset']}, cuts "
-                                 f"{', '.join(m['cuts']) or '-'}, {cfg['clients']} clients "
+    cuts = f"cut{'s' if len(m['cuts']) > 1 else ''} {', '.join(m['cuts'])}, " if m.get("cuts") else ""
+    blocks: list[tuple] = [("p", f"Protocol {cfg['protocol']} on {cfg['dataset']}, {cuts}"
+                                 f"{cfg['clients']} clients "
                                  f"({cfg['partition']}), {cfg['rounds']} round(s), seed {cfg['seed']}, "
                                  f"backend {cfg['backend']}.")]
     header = ["metric", "undefended", "+".join(cfg["defense"])] if base else ["metric", "value"]
-    rows = [[label] + ([base["metrics"].get(key)] if base else []) + [m.get(key)]
+    rows = [[label] + ([shown(base["metrics"], key)] if base else []) + [shown(m, key)]
             for label, key, _ in SUMMARY_ROWS if key in m or (base and key in base["metrics"])]
+    blocks.insert(0, ("p", verdict_paragraph(cfg, m, base["metrics"] if base else None)))
     blocks += [("h", "Summary"), ("table", header, rows)]
     if m.get("attack_kind"):
         blocks += [("h", "Threat model"), ("p", threat_text(cfg, m))]
-    if "epsilon" in m:
-        blocks += [("h", "Differential privacy"), ("p", dp_text(cfg, m))]
+    for heading, text in defense_sections(cfg, m):
+        blocks += [("h", heading), ("p", text)]
     prior_lines = beyond_prior_lines(m, base["metrics"] if base else None)
     if prior_lines:
         blocks += [("h", "Leakage beyond the prior"), *[("p", line) for line in prior_lines],
@@ -490,17 +614,34 @@ def render_run(folder: Path, stored: dict[str, Any]) -> None:
     if "label_baseline_accuracy" in m:
         blocks += [("p", f"Baseline (guess the majority public label): accuracy "
                          f"{rpt.fmt(m['label_baseline_accuracy'], 3)}.")]
-    blocks += [("h", "Training curve"), ("table", ["round", "test acc", "loss", "wall-clock s", "MB"],
-                [[r["round"], r["accuracy"], r["loss"], r["wall_s"],
-                  r["bytes"] / 1e6 if isinstance(r["bytes"], (int, float)) else None]
-                 for r in stored.get("curve", [])])]
+    from slsec.plots import training_curves
+    label = "+".join(cfg["defense"]) or "this run"
+    curves = training_curves({**({"undefended": base.get("curve", [])} if base else {}),
+                              label: stored.get("curve", [])},
+                             folder / "training_curves.png",
+                             title="training curves" + (" (both runs of the twin)" if base else ""))
+    blocks += [("h", "Training curves")]
+    if curves is not None:
+        blocks.append(("img", str(curves), "test accuracy and loss against round and against "
+                                           "training wall-clock" + (", defended run and its "
+                                                                     "undefended twin" if base else "")))
+    blocks.append(("table", ["round", "test acc", "loss", "wall-clock s", "MB"],
+                   [[r["round"], r["accuracy"], r["loss"], r["wall_s"],
+                      r["bytes"] / 1e6 if isinstance(r["bytes"], (int, float)) else None]
+                    for r in stored.get("curve", [])]))
     blocks.append(("p", f"Rounds to convergence: first round reaching "
                         f"{fmt_thr(m.get('convergence_threshold'))} accuracy "
-                        f"({'the configured --target-accuracy' if cfg.get('target_accuracy') else '98% of the best accuracy of the run'})."))
+                        f"({'the configured --target-accuracy' if cfg.get('target_accuracy') else '98% of the best accuracy of the run'})"
+                        + ("; \"not reached\" when the best accuracy stays within "
+                           f"{NEAR_CHANCE:.0%} of chance ({fmt_thr(m.get('chance_accuracy'))}), "
+                           "where that round says nothing" if "chance_accuracy" in m else "")
+                        + "."))
     if (folder / "reconstructions.png").exists():
         blocks.append(("img", str(folder / "reconstructions.png"),
                        "private inputs (top) vs the prior and the reconstructions (rows below)"))
-    blocks.append(("p", f"Versions: {stored.get('versions')}."))
+    versions = stored.get("versions") or {}
+    blocks.append(("p", "Versions: " + (", ".join(f"{k} {v}" for k, v in versions.items())
+                                        or "not recorded") + "."))
     rpt.write_document(folder, f"slsec evaluation: {cfg['protocol']} / {cfg.get('attack') or 'no attack'}"
                                f" / {'+'.join(cfg['defense']) or 'no defense'}", blocks)
 
@@ -512,7 +653,8 @@ def fmt_thr(v: Any) -> str:
 def threat_text(cfg: dict[str, Any], m: dict[str, Any]) -> str:
     compared = ""
     if m.get("methods_compared"):
-        key = next(k for k in m if k.endswith("_by_method"))
+        key = next(k for k in ("attack_ssim_mean_by_method", "label_auc_by_method", *m)
+                   if k in m and k.endswith("_by_method"))
         scores = ", ".join(f"{k} {v:.3f}" for k, v in m[key].items() if v is not None)
         names = m["methods_compared"].split(",")
         ran = " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
@@ -524,6 +666,63 @@ def threat_text(cfg: dict[str, Any], m: dict[str, Any]) -> str:
             f"the run plus its knowledge: {', '.join(m['attack_knowledge'])}. Ground truth never "
             f"reaches the attack; the scorer compares afterwards. The attack knows the public "
             f"mechanism of every defense (clip rule, noise scale) and adapts to it." + compared)
+
+
+def verdict_paragraph(cfg: dict[str, Any], m: dict[str, Any], b: dict[str, Any] | None) -> str:
+    """The report's opening paragraph: what leaked, what the defense bought and cost."""
+    def f(v: Any, d: int = 3) -> str:
+        return rpt.fmt(v, d) if isinstance(v, float) else rpt.fmt(v)
+    defense = "+".join(cfg.get("defense") or []) or "no defense"
+    parts = [f"Verdict: {cfg['protocol']} with {defense}"
+             + (f", attacked by {cfg['attack']} ({m.get('attack_method')}, as the "
+                f"{m.get('attack_role')})" if cfg.get("attack") else "") + "."]
+    leak = next(((k, n) for k, n in (("attack_ssim_mean", "attack SSIM"),
+                                     ("label_auc", "label-inference AUC")) if k in m), None)
+    if leak and b and leak[0] in b:
+        parts.append(f"The {leak[1]} went from {f(b[leak[0]])} undefended to {f(m[leak[0]])} "
+                     f"defended, while test accuracy went from {f(b.get('accuracy'))} to "
+                     f"{f(m.get('accuracy'))}.")
+    elif leak:
+        parts.append(f"The {leak[1]} is {f(m[leak[0]])} at test accuracy {f(m.get('accuracy'))}.")
+    else:
+        parts.append(f"Test accuracy {f(m.get('accuracy'))}.")
+    if leak and leak[0] == "attack_ssim_mean" and isinstance(m.get(leak[0]), float):
+        parts.append("Inputs remain identifiable (SSIM > 0.5)." if m[leak[0]] > 0.5 else
+                     "Reconstructions are no longer identifiable (SSIM ≤ 0.5).")
+    if isinstance(m.get("ssim_gain_mean"), float) and isinstance(m.get("prior_ssim_mean"), float):
+        parts.append(f"Beyond what the {m.get('attack_role') or 'attacker'} already holds (its "
+                     f"prior reaches SSIM {f(m['prior_ssim_mean'])} without inverting), the "
+                     f"reconstruction gains {f(m['ssim_gain_mean'])} SSIM"
+                     + (f"; top-1 re-identification {f(m['reid_top1'])} among "
+                        f"{int(m['reid_candidates'])} candidates (chance "
+                        f"{f(m['reid_chance_top1'], 4)})" if isinstance(m.get("reid_top1"), float)
+                        and m.get("reid_candidates") else "") + ".")
+    if isinstance(m.get("epsilon"), float):
+        parts.append(f"Formal guarantee: ε = {f(m['epsilon'])} at δ = {m.get('delta', 0):g}.")
+    if m.get("labels_sent_to_server"):
+        parts.append("Labels reach the server in the clear (100% label leakage).")
+    return " ".join(parts)
+
+
+def run_title_parts(cfg: dict[str, Any], m: dict[str, Any]) -> list[str]:
+    """protocol · data/model · cut(s) · attack (method, role): only the fields this run has."""
+    from slsec.config import DATASET_MODELS
+    model = cfg.get("model") or DATASET_MODELS.get(cfg["dataset"], "cnn")
+    parts = [cfg["protocol"], f"{cfg['dataset']}/{model}"]
+    if m.get("cuts"):
+        parts.append(f"cut{'s' if len(m['cuts']) > 1 else ''} {','.join(m['cuts'])}")
+    if cfg.get("attack"):
+        who = ", ".join(str(v) for v in (m.get("attack_method"), m.get("attack_role")) if v)
+        parts.append(f"attack {cfg['attack']}" + (f" ({who})" if who else ""))
+    return parts
+
+
+def defense_sections(cfg: dict[str, Any], m: dict[str, Any]) -> list[tuple[str, str]]:
+    """(heading, text) from each defense that ran: its mechanism, sensitivity, what ε covers."""
+    import slsec.defenses  # noqa: F401  (registers defenses)
+    from slsec.defenses.base import DEFENSES
+    return [DEFENSES.get(d).report_text(cfg, m) for d in cfg.get("defense") or []
+            if d in DEFENSES.names()]
 
 
 def dp_text(cfg: dict[str, Any], m: dict[str, Any]) -> str:

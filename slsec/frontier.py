@@ -25,7 +25,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from slsec.results import save_figure
+from slsec.results import legend_outside, save_figure
 
 BETA = 0.5
 
@@ -245,22 +245,24 @@ def frontier_plot(rows: Sequence[dict[str, Any]], metric: str, label: str, path:
     base = (0.5 if metric == "label_auc" else
             _mean([num(r.get(base_key)) for r in rows]) if base_key else float("nan"))
     if not math.isnan(base):
-        ax.axvline(base, color="gray", lw=1, ls=":", zorder=1)
-        ax.annotate(base_name, (base, ax.get_ylim()[0]), textcoords="offset points",
-                    xytext=(3, 4), fontsize=7, color="gray", rotation=90, va="bottom")
-    refs = sorted({(num(r.get(f"undefended_{metric}")), num(r.get("undefended_accuracy")))
-                   for r in rows} - {(float("nan"), float("nan"))})
+        # named in the legend, not beside the line, where a label could cover a point
+        ax.axvline(base, color="gray", lw=1, ls=":", zorder=1, label=base_name)
+    # the same configurations without defense (where the defenses started from), coloured
+    # like their group (e.g. their cut): each cut's undefended run is its own training run
+    colour = {g: cmap(gi % 10) for gi, g in enumerate(groups)}
+    refs = sorted({(num(r.get(f"undefended_{metric}")), num(r.get("undefended_accuracy")),
+                    show(r.get(color_by)) if color_by else "") for r in rows})
     refs = [p for p in refs if not (math.isnan(p[0]) or math.isnan(p[1]))]
-    if refs:  # the same configurations without defense: where the defenses started from
-        ax.scatter([p[0] for p in refs], [p[1] for p in refs], marker="X", s=70, color="black",
-                   zorder=3, label="undefended run")
+    for k, (x, y, g) in enumerate(refs):
+        ax.scatter([x], [y], marker="X", s=80, color=colour.get(g, "black"), edgecolors="black",
+                   linewidths=0.8, zorder=3, label="undefended run (X)" if k == 0 else None)
     ax.set_xlabel(f"{label}  (lower = less leakage)" if metric != "label_auc"
                   else f"{label}  (0.5 = no leakage)")
     ax.set_ylabel("test accuracy  (higher = better)")
     ax.margins(x=0.08, y=0.12)
     ax.set_title(title or f"privacy/utility frontier: accuracy vs {label}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    legend_outside(ax, fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)

@@ -17,6 +17,7 @@ import slsec
 from slsec.attacks.base import ATTACKS, Attack, Guess
 from slsec.config import RunConfig
 from slsec.errors import UserError
+from slsec.progress import attack as attack_phase, end_training
 from slsec.protocols.base import PROTOCOLS
 from slsec.runner import RankOutcome, RoundRecord, run_local, run_mpi
 from slsec.setup import Setup, accounting_steps, build_defense, prepare
@@ -113,7 +114,7 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome) -> dict[str, 
         and cls.methods[PRIOR] <= view.knowledge
     for method in methods + ([PRIOR] if reference else []):
         start = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), attack_phase(method):
             torch.manual_seed(cfg.seed)
             guess: Guess = cls(method=method, **params).run(view)
         out[f"{method}.images"] = guess.images if guess.images is not None else torch.empty(0)
@@ -322,11 +323,13 @@ def evaluate(cfg: RunConfig, *, progress: Callable[[RoundRecord], None] | None =
     arank = attacked_rank(cfg)
     if cfg.backend == "local":
         outcomes = run_local(cfg, setup, progress)
+        end_training()
         server = outcomes[0]
         guess = run_attack(cfg, setup, outcomes[arank]) if arank is not None else None
     else:
         from slsec.runner import mpi_attack_exchange
         server = run_mpi(cfg, setup, progress)
+        end_training()
         guess = mpi_attack_exchange(cfg, server, arank,
                                     lambda o: run_attack(cfg, setup, o))
         if server.rank != 0:
@@ -349,6 +352,7 @@ def summarize(cfg: RunConfig, setup: Setup, server: RankOutcome, guess: dict[str
                              if server.payload_total else float("nan")),
         "cuts": list(setup.cuts), "label_party": setup.label_party,
         "probe_size_used": len(setup.probe),   # --probe-size, or the whole test set if smaller
+        "chance_accuracy": 1.0 / max(1, setup.data.num_classes),
         "labels_sent_to_server": bool(proto.labels_to_server and setup.label_party == "client"),
     }
     if m["labels_sent_to_server"]:

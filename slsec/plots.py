@@ -63,13 +63,64 @@ def reconstruction_rows(rows: list[tuple[str, Any]], path: str | Path, title: st
     ax.imshow(mosaic, cmap=None if rgb else "gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([row * (h + gap) + h / 2 for row in range(r)], [lbl for lbl, _ in batches],
-                  fontsize=8)
+                  fontsize=10)
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def training_curves(curves: dict[str, list[dict[str, Any]]], path: str | Path,
+                    title: str | None = None) -> Path | None:
+    """Accuracy and loss against round and against wall-clock, one line per run (e.g. the
+    defended run and its undefended twin, or every run of a comparison). None if no curve."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from slsec.results import legend_outside
+
+    curves = {k: c for k, c in curves.items() if c}
+    if not curves:
+        return None
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.4), dpi=110, sharey="row")
+    all_rounds = sorted({r["round"] for c in curves.values() for r in c})
+    for label, curve in curves.items():
+        rounds = [r["round"] for r in curve]
+        wall = [r["wall_s"] for r in curve]
+        for row, key in enumerate(("accuracy", "loss")):
+            ys = [r[key] for r in curve]
+            axes[row][0].plot(rounds, ys, marker="o", ms=4, label=label)
+            axes[row][1].plot(wall, ys, marker="o", ms=4, label=label)
+    for row, name in enumerate(("test accuracy", "test loss")):
+        axes[row][0].set_ylabel(name)
+        for col, xname in enumerate(("round", "wall-clock s (training)")):
+            ax = axes[row][col]
+            ax.set_xlabel(xname)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=9)
+            if col == 0 and len(all_rounds) <= 12:
+                ax.set_xticks(all_rounds)
+            elif col == 0:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            else:
+                ax.set_xlim(left=0)
+    for ax in axes[0]:
+        ax.set_title(f"accuracy vs {ax.get_xlabel().split(' (')[0]}", fontsize=10)
+    for ax in axes[1]:
+        ax.set_title(f"loss vs {ax.get_xlabel().split(' (')[0]}", fontsize=10)
+    legend_outside(axes[0][1], fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, path)
     plt.close(fig)
     return path

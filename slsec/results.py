@@ -57,11 +57,42 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
     return p
 
 
+FIGURE_FORMATS = ["png"]          # --plot-format; PNG is always written (the HTML embeds it)
+PLOT_FORMATS = ("png", "svg", "pdf")
+
+
+def set_figure_formats(spec: str | None) -> list[str]:
+    """Parse --plot-format (a comma list of png, svg, pdf) into FIGURE_FORMATS."""
+    formats = ["png"]
+    for f in (spec or "").split(","):
+        f = f.strip().lower().lstrip(".")
+        if not f:
+            continue
+        if f not in PLOT_FORMATS:
+            raise UserError(f"--plot-format: unknown format {f!r}; use a comma list of "
+                            f"{', '.join(PLOT_FORMATS)}")
+        if f not in formats:
+            formats.append(f)
+    FIGURE_FORMATS[:] = formats
+    return formats
+
+
 def save_figure(fig: Any, path: str | Path) -> Path:
-    """Render a matplotlib figure to PNG bytes in memory, then write it atomically."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write(path, buf.getvalue())
+    """Render a matplotlib figure to PNG bytes in memory and write it atomically, plus one
+    file per extra --plot-format beside it (same name, .svg / .pdf). Legends placed outside
+    the axes are kept (tight bounding box)."""
+    p = Path(path)
+    for fmt in FIGURE_FORMATS:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, bbox_inches="tight")
+        atomic_write(p if fmt == "png" else p.with_suffix(f".{fmt}"), buf.getvalue())
+    return p
+
+
+def legend_outside(ax: Any, **kw: Any) -> Any:
+    """A legend to the right of the axes, never over the data."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                     frameon=False, **kw)
 
 
 def check_writable(folder: str | Path) -> Path:

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from slsec import progress
 from slsec.config import RunConfig
 from slsec.errors import UserError
-from slsec.results import atomic_write, check_writable
+from slsec.results import atomic_write, check_writable, legend_outside, save_figure
 from slsec.stats import CI_SUFFIX, fmt_ci, mean_row, seed_list, seeds_text
 
 SSIM_HIGH, SSIM_MEDIUM = 0.5, 0.3       # 0.5 = metrics.IDENTIFIABLE_SSIM (plot shading)
@@ -108,7 +108,7 @@ def review_folder(cfg: RunConfig) -> Path:
 def run_review(cfg: RunConfig, *, min_accuracy: str | None,
                max_client_flops: str | None, force: bool = False) -> Path:
     """Measure every (protocol, cut), grade it, recommend one; print and write the report."""
-    from slsec.commands import console, err
+    from slsec.commands import console
     from slsec.defenses.split_selection import (choose, evaluate_cached, measure,
                                                 parse_flops, parse_min_accuracy)
     from slsec.harness import check_attack
@@ -134,13 +134,11 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
     rows: list[dict[str, Any]] = []
     per_seed: list[dict[str, Any]] = []         # --seeds > 1: one raw row per seed and cut
     rankings = {}
-    bar = Progress(TextColumn("[bold]review"), BarColumn(), TextColumn("{task.description}"),
-                   TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
-    with bar:
-        task = bar.add_task("", total=None)
+    with progress.phase("review", unit="cuts"):   # stderr: status line, or plain lines when piped
         for p, inv, lab in plans:
             def step(cut: str, i: int, n: int, p: str = p) -> None:
-                bar.update(task, description=f"{p}: cut {cut} ({i + 1}/{n})" if cut else p)
+                progress.tick("review", 0, done=i, total=n,
+                              note=f"{p}: cut {cut} ({i + 1}/{n})" if cut else p)
             measured = measure_seeds(inv, step, per_seed)
             ranking = choose(measured, min_accuracy=acc_budget, max_client_flops=flops_budget,
                              relative=relative)
@@ -440,9 +438,7 @@ def leakage_plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("inversion SSIM (lower = less leakage)")
     ax.set_title("input leakage per cut", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    legend_outside(ax, fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    save_figure(fig, path)
     plt.close(fig)
-    tmp.replace(path)

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from slsec.progress import train_step, train_total
 from slsec.config import RunConfig
 from slsec.errors import PeerError, UserError
 from slsec.protocols.base import PROTOCOLS, Context, Plan
@@ -194,6 +195,10 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
         ctx.shard = setup.shard(rank) if device.type == "cpu" else DeviceSplit(setup.shard(rank), device)
         probe = setup.probe if device.type == "cpu" else DeviceSplit(setup.probe, device)
         ctx.probe = probe if rank == 1 else None
+        if rank == 1:   # client 1 paces the training progress (the others run beside it)
+            per_round = -(-len(ctx.shard) // plan.batch_size) * getattr(plan, "local_epochs", 1)
+            train_total(per_round * plan.rounds)
+            ctx.on_step = train_step
         proto.client(ctx)
         outcome.wall_s = time.perf_counter() - start
         instr.send(0, truth.message(), TRUTH)

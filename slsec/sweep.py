@@ -18,15 +18,16 @@ from __future__ import annotations
 import fcntl
 import io
 import itertools
+import math
 import os
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from slsec import progress
 from slsec.config import RunConfig, load_toml, make_config
 from slsec.errors import UserError
 from slsec.results import (REJECTED, append_row, check_writable, config_key, quarantine,
@@ -376,24 +377,21 @@ def run_sweep(config_path: str | None, flags: dict[str, str | None], resume: boo
         console.print(f"sweep {folder.name}: {len(cells)} cell(s) × {cells[0].seeds} seed(s) = "
                       f"{len(runs)} run(s), {len(runs) - len(todo)} already done, {len(todo)} to "
                       f"run; {'single seed' if cells[0].seeds == 1 else 'per-seed rows + one aggregate row (mean, 95% CI) per cell'}")
-        bar = Progress(TextColumn("[bold]sweep"), BarColumn(),
-                       TextColumn("{task.completed}/{task.total}"),
-                       TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                       transient=True, disable=not err.is_terminal)
-        with bar:
-            task = bar.add_task("", total=len(runs), completed=len(runs) - len(todo))
+        # cells with ETA on stderr (slsec.progress: a status line, or plain lines when piped)
+        with progress.phase("sweep", total=len(todo), unit="cells"):
             for cfg in todo:
-                bar.update(task, description=cell_label(
+                progress.tick("sweep", 0, note=cell_label(
                     {a: getattr(cfg, a) for a in grid.axes}
                     | ({"seed": cfg.seed} if cells[0].seeds > 1 else {})))
-                row = {**run_cell(cfg), "row_kind": "seed"}
+                with progress.training("train"):
+                    row = {**run_cell(cfg), "row_kind": "seed"}
                 with keeping(f"the {len(read_rows(results))} finished row(s) in {results} are "
                              f"kept; free space and rerun with --resume --run-id {folder.name}"):
                     append_row(results, row)
-                bar.update(task, advance=1)
-            with keeping(f"the per-seed rows in {results} are kept; free space and rerun with "
-                         f"--resume --run-id {folder.name}"):
-                append_aggregates(results, cells)
+                progress.tick("sweep")
+        with keeping(f"the per-seed rows in {results} are kept; free space and rerun with "
+                     f"--resume --run-id {folder.name}"):
+            append_aggregates(results, cells)
     with keeping(f"all {len(read_rows(results))} row(s) in {results} are kept; free space and "
                  f"run: slsec report {folder}"):
         render_sweep(folder)
@@ -434,6 +432,26 @@ def check_same_base(folder: Path, grid: Grid) -> None:
             + "; rerun with the sweep's options, or start a new sweep with another --run-id")
 
 
+def axis_text(row: dict[str, Any], axis: str) -> str:
+    """A cell's grid value as the tables show it; sigma = 0 with a finite clip says that the
+    cell is clipped but unnoised (so it can leak more than the undefended run: nothing is
+    hidden, and the clip changes what the attack fits)."""
+    from slsec.frontier import num, show
+    text = show(row.get(axis))
+    if axis == "sigma" and num(row.get("sigma")) == 0 and math.isfinite(num(row.get("clip_used"))):
+        text += " (clipped, no noise)"
+    return text
+
+
+def methods_text(records: list[dict[str, Any]]) -> str:
+    """Which attack method each cell reported, counted ("decoder ×3, whitebox ×1")."""
+    from collections import Counter
+    counts = Counter(str(r.get("attack_method")) for r in records if r.get("attack_method"))
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "per cell: " + ", ".join(f"{m} ×{n}" for m, n in counts.most_common())
+
+
 def print_cells(folder: Path, axes: list[str]) -> None:
     """A compact terminal table of the rows: grid values, accuracy, leakage, DCS."""
     from slsec import report as rpt
@@ -446,13 +464,17 @@ def print_cells(folder: Path, axes: list[str]) -> None:
     if any(is_aggregate(r) for r in rows):
         return print_seed_cells(folder, axes, rows)
     cols = [(k, n) for k, n in cols if any(r.get(k) not in (None, "") for r in rows)]
+    method = any(r.get("attack_method") for r in rows)
     t = Table(title=f"sweep {folder.name}")
     for a in axes or ["cell"]:
         t.add_column(a)
+    if method:
+        t.add_column("method")
     for _, n in cols:
         t.add_column(n, justify="right")
     for r in rows:
-        t.add_row(*[show(r.get(a)) for a in axes or ["cell"]],
+        t.add_row(*[axis_text(r, a) for a in axes or ["cell"]],
+                  *([str(r.get("attack_method") or "–")] if method else []),
                   *[rpt.fmt(num(r.get(k)), 2 if k == "attack_psnr_mean" else 3) for k, _ in cols])
     console.print(t)
 
@@ -554,7 +576,7 @@ def render_sweep(folder: Path) -> None:
     blocks: list[tuple] = [("p", (
         f"{len(records)} cell(s): protocol {show(first.get('protocol'))}, dataset "
         f"{show(first.get('dataset'))} ({show(first.get('model_name'))}), attack {attack}"
-        + (f" ({show(first.get('attack_method'))}, as the {show(first.get('attack_role'))})"
+        + (f" (method {methods_text(records)}, as the {show(first.get('attack_role'))})"
            if first.get("attack_method") else "")
         + ". Grid: " + ("; ".join(f"{a} ∈ {{{', '.join(sorted({show(r.get(a)) for r in records}, key=str))}}}"
                                   for a in axes) or "one cell") + ". "
@@ -594,15 +616,24 @@ def render_sweep(folder: Path) -> None:
     cols = [(k, n) for k, n in cols if any(r.get(k) is not None for r in records)]
     short = {"attack_ssim_mean": "SSIM", "attack_psnr_mean": "PSNR", "label_auc": "AUC",
              "ssim_gain_mean": "SSIM gain"}
-    header = (axes or ["cell"]) + [n for _, n in cols] + (["Pareto"] if pareto else [])
+    method = any(r.get("attack_method") for r in records)
+    header = ((axes or ["cell"]) + (["method"] if method else []) + [n for _, n in cols]
+              + (["Pareto"] if pareto else []))
     rows = []
     for i, r in enumerate(records):
-        vals = [show(r.get(a)) for a in axes or ["cell"]] + [
-            ci_text(r, k) if multi and r.get(k + "_ci95") not in (None, "") else _value(r.get(k))
-            for k, _ in cols]
+        vals = ([axis_text(r, a) for a in axes or ["cell"]]
+                + ([r.get("attack_method") or "–"] if method else [])
+                + [ci_text(r, k) if multi and r.get(k + "_ci95") not in (None, "")
+                   else _value(r.get(k)) for k, _ in cols])
         if pareto:
             vals.append(", ".join(short.get(m, m) for m, mask in pareto.items() if mask[i]) or "–")
         rows.append(vals)
+    if any(axis_text(r, "sigma").endswith("(clipped, no noise)") for r in records):
+        blocks.append(("p", "sigma = 0 (clipped, no noise): DP at the cut still clips every "
+                            "smashed row to C but adds no noise, so it claims nothing (ε = ∞); "
+                            "it is its own training run, and the attack fits the clipped "
+                            "activations it knows the rule of, so its score can land above the "
+                            "undefended run's."))
     blocks += [("h", "All cells"), ("table", header, rows),
                ("p", "One row per cell in results.csv (config, resolved cuts, every metric; "
                      "`cell` is the hash of the cell's config). Continue an interrupted sweep "

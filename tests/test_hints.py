@@ -1,0 +1,80 @@
+"""Every command line the tool prints runs: for each valid protocol x attack x defense, a tiny
+evaluation is run, every suggested `slsec ...` command is collected from its output and executed
+with tiny settings appended; each must exit 0."""
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+import slsec.attacks  # noqa: F401  (registers attacks)
+import slsec.defenses  # noqa: F401  (registers defenses)
+import slsec.protocols  # noqa: F401  (registers protocols)
+from slsec.attacks.base import ATTACKS
+from slsec.cli import main
+from slsec.defenses.base import DEFENSES
+from slsec.hints import PROMPT
+
+TINY = ["--max-train", "64", "--aux-size", "64", "--rounds", "1", "--probe-size", "2",
+        "--attack-iters", "1", "--observe-samples", "16", "--batch-size", "32"]
+
+
+def _matrix() -> list[tuple[str, str, str]]:
+    out = []
+    for attack, a in ATTACKS:
+        for protocol in sorted(a.roles):
+            for defense, d in DEFENSES:
+                if protocol in d.protocols and defense != "split-select":
+                    out.append((protocol, attack, defense))
+    return out
+
+
+def _hints(text: str) -> list[str]:
+    return [line.strip()[len(PROMPT):] for line in text.splitlines()
+            if line.strip().startswith(PROMPT + "slsec ")]
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    capsys.readouterr()
+    rc = main(argv)
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+def test_matrix_covers_every_protocol_and_defense() -> None:
+    combos = _matrix()
+    assert {p for p, _, _ in combos} == {"vanilla", "ushaped", "splitfed", "splitfed-async",
+                                         "fedavg"}
+    assert {d for _, _, d in combos} == {n for n, _ in DEFENSES} - {"split-select"}
+
+
+def test_hint_is_built_from_the_run() -> None:
+    """The issue's example: a FedAvg + DP-SGD run suggests a --noise-multiplier sweep, never dp."""
+    from slsec.config import make_config
+    from slsec.hints import frontier_command
+    cmd = frontier_command(make_config({"protocol": "fedavg", "attack": "gradient-inversion",
+                                        "defense": "dpsgd", "noise_multiplier": 0.5}))
+    assert cmd is not None and "--defense dpsgd" in cmd and "--noise-multiplier 0.3," in cmd
+    assert "--sigma" not in cmd and "--cut" not in cmd
+    cmd = frontier_command(make_config({"protocol": "vanilla", "attack": "label-inference",
+                                        "defense": "label-rr", "label_epsilon": 2}))
+    assert cmd is not None and "--label-epsilon 0.5,1,2,4" in cmd
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol,attack,defense", _matrix())
+def test_every_printed_hint_runs(protocol: str, attack: str, defense: str, tmp_path,
+                                 capsys: pytest.CaptureFixture) -> None:
+    argv = ["evaluate", "--protocol", protocol, "--attack", attack, "--defense", defense,
+            "--out", str(tmp_path), *TINY]
+    if defense == "label-rr":
+        argv += ["--label-epsilon", "1"]
+    rc, text = _run(argv, capsys)
+    assert rc == 0, text
+    hints = _hints(text)
+    assert any(h.startswith("slsec sweep ") for h in hints), text   # every defense has one
+    for hint in hints:
+        words = shlex.split(hint)
+        assert words[0] == "slsec"
+        rc, out = _run(words[1:] + TINY, capsys)
+        assert rc == 0, f"{hint}\n{out}"
