@@ -57,6 +57,22 @@ def progress_bar(cfg: RunConfig, label: str) -> tuple[Progress, Any]:
     return bar, on_round
 
 
+def step_progress(cfg: RunConfig, bar: Progress) -> Any:
+    """Malicious attacks act at every client step: a second task on `bar` over the steps, or
+    (stderr not a terminal) a plain line every 10% of them; None for other attacks."""
+    from slsec.harness import attack_class
+    cls = attack_class(cfg)
+    if cls is None or not cls.malicious or not _is_main_rank(cfg):
+        return None
+    task = bar.add_task(f"{cls.name}: client steps", total=None)
+
+    def on_step(step: int, total: int) -> None:
+        bar.update(task, completed=step, total=total)
+        if not err.is_terminal and total and step % max(1, total // 10) == 0:
+            err.print(f"{cls.name}: client step {step}/{total}")
+    return on_step
+
+
 def run_id(cfg: RunConfig) -> str:
     if cfg.run_id:
         return cfg.run_id
@@ -210,7 +226,7 @@ def evaluate(cfg: RunConfig) -> dict[str, Any] | None:
     t0 = time.perf_counter()
     bar, on_round = progress_bar(cfg, "defended" if cfg.defense else "train")
     with bar:
-        result = run(cfg, progress=on_round)
+        result = run(cfg, progress=on_round, on_step=step_progress(cfg, bar))
     base = None
     if side is not None:
         with console.status("waiting for the undefended run beside it"):
@@ -266,6 +282,11 @@ def verdict_lines(cfg: RunConfig, result: dict[str, Any], base: dict[str, Any] |
     if m.get("labels_sent_to_server"):
         lines.append("Labels are sent to the server in this protocol: label leakage is 100% "
                      "(use --protocol ushaped to keep labels on the client).")
+    if m.get("malicious_server"):
+        lines.append(f"The server was malicious ({cfg.attack}): for {m.get('hijack_steps')} client "
+                     "steps it returned crafted gradients instead of the task's, so the client's "
+                     "head did not learn the task; test accuracy of the assembled model "
+                     f"{m.get('accuracy', float('nan')):.3f}.")
     if not base:
         return lines
     b = base["metrics"]
