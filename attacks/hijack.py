@@ -90,9 +90,15 @@ class Hijacker(ServerHook):
             self.critic = _Critic(shape, self.classes)
         self.opt_ae = torch.optim.Adam(list(self.pilot.parameters()) +
                                        list(self.decoder.parameters()), lr=params["lr_ae"])
+        self.opt_dec = torch.optim.Adam(self.decoder.parameters(), lr=params["lr_ae"])
         self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=params["lr_d"],
                                       betas=(0.5, 0.9))
         self.steps = 0
+        # before the protocol starts the server already holds its aux data: it trains the
+        # autoencoder first, then freezes the pilot, so the client chases a fixed target
+        for _ in range(int(params["warmup"])):
+            self._ae_step(train_pilot=True)
+        self.pilot.requires_grad_(False)
         self.total = int(view.public.get("train_steps", 0))
         self.on_step: Callable[[int, int], None] | None = None   # progress (step, total)
 
@@ -103,20 +109,28 @@ class Hijacker(ServerHook):
             x = _shift(x, self.gen, 1)
         return x, self.aux_y[idx]
 
+    def _ae_step(self, train_pilot: bool) -> tuple[Tensor, Tensor, Tensor, float]:
+        """One autoencoder step on an aux batch; returns the batch, labels, pilot features."""
+        xa, ya = self._aux_batch(int(self.p["ae_batch"]))
+        zp = self.pilot({"x": xa})["x"]
+        loss = F.mse_loss(self.decoder(zp if train_pilot else zp.detach()), xa)
+        opt = self.opt_ae if train_pilot else self.opt_dec
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return xa, ya, zp.detach(), float(loss.detach())
+
     def cut_grad(self, client: int, msg: dict[str, Tensor], honest: Tensor) -> Tensor:
         """Train pilot/decoder/critic one step; return d(adversarial loss)/d(smashed)."""
         z = msg["x"].detach().float().cpu()
         y = msg.get("y")
         y = y.long().cpu() if (y is not None and self.classes) else None
-        xa, ya = self._aux_batch(len(z))
+        # 1. the decoder keeps learning the (frozen) pilot's inverse on public data
+        _, _, _, loss_ae = self._ae_step(train_pilot=False)
+        with torch.no_grad():   # pilot features of as many aux samples as the client sent
+            xa, ya = self._aux_batch(len(z))
+            zp = self.pilot({"x": xa})["x"]
         ya_c = ya if y is not None else None
-        # 1. autoencoder on public data: pilot + decoder
-        zp = self.pilot({"x": xa})["x"]
-        loss_ae = F.mse_loss(self.decoder(zp), xa)
-        self.opt_ae.zero_grad(set_to_none=True)
-        loss_ae.backward()
-        self.opt_ae.step()
-        zp = zp.detach()
         # 2. the gradient sent back: the client should look like pilot features to the critic
         zc = z.clone().requires_grad_(True)
         g = torch.autograd.grad(-self.critic(zc, y).sum(), zc)[0]
@@ -136,7 +150,7 @@ class Hijacker(ServerHook):
         loss_d.backward()
         self.opt_d.step()
         self.steps += 1
-        self.last = {"ae_mse": float(loss_ae.detach()), "critic_gap": float((d_real.mean() - d_fake.mean()).detach())}
+        self.last = {"ae_mse": loss_ae, "critic_gap": float((d_real.mean() - d_fake.mean()).detach())}
         if self.on_step is not None:
             self.on_step(self.steps, self.total)
         return g.to(honest.dtype).to(honest.device).reshape(honest.shape)
@@ -161,6 +175,7 @@ class Hijack(Attack):
     default_order = ("fsha",)
 
     DEFAULTS: dict[str, Any] = {"lr_ae": 1e-3, "lr_d": 1e-4, "gp": 10.0, "gp_every": 4, "width": 16,
+                                "warmup": 600, "ae_batch": 32,
                                 "augment": True, "conditional": True}
 
     def __init__(self, *, method: str | None = None, **params: Any) -> None:
