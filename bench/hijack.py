@@ -33,11 +33,15 @@ def curve(cut: str, steps: int, every: int, seed: int, params: dict) -> list[tup
                 public={**public_mechanism(cfg, setup), "train_steps": train_steps(cfg, setup)})
     t0 = time.perf_counter()
     hook = Hijack(seed=seed, **params).hijack(view)
-    print(f"{cut}: pilot autoencoder warm-up {time.perf_counter() - t0:.0f} s", flush=True)
+    hook.warm_up()
     head = setup.fresh_model().split([cut])[0]
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
     shard = setup.shard(1)
     probe, _ = setup.probe.batch(torch.arange(len(setup.probe)))
+    with torch.no_grad():   # the ceiling: the pilot's own autoencoder on the probe images
+        ceiling = float(metrics.ssim(probe["x"], hook.invert(hook.pilot(probe)["x"])).mean())
+    print(f"{cut}: pilot autoencoder warm-up {time.perf_counter() - t0:.0f} s, its SSIM on the "
+          f"probe (ceiling) {ceiling:.3f}", flush=True)
     gen = torch.Generator().manual_seed(seed)
     out, step, t0 = [], 0, time.perf_counter()
     while step < steps:

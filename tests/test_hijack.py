@@ -77,6 +77,11 @@ def test_uses_only_aux_data_and_received_messages():
 def test_needs_aux_data():
     with pytest.raises(UserError, match="aux"):
         Hijack(seed=0).hijack(server_view(None, "conv1"))
+    cfg = make_config({"attack": "hijack", "knowledge": ("architecture",)})
+    with pytest.raises(UserError, match="no method fits"):
+        evaluate(cfg)
+    with pytest.raises(UserError, match="does not apply"):
+        evaluate(make_config({"attack": "hijack", "protocol": "ushaped"}))
 
 
 SMALL = dict(max_train=256, probe_size=8, aux_size=128, batch_size=32, rounds=1, threads=1,
