@@ -26,7 +26,8 @@ in the paper), `conditional` (label-conditioned critic when the labels cross the
 
 A hijacked client does not learn the task: its head is trained only towards the pilot space.
 The run's task accuracy is reported as measured; the server's tail still trains on the
-hijacked features as the protocol says, so it may be above chance.
+hijacked features as the protocol says, so it may be well above chance (conv1, 220 steps: the
+assembled model reached 0.953, because features an autoencoder can invert keep the digit).
 """
 from __future__ import annotations
 

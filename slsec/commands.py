@@ -285,8 +285,10 @@ def verdict_lines(cfg: RunConfig, result: dict[str, Any], base: dict[str, Any] |
     if m.get("malicious_server"):
         lines.append(f"The server was malicious ({cfg.attack}): for {m.get('hijack_steps')} client "
                      "steps it returned crafted gradients instead of the task's, so the client's "
-                     "head did not learn the task; test accuracy of the assembled model "
-                     f"{m.get('accuracy', float('nan')):.3f}.")
+                     "head was trained towards the server's feature space, not on the task. The "
+                     "server's tail still trained on the hijacked features: test accuracy of the "
+                     f"assembled model {m.get('accuracy', float('nan')):.3f} says how much task "
+                     "information those features kept, not that the client learned the task.")
     if not base:
         return lines
     b = base["metrics"]
