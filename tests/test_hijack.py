@@ -110,11 +110,12 @@ def test_honest_runs_have_no_hook():
 
 
 @pytest.mark.slow
-def test_conv1_hijack_reaches_ssim_070():
-    """Acceptance probe at the cheapest cut: a vanilla run with one client, enough rounds for
-    ~550 client steps; the decoder reconstructs the 64 private probe images."""
-    cfg = make_config({"attack": "hijack", "cut": "conv1", "clients": 1, "rounds": 10})
+def test_pool1_hijack_reaches_ssim_070():
+    """End to end at pool1: a vanilla run with one client, 8 rounds = 440 client steps (the
+    bench curve passed 0.70 by step 200 there); the decoder reconstructs the 64 private
+    probe images from the smashed data the server observed."""
+    cfg = make_config({"attack": "hijack", "cut": "pool1", "clients": 1, "rounds": 8})
     m = evaluate(cfg)["metrics"]
-    print("conv1 FSHA SSIM", m["attack_ssim_mean"], "steps", m["hijack_steps"],
+    print("pool1 FSHA SSIM", m["attack_ssim_mean"], "steps", m["hijack_steps"],
           "task accuracy", m["accuracy"])
     assert m["attack_ssim_mean"] >= 0.70
