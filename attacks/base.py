@@ -9,7 +9,7 @@ from torch import Tensor
 
 from slsec.errors import UserError
 from slsec.registry import Registry
-from slsec.threat import View
+from slsec.threat import ServerHook, View
 
 
 @dataclass
@@ -32,6 +32,9 @@ class Attack(ABC):
     # methods none of which is strongest everywhere: with no --method the harness runs every
     # one the role's knowledge allows and reports the one that leaked most (the defender's worst case)
     contenders: ClassVar[tuple[str, ...]] = ()
+    # a malicious attack deviates from the protocol during training: the harness calls
+    # `hijack` with the role's holdings before training and installs the hook it returns
+    malicious: ClassVar[bool] = False
 
     def __init__(self, *, method: str | None = None, **params: Any) -> None:
         self.method = method
@@ -61,6 +64,11 @@ class Attack(ABC):
             if cls.methods[m] <= knowledge:
                 return m
         raise UserError(f"attack '{cls.name}': no method fits this role's knowledge")
+
+    def hijack(self, view: View) -> ServerHook:
+        """Malicious attacks only: the hook to install in the role's program before training
+        (`view` holds the role's knowledge, aux data and public mechanism, no observations)."""
+        raise NotImplementedError(f"attack '{self.name}' is not malicious")
 
     @abstractmethod
     def run(self, view: View) -> Guess:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slsec.registry import Registry
-from slsec.threat import Observer, Update
+from slsec.threat import Observer, ServerHook, Update
 
 # message tags (one per kind of message; MPI keeps order per (source, tag))
 CTRL, SMASHED, GRAD, WEIGHTS, BODY_OUT, BODY_GRAD, PROBE = 1, 2, 3, 4, 5, 6, 7
@@ -74,6 +74,7 @@ class Context:
     truth: Callable[[Tensor | None, Tensor | None], None] | None = None  # client -> scorer channel
     on_round: Callable[[int, nn.Module], None] | None = None  # server: evaluation hook per round
     on_step: Callable[[], None] | None = None  # client: called after every training step (progress)
+    hook: ServerHook | None = None             # server: a malicious server's deviation (attack)
     gen: torch.Generator = field(default_factory=torch.Generator)
 
     @property

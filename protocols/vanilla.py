@@ -95,6 +95,8 @@ def process_batch(ctx: Context, k: int, msg: dict[str, torch.Tensor], tail: torc
     opt.zero_grad()
     loss.backward()
     g = ctx.defense.cut_grad(feats["x"].grad, gen=ctx.gen)
+    if ctx.hook is not None:   # a malicious server sends what it likes instead
+        g = ctx.hook.cut_grad(k, msg, g)
     ctx.link.give(k, {"g": g}, GRAD)
     opt.step()
 

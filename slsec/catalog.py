@@ -26,6 +26,9 @@ ATTACKS: dict[str, dict[str, Any]] = {
         roles={"fedavg": "aggregator"},
         methods={"dlg": frozenset({ARCH}), "idlg": frozenset({ARCH}), "ig": frozenset({ARCH})},
         default_order=("ig", "idlg", "dlg"), contenders=()),
+    "hijack": dict(
+        roles={"vanilla": "server", "splitfed": "server"},
+        methods={"fsha": frozenset({ARCH, AUX})}, default_order=("fsha",), contenders=()),
     "inversion": dict(
         roles={"vanilla": "server", "ushaped": "server", "splitfed": "server",
                "splitfed-async": "server"},

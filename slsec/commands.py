@@ -110,6 +110,20 @@ def print_json(stored: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def step_progress(cfg: RunConfig, bar: Any = None) -> Any:
+    """Malicious attacks act at every client step: their progress over the steps goes to the
+    open training phase's note (slsec.progress); None for other attacks."""
+    from slsec import progress
+    from slsec.harness import attack_class
+    cls = attack_class(cfg)
+    if cls is None or not getattr(cls, "malicious", False) or not _is_main_rank(cfg):
+        return None
+
+    def on_step(step: int, total: int) -> None:
+        progress.train_note(f"{cls.name}: client step {step}/{total}")
+    return on_step
+
+
 def run_id(cfg: RunConfig) -> str:
     if cfg.run_id:
         return cfg.run_id
@@ -346,7 +360,8 @@ def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
     try:
         with bar:
             result = run(cfg, progress=on_round,
-                         setup=setup if cfg.cut == setup.cfg.cut else None)
+                         setup=setup if cfg.cut == setup.cfg.cut else None,
+                         on_step=step_progress(cfg, bar))
     except BaseException:
         if side is not None:
             join_baseline(side, failed=True)
@@ -434,6 +449,13 @@ def verdict_lines(cfg: RunConfig, result: dict[str, Any], base: dict[str, Any] |
         if ushaped:
             lines.append(PROMPT + ushaped)
     lines += beyond_prior_lines(m, base["metrics"] if base else None)
+    if m.get("malicious_server"):
+        lines.append(f"The server was malicious ({cfg.attack}): for {m.get('hijack_steps')} client "
+                     "steps it returned crafted gradients instead of the task's, so the client's "
+                     "head was trained towards the server's feature space, not on the task. The "
+                     "server's tail still trained on the hijacked features: test accuracy of the "
+                     f"assembled model {m.get('accuracy', float('nan')):.3f} says how much task "
+                     "information those features kept, not that the client learned the task.")
     if not base:
         return lines
     b = base["metrics"]

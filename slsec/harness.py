@@ -21,7 +21,7 @@ from slsec.progress import attack as attack_phase, end_training
 from slsec.protocols.base import PROTOCOLS
 from slsec.runner import RankOutcome, RoundRecord, run_local, run_mpi
 from slsec.setup import Setup, accounting_steps, build_defense, prepare
-from slsec.threat import View
+from slsec.threat import ServerHook, View
 
 DEFAULT_KNOWLEDGE = {
     "server": frozenset({"architecture", "head_weights", "query_head", "aux_data"}),
@@ -81,13 +81,43 @@ def make_view(cfg: RunConfig, setup: Setup, outcome: RankOutcome, role: str,
             with torch.no_grad():
                 return {k: v.detach() for k, v in head(feats).items()}
 
-    defense = build_defense(cfg, setup)
-    public = {"input_shape": setup.data.input_shape, "num_classes": setup.data.num_classes,
-              "defenses": [d.public() for d in defense.defenses], "lr": cfg.lr,
-              "batch_size": cfg.batch_size, "protocol": cfg.protocol}
+    public = public_mechanism(cfg, setup)
     return outcome.observer.view(parts=parts, knowledge=knowledge, build_model=setup.build,
                                  cuts=setup.cuts, query_head=query, public=public,
                                  aux=setup.aux if "aux_data" in knowledge else None)
+
+
+def public_mechanism(cfg: RunConfig, setup: Setup) -> dict[str, Any]:
+    """What every role knows about the run: shapes, defenses' public mechanism, the plan."""
+    defense = build_defense(cfg, setup)
+    return {"input_shape": setup.data.input_shape, "num_classes": setup.data.num_classes,
+            "defenses": [d.public() for d in defense.defenses], "lr": cfg.lr,
+            "batch_size": cfg.batch_size, "protocol": cfg.protocol}
+
+
+def train_steps(cfg: RunConfig, setup: Setup) -> int:
+    """Client batches the server serves over the whole run (all clients, all rounds)."""
+    return cfg.rounds * sum(-(-len(s) // cfg.batch_size) for s in setup.shards)
+
+
+def malicious_attack(cfg: RunConfig, setup: Setup,
+                     on_step: Callable[[int, int], None] | None = None
+                     ) -> tuple[Attack | None, ServerHook | None]:
+    """A malicious attack acts during training: build it and its hook before the run from
+    what its role holds (knowledge, aux data, public mechanism; nothing observed yet)."""
+    cls = attack_class(cfg)
+    if cls is None or not cls.malicious:
+        return None, None
+    _, role, method = check_attack(cfg)  # type: ignore[misc]
+    knowledge = attacker_knowledge(cfg, role)
+    view = View(role=role, protocol=cfg.protocol, knowledge=knowledge, build_model=setup.build,
+                cuts=setup.cuts, aux=setup.aux if "aux_data" in knowledge else None,
+                public={**public_mechanism(cfg, setup), "train_steps": train_steps(cfg, setup)})
+    attack = cls(method=method, seed=cfg.seed)
+    hook = attack.hijack(view)
+    if on_step is not None:
+        hook.on_step = on_step   # type: ignore[attr-defined]
+    return attack, hook
 
 
 def attack_methods(cfg: RunConfig) -> list[str]:
@@ -101,7 +131,8 @@ def attack_methods(cfg: RunConfig) -> list[str]:
     return fits if len(fits) > 1 else [method]
 
 
-def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome) -> dict[str, Tensor]:
+def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
+               instance: Attack | None = None) -> dict[str, Tensor]:
     """Run the configured attack (each method of `attack_methods`) from `outcome`'s role;
     guesses as named tensors '<method>.images', '<method>.label_scores', '<method>.seconds'."""
     cls, role, _ = check_attack(cfg)  # type: ignore[misc]
@@ -116,7 +147,7 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome) -> dict[str, 
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[]), attack_phase(method):
             torch.manual_seed(cfg.seed)
-            guess: Guess = cls(method=method, **params).run(view)
+            guess: Guess = (instance or cls(method=method, **params)).run(view)
         out[f"{method}.images"] = guess.images if guess.images is not None else torch.empty(0)
         out[f"{method}.label_scores"] = (guess.label_scores if guess.label_scores is not None
                                          else torch.empty(0))
@@ -127,6 +158,8 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome) -> dict[str, 
             out["prior.labels"] = labels if labels is not None else torch.empty(0)
             out["prior.label_source"] = torch.tensor(int(guess.info.get("label_source", 0)))
             out["prior.reference"] = torch.tensor(int(reference))  # run only to measure gain
+        if "hijack_steps" in guess.info:   # client steps a malicious server acted in
+            out[f"{method}.hijack_steps"] = torch.tensor(int(guess.info["hijack_steps"]))
     return out
 
 
@@ -314,24 +347,26 @@ def privacy_budget(cfg: RunConfig, setup: Setup) -> dict[str, Any]:
 
 
 def evaluate(cfg: RunConfig, *, progress: Callable[[RoundRecord], None] | None = None,
-             setup: Setup | None = None) -> dict[str, Any] | None:
+             setup: Setup | None = None,
+             on_step: Callable[[int, int], None] | None = None) -> dict[str, Any] | None:
     """Train + attack + score. Returns the result row on rank 0 (None on other MPI ranks)."""
     check_attack(cfg)
     build_defense(cfg)
     setup = setup or prepare(cfg)
     start = time.perf_counter()
     arank = attacked_rank(cfg)
+    attack, hook = malicious_attack(cfg, setup, on_step)
     if cfg.backend == "local":
-        outcomes = run_local(cfg, setup, progress)
+        outcomes = run_local(cfg, setup, progress, hook)
         end_training()
         server = outcomes[0]
-        guess = run_attack(cfg, setup, outcomes[arank]) if arank is not None else None
+        guess = run_attack(cfg, setup, outcomes[arank], attack) if arank is not None else None
     else:
         from slsec.runner import mpi_attack_exchange
-        server = run_mpi(cfg, setup, progress)
+        server = run_mpi(cfg, setup, progress, hook)
         end_training()
         guess = mpi_attack_exchange(cfg, server, arank,
-                                    lambda o: run_attack(cfg, setup, o))
+                                    lambda o: run_attack(cfg, setup, o, attack))
         if server.rank != 0:
             return None
     return summarize(cfg, setup, server, guess, time.perf_counter() - start)
@@ -364,6 +399,9 @@ def summarize(cfg: RunConfig, setup: Setup, server: RankOutcome, guess: dict[str
                   "attack_knowledge": sorted(attacker_knowledge(cfg, role))})
         m.update(score(cfg, setup, guess, server.truth_inputs, server.truth_labels))
         m.update(reid_bounds(cfg, setup, m))
+        if cls.malicious:   # the server deviated: the client's head never trained on the task
+            m["malicious_server"] = True
+            m["hijack_steps"] = int(guess[f"{m['attack_method']}.hijack_steps"])
     return {"config": cfg.to_dict(), "metrics": m,
             "curve": [r.__dict__ for r in records],
             "versions": {"slsec": slsec.__version__, "torch": torch.__version__,

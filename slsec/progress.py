@@ -256,6 +256,11 @@ def train_step() -> None:
     tick(_current["train"])
 
 
+def train_note(note: str) -> None:
+    """A note on the open training phase (e.g. a malicious server's client steps)."""
+    tick(_current["train"], 0, note=note)
+
+
 @contextlib.contextmanager
 def attack(method: str) -> Iterator[Phase]:
     """One attack method's phase; its loops call tick_attack() per iteration or step."""

@@ -25,7 +25,7 @@ from slsec.config import RunConfig
 from slsec.errors import PeerError, UserError
 from slsec.protocols.base import PROTOCOLS, Context, Plan
 from slsec.setup import Setup, build_defense, prepare
-from slsec.threat import Observer
+from slsec.threat import Observer, ServerHook
 
 TRUTH, GUESS = 91, 92
 
@@ -148,7 +148,8 @@ def evaluate_model(model: torch.nn.Module, split: Any, batch_size: int = 500) ->
 
 
 def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
-             progress: Callable[[RoundRecord], None] | None = None) -> RankOutcome:
+             progress: Callable[[RoundRecord], None] | None = None,
+             hook: ServerHook | None = None) -> RankOutcome:
     """Run this rank's role program, then (rank 0) collect the ground truth from the clients."""
     proto = PROTOCOLS.get(cfg.protocol)
     plan = make_plan(cfg, setup)
@@ -182,6 +183,7 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
                 progress(rec)
 
         ctx.on_round = on_round
+        ctx.hook = hook   # a malicious server's deviation (None: the server follows the protocol)
         proto.server(ctx)
         outcome.wall_s = time.perf_counter() - start
         outcome.bytes_total = sum(link.bytes_sent.values()) + sum(link.bytes_recv.values())
@@ -233,7 +235,8 @@ def share_one_core(cfg: RunConfig) -> Callable[[], None]:
 
 
 def run_local(cfg: RunConfig, setup: Setup,
-              progress: Callable[[RoundRecord], None] | None = None) -> list[RankOutcome]:
+              progress: Callable[[RoundRecord], None] | None = None,
+              hook: ServerHook | None = None) -> list[RankOutcome]:
     """All ranks as threads of this process over LocalHub; the first failure is raised."""
     from slsec.transport import LocalHub
 
@@ -251,7 +254,7 @@ def run_local(cfg: RunConfig, setup: Setup,
             pin()
             torch.set_num_threads(cfg.threads)
             outcomes[rank] = run_rank(cfg, setup, rank, hub.link(rank), instr.link(rank),
-                                      progress if rank == 0 else None)
+                                      progress if rank == 0 else None, hook)
         except BaseException as e:  # noqa: BLE001 - reported to the caller
             errors.append(e)
             abort = getattr(hub, "abort", None)
@@ -387,7 +390,8 @@ def load_mpi(initialize: bool = True) -> Any:
 
 
 def run_mpi(cfg: RunConfig, setup: Setup,
-            progress: Callable[[RoundRecord], None] | None = None) -> RankOutcome:
+            progress: Callable[[RoundRecord], None] | None = None,
+            hook: ServerHook | None = None) -> RankOutcome:
     """This rank's part of an MPI run (under mpiexec); a failing rank aborts the whole job."""
     MPI = load_mpi()
     from slsec.transport import MPILink, preflight
@@ -400,7 +404,7 @@ def run_mpi(cfg: RunConfig, setup: Setup,
         link = MPILink(comm, timeout=cfg.timeout * (1 if comm.Get_rank() == 0 else 2),
                        procs=procs)
         instr = MPILink(comm.Dup(), timeout=cfg.timeout, procs=procs)
-        return run_rank(cfg, setup, comm.Get_rank(), link, instr, progress)
+        return run_rank(cfg, setup, comm.Get_rank(), link, instr, progress, hook)
     except UserError as e:
         if comm.Get_size() != cfg.clients + 1:
             raise   # every rank knows the world size is wrong: exit 2 cleanly, no Abort

@@ -52,6 +52,17 @@ class View:
     public: dict[str, Any] = field(default_factory=dict)  # public mechanism: defenses, lr, num_classes ...
 
 
+class ServerHook:
+    """A malicious server's deviation from the protocol, installed before training.
+
+    The protocol calls `cut_grad` for every training batch the server serves, after it has
+    computed the honest cut gradient, and sends back what it returns instead (to that client
+    alone, one gradient per sample). An honest-but-curious server has no hook."""
+
+    def cut_grad(self, client: int, msg: dict[str, Tensor], honest: Tensor) -> Tensor:
+        return honest
+
+
 class Observer:
     """Collects what one role sees while the protocol runs."""
 

@@ -1,0 +1,222 @@
+"""Feature-space hijacking (FSHA; Pasquini et al., "Unleashing the Tiger", CCS 2021).
+
+A *malicious* server: instead of the task gradient it returns to every client the gradient of
+an adversarial loss on the client's smashed data, so the client head is steered into the
+feature space of a pilot encoder the server trains on its own public auxiliary data. The pilot
+is trained jointly with its inverse (a decoder) as an autoencoder; a critic (WGAN-GP) tells
+pilot features of aux data from the client's smashed data, and the client head, following the
+critic's gradient, learns to produce features the critic cannot tell from the pilot's. Once the
+two feature spaces coincide, the decoder inverts the client's smashed data: the probes the
+client sends after training are reconstructed by `decoder(smashed)`.
+
+What the server uses (its role's holdings only): the public architecture and cut (to build a
+pilot whose output space the client head can reach), its aux split (inputs and labels), and the
+cut messages it receives (smashed data and, in vanilla SL / SplitFed, the labels sent with
+them). Labels, when present, condition the critic (projection discriminator, Miyato & Koyama
+2018), which pairs each class of private data with the same class of pilot features and
+converges much faster than the paper's unconditional critic.
+
+Parameters (`Hijack(**params)`; defaults in `Hijack.DEFAULTS`): learning rates of the
+autoencoder and the critic, the gradient-penalty weight `gp` (applied every `gp_every` critic
+steps with its weight scaled to match: lazy regularisation, to save the double backward on
+CPU), `warmup` autoencoder steps on aux data before the first client step, `freeze_pilot`
+(keep the warmed-up pilot fixed and train only its decoder during the attack; measured at conv1
+it plateaued near SSIM 0.58 by step 400, so the default trains pilot and decoder jointly, as
+in the paper), `conditional` (label-conditioned critic when the labels cross the cut).
+
+A hijacked client does not learn the task: its head is trained only towards the pilot space.
+The run's task accuracy is reported as measured; the server's tail still trains on the
+hijacked features as the protocol says, so it may be well above chance (conv1, 220 steps: the
+assembled model reached 0.953, because features an autoencoder can invert keep the digit).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slsec.errors import UserError
+from slsec.threat import ServerHook, View
+
+from .base import ATTACKS, Attack, Guess
+from .inversion import _Decoder, _shift
+
+
+class _Critic(nn.Module):
+    """WGAN critic on smashed tensors ([C, H, W] or [D]); with `classes`, a projection critic
+    D(z, y) = w . phi(z) + embed(y) . phi(z)."""
+
+    def __init__(self, shape: tuple[int, ...], classes: int, width: int = 32) -> None:
+        super().__init__()
+        if len(shape) == 3:
+            c, h, w = shape
+            layers: list[nn.Module] = []
+            ch = c
+            while h > 4:   # halve the resolution down to at most 4x4
+                layers += [nn.Conv2d(ch, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+                ch, h, w = width, h // 2, w // 2
+                width = min(width * 2, 128)
+            layers += [nn.Flatten()]
+            feat = ch * h * w
+        else:
+            layers, feat = [nn.Flatten()], int(torch.tensor(shape).prod())
+        self.phi = nn.Sequential(*layers, nn.Linear(feat, 256), nn.LeakyReLU(0.2))
+        self.out = nn.Linear(256, 1)
+        self.embed = nn.Embedding(classes, 256) if classes > 0 else None
+
+    def forward(self, z: Tensor, y: Tensor | None) -> Tensor:
+        h = self.phi(z)
+        s = self.out(h).squeeze(1)
+        if self.embed is not None and y is not None:
+            s = s + (self.embed(y) * h).sum(1)
+        return s
+
+
+class Hijacker(ServerHook):
+    """The malicious server's training-time state: pilot, decoder, critic, and the cut-gradient
+    replacement the protocol calls for every batch (per client, point to point)."""
+
+    def __init__(self, view: View, params: dict[str, Any]) -> None:
+        if view.aux is None or len(view.aux) == 0:
+            raise UserError("attack 'hijack' needs public auxiliary data (knowledge aux_data)")
+        if view.build_model is None or not view.cuts:
+            raise UserError("attack 'hijack' needs the public architecture and the cut")
+        self.p = params
+        seed = int(params.get("seed", 0))
+        self.gen = torch.Generator().manual_seed(seed + 4242)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 4242)
+            self.pilot = view.build_model().split([view.cuts[0]])[0]
+            self.aux_x = view.aux.inputs.float().cpu()
+            self.aux_y = view.aux.y.long().cpu()
+            with torch.no_grad():
+                shape = tuple(self.pilot({"x": self.aux_x[:2]})["x"].shape[1:])
+            self.smashed_shape = shape
+            self.classes = int(view.public.get("num_classes", 0)) if params["conditional"] else 0
+            self.decoder = _Decoder(shape, tuple(self.aux_x.shape[1:]), params["width"])
+            self.critic = _Critic(shape, self.classes)
+        self.opt_ae = torch.optim.Adam(list(self.pilot.parameters()) +
+                                       list(self.decoder.parameters()), lr=params["lr_ae"])
+        self.opt_dec = torch.optim.Adam(self.decoder.parameters(), lr=params["lr_ae"])
+        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=params["lr_d"],
+                                      betas=(0.5, 0.9))
+        self.steps = 0
+        self.warm = False
+        self.total = int(view.public.get("train_steps", 0))
+        self.on_step: Callable[[int, int], None] | None = None   # progress (step, total)
+
+    def _aux_batch(self, n: int) -> tuple[Tensor, Tensor]:
+        idx = torch.randint(len(self.aux_x), (n,), generator=self.gen)
+        x = self.aux_x[idx]
+        if self.p["augment"]:
+            x = _shift(x, self.gen, 1)
+        return x, self.aux_y[idx]
+
+    def warm_up(self) -> None:
+        """The server holds its aux data before any client step: it trains the autoencoder
+        first, then freezes the pilot, so the client chases a fixed target. Done on first use
+        (only the rank that plays the server ever pays for it)."""
+        if self.warm:
+            return
+        for _ in range(int(self.p["warmup"])):
+            self._ae_step(train_pilot=True)
+        if self.p["freeze_pilot"]:
+            self.pilot.requires_grad_(False)
+        self.warm = True
+
+    def _ae_step(self, train_pilot: bool) -> tuple[Tensor, Tensor, Tensor, float]:
+        """One autoencoder step on an aux batch; returns the batch, labels, pilot features."""
+        xa, ya = self._aux_batch(int(self.p["ae_batch"]))
+        zp = self.pilot({"x": xa})["x"]
+        loss = F.mse_loss(self.decoder(zp if train_pilot else zp.detach()), xa)
+        opt = self.opt_ae if train_pilot else self.opt_dec
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return xa, ya, zp.detach(), float(loss.detach())
+
+    def cut_grad(self, client: int, msg: dict[str, Tensor], honest: Tensor) -> Tensor:
+        """Train pilot/decoder/critic one step; return d(adversarial loss)/d(smashed)."""
+        self.warm_up()
+        z = msg["x"].detach().float().cpu()
+        y = msg.get("y")
+        y = y.long().cpu() if (y is not None and self.classes) else None
+        # 1. autoencoder step on public data (pilot + decoder, as in the paper; with
+        # freeze_pilot only the decoder keeps learning the warmed-up pilot's inverse)
+        _, _, _, loss_ae = self._ae_step(train_pilot=not self.p["freeze_pilot"])
+        with torch.no_grad():   # pilot features of as many aux samples as the client sent
+            xa, ya = self._aux_batch(len(z))
+            zp = self.pilot({"x": xa})["x"]
+        ya_c = ya if y is not None else None
+        # 2. the gradient sent back: the client should look like pilot features to the critic
+        zc = z.clone().requires_grad_(True)
+        g = torch.autograd.grad(-self.critic(zc, y).sum(), zc)[0]
+        # 3. critic step (WGAN-GP): pilot features are "real", the client's are "fake"; the
+        # gradient penalty (the costly double backward) is applied lazily, every gp_every
+        # steps with its weight scaled up to match (as in StyleGAN2's lazy regularisation)
+        d_real, d_fake = self.critic(zp, ya_c), self.critic(z, y)
+        loss_d = d_fake.mean() - d_real.mean()
+        every = int(self.p["gp_every"])
+        if self.steps % every == 0:
+            eps = torch.rand(len(z), *([1] * (z.dim() - 1)), generator=self.gen)
+            mix = (eps * zp + (1 - eps) * z).requires_grad_(True)
+            gm = torch.autograd.grad(self.critic(mix, ya_c).sum(), mix, create_graph=True)[0]
+            gp = (gm.flatten(1).norm(dim=1) - 1).square().mean()
+            loss_d = loss_d + self.p["gp"] * every * gp
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        self.steps += 1
+        self.last = {"ae_mse": loss_ae, "critic_gap": float((d_real.mean() - d_fake.mean()).detach())}
+        if self.on_step is not None:
+            self.on_step(self.steps, self.total)
+        return g.to(honest.dtype).to(honest.device).reshape(honest.shape)
+
+    def invert(self, obs: Tensor) -> Tensor:
+        self.warm_up()
+        self.decoder.eval()
+        with torch.no_grad():
+            out = torch.cat([self.decoder(obs[i:i + 256]) for i in range(0, len(obs), 256)])
+        self.decoder.train()
+        return out
+
+
+@ATTACKS.register("hijack")
+class Hijack(Attack):
+    """FSHA: a malicious server hijacks the client head, then decodes the probes."""
+
+    name = "hijack"
+    kind = "inversion"
+    malicious = True
+    roles = {"vanilla": "server", "splitfed": "server"}
+    methods = {"fsha": frozenset({"architecture", "aux_data"})}
+    default_order = ("fsha",)
+
+    DEFAULTS: dict[str, Any] = {"lr_ae": 1e-3, "lr_d": 1e-4, "gp": 10.0, "gp_every": 2, "width": 16,
+                                "warmup": 0, "freeze_pilot": False, "ae_batch": 32,
+                                "augment": True, "conditional": True}
+
+    def __init__(self, *, method: str | None = None, **params: Any) -> None:
+        super().__init__(method=method, **params)
+        self.hook: Hijacker | None = None
+
+    def hijack(self, view: View) -> ServerHook:
+        """Before training: build the server's pilot, decoder and critic from its holdings."""
+        params = {**self.DEFAULTS, **{k: v for k, v in self.params.items() if k in self.DEFAULTS},
+                  "seed": int(self.params.get("seed", 0))}
+        self.hook = Hijacker(view, params)
+        return self.hook
+
+    def run(self, view: View) -> Guess:
+        """After training: decode the smashed probe queries the server observed."""
+        self.pick_method(view.knowledge, self.method)
+        if self.hook is None:
+            raise UserError("attack 'hijack' acts during training: run it through the harness")
+        if not view.smashed:
+            raise UserError("hijack: the view holds no smashed data to invert")
+        obs = torch.cat([m["x"] for m in view.smashed]).detach().float().cpu()
+        images = self.hook.invert(obs)
+        info = {"method": "fsha", "hijack_steps": self.hook.steps, **getattr(self.hook, "last", {})}
+        return Guess(images=images.clamp(0, 1), info=info)
