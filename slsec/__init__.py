@@ -15,10 +15,8 @@ __all__ = ["Result", "evaluate", "sweep", "train"]
 
 
 def __getattr__(name: str):
-    """Load the Python API lazily (`slsec.sweep` is the sweep module, callable as the API)."""
+    """Load the Python API lazily (the sweep command's module is slsec.sweeps)."""
     import importlib
-    if name == "sweep":
-        return importlib.import_module("slsec.sweep")
-    if name in ("Result", "evaluate", "train"):
+    if name in ("Result", "evaluate", "sweep", "train"):
         return getattr(importlib.import_module("slsec.api"), name)
     raise AttributeError(f"module 'slsec' has no attribute {name!r}")

@@ -143,7 +143,7 @@ def sweep(*, model: Any = None, dataset: Any = None, config: str | Path | None =
     straggler) each alternative is a name, a comma list or a list of names
     (`defense=["none", "dp", ["dp", "nopeek"]]`). Rows are appended to
     <out>/<run_id>/results.csv (resume=True skips finished cells), as the CLI does."""
-    from slsec.sweep import sweep_rows
+    from slsec.sweeps import sweep_rows
     return sweep_rows(model=model, dataset=dataset, config=config, resume=resume, **options)
 
 

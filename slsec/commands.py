@@ -771,7 +771,7 @@ def choose_cut(cfg: RunConfig) -> RunConfig:
 
 
 def sweep(config: str | None, flags: dict[str, Any], *, resume: bool, force: bool = False) -> None:
-    from slsec.sweep import run_sweep
+    from slsec.sweeps import run_sweep
     run_sweep(config, flags, resume=resume, force=force)
 
 
@@ -811,7 +811,7 @@ def rerender(path: str) -> None:
         with keeping(kept):
             render_benchmark(folder)
     elif kind == "sweep":
-        from slsec.sweep import render_sweep
+        from slsec.sweeps import render_sweep
         with keeping(kept):
             render_sweep(folder)
     else:

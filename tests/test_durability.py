@@ -114,7 +114,7 @@ def test_sweep_killed_five_times_then_resumed_loses_and_duplicates_no_rows(tmp_p
     """The real `slsec sweep` command (8 cells), SIGKILLed 5 times at random points after it
     made progress (mid-cell, mid-append or mid-render), then resumed: one row per planned cell.
     Each attempt is a fork of this process (torch already imported) running slsec.cli.main."""
-    import slsec.commands, slsec.frontier, slsec.harness, slsec.sweep  # noqa: F401,E401
+    import slsec.commands, slsec.frontier, slsec.harness, slsec.sweeps  # noqa: F401,E401
     monkeypatch.chdir(tmp_path)              # (imported once here, not in every child)
     out, run_id = tmp_path / "reports", "killed"
     lrs = ["0.001", "0.002", "0.003", "0.004", "0.005", "0.006", "0.007", "0.008"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from slsec import sweep
+from slsec import sweeps as sweep
 from slsec.errors import UserError
 from slsec.frontier import is_private, privacy_key
 from slsec.results import config_key, read_rows

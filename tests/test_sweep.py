@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from slsec import sweep
+from slsec import sweeps as sweep
 from slsec.config import merged_config
 from slsec.errors import UserError
 from slsec.frontier import attack_performance, dcs, pareto_mask, row_dcs
@@ -262,7 +262,7 @@ KILL_FLAGS = {"run_id": "k", "sigma": "0.1,0.5", "seed": "0,1,2", "defense": "dp
 KILL_SCRIPT = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(1)
-    from slsec.sweep import run_sweep
+    from slsec.sweeps import run_sweep
     run_sweep(None, {**eval(sys.argv[2]), "out": sys.argv[1]}, resume=True)
 """)
 

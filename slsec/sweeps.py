@@ -716,13 +716,3 @@ def sweep_rows(*, model: Any = None, dataset: Any = None, config: str | Path | N
             flags[key] = spec
     folder = run_sweep(str(config) if config is not None else None, flags, resume=resume)
     return pd.read_csv(folder / "results.csv")
-
-
-class _CallableModule(type(os)):  # type: ignore[misc]
-    """`slsec.sweep` is this module once imported; calling it runs `sweep_rows`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return sweep_rows(*args, **kwargs)
-
-
-__import__("sys").modules[__name__].__class__ = _CallableModule
