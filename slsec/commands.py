@@ -241,11 +241,14 @@ def cached_baseline(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
 
 def save_images(path: Path, tensors: dict[str, Any]) -> None:
     """The undefended run's reconstructions beside its cached result (for the grid)."""
+    import io
+
     import torch
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({k: v.detach().cpu() for k, v in tensors.items()}, tmp)
-    tmp.replace(path)
+
+    from slsec.results import atomic_write
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in tensors.items()}, buf)
+    atomic_write(path, buf.getvalue())
 
 
 def load_images(path: Path) -> dict[str, Any]:

@@ -84,12 +84,10 @@ class Reporter:
         return self.stream if self.stream is not None else sys.stderr
 
     def _write_file(self, line: str) -> None:
-        tmp = f"{self.file}.tmp"
+        from slsec.results import atomic_write
         try:
-            with open(tmp, "w") as f:
-                f.write(line)
-            os.replace(tmp, self.file)  # type: ignore[arg-type]
-        except OSError:
+            atomic_write(self.file, line)  # type: ignore[arg-type]
+        except OSError:   # a status line only: never fail the run for it
             pass
 
     def _emit(self, phase: Phase, force: bool = False) -> None:

@@ -191,7 +191,7 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
                       flops_budget, per_seed)
     if moved:
         console.print(f"--force: the earlier files of {folder.name} are kept in {moved}")
-    out = console if console.is_terminal else Console(width=160, highlight=False)  # logs: wide
+    out = console if console.is_terminal else Console(width=220, highlight=False)  # logs: wide (no wrapped cells)
     out.print(review_table(cfg, rows))
     out.print(("Recommended: " if best else "No recommendation: ") + reason, markup=False)
     out.print(seeds_text(cfg.seeds, cfg.seed) + (" (grades and recommendation on the means)"

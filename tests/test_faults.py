@@ -162,6 +162,12 @@ def assert_the_dead_rank_is_reported(output: str, mpiexec_opts: tuple[str, ...],
         print(f"named by slsec: {errors}")
         return
     print("reported by hydra's banner only")
+    if mpiexec_opts == KEPT and "BAD TERMINATION" not in output:
+        # with -disable-auto-cleanup hydra 5 sometimes prints only the banner's last lines
+        # (seen under load: "YOUR APPLICATION TERMINATED WITH THE EXIT STRING: Killed (signal 9)")
+        assert re.search(r"YOUR APPLICATION TERMINATED WITH THE EXIT STRING: Killed \(signal 9\)",
+                         output), output
+        return
     assert_hydra_reports_a_kill(output, set(job_pids(output).values()))
 
 
@@ -228,8 +234,10 @@ def test_backend_mpi_typed_without_mpiexec_launches_the_ranks_itself(tmp_path):
     proc = subprocess.run(cmd, cwd=tmp_path, env=clean, capture_output=True, text=True, timeout=240)
     print(proc.stdout, proc.stderr)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert re.match(rf"launching 3 ranks: {re.escape(str(MPIEXEC))} -disable-auto-cleanup -n 3 "
-                    r"\S*python[\d.]* -m slsec\.cli \.\.\.$", proc.stderr), proc.stderr
+    first, *rest = proc.stderr.splitlines()       # then training progress lines (stderr is piped)
+    assert re.fullmatch(rf"launching 3 ranks: {re.escape(str(MPIEXEC))} -disable-auto-cleanup -n 3 "
+                        r"\S*python[\d.]* -m slsec\.cli \.\.\.", first), proc.stderr
+    assert all(line.startswith("train") for line in rest), proc.stderr
     [result] = out.glob("*/result.json")
     doc = read_json(result)
     assert doc["config"]["backend"] == "mpi" and doc["config"]["clients"] == 2
