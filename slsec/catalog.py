@@ -43,7 +43,7 @@ ATTACKS: dict[str, dict[str, Any]] = {
         default_order=("completion", "cluster", "cosine", "norm"), contenders=()),
 }
 
-# what the attacked role holds by default (as slsec.harness.DEFAULT_KNOWLEDGE)
+# what the attacked role holds by default (the harness uses these)
 DEFAULT_KNOWLEDGE = {
     "server": frozenset({ARCH, HEAD, QUERY, AUX}),
     "aggregator": frozenset({ARCH, HEAD, AUX}),
@@ -76,17 +76,8 @@ def _unknown(kind: str, name: str, names: Any) -> UserError:
     return UserError(f"unknown {kind} '{name}'; valid: {', '.join(sorted(names))}")
 
 
-def _check_attack(cfg: Any) -> None:
-    """As slsec.harness.check_attack: attack name, its role in the protocol, knowledge, method."""
-    if cfg.attack is None:
-        return
-    if cfg.attack not in ATTACKS:
-        raise _unknown("attack", cfg.attack, ATTACKS)
-    a = ATTACKS[cfg.attack]
-    if cfg.protocol not in a["roles"]:
-        raise UserError(f"attack '{cfg.attack}' does not apply to protocol '{cfg.protocol}': "
-                        f"it targets {', '.join(sorted(a['roles']))}")
-    role = a["roles"][cfg.protocol]
+def attacker_knowledge(cfg: Any, role: str) -> frozenset[str]:
+    """What the attacked role holds by default, narrowed by --knowledge if given."""
     known = DEFAULT_KNOWLEDGE[role]
     if cfg.knowledge is not None:
         bad = set(cfg.knowledge) - set(DEFAULT_KNOWLEDGE["server"])
@@ -98,6 +89,21 @@ def _check_attack(cfg: Any) -> None:
             raise UserError(f"--knowledge: the {role} in '{cfg.protocol}' does not hold "
                             f"{', '.join(sorted(extra))}")
         known = frozenset(cfg.knowledge)
+    return known
+
+
+def _check_attack(cfg: Any) -> None:
+    """As slsec.harness.check_attack: attack name, its role in the protocol, knowledge, method."""
+    if cfg.attack is None:
+        return
+    if cfg.attack not in ATTACKS:
+        raise _unknown("attack", cfg.attack, ATTACKS)
+    a = ATTACKS[cfg.attack]
+    if cfg.protocol not in a["roles"]:
+        raise UserError(f"attack '{cfg.attack}' does not apply to protocol '{cfg.protocol}': "
+                        f"it targets {', '.join(sorted(a['roles']))}")
+    role = a["roles"][cfg.protocol]
+    known = attacker_knowledge(cfg, role)
     methods = a["methods"]
     if cfg.method is not None:
         if cfg.method not in methods:

@@ -15,19 +15,13 @@ from torch import Tensor
 
 import slsec
 from slsec.attacks.base import ATTACKS, Attack, Guess
+from slsec.catalog import DEFAULT_KNOWLEDGE, attacker_knowledge  # noqa: F401  (re-exported)
 from slsec.config import RunConfig
-from slsec.errors import UserError
 from slsec.progress import attack as attack_phase, end_training
 from slsec.protocols.base import PROTOCOLS
 from slsec.runner import RankOutcome, RoundRecord, run_local, run_mpi
 from slsec.setup import Setup, accounting_steps, build_defense, prepare
 from slsec.threat import ServerHook, View
-
-DEFAULT_KNOWLEDGE = {
-    "server": frozenset({"architecture", "head_weights", "query_head", "aux_data"}),
-    "aggregator": frozenset({"architecture", "head_weights", "aux_data"}),
-    "client": frozenset({"architecture", "aux_data"}),
-}
 
 
 def attack_class(cfg: RunConfig) -> type[Attack] | None:
@@ -35,22 +29,6 @@ def attack_class(cfg: RunConfig) -> type[Attack] | None:
         return None
     import slsec.attacks  # noqa: F401  (registration)
     return ATTACKS.get(cfg.attack)
-
-
-def attacker_knowledge(cfg: RunConfig, role: str) -> frozenset[str]:
-    """What the attacked role holds by default, narrowed by --knowledge if given."""
-    known = DEFAULT_KNOWLEDGE[role]
-    if cfg.knowledge is not None:
-        bad = set(cfg.knowledge) - set(DEFAULT_KNOWLEDGE["server"])
-        if bad:
-            raise UserError(f"--knowledge: unknown item(s) {', '.join(sorted(bad))}; valid: "
-                            f"{', '.join(sorted(DEFAULT_KNOWLEDGE['server']))}")
-        extra = set(cfg.knowledge) - known
-        if extra:
-            raise UserError(f"--knowledge: the {role} in '{cfg.protocol}' does not hold "
-                            f"{', '.join(sorted(extra))}")
-        known = frozenset(cfg.knowledge)
-    return known
 
 
 def check_attack(cfg: RunConfig) -> tuple[type[Attack], str, str] | None:
