@@ -41,7 +41,8 @@ def main() -> int:
         preflight(comm, expected_world=3, timeout=1.0)
     except PeerError as e:
         print(f"rank {rank}: PeerError: {e}", flush=True)
-        comm.Abort(3)
+        from slsec.runner import abort_job  # the line reaches mpiexec before the job ends
+        abort_job(comm, 3)
     return 0
 
 

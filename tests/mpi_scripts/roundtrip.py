@@ -72,7 +72,8 @@ def main() -> int:
         exchange(link)
     except Exception as e:  # one line, then take the whole job down
         print(f"rank {comm.Get_rank()}: {type(e).__name__}: {e}", flush=True)
-        comm.Abort(3)
+        from slsec.runner import abort_job  # the line reaches mpiexec before the job ends
+        abort_job(comm, 3)
     # one file per rank: ranks' stdout lines may interleave under mpiexec
     (Path(sys.argv[1]) / f"counts{link.rank}.json").write_text(json.dumps(counts(link)))
     return 0
