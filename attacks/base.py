@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from slsec.errors import UserError
+from slsec.params import Param
 from slsec.registry import Registry
 from slsec.threat import ServerHook, View
 
@@ -35,6 +36,13 @@ class Attack(ABC):
     # a malicious attack deviates from the protocol during training: the harness calls
     # `hijack` with the role's holdings before training and installs the hook it returns
     malicious: ClassVar[bool] = False
+    params: ClassVar[tuple[Param, ...]] = ()    # its parameters (see slsec.params)
+    # protocol -> who must hold the labels for the attack to make sense (e.g. two-party SL)
+    label_party: ClassVar[dict[str, str]] = {}
+    # its guesses of a batch come in no particular order (scored batch by batch, matched)
+    unordered_batches: ClassVar[bool] = False
+    # `slsec review` measures every cut with one "image" and one "label" attack
+    reviewed: ClassVar[str | None] = None
 
     def __init__(self, *, method: str | None = None, **params: Any) -> None:
         self.method = method

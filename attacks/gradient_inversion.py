@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from slsec import progress
 from slsec.errors import UserError
-from slsec.threat import Update, View
+from slsec.threat import ClippedGradientNoise, Update, View
 
 from .base import ATTACKS, Attack, Guess
 
@@ -112,8 +112,8 @@ def client_gradient(model: nn.Module, params: list[Tensor], x: Tensor, y_soft: T
     return [a / len(x) for a in acc]  # type: ignore[union-attr]
 
 
-def _dpsgd(public: dict[str, Any]) -> dict[str, Any] | None:
-    return next((d for d in public.get("defenses", []) or [] if d.get("name") == "dpsgd"), None)
+def _dpsgd(view: View) -> ClippedGradientNoise | None:
+    return next(iter(view.mechanisms(ClippedGradientNoise)), None)
 
 
 @ATTACKS.register("gradient-inversion")
@@ -121,6 +121,7 @@ class GradientInversion(Attack):
     """Reconstruct each FedAvg update's training batch (images and labels) from the weights."""
 
     name = "gradient-inversion"
+    unordered_batches = True
     kind = "gradient"
     roles = {"fedavg": "aggregator"}
     methods = {"dlg": frozenset({"architecture"}), "idlg": frozenset({"architecture"}),
@@ -161,7 +162,7 @@ class GradientInversion(Attack):
                 info.append(i)
         return Guess(images=torch.cat(images).clamp(0, 1), label_scores=torch.cat(scores),
                      info={"method": self._method, "updates": info,
-                           "dpsgd": _dpsgd(view.public) is not None})
+                           "dpsgd": _dpsgd(view) is not None})
 
     # ---------------------------------------------------------------------------------------
     def _one(self, view: View, u: Update, shape: tuple[int, ...], gen: torch.Generator
@@ -179,8 +180,8 @@ class GradientInversion(Attack):
         w_g, b_g = last_layer(list(zip(names, target64)), k)
         num_classes = int(k) if k is not None else (w_g.shape[0] if w_g is not None else 10)
         b = int(self.params.get("batch_size", u.batch_size))
-        dp = _dpsgd(view.public)
-        clip = float(dp["max_grad_norm"]) if dp else None
+        dp = _dpsgd(view)
+        clip = float(dp.max_grad_norm) if dp else None
 
         def grads(x: Tensor, y_soft: Tensor) -> list[Tensor]:
             return client_gradient(model, params, x, y_soft, clip=clip)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from slsec import progress
 from slsec.errors import UserError
-from slsec.threat import View
+from slsec.threat import CutNoise, View
 
 from . import prior as priors
 from .base import ATTACKS, Attack, Guess
@@ -50,19 +50,19 @@ class CutChannel:
 
     @classmethod
     def from_public(cls, public: dict[str, Any]) -> "CutChannel":
-        """Read the cut defenses that transform smashed data from `view.public['defenses']`."""
+        """Compose the public cut mechanisms (`CutNoise`) of `view.public['defenses']`."""
         clip, std, mech = None, 0.0, "gaussian"
         for d in public.get("defenses", []) or []:
-            if d.get("name") not in ("dp", "dp_cut", "dp-cut"):
+            if not isinstance(d, CutNoise):
                 continue
-            c = d.get("clip")
+            c = d.clip
             if c is not None and math.isfinite(float(c)):
                 clip = float(c) if clip is None else min(clip, float(c))
-            sigma = float(d.get("sigma", 0.0) or 0.0)
+            sigma = float(d.sigma or 0.0)
             if sigma > 0:
                 scale = float(c) if c is not None and math.isfinite(float(c)) else 1.0
                 std = math.hypot(std, sigma * scale)
-                mech = str(d.get("mechanism", "gaussian"))
+                mech = d.mechanism
         return cls(clip=clip, noise_std=std, mechanism=mech)
 
     def forward(self, h: Tensor) -> Tensor:
@@ -121,6 +121,7 @@ class Inversion(Attack):
 
     name = "inversion"
     kind = "inversion"
+    reviewed = "image"
     roles = {"vanilla": "server", "ushaped": "server", "splitfed": "server",
              "splitfed-async": "server"}
     methods = {

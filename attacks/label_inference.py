@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from slsec.attacks.base import ATTACKS, Attack, Guess
 from slsec.errors import UserError
-from slsec.threat import View
+from slsec.threat import GradientScaling, LabelNoise, Mechanism, View
 
 Feats = dict[str, Tensor]
 _NOT_FEATS = ("y", "i")  # label / index fields that may ride along in a cut message
@@ -57,20 +57,20 @@ class _Obs:
     align: Tensor               # [N] <gradient, tail input> per sample (< 0 when predicted right)
     inputs: Tensor              # [N, F] float64 tail inputs, flattened (pooled per graph)
     num_classes: int
-    mechanisms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    mechanisms: list[Mechanism] = field(default_factory=list)
     cache: dict[str, Any] = field(default_factory=dict)
 
     @property
     def sign_flips(self) -> bool:
-        return "max-norm" in self.mechanisms
+        return any(isinstance(m, GradientScaling) for m in self.mechanisms)
 
     def keep_rate(self) -> float:
         """Probability that the gradient's label is the true one (public label-rr channel)."""
-        rr = self.mechanisms.get("label-rr")
-        if not rr:
+        rr = next((m for m in self.mechanisms if isinstance(m, LabelNoise)), None)
+        if rr is None:
             return 1.0
         k = self.num_classes
-        return 1.0 / (1.0 + (k - 1) * math.exp(-float(rr.get("epsilon", math.inf))))
+        return 1.0 / (1.0 + (k - 1) * math.exp(-float(rr.epsilon)))
 
 
 def _per_sample(t: Tensor, feats: Feats, pool: str) -> Tensor:
@@ -84,13 +84,6 @@ def _per_sample(t: Tensor, feats: Feats, pool: str) -> Tensor:
     if pool == "mean":
         out = out / torch.bincount(batch.long(), minlength=n).clamp_min(1)[:, None].double()
     return out
-
-
-def _mechanisms(public: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    ds = public.get("defenses") or []
-    if isinstance(ds, dict):
-        ds = ds.get("defenses", [ds])
-    return {d["name"]: d for d in ds if isinstance(d, dict) and "name" in d}
 
 
 def _observe(view: View) -> _Obs:
@@ -119,7 +112,7 @@ def _observe(view: View) -> _Obs:
     if k < 2:
         raise UserError("label inference needs public num_classes >= 2")
     return _Obs(feats, torch.cat(rows), torch.cat(align), torch.cat(inputs), k,
-                _mechanisms(view.public))
+                view.mechanisms(Mechanism))
 
 
 # ------------------------------------------------------------------ clustering and naming
@@ -339,6 +332,8 @@ class LabelInference(Attack):
 
     name = "label-inference"
     kind = "label"
+    reviewed = "label"
+    label_party = {"vanilla": "server", "splitfed": "server"}   # else the labels are sent
     roles = {"ushaped": "server", "vanilla": "client", "splitfed": "client"}
     methods = {
         "completion": frozenset({"architecture", "aux_data"}),
@@ -362,9 +357,9 @@ class LabelInference(Attack):
         method = self.pick_method(view.knowledge, self.method)
         obs = _observe(view)
         if not self.adaptive:
-            obs.mechanisms = {}
+            obs.mechanisms = []
         info: dict[str, Any] = {"method": method, "samples": len(obs.grads),
-                                "adapted_to": sorted(obs.mechanisms)}
+                                "adapted_to": sorted(m.name for m in obs.mechanisms)}
         scores = getattr(self, f"_{method}")(view, obs, info)
         return Guess(label_scores=scores.float(), info=info)
 

@@ -8,6 +8,8 @@ Hooks (each default is the identity / nothing):
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from abc import ABC
 from typing import Any, ClassVar
 
@@ -15,6 +17,8 @@ import torch
 from torch import Tensor
 
 from slsec.errors import UserError
+from slsec.params import Param
+from slsec.threat import Mechanism
 from slsec.registry import Registry
 
 
@@ -29,6 +33,9 @@ class Defense(ABC):
     sweep_param: ClassVar[str | None] = None
     sweep_values: ClassVar[str] = ""
     sweep_cuts: ClassVar[bool] = False    # the cut matters as much as the parameter: sweep it too
+    # its parameters (slsec.params): RunConfig fields, flags, TOML keys and checks come from
+    # these; the constructor gets each one given as `Param.keyword`
+    params: ClassVar[tuple[Param, ...]] = ()
 
     def check_protocol(self, protocol: str) -> None:
         """Raise a UserError if this defense cannot be used with `protocol`."""
@@ -48,13 +55,36 @@ class Defense(ABC):
     def cut_grad(self, g: Tensor, *, gen: torch.Generator | None) -> Tensor:
         return g
 
+    def public_mechanism(self) -> Mechanism:
+        """The public mechanism (Kerckhoffs): what an adaptive attacker is told, typed."""
+        return Mechanism(self.name)
+
     def public(self) -> dict[str, Any]:
-        """The public mechanism (Kerckhoffs): what an adaptive attacker is told."""
-        return {"name": self.name}
+        """The public mechanism as plain data (for reports)."""
+        return dataclasses.asdict(self.public_mechanism())
 
     def epsilon(self, *, steps: int, sample_rate: float, delta: float) -> float | None:
         """Privacy loss of this mechanism per training sample, or None if it has no DP claim."""
         return None
+
+    def fit_public(self, setup: Any) -> None:
+        """Derive what the defense takes from public data and weights (slsec.setup.Setup)
+        before training; the default derives nothing."""
+
+    def check_numbers(self) -> None:
+        """Raise a UserError if the calibrated numbers make no sense (e.g. noise std inf)."""
+
+    def used(self) -> dict[str, Any]:
+        """Values the run report records as used (e.g. a clip derived from public data)."""
+        return {}
+
+    def guess_bounds(self, *, eps: float, steps: int, sample_rate: float,
+                     kappa: float | None, num_classes: int) -> dict[str, Any]:
+        """Bounds this mechanism's guarantee puts on an attacker's guessing (see
+        slsec/reid_bound.py): {"reid_bound": b} for top-1 re-identification among 1/kappa
+        candidates; {"labels_only": True, ...} for a label-only guarantee; {} (the default):
+        the run's (eps, delta) bound is used."""
+        return {}
 
     @classmethod
     def report_text(cls, cfg: dict[str, Any], m: dict[str, Any]) -> tuple[str, str]:
@@ -99,6 +129,10 @@ class DefenseStack(Defense):
     def public(self) -> dict[str, Any]:
         return {"defenses": [d.public() for d in self.defenses]}
 
+    def mechanisms(self) -> list[Mechanism]:
+        """Each defense's public mechanism, in the order applied."""
+        return [d.public_mechanism() for d in self.defenses]
+
     def epsilon(self, *, steps: int, sample_rate: float, delta: float) -> float | None:
         eps = [e for d in self.defenses
                if (e := d.epsilon(steps=steps, sample_rate=sample_rate, delta=delta)) is not None]
@@ -109,6 +143,13 @@ class DefenseStack(Defense):
 
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")
+
+
+def overflow_check(flag: str, noise: float | None, clip: float | None) -> None:
+    """Noise std = noise * clip must be finite, or the data would be pure noise."""
+    if noise is not None and clip is not None and not math.isfinite(noise * clip):
+        raise UserError(f"{flag} {noise:g} times the clip {clip:g} overflows (noise std "
+                        f"inf): the data would be pure noise; use a smaller {flag}")
 
 
 def positive(name: str, value: float, *, allow_zero: bool = False, allow_inf: bool = False) -> float:

@@ -39,7 +39,7 @@ Choosing C: noise scales with C, so C sets the trade-off only through the rows i
 A good C is near the median unclipped row norm, measured on public data
 (`DPCut.suggest_clip(h)`); choosing it from private data is itself a leak. The command-line
 default does exactly that on public data: C = the median row norm of the public aux samples
-through the initial (seeded, public) head at the cut (`Setup.public_clip`; about 23 at the
+through the initial (seeded, public) head at the cut (`DPCut.fit_public`; about 23 at the
 CNN's conv1, 0.58 at fc1). The class default C = 1.0 is only for direct construction.
 """
 from __future__ import annotations
@@ -50,9 +50,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from slsec import accounting
-from slsec.defenses.base import DEFENSES, Defense, positive
+from slsec import accounting, reid_bound
+from slsec.defenses.base import DEFENSES, Defense, overflow_check, positive
 from slsec.errors import UserError
+from slsec.params import Param
+from slsec.threat import CutNoise
 
 MECHANISMS = ("gaussian", "laplace")
 
@@ -89,18 +91,36 @@ class DPCut(Defense):
     sweep_param = "sigma"
     sweep_values = "0,0.01,0.05,0.2"
     sweep_cuts = True
+    params = (
+        Param("sigma", "float", None, "DP noise multiplier at the cut (noise std = sigma * clip; "
+              "1.0 when not set)", check=("non_negative",), unused="is the noise of --defense dp",
+              excludes=("target_epsilon", "the target solves sigma")),
+        Param("clip", "float", None, "per-sample L2 clip C of smashed data (inf = off; not set: "
+              "the median row norm of public aux data at the cut)", check=("positive_or_inf",),
+              unused="is the clip of --defense dp"),
+        Param("mechanism", "str", "gaussian", "DP noise at the cut",
+              choices=("gaussian", "laplace"), unused="is the noise mechanism of --defense dp"),
+        Param("delta", "float", 1e-5, "DP delta of the reported epsilon",
+              check=("positive", "below_one")),
+        Param("accountant", "str", "rdp", "privacy accountant (Opacus)", choices=("rdp", "prv")),
+        Param("target_epsilon", "float", None, "solve the noise (dp: sigma; dpsgd: noise "
+              "multiplier) for this epsilon", check=("positive",),
+              unused="calibrates --defense dp or dpsgd", deferred=True),
+    )
     flags: ClassVar[dict[str, str]] = {   # parameter -> CLI flag named in error messages
         "sigma": "sigma", "clip": "clip", "mechanism": "mechanism", "delta": "delta",
         "accountant": "accountant", "target_epsilon": "target-epsilon"}
 
-    def __init__(self, *, sigma: float | None = None, clip: float = 1.0,
+    def __init__(self, *, sigma: float | None = None, clip: float | None = None,
                  mechanism: str = "gaussian", delta: float = 1e-5, accountant: str = "rdp",
                  target_epsilon: float | None = None) -> None:
         f = self.flags
         if sigma is not None and target_epsilon is not None:
             raise UserError(f"--{f['sigma']} and --{f['target_epsilon']} exclude each other; "
                             f"give one (the target solves sigma)")
-        self.clip = positive(f["clip"], clip, allow_inf=True)
+        # not given: C comes from public data (fit_public); 1.0 until then
+        self.clip_from_public = clip is None
+        self.clip = positive(f["clip"], 1.0 if clip is None else clip, allow_inf=True)
         if mechanism not in MECHANISMS:
             raise UserError(f"--{f['mechanism']} must be one of {', '.join(MECHANISMS)}, "
                             f"got {mechanism!r}")
@@ -147,6 +167,35 @@ class DPCut(Defense):
         self.sigma = 2.0 * nm   # noise multiplier is sigma/2 (sensitivity 2C; see module doc)
         return self.sigma
 
+    def fit_public(self, setup: Any) -> None:
+        """Default C: the median per-sample L2 norm of the smashed data of public aux samples
+        through the initial (seeded, public) head, so clipping keeps the activations' natural
+        scale at the chosen cut (a fixed C = 1 would shrink a conv1 row ~20x and stall
+        training). Public data and public weights only: choosing C leaks nothing private."""
+        if not self.clip_from_public:
+            return
+        if not setup.cuts or len(setup.aux) == 0:
+            self.clip = 1.0
+            return
+        head = setup.fresh_model().split([setup.cuts[0]])[0]
+        feats, _ = setup.aux.batch(torch.arange(min(256, len(setup.aux))))
+        with torch.no_grad():
+            self.clip = self.suggest_clip(head(feats)["x"])
+
+    def check_numbers(self) -> None:
+        overflow_check("--sigma", self.sigma, self.clip)
+
+    def used(self) -> dict[str, Any]:
+        return {"clip_used": self.clip}
+
+    def guess_bounds(self, *, eps: float, steps: int, sample_rate: float,
+                     kappa: float | None, num_classes: int) -> dict[str, Any]:
+        """The Gaussian mechanism's exact bound over the run's releases (f-DP)."""
+        if kappa is None or self.mechanism != "gaussian" or not self.sigma:
+            return {}
+        n = self.releases(steps, sample_rate)
+        return {"reid_bound": reid_bound.gaussian_bound(math.sqrt(n) / (self.sigma / 2.0), kappa)}
+
     def _sigma(self) -> float:
         if self.sigma is None:
             raise RuntimeError("DPCut with a target epsilon needs calibrate(epochs=...) first")
@@ -180,9 +229,9 @@ class DPCut(Defense):
         return accounting.epsilon(noise_multiplier=sigma / 2.0, sample_rate=1.0, steps=n,
                                   delta=delta, accountant=self.accountant)
 
-    def public(self) -> dict[str, Any]:
-        return {"name": self.name, "clip": self.clip, "sigma": self.sigma,
-                "mechanism": self.mechanism, "delta": self.delta}
+    def public_mechanism(self) -> CutNoise:
+        return CutNoise(self.name, clip=self.clip, sigma=self.sigma, mechanism=self.mechanism,
+                        delta=self.delta)
 
     @classmethod
     def report_text(cls, cfg: dict[str, Any], m: dict[str, Any]) -> tuple[str, str]:

@@ -28,9 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slsec import accounting
-from slsec.defenses.base import DEFENSES, Defense, positive
+from slsec import accounting, reid_bound
+from slsec.defenses.base import DEFENSES, Defense, overflow_check, positive
 from slsec.errors import UserError
+from slsec.params import Param
+from slsec.threat import ClippedGradientNoise
 
 # Opacus' hooks note that the inputs never require grad: benign here. Filtered once, for the
 # whole process: a catch_warnings() block is not thread-safe and the local backend runs every
@@ -73,6 +75,20 @@ class DPSGD(Defense):
     point = "train"
     sweep_param = "noise_multiplier"
     sweep_values = "0.3,0.6,1,2"
+    params = (
+        Param("noise_multiplier", "float", None, "DP-SGD noise multiplier z (noise std = z * "
+              "max-grad-norm; 1.0 when not set)", check=("non_negative",),
+              unused="is the noise of --defense dpsgd",
+              excludes=("target_epsilon", "the target solves the noise multiplier")),
+        Param("max_grad_norm", "float", 1.0, "DP-SGD per-sample gradient clip C",
+              check=("positive",), unused="is the clip of --defense dpsgd"),
+        Param("delta", "float", 1e-5, "DP delta of the reported epsilon",
+              check=("positive", "below_one")),
+        Param("accountant", "str", "rdp", "privacy accountant (Opacus)", choices=("rdp", "prv")),
+        Param("target_epsilon", "float", None, "solve the noise (dp: sigma; dpsgd: noise "
+              "multiplier) for this epsilon", check=("positive",),
+              unused="calibrates --defense dp or dpsgd", deferred=True),
+    )
 
     def __init__(self, *, noise_multiplier: float | None = None, max_grad_norm: float = 1.0,
                  delta: float = 1e-5, accountant: str = "rdp", poisson_sampling: bool = True,
@@ -174,9 +190,24 @@ class DPSGD(Defense):
         return accounting.epsilon(noise_multiplier=self._nm(), sample_rate=sample_rate,
                                   steps=steps, delta=delta, accountant=self.accountant)
 
-    def public(self) -> dict[str, Any]:
-        return {"name": self.name, "max_grad_norm": self.max_grad_norm,
-                "noise_multiplier": self.noise_multiplier}
+    def check_numbers(self) -> None:
+        overflow_check("--noise-multiplier", self.noise_multiplier, self.max_grad_norm)
+
+    def guess_bounds(self, *, eps: float, steps: int, sample_rate: float,
+                     kappa: float | None, num_classes: int) -> dict[str, Any]:
+        """The subsampled Gaussian's bound over all steps, and the probe's own release (one
+        DP-SGD step on a batch it is surely in)."""
+        if kappa is None:
+            return {}
+        nm = self._nm()
+        return {"reid_bound": reid_bound.subsampled_gaussian_bound(
+                    noise_multiplier=nm, sample_rate=sample_rate, steps=steps, kappa=kappa,
+                    accountant=self.accountant),
+                "reid_bound_probe_release": reid_bound.gaussian_bound(1.0 / nm, kappa)}
+
+    def public_mechanism(self) -> ClippedGradientNoise:
+        return ClippedGradientNoise(self.name, max_grad_norm=self.max_grad_norm,
+                                    noise_multiplier=self.noise_multiplier)
 
     @classmethod
     def report_text(cls, cfg: dict[str, Any], m: dict[str, Any]) -> tuple[str, str]:

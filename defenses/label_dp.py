@@ -21,6 +21,8 @@ from torch import Tensor
 
 from slsec.defenses.base import DEFENSES, Defense, positive
 from slsec.errors import UserError
+from slsec.params import Param
+from slsec.threat import GradientScaling, LabelNoise
 
 LABEL_HOLDER_PROTOCOLS = frozenset({"vanilla", "splitfed", "ushaped"})
 
@@ -46,8 +48,8 @@ class MaxNorm(Defense):
         scale = (1.0 + sigma * z.to(sigma.device)).to(g.dtype)
         return (flat * scale[:, None]).reshape(g.shape)
 
-    def public(self) -> dict[str, Any]:
-        return {"name": self.name}
+    def public_mechanism(self) -> GradientScaling:
+        return GradientScaling(self.name)
 
     @classmethod
     def report_text(cls, cfg: dict[str, Any], m: dict[str, Any]) -> tuple[str, str]:
@@ -68,6 +70,9 @@ class LabelRR(Defense):
     point = "labels"
     sweep_param = "label_epsilon"
     sweep_values = "0.5,1,2,4"
+    params = (Param("label_epsilon", "float", 1.0, "label-rr: randomized-response epsilon per use "
+                    "of a label", check=("positive",), kw="epsilon",
+                    unused="is the epsilon of --defense label-rr"),)
 
     def __init__(self, *, epsilon: float | None = None, label_epsilon: float | None = None) -> None:
         if epsilon is not None and label_epsilon is not None and epsilon != label_epsilon:
@@ -90,8 +95,15 @@ class LabelRR(Defense):
         other = (y.cpu() + shift) % num_classes
         return torch.where(keep, y.cpu(), other).to(device=y.device, dtype=y.dtype)
 
-    def public(self) -> dict[str, Any]:
-        return {"name": self.name, "epsilon": self.eps}
+    def public_mechanism(self) -> LabelNoise:
+        return LabelNoise(self.name, epsilon=self.eps)
+
+    def guess_bounds(self, *, eps: float, steps: int, sample_rate: float,
+                     kappa: float | None, num_classes: int) -> dict[str, Any]:
+        """Protects labels only: a bound on guessing the label (prior 1/K)."""
+        from slsec.reid_bound import eps_delta_bound
+        return {"labels_only": True,
+                "label_guess_bound": eps_delta_bound(eps, 0.0, 1.0 / num_classes)}
 
     def epsilon(self, *, steps: int = 0, sample_rate: float = 0.0,
                 delta: float = 0.0) -> float | None:

@@ -22,6 +22,8 @@ from torch import Tensor
 
 from slsec.defenses.base import DEFENSES, Defense, positive
 from slsec.errors import UserError
+from slsec.params import Param
+from slsec.threat import Regularizer
 
 EPS = 1e-12   # keeps sqrt differentiable at 0 (zero distances on the diagonal, independent data)
 
@@ -56,6 +58,8 @@ class NoPeek(Defense):
     point = "regularizer"
     sweep_param = "nopeek_weight"
     sweep_values = "0,0.5,2,5"
+    params = (Param("nopeek_weight", "float", 0.5, "NoPeek: weight of dCor(inputs, smashed) in "
+                    "the client loss", check=("non_negative",), unused="weighs --defense nopeek"),)
 
     def __init__(self, *, weight: float | None = None, nopeek_weight: float | None = None) -> None:
         if weight is not None and nopeek_weight is not None and weight != nopeek_weight:
@@ -69,8 +73,8 @@ class NoPeek(Defense):
             return None
         return self.weight * distance_correlation(x, h)
 
-    def public(self) -> dict[str, Any]:
-        return {"name": self.name, "weight": self.weight}
+    def public_mechanism(self) -> Regularizer:
+        return Regularizer(self.name, weight=self.weight)
 
     @classmethod
     def report_text(cls, cfg: dict[str, Any], m: dict[str, Any]) -> tuple[str, str]:

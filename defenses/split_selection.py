@@ -26,6 +26,7 @@ from typing import Any, Callable
 from slsec.config import RunConfig
 from slsec.defenses.base import DEFENSES, Defense
 from slsec.errors import UserError
+from slsec.threat import PreTraining
 
 TIE = 0.01
 _MEASURED: dict[str, dict[str, Any]] = {}   # config key -> metrics (one process, reused)
@@ -39,8 +40,8 @@ class SplitSelect(Defense):
     protocols = frozenset({"vanilla", "ushaped", "splitfed"})
     point = "pre"
 
-    def public(self) -> dict[str, Any]:
-        return {"name": self.name, "rule": "least attack leakage within the budgets"}
+    def public_mechanism(self) -> PreTraining:
+        return PreTraining(self.name, rule="least attack leakage within the budgets")
 
     @classmethod
     def report_text(cls, cfg: dict[str, Any], m: dict[str, Any]) -> tuple[str, str]:

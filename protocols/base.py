@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slsec.params import Param
 from slsec.registry import Registry
 from slsec.threat import Observer, ServerHook, Update
 
@@ -210,6 +211,13 @@ class Protocol:
     # them on one core, where the working set stays in that core's cache
     alternating: ClassVar[bool] = False
     server_holds: ClassVar[frozenset[str]] = frozenset({"head_weights"})
+    params: ClassVar[tuple[Param, ...]] = ()    # its parameters (see slsec.params)
+
+    @classmethod
+    def independent_clients(cls, cfg: Any) -> bool:
+        """Each client trains against its own copy of the server's part (a wave of clients can
+        run at once); False where all clients share one server part in turn."""
+        return True
 
     @staticmethod
     def server(ctx: Context) -> None:

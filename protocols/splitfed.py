@@ -11,9 +11,11 @@ Cut gradients go back per sample to the client that sent the batch; nothing aver
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 
+from slsec.params import Param
 from slsec.protocols.base import (CTRL, WEIGHTS, Context, Protocol, PROTOCOLS,
                                   fresh_state_each_round, load, make_optimizer, observing,
                                   participants, probe_inference, serve_probe, state, waves,
@@ -23,7 +25,20 @@ from slsec.protocols.vanilla import label_sending_client, label_sending_round, s
 
 @PROTOCOLS.register("splitfed")
 class SplitFed(Protocol):
+    params = (
+        Param("fraction", "float", 1.0, "share of the K clients sampled each round (seeded; "
+              "1 = all)", check=("unit_interval",),
+              outside="(clients sampled per round) is for {owners}; protocol '{protocol}' runs "
+                      "every client"),
+        Param("variant", "str", "v1", "SplitFed variant: v1 (tail copy per client) | v2 (one "
+              "shared tail)", choices=("v1", "v2"),
+              unused="chooses the SplitFed variant (--protocol splitfed)"),
+    )
     name = "splitfed"
+
+    @classmethod
+    def independent_clients(cls, cfg: Any) -> bool:
+        return cfg.variant == "v1"   # v2: one shared tail, trained client after client
 
     @staticmethod
     def server(ctx: Context) -> None:

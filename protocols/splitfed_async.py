@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from slsec.params import Param
 from slsec.protocols.base import (WEIGHTS, Context, Protocol, PROTOCOLS, batches, client_seed,
                                   load, make_optimizer, observing, probe_inference, serve_probe,
                                   state)
@@ -36,6 +37,16 @@ def merge(global_w: dict[str, torch.Tensor], pushed: dict[str, torch.Tensor], st
 
 @PROTOCOLS.register("splitfed-async")
 class SplitFedAsync(Protocol):
+    params = (
+        Param("async_every", "int", 10, "local steps between head pushes",
+              check=("at_least_one",), unused="tunes --protocol splitfed-async"),
+        Param("async_alpha", "float", 0.6, "FedAsync mixing weight alpha",
+              check=("positive", "at_most_one"), unused="tunes --protocol splitfed-async"),
+        Param("async_decay", "float", 0.5, "staleness decay exponent a",
+              check=("non_negative",), unused="tunes --protocol splitfed-async"),
+        Param("async_order", "str", "arrival", "serve head pushes in arrival order, or in a "
+              "fixed cycle (deterministic)", choices=("arrival", "fixed"), unused="tunes --protocol splitfed-async"),
+    )
     name = "splitfed-async"
 
     @staticmethod

@@ -109,13 +109,14 @@ def evaluate(*, model: Any = None, dataset: Any = None, twin: bool = True,
     progress: called with each round's record. options: RunConfig fields (attack="inversion",
     defense="dp", sigma=0.5, rounds=2, ...)."""
     from slsec.commands import baseline_config, choose_cut
+    from slsec.catalog import pre_training
     from slsec.harness import check_attack, evaluate as run
     from slsec.setup import check_defenses
 
     cfg = make_run_config(model, dataset, config, **options)
     check_attack(cfg)
     check_defenses(cfg)
-    if "split-select" in cfg.defense:
+    if pre_training(cfg):
         cfg = choose_cut(cfg)
     row = run(cfg, progress=progress)
     base = None

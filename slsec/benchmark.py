@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from slsec import report as rpt
-from slsec.config import RunConfig, load_toml, make_config
+from slsec.config import PARAMS, RunConfig, load_toml, make_config
 from slsec.errors import UserError
 from slsec.results import REJECTED, append_row, check_writable, config_key, quarantine, read_rows
 
@@ -146,7 +146,7 @@ def cell_row(cfg: RunConfig, result: dict[str, Any], cpu_s: float, n_test: int) 
     last = [r["accuracy"] for r in curve[-5:]]
     return {
         "architecture": ARCHITECTURE.get(cfg.protocol, cfg.protocol)
-        + (f" ({cfg.variant})" if cfg.protocol == "splitfed" else ""),
+        + (f" ({cfg.variant})" if f"protocol {cfg.protocol}" in PARAMS["variant"][1] else ""),
         "protocol": cfg.protocol, "variant": cfg.variant,
         "partition": cfg.partition, "alpha": cfg.alpha if cfg.partition == "dirichlet" else "",
         "dataset": cfg.dataset, "model": cfg.model_name, "clients": cfg.clients,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from slsec import plugins
+from slsec.config import PARAMS
 from slsec.errors import UserError
 
 # name -> (cuts needed, labels reach the server)
@@ -50,14 +52,21 @@ DEFAULT_KNOWLEDGE = {
     "client": frozenset({ARCH, AUX}),
 }
 
-_SL = frozenset({"vanilla", "ushaped", "splitfed", "splitfed-async"})
-_LABEL_HOLDER = frozenset({"vanilla", "ushaped", "splitfed"})
-# name -> (point, protocols)
+# name -> (point, protocols), as each defense declares them in its own file
 DEFENSES: dict[str, tuple[str, frozenset[str]]] = {
-    "dp": ("cut", _SL), "dpsgd": ("train", frozenset({"fedavg"})),
-    "label-rr": ("labels", _LABEL_HOLDER), "max-norm": ("grad", _LABEL_HOLDER),
-    "nopeek": ("regularizer", _SL), "split-select": ("pre", _LABEL_HOLDER),
-}
+    d.name: (d.attrs["point"], frozenset(d.attrs["protocols"]))
+    for d in plugins.declarations("defense")}
+PRE_TRAINING = "pre"   # a defense at this point chooses the cut before training (its own path)
+
+
+def pre_training(cfg: Any) -> list[str]:
+    """The run's defenses that choose the cut before training (e.g. split-select)."""
+    return [n for n in cfg.defense if DEFENSES.get(n, ("",))[0] == PRE_TRAINING]
+
+
+def without_pre_training(cfg: Any) -> Any:
+    """The config with those defenses dropped (what runs once the cut is chosen)."""
+    return cfg.replace(defense=tuple(n for n in cfg.defense if n not in pre_training(cfg)))
 
 DATASETS = ("cifar10", "fashion-mnist", "mnist", "mnist-full", "mutag", "proteins")
 EMBEDDED_TRAIN = {"mnist": 4000, "mutag": 150}   # training samples of the embedded sets
@@ -118,30 +127,24 @@ def _check_attack(cfg: Any) -> None:
 
 
 def _check_params(name: str, cfg: Any) -> bool:
-    """The defense constructor's own checks that the names decide; False where its parameters
-    are left to the constructor (then its message must come first: the precheck stops there)."""
-    inf = float("inf")
-    if name == "dp":
-        if cfg.sigma is not None and cfg.target_epsilon is not None:
-            raise UserError("--sigma and --target-epsilon exclude each other; "
-                            "give one (the target solves sigma)")
-        return cfg.target_epsilon is None and cfg.sigma != inf
-    if name == "dpsgd":
-        if cfg.noise_multiplier is not None and cfg.target_epsilon is not None:
-            raise UserError("--noise-multiplier and --target-epsilon exclude each "
-                            "other; give one (the target solves the noise multiplier)")
-        return (cfg.target_epsilon is None and cfg.noise_multiplier != inf
-                and cfg.max_grad_norm != inf and cfg.delta != inf)
-    if name == "nopeek":
-        return cfg.nopeek_weight != inf
-    return True
+    """The defense's declared parameter checks that need the run (one excludes another); False
+    where a given parameter is checked further by its constructor (its message must come first:
+    the precheck stops there)."""
+    params = next(d.params for d in plugins.declarations("defense") if d.name == name)
+    given = [p for p in params if getattr(cfg, p.name) not in (None, PARAMS[p.name][0].default)]
+    for p in given:
+        if p.excludes and getattr(cfg, p.excludes[0]) is not None:
+            other = PARAMS[p.excludes[0]][0]
+            raise UserError(f"{p.flag} and {other.flag} exclude each other; give one "
+                            f"({p.excludes[1]})")
+    return not any(p.deferred for p in given)
 
 
 def _check_defenses(cfg: Any) -> bool:
     """The name and protocol checks of slsec.setup.build_defense, in its order; False where a
     defense's parameters are left to its constructor (nothing after it can be checked first)."""
     for name in cfg.defense:
-        if name == "split-select":
+        if DEFENSES.get(name, ("",))[0] == PRE_TRAINING:
             continue
         if name not in DEFENSES:
             raise _unknown("defense", name, DEFENSES)
@@ -206,5 +209,5 @@ def precheck(cfg: Any, *, attack: bool = True) -> None:
     """
     if attack:
         _check_attack(cfg)
-    if _check_defenses(cfg) and "split-select" not in cfg.defense:
+    if _check_defenses(cfg) and not pre_training(cfg):
         _check_setup(cfg)

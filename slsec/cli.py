@@ -16,57 +16,42 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from slsec.config import RunConfig, merged_config
+from slsec.config import PARAMS, RunConfig, merged_config
+from slsec.params import Param
+from slsec import plugins
 from slsec.errors import PeerError, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
                   help="Privacy attacks and defenses for split learning.")
 
-HELP = {
-    "protocol": "vanilla | ushaped | splitfed | splitfed-async | fedavg",
-    "variant": "SplitFed variant: v1 (tail copy per client) | v2 (one shared tail)",
-    "dataset": "mnist (embedded) | mutag (embedded) | mnist-full | fashion-mnist | cifar10 | proteins | tu:NAME | images:DIR (ImageFolder) | npz:FILE (x, y[, x_test, y_test])",
-    "model": "cnn | resnet18 | gin | FILE.py:FACTORY | MODULE:FACTORY (a factory returning named blocks; default: the dataset's)",
-    "cut": "block after which the model is cut (default: shallowest); see `slsec list`",
-    "cut2": "second cut for U-shaped SL (default: the last cut point)",
-    "clients": "number of clients K (MPI: mpiexec -n K+1)",
-    "fraction": "splitfed/fedavg: share of the K clients sampled each round (seeded; 1 = all)",
-    "partition": "iid | dirichlet", "alpha": "Dirichlet concentration",
-    "rounds": "training rounds (one epoch over every client's shard each)",
-    "backend": "local (threads, one process) | mpi (K+1 ranks; launches mpiexec if not under one)",
-    "device": "auto (CUDA when available) | cpu | cuda",
-    "attack": "inversion | label-inference | gradient-inversion",
-    "method": "attack method (default: the strongest the attacked role's knowledge allows)",
-    "knowledge": "restrict the attacker's knowledge: architecture,head_weights,query_head,aux_data",
-    "defense": "comma list, applied in order: dp, nopeek, max-norm, label-rr, dpsgd, split-select",
-    "sigma": "DP noise multiplier at the cut (noise std = sigma * clip)",
-    "clip": "per-sample L2 clip C of smashed data (inf = off; default: the median row norm of public aux data at the cut)",
-    "target_epsilon": "solve sigma (or the DP-SGD noise) for this epsilon",
-    "straggler": "k:seconds, slow client k by that much per step (comma list)",
-    "seeds": "run seeds seed..seed+N-1 and report mean ± 95% t-interval (evaluate, sweep, review, benchmark)",
-    "out": "folder for reports (a run writes <out>/<run-id>/)",
-}
+def _metavar(p: Param) -> str:
+    """The value's form in --help: a plug-in kind lists the declared names."""
+    if p.name in ("protocol", "attack", "defense"):
+        names = [d.name for d in plugins.declarations(p.name)]
+        return "|".join(names) if p.name != "defense" else "{" + "|".join(names) + "},..."
+    return p.metavar
 
 
-def _option(f: Any) -> inspect.Parameter:
-    flag = "--" + f.name.replace("_", "-")
-    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-                             default=typer.Option(None, flag, help=HELP.get(f.name, ""),
-                                                  show_default=False))
+def _option(p: Param) -> inspect.Parameter:
+    return inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                             default=typer.Option(None, p.flag, help=p.help_line(),
+                                                  metavar=_metavar(p), show_default=False))
 
 
-RUN_OPTIONS = [_option(f) for f in fields(RunConfig) if f.name != "source"]
+RUN_OPTIONS = [_option(p) for p, _ in PARAMS.values()]
 CONFIG_OPTION = inspect.Parameter(
     "config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-    default=typer.Option(None, "--config", help="TOML experiment file; flags override it"))
+    default=typer.Option(None, "--config", metavar="FILE",
+                         help="TOML experiment file; flags override it [default: not set]"))
 
 
 PLOT_OPTION = inspect.Parameter(
     "plot_format", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-    default=typer.Option(None, "--plot-format",
+    default=typer.Option(None, "--plot-format", metavar="png,svg,pdf",
                          help="figure files to write: a comma list of png, svg, pdf "
-                              "(png is always written: the HTML report embeds it)"))
+                              "(png is always written: the HTML report embeds it) "
+                              "[default: png]"))
 
 
 def with_plot_format(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -94,13 +79,15 @@ def _force() -> inspect.Parameter:
     return inspect.Parameter(
         "force", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
         default=typer.Option(False, "--force", help="replace an existing --run-id folder of the "
-                                                    "same kind (its files are moved aside)"))
+                                                    "same kind (its files are moved aside) "
+                                                    "[default: off]", show_default=False))
 
 
 def _resume(what: str) -> inspect.Parameter:
     return inspect.Parameter(
         "resume", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-        default=typer.Option(False, "--resume", help=f"skip {what} already in results.csv"))
+        default=typer.Option(False, "--resume", help=f"skip {what} already in results.csv "
+                                                     "[default: off]", show_default=False))
 
 
 def _config(kw: dict[str, Any]) -> RunConfig:
@@ -163,8 +150,9 @@ def _is_rank0() -> bool:
 
 JSON_OPTION = inspect.Parameter(
     "json", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-    default=typer.Option(False, "--json", help="print the result object (as result.json holds it) "
-                                               "to stdout and nothing else; the rest goes to stderr"))
+    default=typer.Option(False, "--json", show_default=False,
+                         help="print the result object (as result.json holds it) to stdout and "
+                              "nothing else; the rest goes to stderr [default: off]"))
 
 
 @app.command("list")
@@ -189,8 +177,9 @@ def train(**kw: Any) -> None:
 
 LOG_OPTION = inspect.Parameter(
     "log", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-    default=typer.Option(None, "--log", help="experiment tracking: tensorboard (needs the "
-                                             "tensorboard package)"))
+    default=typer.Option(None, "--log", metavar="tensorboard",
+                         help="experiment tracking: tensorboard (needs the tensorboard package) "
+                              "[default: not set]"))
 
 
 @app.command()
@@ -228,10 +217,13 @@ def sweep(**kw: Any) -> None:
 @app.command()
 @with_run_options(inspect.Parameter(
     "min_accuracy", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-    default=typer.Option(None, "--min-accuracy", help="utility budget for the recommendation")),
+    default=typer.Option(None, "--min-accuracy", metavar="FLOAT|PERCENT%",
+                         help="utility budget for the recommendation: 0.9 absolute, 95% of the "
+                              "best cut [default: not set]")),
     inspect.Parameter(
     "max_client_flops", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-    default=typer.Option(None, "--max-client-flops", help="client compute budget per sample")),
+    default=typer.Option(None, "--max-client-flops", metavar="FLOPS",
+                         help="client compute budget per sample [default: not set]")),
     _force())
 def review(**kw: Any) -> None:
     """Security review of every cut of a model: leakage, cost, risk grade, recommendation."""

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from slsec import report as rpt
+from slsec.catalog import pre_training
 from slsec.config import RunConfig
 from slsec.errors import UserError
 from slsec.results import check_writable, config_key, read_json, write_json
@@ -347,7 +348,7 @@ def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
         return evaluate_seeds(cfg, folder, force=force)
     # start the undefended run first, so its start-up overlaps ours (a bad config fails below
     # with one line; the daemon child dies with us)
-    side = start_baseline(cfg) if "split-select" not in cfg.defense else None
+    side = start_baseline(cfg) if not pre_training(cfg) else None
     try:
         setup = check_run(cfg, "evaluate")
         check_attack(cfg)
@@ -356,7 +357,7 @@ def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
         if side is not None:
             join_baseline(side, failed=True)
         raise
-    if "split-select" in cfg.defense:
+    if pre_training(cfg):
         cfg = choose_cut(cfg)
         side = start_baseline(cfg)
     bar, on_round = progress_bar(cfg, "defended" if cfg.defense else "train")
@@ -768,9 +769,10 @@ def dp_text(cfg: dict[str, Any], m: dict[str, Any]) -> str:
 def choose_cut(cfg: RunConfig) -> RunConfig:
     """Run adversarial split-point selection first and continue with the cut it picks."""
     from slsec.defenses.split_selection import select_split
-    ranking = select_split(cfg.replace(defense=tuple(d for d in cfg.defense if d != "split-select")))
-    console.print(f"split-select chose cut {ranking.chosen}: {ranking.reason}")
-    return cfg.replace(cut=ranking.chosen, defense=tuple(d for d in cfg.defense if d != "split-select"))
+    from slsec.catalog import without_pre_training
+    ranking = select_split(without_pre_training(cfg))
+    console.print(f"{'+'.join(pre_training(cfg))} chose cut {ranking.chosen}: {ranking.reason}")
+    return without_pre_training(cfg).replace(cut=ranking.chosen)
 
 
 def sweep(config: str | None, flags: dict[str, Any], *, resume: bool, force: bool = False) -> None:

@@ -9,124 +9,148 @@ import dataclasses
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
+from slsec import plugins
 from slsec.errors import UserError
+from slsec.params import Param, merge
 
 DATASET_MODELS = {"mnist": "cnn", "mnist-full": "cnn", "fashion-mnist": "cnn",
                   "cifar10": "resnet18", "mutag": "gin", "proteins": "gin"}
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything one evaluation needs; field names are the CLI flags with '-' for '_'."""
-
+# The core's own parameters; each plug-in declares its own (slsec.plugins), and RunConfig,
+# the CLI flags, TOML keys, --help lines and the checks are built from both lists.
+CORE: tuple[Param, ...] = (
     # what to train
-    protocol: str = "vanilla"
-    variant: str = "v1"                  # SplitFed: v1 (tail copy per client) | v2 (one tail)
-    dataset: str = "mnist"
-    model: str | None = None             # default: the dataset's (cnn, resnet18, gin)
-    cut: str | None = None               # default: the shallowest cut point
-    cut2: str | None = None              # U-shaped second cut; default: the last cut point
-    clients: int = 2
-    fraction: float = 1.0                # splitfed/fedavg: share of clients sampled per round
-    partition: str = "iid"
-    alpha: float = 0.5
-    rounds: int = 1
-    batch_size: int = 64
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    seed: int = 0
-    seeds: int = 1                       # repeat with seeds seed..seed+N-1; mean and 95% CI
-    label_party: str = "client"          # vanilla/SplitFed: "server" = two-party SL
-    target_accuracy: float | None = None  # rounds to convergence; None: 98% of the run's best
-    straggler: tuple[str, ...] = ()      # "k:seconds_per_step"
-    async_every: int = 10                # splitfed-async: local steps between head pushes
-    async_alpha: float = 0.6             # splitfed-async: FedAsync mixing weight alpha
-    async_decay: float = 0.5             # splitfed-async: staleness decay exponent a
-    async_order: str = "arrival"         # splitfed-async: arrival | fixed (deterministic)
+    Param("protocol", "str", "vanilla", "split-learning protocol (or the FedAvg baseline); see "
+          "`slsec list`"),
+    Param("dataset", "str", "mnist", "mnist (embedded) | mutag (embedded) | mnist-full | "
+          "fashion-mnist | cifar10 | proteins | tu:NAME | images:DIR (ImageFolder) | npz:FILE "
+          "(x, y[, x_test, y_test])"),
+    Param("model", "str", None, "cnn | resnet18 | gin | FILE.py:FACTORY | MODULE:FACTORY (a "
+          "factory returning named blocks; not set: the dataset's)"),
+    Param("cut", "str", None, "block after which the model is cut (not set: the shallowest); "
+          "see `slsec list`"),
+    Param("cut2", "str", None, "second cut for U-shaped SL (not set: the last cut point)"),
+    Param("clients", "int", 2, "number of clients K (MPI: mpiexec -n K+1)",
+          check=("at_least_one",)),
+    Param("partition", "str", "iid", "how the training set is split over the clients",
+          choices=("iid", "dirichlet")),
+    Param("alpha", "float", 0.5, "Dirichlet concentration", check=("positive",)),
+    Param("rounds", "int", 1, "training rounds (one epoch over every client's shard each)",
+          check=("at_least_one",)),
+    Param("batch_size", "int", 64, "training batch size", check=("at_least_one",)),
+    Param("lr", "float", 1e-3, "learning rate", check=("positive",)),
+    Param("optimizer", "str", "adam", "optimizer of every party", choices=("adam", "sgd")),
+    Param("seed", "int", 0, "seed of data split, model init, noise and attack",
+          check=("zero_or_more",)),
+    Param("seeds", "int", 1, "run seeds seed..seed+N-1 and report mean ± 95% t-interval "
+          "(evaluate, sweep, review, benchmark)", check=("at_least_one",)),
+    Param("label_party", "str", "client", "who holds the labels in vanilla/SplitFed (server = "
+          "two-party SL)", choices=("client", "server")),
+    Param("target_accuracy", "float", None, "accuracy that counts as converged (rounds to "
+          "convergence; not set: 98% of the run's best)"),
+    Param("straggler", "list", (), "k:seconds, slow client k by that much per step (comma list)"),
     # where it runs
-    backend: str = "local"
-    device: str = "auto"                 # auto (CUDA when available) | cpu | cuda
-    threads: int = 1
-    timeout: float = 120.0
-    data_root: str | None = None
-    download: bool = False
-    aux_size: int = 500                  # public auxiliary split carved from the training set
-    max_train: int | None = None         # use at most this many private training samples
+    Param("backend", "str", "local", "local (threads, one process) | mpi (K+1 ranks; launches "
+          "mpiexec if not under one)", choices=("local", "mpi")),
+    Param("device", "str", "auto", "auto (CUDA when available) | cpu | cuda",
+          choices=("auto", "cpu", "cuda")),
+    Param("threads", "int", 1, "torch threads per rank", check=("at_least_one",)),
+    Param("timeout", "float", 120.0, "seconds a rank waits for a peer before it gives up",
+          check=("positive",)),
+    Param("data_root", "str", None, "folder of the torchvision/PyG data sets (not set: the "
+          "embedded sets and ../shared/data)"),
+    Param("download", "bool", False, "let torchvision/PyG download a missing data set"),
+    Param("aux_size", "int", 500, "public auxiliary samples carved from the training set "
+          "(what attacks with aux_data use)", check=("zero_or_more",)),
+    Param("max_train", "int", None, "use at most this many private training samples",
+          check=("at_least_one",)),
     # the attack
-    attack: str | None = None
-    method: str | None = None
-    knowledge: tuple[str, ...] | None = None   # restrict the attacker's knowledge
-    attack_iters: int | None = None
-    probe_size: int = 64
-    probe_batch: int = 1
-    observe_samples: int = 256
+    Param("attack", "str", None, "attack run from the attacked role; see `slsec list`"),
+    Param("method", "str", None, "attack method (not set: the strongest the attacked role's "
+          "knowledge allows)"),
+    Param("knowledge", "list", None, "restrict the attacker's knowledge: "
+          "architecture,head_weights,query_head,aux_data"),
+    Param("attack_iters", "int", None, "optimisation steps of the attack (not set: the "
+          "method's own)"),
+    Param("probe_size", "int", 64, "held-out test samples client 1 sends as private queries "
+          "(what inversion reconstructs)", check=("at_least_one",)),
+    Param("probe_batch", "int", 1, "probe samples per query", check=("at_least_one",)),
+    Param("observe_samples", "int", 256, "training samples the attacked role records",
+          check=("at_least_one",)),
     # defenses (several compose in the order given)
-    defense: tuple[str, ...] = ()
-    sigma: float | None = None
-    clip: float | None = None
-    mechanism: str = "gaussian"
-    delta: float = 1e-5
-    accountant: str = "rdp"
-    target_epsilon: float | None = None
-    nopeek_weight: float = 0.5
-    label_epsilon: float = 1.0
-    max_grad_norm: float = 1.0
-    noise_multiplier: float | None = None   # DP-SGD (default 1.0 unless --target-epsilon)
-    # output
-    out: str = "reports"
-    run_id: str | None = None
-    source: str | None = field(default=None, compare=False)  # TOML file it came from
+    Param("defense", "list", (), "comma list, applied in order; see `slsec list`"),
+)
+TAIL: tuple[Param, ...] = (
+    Param("out", "str", "reports", "folder for reports (a run writes <out>/<run-id>/)"),
+    Param("run_id", "str", None, "name of the run's folder under --out (not set: derived "
+          "from the config)"),
+)
+
+
+def _declared() -> dict[str, tuple[Param, tuple[str, ...]]]:
+    """name -> (Param, owners) for the core and every declared plug-in, in field order."""
+    pairs = [("core", p) for p in CORE]
+    pairs += [(f"{d.kind} {d.name}", p) for d in plugins.declarations() for p in d.params]
+    pairs += [("core", p) for p in TAIL]
+    return merge(pairs)
+
+
+PARAMS = _declared()
+
+
+class _Config:
+    """Methods of RunConfig (its fields are generated from PARAMS below)."""
+
+    __slots__ = ()
 
     @property
     def model_name(self) -> str:
-        return self.model or DATASET_MODELS.get(self.dataset, "cnn")
+        return self.model or DATASET_MODELS.get(self.dataset, "cnn")  # type: ignore[attr-defined]
 
     def replace(self, **changes: Any) -> "RunConfig":
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
     def to_dict(self) -> dict[str, Any]:
         # seeds = 1 is left out so a single-seed run keeps its config key (cache, sweep cells)
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)
-                if f.name != "source" and not (f.name == "seeds" and self.seeds == 1)}
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)  # type: ignore[arg-type]
+                if f.name != "source" and not (f.name == "seeds" and self.seeds == 1)}  # type: ignore[attr-defined]
+
+
+RunConfig: Any = dataclasses.make_dataclass(
+    "RunConfig",
+    [(p.name, p.annotation, field(default=p.default)) for p, _ in PARAMS.values()]
+    + [("source", str | None, field(default=None, compare=False))],   # TOML file it came from
+    bases=(_Config,), frozen=True)
+RunConfig.__module__ = __name__
+RunConfig.__doc__ = ("Everything one evaluation needs; field names are the CLI flags with '-' "
+                     "for '_' (built from the core's and the plug-ins' declared parameters).")
 
 
 def _plain(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
-_HINTS = get_type_hints(RunConfig)
-CHOICES = {"variant": ("v1", "v2"), "partition": ("iid", "dirichlet"), "optimizer": ("adam", "sgd"),
-           "backend": ("local", "mpi"), "mechanism": ("gaussian", "laplace"),
-           "accountant": ("rdp", "prv"), "label_party": ("client", "server"),
-           "async_order": ("arrival", "fixed"), "device": ("auto", "cpu", "cuda")}
-SAMPLING_PROTOCOLS = ("fedavg", "splitfed")
-POSITIVE = {"async_alpha", "alpha", "lr", "timeout", "delta", "max_grad_norm"}
-AT_LEAST_ONE = {"seeds", "async_every", "max_train", "clients", "rounds", "batch_size", "threads", "probe_size", "probe_batch",
-                "observe_samples"}
-NON_NEGATIVE = {"aux_size", "seed"}
-# numbers where infinity makes no sense (inf is refused with the real rule in the message)
-FINITE_NON_NEGATIVE = {"async_decay", "nopeek_weight", "sigma", "noise_multiplier"}
-FINITE_POSITIVE = {"target_epsilon", "label_epsilon"}
 MAX_SEED = 2**32 - 1       # every RNG (numpy, torch, per-rank offsets) takes it without overflow
 MAX_CONFIG_BYTES = 1 << 20  # a TOML experiment file is a few lines; /dev/zero is not one
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
     """Coerce a raw value (TOML or CLI string) to the field's type, or a UserError."""
-    hint = str(_HINTS[name])
+    p = PARAMS[name][0]
     try:
         if value is None:
-            if "None" not in hint:
+            if p.default is not None:
                 raise ValueError
             return None
-        if "tuple" in hint:
+        if p.type == "list":
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(i).strip() for i in items if str(i).strip())
-        if "bool" in hint:
+        if p.type == "bool":
             if isinstance(value, bool):
                 return value
             if str(value).lower() in ("true", "1", "yes"):
@@ -134,11 +158,11 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             if str(value).lower() in ("false", "0", "no"):
                 return False
             raise ValueError
-        if "int" in hint and "float" not in hint:
+        if p.type == "int":
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
             return int(value)
-        if "float" in hint:
+        if p.type == "float":
             if isinstance(value, bool):
                 raise ValueError
             v = float(value)
@@ -149,47 +173,21 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             raise ValueError
         return value
     except (TypeError, ValueError):
-        kind = hint.replace("typing.", "").replace("<class '", "").replace("'>", "")
+        kind = str(p.annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
         raise UserError(f"{where}: '{name}' must be {kind}, got {value!r}") from None
 
 
-def _validate(cfg: RunConfig) -> RunConfig:
-    for name, options in CHOICES.items():
-        if getattr(cfg, name) not in options:
-            raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(options)}, "
-                            f"got {getattr(cfg, name)!r}")
-    for name in POSITIVE:
-        if not (getattr(cfg, name) > 0 and math.isfinite(getattr(cfg, name))):
-            raise UserError(f"--{name.replace('_', '-')} must be a finite number > 0, "
-                            f"got {getattr(cfg, name)}")
-    for name in AT_LEAST_ONE:
-        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    for name in NON_NEGATIVE:
-        if getattr(cfg, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
-    for name in FINITE_NON_NEGATIVE:
-        v = getattr(cfg, name)
-        if v is not None and not (v >= 0 and math.isfinite(v)):
-            raise UserError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
-    for name in FINITE_POSITIVE:
-        v = getattr(cfg, name)
-        if v is not None and not (v > 0 and math.isfinite(v)):
-            raise UserError(f"--{name.replace('_', '-')} must be a finite number > 0, got {v}")
+def _validate(cfg: Any) -> Any:
+    for p, owners in PARAMS.values():
+        value = getattr(cfg, p.name)
+        p.validate(value)
+        if p.outside and value != p.default and f"protocol {cfg.protocol}" not in owners:
+            names = sorted(o.split(" ", 1)[1] for o in owners)
+            raise UserError(f"{p.flag} " + p.outside.format(owners=", ".join(names),
+                                                           protocol=cfg.protocol))
     if cfg.seed > MAX_SEED:
         raise UserError(f"--seed must be a whole number from 0 to {MAX_SEED} (32 bits), "
                         f"got {cfg.seed}")
-    if cfg.clip is not None and not cfg.clip > 0:
-        raise UserError(f"--clip must be > 0 (or inf to turn clipping off), got {cfg.clip}")
-    if not 0 < cfg.fraction <= 1:
-        raise UserError(f"--fraction must be in (0, 1], got {cfg.fraction}")
-    if cfg.fraction < 1 and cfg.protocol not in SAMPLING_PROTOCOLS:
-        raise UserError(f"--fraction (clients sampled per round) is for "
-                        f"{', '.join(SAMPLING_PROTOCOLS)}; protocol '{cfg.protocol}' runs every client")
-    if cfg.async_alpha > 1:
-        raise UserError(f"--async-alpha must be in (0, 1], got {cfg.async_alpha}")
-    if cfg.delta >= 1:
-        raise UserError(f"--delta must be in (0, 1), got {cfg.delta}")
     if cfg.target_accuracy is not None and not 0 < cfg.target_accuracy <= 1:
         raise UserError(f"--target-accuracy must be in (0, 1], got {cfg.target_accuracy}")
     for s in cfg.straggler:
@@ -235,7 +233,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def make_config(values: dict[str, Any] | None = None, *, source: str | None = None) -> RunConfig:
+def make_config(values: dict[str, Any] | None = None, *, source: str | None = None) -> Any:
     """Build and validate a RunConfig from raw values (TOML types or CLI strings)."""
     where = f"config file {source}" if source else "option"
     known = {f.name for f in fields(RunConfig)} - {"source"}
@@ -254,7 +252,7 @@ def _suggest(name: str, known: set[str]) -> str:
     return f" (did you mean '{near[0].replace('_', '-')}'?)" if near else ""
 
 
-def merged_config(toml_path: str | None, flags: dict[str, Any]) -> RunConfig:
+def merged_config(toml_path: str | None, flags: dict[str, Any]) -> Any:
     """Defaults < TOML file < flags that were actually given (not None)."""
     values: dict[str, Any] = {}
     if toml_path:

@@ -69,7 +69,7 @@ def public_mechanism(cfg: RunConfig, setup: Setup) -> dict[str, Any]:
     """What every role knows about the run: shapes, defenses' public mechanism, the plan."""
     defense = build_defense(cfg, setup)
     return {"input_shape": setup.data.input_shape, "num_classes": setup.data.num_classes,
-            "defenses": [d.public() for d in defense.defenses], "lr": cfg.lr,
+            "defenses": defense.mechanisms(), "lr": cfg.lr,
             "batch_size": cfg.batch_size, "protocol": cfg.protocol}
 
 
@@ -248,25 +248,16 @@ def reid_bounds(cfg: RunConfig, setup: Setup, m: dict[str, Any]) -> dict[str, An
         eps = d.epsilon(steps=steps, sample_rate=rate, delta=cfg.delta)
         if eps is None:
             continue
-        if d.name == "label-rr":   # protects labels only: a bound on guessing the label
-            k = setup.data.num_classes
-            out["label_guess_bound"] = rb.eps_delta_bound(eps, 0.0, 1.0 / k)
+        own = d.guess_bounds(eps=eps, steps=steps, sample_rate=rate, kappa=kappa,
+                             num_classes=setup.data.num_classes)
+        if own.pop("labels_only", False):   # protects labels only: a bound on guessing them
+            out.update(own)
             continue
         if kappa is None:
             continue
         out["reid_bound_eps_delta"] = rb.eps_delta_bound(m["epsilon"], m["delta"], kappa)
-        if d.name == "dp" and getattr(d, "mechanism", "gaussian") == "gaussian" and d.sigma:
-            n_rel = d.releases(steps, rate)
-            bounds.append(rb.gaussian_bound(math.sqrt(n_rel) / (d.sigma / 2.0), kappa))
-        elif d.name == "dpsgd":
-            nm = d._nm()
-            bounds.append(rb.subsampled_gaussian_bound(
-                noise_multiplier=nm, sample_rate=rate, steps=steps, kappa=kappa,
-                accountant=d.accountant))
-            # the probe's own release: one DP-SGD step on a batch it is surely in
-            out["reid_bound_probe_release"] = rb.gaussian_bound(1.0 / nm, kappa)
-        else:
-            bounds.append(out["reid_bound_eps_delta"])
+        bounds.append(own.pop("reid_bound", out["reid_bound_eps_delta"]))
+        out.update(own)
     if bounds:
         # several mechanisms: the (eps, delta) bound of their composition is what holds
         out["reid_bound"] = bounds[0] if len(bounds) == 1 else out["reid_bound_eps_delta"]
@@ -282,7 +273,7 @@ def _score_one(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor], method: s
     images, scores = guess[f"{method}.images"], guess[f"{method}.label_scores"]
     if images.numel():
         truth = truth_inputs[: len(images)]
-        if cfg.attack == "gradient-inversion" and cfg.probe_batch > 1:
+        if attack_class(cfg).unordered_batches and cfg.probe_batch > 1:  # type: ignore[union-attr]
             # a batch's update is a mean over its samples: the attack recovers each batch's
             # images in no particular order, so pair them with the truth batch by batch
             images = torch.cat([g[torch.as_tensor(metrics.match_order(t, g))] for t, g in zip(
@@ -319,8 +310,7 @@ def privacy_budget(cfg: RunConfig, setup: Setup) -> dict[str, Any]:
             out["delta"] = cfg.delta
             if getattr(d, "sigma", None) is not None:
                 out["sigma_used"] = d.sigma
-            if d.name == "dp":
-                out["clip_used"] = d.clip
+            out.update(d.used())
     return out
 
 

@@ -13,7 +13,8 @@ import math
 from dataclasses import fields
 from typing import Any, Callable
 
-from slsec.config import RunConfig
+from slsec.catalog import pre_training
+from slsec.config import PARAMS, RunConfig
 from slsec.errors import UserError
 
 _DEFAULTS = RunConfig()
@@ -28,24 +29,16 @@ def _given(cfg: RunConfig, name: str) -> bool:
 
 
 def inapplicable(cfg: RunConfig) -> dict[str, str]:
-    """Options set to a non-default value that nothing in this config uses: {field: message}."""
-    defs = set(cfg.defense)
-    dp_like = bool(defs & {"dp", "dpsgd"})
-    rules: list[tuple[str, bool, str]] = [
-        ("sigma", "dp" in defs, "is the noise of --defense dp"),
-        ("clip", "dp" in defs, "is the clip of --defense dp"),
-        ("mechanism", "dp" in defs, "is the noise mechanism of --defense dp"),
-        ("target_epsilon", dp_like, "calibrates --defense dp or dpsgd"),
-        ("noise_multiplier", "dpsgd" in defs, "is the noise of --defense dpsgd"),
-        ("max_grad_norm", "dpsgd" in defs, "is the clip of --defense dpsgd"),
-        ("nopeek_weight", "nopeek" in defs, "weighs --defense nopeek"),
-        ("label_epsilon", "label-rr" in defs, "is the epsilon of --defense label-rr"),
-        ("variant", cfg.protocol == "splitfed", "chooses the SplitFed variant (--protocol splitfed)"),
-        *[(a, cfg.protocol == "splitfed-async", "tunes --protocol splitfed-async")
-          for a in ("async_every", "async_alpha", "async_decay", "async_order")],
-        *[(a, cfg.attack is not None, "configures the attack (--attack)")
-          for a in ("method", "knowledge", "attack_iters")],
-    ]
+    """Options set to a non-default value that nothing in this config uses: {field: message}.
+    A plug-in's parameter is used when the plug-in is in the run (its `unused` says why not);
+    the attack's options when there is an attack."""
+    selected = {f"protocol {cfg.protocol}", *(f"defense {d}" for d in cfg.defense)}
+    if cfg.attack is not None:
+        selected.add(f"attack {cfg.attack}")
+    rules = [(p.name, bool(selected & set(owners)), p.unused)
+             for p, owners in PARAMS.values() if p.unused]
+    rules += [(a, cfg.attack is not None, "configures the attack (--attack)")
+              for a in ("method", "knowledge", "attack_iters")]
     out = {}
     for name, used, what in rules:
         if not used and _given(cfg, name):
@@ -57,13 +50,13 @@ def inapplicable(cfg: RunConfig) -> dict[str, str]:
 
 def check_options(cfg: RunConfig, command: str) -> None:
     """Option combinations of one `slsec train` / `evaluate` run."""
-    if "split-select" in cfg.defense:
+    for name in pre_training(cfg):
         if command == "train":
-            raise UserError("--defense split-select chooses the cut by attacking every cut; "
+            raise UserError(f"--defense {name} chooses the cut by attacking every cut; "
                             "slsec train runs no attack: use slsec evaluate (or slsec review)")
         if cfg.cut is not None:
-            raise UserError(f"--defense split-select chooses the cut itself; drop --cut "
-                            f"{cfg.cut} (or drop split-select to run at cut {cfg.cut})")
+            raise UserError(f"--defense {name} chooses the cut itself; drop --cut "
+                            f"{cfg.cut} (or drop {name} to run at cut {cfg.cut})")
     bad = inapplicable(cfg)
     if bad:
         raise UserError(next(iter(bad.values())))
@@ -91,14 +84,7 @@ def check_cell(cfg: RunConfig, setup: Any) -> None:
                                                          if needs else ""))
     stack = build_defense(cfg, setup)          # calibrates --target-epsilon (bounded solver)
     for d in stack.defenses:
-        scale = {"dp": ("sigma", "clip", "--sigma"),
-                 "dpsgd": ("noise_multiplier", "max_grad_norm", "--noise-multiplier")}.get(d.name)
-        if scale is None:
-            continue
-        noise, clip = getattr(d, scale[0], None), getattr(d, scale[1], None)
-        if noise is not None and clip is not None and not math.isfinite(noise * clip):
-            raise UserError(f"{scale[2]} {noise:g} times the clip {clip:g} overflows (noise std "
-                            f"inf): the data would be pure noise; use a smaller {scale[2]}")
+        d.check_numbers()
     budget = privacy_budget(cfg, setup)       # the accountant runs here, before training
     if budget.get("epsilon") is not None and math.isnan(budget["epsilon"]):
         raise UserError("the privacy accountant returned no epsilon for these settings")

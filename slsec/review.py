@@ -87,16 +87,18 @@ def _protocols(cfg: RunConfig) -> list[str]:
 def _attack_configs(cfg: RunConfig, protocol: str) -> tuple[RunConfig, RunConfig]:
     """(inversion config, label-inference config) for one protocol; --method/--knowledge go to
     the attack named by --attack."""
-    if cfg.attack not in (None, "inversion", "label-inference"):
-        raise UserError(f"slsec review runs inversion and label-inference itself; --attack "
-                        f"{cfg.attack} is not part of it (use --attack inversion or "
-                        "label-inference only to pass --method/--knowledge to that attack)")
+    import slsec.attacks  # noqa: F401  (registration)
+    from slsec.attacks.base import ATTACKS
+    image, label = (next(n for n, a in ATTACKS if a.reviewed == kind) for kind in ("image", "label"))
+    if cfg.attack is not None and cfg.attack not in (image, label):
+        raise UserError(f"slsec review runs {image} and {label} itself; --attack "
+                        f"{cfg.attack} is not part of it (use --attack {image} or "
+                        f"{label} only to pass --method/--knowledge to that attack)")
     base = cfg.replace(protocol=protocol, cut=None, backend="local")
     own = {"method": cfg.method, "knowledge": cfg.knowledge}
     plain = {"method": None, "knowledge": None}
-    inv = base.replace(attack="inversion", **(own if cfg.attack == "inversion" else plain))
-    lab = base.replace(attack="label-inference",
-                       **(own if cfg.attack == "label-inference" else plain))
+    inv = base.replace(attack=image, **(own if cfg.attack == image else plain))
+    lab = base.replace(attack=label, **(own if cfg.attack == label else plain))
     return inv, lab
 
 

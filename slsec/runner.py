@@ -344,7 +344,7 @@ def run_local_pooled(cfg: RunConfig, setup: Setup,
     # the pool can run a whole wave at once, so a wave never waits for a worker held by a later
     # one (FedAvg and SplitFed v1 train in waves of WAVE clients; SplitFed v2 a round at once)
     rounds = [participants(plan, rnd) for rnd in range(plan.rounds)]
-    independent = cfg.protocol == "fedavg" or cfg.variant == "v1"
+    independent = PROTOCOLS.get(cfg.protocol).independent_clients(cfg)
     pool = max(len(w) for ks in rounds for w in waves(plan, ks, independent))
     tasks: queue.SimpleQueue[tuple[int, int | None]] = queue.SimpleQueue()
     for rnd, ks in enumerate(rounds):

@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.table import Table
 
+from slsec.catalog import pre_training
 from slsec.config import RunConfig
 from slsec.results import check_writable, read_json, write_json
 from slsec.stats import aggregate, fmt_ci, seed_list, seeds_text
@@ -52,7 +53,7 @@ def evaluate_seeds(cfg: RunConfig, folder: Path, *, force: bool = False) -> dict
     check_writable(cfg.out)
     check_attack(cfg)
     check_defenses(cfg)
-    if "split-select" in cfg.defense:       # the cut is chosen once, on the first seed
+    if pre_training(cfg):       # the cut is chosen once, on the first seed
         cfg = choose_cut(cfg)
     t0 = time.perf_counter()
     per_seed: list[dict[str, Any]] = []

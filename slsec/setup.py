@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import inspect
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,6 +20,8 @@ import slsec.defenses  # noqa: F401  (registers defenses)
 import slsec.protocols  # noqa: F401  (registers protocols)
 import slsec.userdata  # noqa: F401  (registers images:DIR and npz:FILE datasets)
 import slsec.usermodel  # noqa: F401  (registers FILE.py:FACTORY and MODULE:FACTORY models)
+from slsec import plugins
+from slsec.catalog import PRE_TRAINING
 from slsec.config import RunConfig
 from slsec.data import Dataset, Split, load_dataset, partition
 from slsec.defenses.base import DEFENSES, Defense, DefenseStack
@@ -28,19 +29,9 @@ from slsec.errors import UserError
 from slsec.models import SplitModel, build_model
 from slsec.protocols.base import PROTOCOLS
 
+plugins.load_extra()   # the user's plug-in files (SLSEC_PLUGINS) register beside the built-ins
+
 _INIT_LOCK = threading.Lock()
-
-# config fields -> constructor keywords of each defense (one table, not an if-chain)
-DEFENSE_PARAMS: dict[str, dict[str, str]] = {
-    "dp": {"sigma": "sigma", "clip": "clip", "mechanism": "mechanism", "delta": "delta",
-           "accountant": "accountant", "target_epsilon": "target_epsilon"},
-    "dpsgd": {"noise_multiplier": "noise_multiplier", "max_grad_norm": "max_grad_norm",
-              "delta": "delta", "accountant": "accountant", "target_epsilon": "target_epsilon"},
-    "nopeek": {"nopeek_weight": "nopeek_weight"},
-    "label-rr": {"label_epsilon": "epsilon"},
-    "max-norm": {},
-}
-
 
 @dataclass
 class Setup:
@@ -70,20 +61,6 @@ class Setup:
         d = self.data
         return build_model(self.cfg.model_name, num_classes=d.num_classes,
                            input_shape=d.input_shape, num_features=d.num_features)
-
-    @cached_property
-    def public_clip(self) -> float:
-        """Default DP clip C: the median per-sample L2 norm of the smashed data of public aux
-        samples through the initial (seeded, public) head, so clipping keeps the activations'
-        natural scale at the chosen cut (a fixed C = 1 would shrink a conv1 row ~20x and stall
-        training). Public data and public weights only: choosing C leaks nothing private."""
-        from slsec.defenses.dp_cut import DPCut
-        if not self.cuts or len(self.aux) == 0:
-            return 1.0
-        head = self.fresh_model().split([self.cuts[0]])[0]
-        feats, _ = self.aux.batch(torch.arange(min(256, len(self.aux))))
-        with torch.no_grad():
-            return DPCut.suggest_clip(head(feats)["x"])
 
     @cached_property
     def train_mean(self) -> torch.Tensor:
@@ -120,8 +97,10 @@ def prepare(cfg: RunConfig) -> Setup:
                                             alpha=cfg.alpha)]
     probe_idx = probe_indices(cfg, len(data.test))
     label_party = cfg.label_party
-    if cfg.attack == "label-inference" and cfg.protocol in ("vanilla", "splitfed"):
-        label_party = "server"   # two-party SL: otherwise the labels are simply sent (100% leak)
+    if cfg.attack is not None:   # e.g. label inference: two-party SL, or the labels are sent
+        import slsec.attacks  # noqa: F401  (registration)
+        from slsec.attacks.base import ATTACKS
+        label_party = ATTACKS.get(cfg.attack).label_party.get(cfg.protocol, label_party)
     setup = Setup(cfg, data, (), data.train.subset(aux_idx), shards,
                   data.test.subset(probe_idx), label_party)
     setup.cuts = resolve_cuts(cfg, setup.build())
@@ -134,23 +113,22 @@ def probe_indices(cfg: RunConfig, n_test: int) -> np.ndarray:
 
 
 def make_defense(name: str, cfg: RunConfig) -> Defense:
-    """Build one registered defense from the config fields it takes."""
+    """Build one registered defense from the config fields it declares (`Defense.params`)."""
     cls = DEFENSES.get(name)
-    table = DEFENSE_PARAMS.get(name, {})
-    accepted = inspect.signature(cls.__init__).parameters
-    kwargs = {kw: getattr(cfg, field) for field, kw in table.items()
-              if kw in accepted and getattr(cfg, field) is not None}
-    defense = cls(**kwargs)
+    defense = cls(**{p.keyword: getattr(cfg, p.name) for p in cls.params
+                     if getattr(cfg, p.name) is not None})
     defense.check_protocol(cfg.protocol)
     return defense
 
 
 def build_defense(cfg: RunConfig, setup: Any = None) -> DefenseStack:
-    """The configured defenses, in order, as one stack (empty stack = no defense)."""
-    stack = DefenseStack([make_defense(n, cfg) for n in cfg.defense if n != "split-select"])
+    """The configured defenses, in order, as one stack (empty stack = no defense); with the
+    public setup, each fits what it derives from public data and calibrates its target."""
+    stack = DefenseStack([make_defense(n, cfg) for n in cfg.defense
+                          if DEFENSES.get(n).point != PRE_TRAINING])
     for d in stack.defenses:
-        if d.name == "dp" and cfg.clip is None and setup:
-            d.clip = setup.public_clip   # default C, from public data (see Setup.public_clip)
+        if setup:
+            d.fit_public(setup)
         calibrate = getattr(d, "calibrate", None)
         if calibrate is not None and getattr(d, "target_epsilon", None) is not None and setup:
             steps, rate = accounting_steps(cfg, setup, d)

@@ -28,6 +28,7 @@ from typing import Any, Iterator
 from rich.table import Table
 
 from slsec import progress
+from slsec.catalog import pre_training
 from slsec.config import RunConfig, load_toml, make_config
 from slsec.errors import UserError
 from slsec.results import (REJECTED, append_row, check_writable, config_key, quarantine,
@@ -171,9 +172,9 @@ def validate_cells(cells: list[RunConfig]) -> None:
             if cfg.backend != "local":
                 raise UserError("sweep cells run in this process: use --backend local "
                                 "(run single evaluations under mpiexec with `slsec evaluate`)")
-            if "split-select" in cfg.defense:
-                raise UserError("split-select chooses the cut itself; sweep over --cut instead "
-                                "(or see `slsec review`)")
+            if pre_training(cfg):
+                raise UserError(f"{pre_training(cfg)[0]} chooses the cut itself; sweep over "
+                                "--cut instead (or see `slsec review`)")
             check_attack(cfg)
             check_defenses(cfg)
         except UserError as e:

@@ -7,13 +7,71 @@ the attack never gets a handle to. `Observer.view()` freezes what was observed i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
 from torch import Tensor
 
 ROLES = ("server", "client", "aggregator")
 KNOWLEDGE = ("architecture", "head_weights", "aux_data", "query_head")
+
+
+# --- public mechanisms (Kerckhoffs): what a defense tells every role, typed, so an adaptive
+# attack asks for the kind of mechanism it can model, never for a defense's name
+
+M = TypeVar("M", bound="Mechanism")
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """A defense's public mechanism; `name` is the defense's, for reports only."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class CutNoise(Mechanism):
+    """Smashed rows clipped to L2 norm `clip` (inf: not clipped), then noise of std
+    sigma * clip (sigma * 1 without clipping) per coordinate."""
+
+    clip: float
+    sigma: float | None
+    mechanism: str = "gaussian"     # gaussian | laplace
+    delta: float = 1e-5
+
+
+@dataclass(frozen=True)
+class ClippedGradientNoise(Mechanism):
+    """DP-SGD: per-sample gradients clipped to `max_grad_norm`, the sum noised."""
+
+    max_grad_norm: float
+    noise_multiplier: float | None
+
+
+@dataclass(frozen=True)
+class GradientScaling(Mechanism):
+    """Returned cut gradients scaled per row by a random (possibly negative) factor."""
+
+
+@dataclass(frozen=True)
+class LabelNoise(Mechanism):
+    """Randomized response on the labels with parameter `epsilon` per use."""
+
+    epsilon: float
+
+
+@dataclass(frozen=True)
+class Regularizer(Mechanism):
+    """An extra term of `weight` in the client's loss (no change to what is sent)."""
+
+    weight: float
+
+
+@dataclass(frozen=True)
+class PreTraining(Mechanism):
+    """A choice made before training (e.g. the cut), by the stated rule."""
+
+    rule: str
 
 
 @dataclass
@@ -50,6 +108,10 @@ class View:
     # black-box access to the client head (knowledge "query_head"): feats -> smashed feats, no grads
     query_head: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
     public: dict[str, Any] = field(default_factory=dict)  # public mechanism: defenses, lr, num_classes ...
+
+    def mechanisms(self, kind: type[M]) -> list[M]:
+        """The run's public defense mechanisms of type `kind`, in the order applied."""
+        return [m for m in self.public.get("defenses", ()) or () if isinstance(m, kind)]
 
 
 class ServerHook:

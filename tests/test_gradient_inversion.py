@@ -158,7 +158,7 @@ def test_attack_runs_against_dpsgd(world):
     dp = DPSGD(noise_multiplier=0.5, max_grad_norm=1.0)
     u = sgd_update(world.model, world.x[:2], world.y[:2], dp=dp)
     g = GradientInversion(iterations=20).run(
-        aggregator_view([u], [dp.public()]))
+        aggregator_view([u], [dp.public_mechanism()]))
     assert g.info["dpsgd"] and g.images.shape == (2, 1, 28, 28)
 
 

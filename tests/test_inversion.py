@@ -21,7 +21,7 @@ from slsec.data import load_dataset
 from slsec.defenses.dp_cut import clip_rows
 from slsec.errors import UserError
 from slsec.models import build_model
-from slsec.threat import View
+from slsec.threat import CutNoise, Regularizer, View
 from conftest import train_epoch
 
 ALL = frozenset({"architecture", "head_weights", "aux_data", "query_head"})
@@ -67,7 +67,7 @@ def world() -> SimpleNamespace:
 
 
 def make_view(w: SimpleNamespace, cut: str, x: torch.Tensor, knowledge: frozenset[str],
-              defenses: list[dict] | None = None, noise_seed: int = 1) -> tuple[View, dict]:
+              defenses: list | None = None, noise_seed: int = 1) -> tuple[View, dict]:
     """What the server of a vanilla run holds: smashed data (two messages) and, per knowledge,
     the head, the aux split, head queries. Things it does not hold are Vaults."""
     head = w.model.split([cut])[0]
@@ -122,14 +122,14 @@ def test_registered_with_roles_and_methods():
 
 
 def test_channel_reads_the_public_dp_mechanism_and_clips_like_the_defense():
-    ch = CutChannel.from_public({"defenses": [{"name": "nopeek"},
-                                              {"name": "dp", "clip": 2.0, "sigma": 0.5,
-                                               "mechanism": "laplace"}]})
+    ch = CutChannel.from_public({"defenses": [Regularizer("nopeek", weight=0.5),
+                                              CutNoise("dp", clip=2.0, sigma=0.5,
+                                                       mechanism="laplace")]})
     assert (ch.clip, ch.noise_std, ch.mechanism) == (2.0, 1.0, "laplace")
     h = torch.randn(5, 3, 4, 4) * 3
     assert torch.allclose(ch.forward(h), clip_rows(h, 2.0))
     assert CutChannel.from_public({}).forward(h) is h
-    inf = CutChannel.from_public({"defenses": [{"name": "dp", "clip": math.inf, "sigma": 0.1}]})
+    inf = CutChannel.from_public({"defenses": [CutNoise("dp", clip=math.inf, sigma=0.1)]})
     assert inf.clip is None and inf.noise_std == pytest.approx(0.1)
 
 
@@ -184,8 +184,7 @@ def test_adaptive_clipping_quick(world):
     c = float(head({"x": world.probe})["x"].flatten(1).norm(dim=1).median()) / 2
     clean, _ = attack(world, "conv1", "whitebox", n=16, iterations=300)
     clipped, _ = attack(world, "conv1", "whitebox", n=16, iterations=300,
-                        defenses=[{"name": "dp", "clip": c, "sigma": 0.0,
-                                   "mechanism": "gaussian"}])
+                        defenses=[CutNoise("dp", clip=c, sigma=0.0, mechanism="gaussian")])
     assert clipped["ssim_mean"] >= clean["ssim_mean"] - 0.05
 
 
@@ -205,8 +204,7 @@ def test_adaptive_clipping_costs_at_most_005_ssim(world):
     c = float(head({"x": world.probe})["x"].flatten(1).norm(dim=1).median()) / 2
     clean, _ = attack(world, "conv1", "whitebox")
     clipped, cpu = attack(world, "conv1", "whitebox",
-                          defenses=[{"name": "dp", "clip": c, "sigma": 0.0,
-                                     "mechanism": "gaussian"}])
+                          defenses=[CutNoise("dp", clip=c, sigma=0.0, mechanism="gaussian")])
     print(f"clip C={c:.2f}: clean {clean['ssim_mean']:.4f} clipped {clipped['ssim_mean']:.4f}")
     assert clipped["ssim_mean"] >= clean["ssim_mean"] - 0.05
     assert cpu < 60

@@ -70,7 +70,7 @@ def _toy(k: int = 4, d: int = 16, n: int = 256, batch: int = 64, seed: int = 0,
     model = _toy_model(dim, k, nn.Identity() if logits_cut else None)
     head, body, held = model.split(["head", "body"])
     held.blocks[0].module = tail
-    public = {"num_classes": k, "defenses": [defense.public()] if defense else []}
+    public = {"num_classes": k, "defenses": [defense.public_mechanism()] if defense else []}
     base = dict(role="server", protocol="ushaped", grads=grads, outputs=outputs,
                 build_model=lambda: _toy_model(dim, k, nn.Identity() if logits_cut else None),
                 cuts=("head", "body"), public=public)
@@ -221,7 +221,7 @@ def _mnist_ushaped(binary: bool, defense=None, seed: int = 0, observe: int = 256
             s.backward(s_in.grad)
             opt.step()
             seen += len(idx)
-    public = {"num_classes": k, "defenses": [defense.public()] if defense else []}
+    public = {"num_classes": k, "defenses": [defense.public_mechanism()] if defense else []}
     view = View(role="server", protocol="ushaped", grads=grads, outputs=outs,
                 parts={"head": head, "body": body}, knowledge=AUX,
                 build_model=lambda: build_model("cnn", num_classes=k), cuts=("conv1", "fc1"),

@@ -10,7 +10,7 @@ from slsec.attacks import prior as priors
 from slsec.attacks.inversion import CutChannel, Inversion
 from slsec.data import Split, load_dataset
 from slsec.models import build_model
-from slsec.threat import View
+from slsec.threat import CutNoise, View
 from test_inversion import Vault
 
 
@@ -146,7 +146,7 @@ def test_labelled_attacks_are_not_worse_than_the_prior_on_noise(mnist, method, p
     whitebox start from the class image and keep it unless they beat it on held-out aux data."""
     aux, probe = mnist
     view, _ = server_view(aux, probe, {"aux_data", "query_head", "architecture", "head_weights"})
-    view.public["defenses"] = [{"name": "dp", "clip": 1.0, "sigma": 50.0}]
+    view.public["defenses"] = [CutNoise("dp", clip=1.0, sigma=50.0)]
     ch = CutChannel.from_public(view.public)
     view.smashed = [{"x": ch.sample(m["x"], torch.Generator().manual_seed(1)), "y": m["y"]}
                     for m in view.smashed]
