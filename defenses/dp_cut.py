@@ -174,13 +174,15 @@ class DPCut(Defense):
         training). Public data and public weights only: choosing C leaks nothing private."""
         if not self.clip_from_public:
             return
-        if not setup.cuts or len(setup.aux) == 0:
-            self.clip = 1.0
-            return
-        head = setup.fresh_model().split([setup.cuts[0]])[0]
-        feats, _ = setup.aux.batch(torch.arange(min(256, len(setup.aux))))
-        with torch.no_grad():
-            self.clip = self.suggest_clip(head(feats)["x"])
+        if "dp_cut.public_clip" not in setup.memo:   # once per setup
+            clip = 1.0
+            if setup.cuts and len(setup.aux):
+                head = setup.fresh_model().split([setup.cuts[0]])[0]
+                feats, _ = setup.aux.batch(torch.arange(min(256, len(setup.aux))))
+                with torch.no_grad():
+                    clip = self.suggest_clip(head(feats)["x"])
+            setup.memo["dp_cut.public_clip"] = clip
+        self.clip = setup.memo["dp_cut.public_clip"]
 
     def check_numbers(self) -> None:
         overflow_check("--sigma", self.sigma, self.clip)

@@ -340,8 +340,7 @@ def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
     check_options(cfg, "evaluate")           # before the heavy imports: refused in a second
     check_writable(cfg.out)
     folder = run_folder(cfg, force)          # named before split-select replaces the cut
-    from slsec.harness import check_attack, evaluate as run
-    from slsec.setup import check_defenses
+    from slsec.harness import evaluate as run
 
     if cfg.seeds > 1:                # mean and 95% CI over seeds (slsec/seeds.py)
         from slsec.seeds import evaluate_seeds
@@ -351,8 +350,6 @@ def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
     side = start_baseline(cfg) if not pre_training(cfg) else None
     try:
         setup = check_run(cfg, "evaluate")
-        check_attack(cfg)
-        check_defenses(cfg)
     except BaseException:
         if side is not None:
             join_baseline(side, failed=True)

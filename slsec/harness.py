@@ -20,7 +20,8 @@ from slsec.config import RunConfig
 from slsec.progress import attack as attack_phase, end_training
 from slsec.protocols.base import PROTOCOLS
 from slsec.runner import RankOutcome, RoundRecord, run_local, run_mpi
-from slsec.setup import Setup, accounting_steps, build_defense, prepare
+from slsec.experiment import plan_attack, resolve
+from slsec.setup import Setup, accounting_steps, prepare  # noqa: F401  (prepare re-exported)
 from slsec.threat import ServerHook, View
 
 
@@ -32,13 +33,10 @@ def attack_class(cfg: RunConfig) -> type[Attack] | None:
 
 
 def check_attack(cfg: RunConfig) -> tuple[type[Attack], str, str] | None:
-    """Validate attack, role and method up front (before any training)."""
-    cls = attack_class(cfg)
-    if cls is None:
-        return None
-    role = cls.role_for(cfg.protocol)
-    method = cls.pick_method(attacker_knowledge(cfg, role), cfg.method)
-    return cls, role, method
+    """Validate attack, role and method up front (before any training); resolved once per
+    config (slsec.experiment.plan_attack)."""
+    plan = plan_attack(cfg)
+    return None if plan is None else (plan.cls, plan.role, plan.method)
 
 
 def make_view(cfg: RunConfig, setup: Setup, outcome: RankOutcome, role: str,
@@ -59,7 +57,7 @@ def make_view(cfg: RunConfig, setup: Setup, outcome: RankOutcome, role: str,
             with torch.no_grad():
                 return {k: v.detach() for k, v in head(feats).items()}
 
-    public = public_mechanism(cfg, setup)
+    public = resolve(cfg, setup).public()
     return outcome.observer.view(parts=parts, knowledge=knowledge, build_model=setup.build,
                                  cuts=setup.cuts, query_head=query, public=public,
                                  aux=setup.aux if "aux_data" in knowledge else None)
@@ -67,10 +65,7 @@ def make_view(cfg: RunConfig, setup: Setup, outcome: RankOutcome, role: str,
 
 def public_mechanism(cfg: RunConfig, setup: Setup) -> dict[str, Any]:
     """What every role knows about the run: shapes, defenses' public mechanism, the plan."""
-    defense = build_defense(cfg, setup)
-    return {"input_shape": setup.data.input_shape, "num_classes": setup.data.num_classes,
-            "defenses": defense.mechanisms(), "lr": cfg.lr,
-            "batch_size": cfg.batch_size, "protocol": cfg.protocol}
+    return resolve(cfg, setup).public()
 
 
 def train_steps(cfg: RunConfig, setup: Setup) -> int:
@@ -83,15 +78,16 @@ def malicious_attack(cfg: RunConfig, setup: Setup,
                      ) -> tuple[Attack | None, ServerHook | None]:
     """A malicious attack acts during training: build it and its hook before the run from
     what its role holds (knowledge, aux data, public mechanism; nothing observed yet)."""
-    cls = attack_class(cfg)
-    if cls is None or not cls.malicious:
+    exp = resolve(cfg, setup)
+    plan = exp.attack
+    if plan is None or not plan.cls.malicious:
         return None, None
-    _, role, method = check_attack(cfg)  # type: ignore[misc]
-    knowledge = attacker_knowledge(cfg, role)
-    view = View(role=role, protocol=cfg.protocol, knowledge=knowledge, build_model=setup.build,
-                cuts=setup.cuts, aux=setup.aux if "aux_data" in knowledge else None,
-                public={**public_mechanism(cfg, setup), "train_steps": train_steps(cfg, setup)})
-    attack = cls(method=method, seed=cfg.seed)
+    knowledge = plan.knowledge
+    view = View(role=plan.role, protocol=cfg.protocol, knowledge=knowledge,
+                build_model=setup.build, cuts=setup.cuts,
+                aux=setup.aux if "aux_data" in knowledge else None,
+                public={**exp.public(), "train_steps": train_steps(cfg, setup)})
+    attack = plan.cls(method=plan.method, seed=cfg.seed)
     hook = attack.hijack(view)
     if on_step is not None:
         hook.on_step = on_step   # type: ignore[attr-defined]
@@ -101,24 +97,21 @@ def malicious_attack(cfg: RunConfig, setup: Setup,
 def attack_methods(cfg: RunConfig) -> list[str]:
     """The methods to run: --method if given; else every contender the role's knowledge allows
     (the best is reported), else the single strongest allowed method."""
-    cls, role, method = check_attack(cfg)  # type: ignore[misc]
-    if cfg.method is not None:
-        return [method]
-    known = attacker_knowledge(cfg, role)
-    fits = [m for m in cls.contenders if cls.methods[m] <= known]
-    return fits if len(fits) > 1 else [method]
+    return list(plan_attack(cfg).methods)  # type: ignore[union-attr]
 
 
 def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
                instance: Attack | None = None) -> dict[str, Tensor]:
     """Run the configured attack (each method of `attack_methods`) from `outcome`'s role;
     guesses as named tensors '<method>.images', '<method>.label_scores', '<method>.seconds'."""
-    cls, role, _ = check_attack(cfg)  # type: ignore[misc]
-    view = make_view(cfg, setup, outcome, role, attacker_knowledge(cfg, role))
+    plan = resolve(cfg, setup).attack
+    assert plan is not None
+    cls = plan.cls
+    view = make_view(cfg, setup, outcome, plan.role, plan.knowledge)
     params = {"iterations": cfg.attack_iters} if cfg.attack_iters else {}
     torch.set_num_threads(cfg.threads)   # the attack runs after training: the rank's cores are free
     out: dict[str, Tensor] = {}
-    methods = attack_methods(cfg)
+    methods = list(plan.methods)
     reference = PRIOR not in methods and PRIOR in cls.methods \
         and cls.methods[PRIOR] <= view.knowledge
     for method in methods + ([PRIOR] if reference else []):
@@ -142,10 +135,8 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
 
 
 def attacked_rank(cfg: RunConfig) -> int | None:
-    checked = check_attack(cfg)
-    if checked is None:
-        return None
-    return 1 if checked[1] == "client" else 0
+    plan = plan_attack(cfg)
+    return None if plan is None else plan.rank
 
 
 def score(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor], truth_inputs: Tensor,
@@ -243,7 +234,7 @@ def reid_bounds(cfg: RunConfig, setup: Setup, m: dict[str, Any]) -> dict[str, An
         return out
     kappa = 1.0 / n if n else None
     bounds = []
-    for d in build_defense(cfg, setup).defenses:
+    for d in resolve(cfg, setup).defense.defenses:
         steps, rate = accounting_steps(cfg, setup, d)
         eps = d.epsilon(steps=steps, sample_rate=rate, delta=cfg.delta)
         if eps is None:
@@ -273,7 +264,7 @@ def _score_one(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor], method: s
     images, scores = guess[f"{method}.images"], guess[f"{method}.label_scores"]
     if images.numel():
         truth = truth_inputs[: len(images)]
-        if attack_class(cfg).unordered_batches and cfg.probe_batch > 1:  # type: ignore[union-attr]
+        if resolve(cfg, setup).attack.cls.unordered_batches and cfg.probe_batch > 1:  # type: ignore[union-attr]
             # a batch's update is a mean over its samples: the attack recovers each batch's
             # images in no particular order, so pair them with the truth batch by batch
             images = torch.cat([g[torch.as_tensor(metrics.match_order(t, g))] for t, g in zip(
@@ -301,7 +292,7 @@ def rounds_to_convergence(records: list[RoundRecord], target: float | None) -> t
 def privacy_budget(cfg: RunConfig, setup: Setup) -> dict[str, Any]:
     """Epsilon per training sample for every DP defense, with its delta."""
     out: dict[str, Any] = {}
-    for d in build_defense(cfg, setup).defenses:
+    for d in resolve(cfg, setup).defense.defenses:
         steps, rate = accounting_steps(cfg, setup, d)
         eps = d.epsilon(steps=steps, sample_rate=rate, delta=cfg.delta)
         if eps is not None:
@@ -318,11 +309,10 @@ def evaluate(cfg: RunConfig, *, progress: Callable[[RoundRecord], None] | None =
              setup: Setup | None = None,
              on_step: Callable[[int, int], None] | None = None) -> dict[str, Any] | None:
     """Train + attack + score. Returns the result row on rank 0 (None on other MPI ranks)."""
-    check_attack(cfg)
-    build_defense(cfg)
-    setup = setup or prepare(cfg)
+    exp = resolve(cfg, setup)    # checked, resolved and calibrated once for the whole run
+    setup = exp.setup
     start = time.perf_counter()
-    arank = attacked_rank(cfg)
+    arank = exp.attack.rank if exp.attack else None
     attack, hook = malicious_attack(cfg, setup, on_step)
     if cfg.backend == "local":
         outcomes = run_local(cfg, setup, progress, hook)
@@ -362,9 +352,11 @@ def summarize(cfg: RunConfig, setup: Setup, server: RankOutcome, guess: dict[str
         m["label_leak"] = 1.0   # the server receives every label in the clear
     m.update(privacy_budget(cfg, setup))
     if guess is not None:
-        cls, role, _ = check_attack(cfg)  # type: ignore[misc]
-        m.update({"attack_role": role, "attack_kind": cls.kind,
-                  "attack_knowledge": sorted(attacker_knowledge(cfg, role))})
+        plan = resolve(cfg, setup).attack
+        assert plan is not None
+        cls = plan.cls
+        m.update({"attack_role": plan.role, "attack_kind": cls.kind,
+                  "attack_knowledge": sorted(plan.knowledge)})
         m.update(score(cfg, setup, guess, server.truth_inputs, server.truth_labels))
         m.update(reid_bounds(cfg, setup, m))
         if cls.malicious:   # the server deviated: the client's head never trained on the task

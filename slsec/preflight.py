@@ -64,8 +64,8 @@ def check_options(cfg: RunConfig, command: str) -> None:
 
 def check_cell(cfg: RunConfig, setup: Any) -> None:
     """The checks that need the public setup: probe and aux sizes, defense numbers, accountant."""
+    from slsec.experiment import resolve
     from slsec.harness import attack_methods, check_attack, privacy_budget
-    from slsec.setup import build_defense
 
     n_test = len(setup.data.test)
     if cfg.probe_size > n_test and cfg.probe_size != _DEFAULTS.probe_size:
@@ -82,7 +82,7 @@ def check_cell(cfg: RunConfig, setup: Any) -> None:
             raise UserError(f"--aux-size 0 leaves no public auxiliary data, and {what}; use "
                             f"--aux-size 100 or more" + (" (or --knowledge without aux_data)"
                                                          if needs else ""))
-    stack = build_defense(cfg, setup)          # calibrates --target-epsilon (bounded solver)
+    stack = resolve(cfg, setup).defense        # calibrates --target-epsilon (bounded solver)
     for d in stack.defenses:
         d.check_numbers()
     budget = privacy_budget(cfg, setup)       # the accountant runs here, before training

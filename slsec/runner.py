@@ -24,7 +24,8 @@ from slsec.progress import train_step, train_total
 from slsec.config import RunConfig
 from slsec.errors import PeerError, UserError
 from slsec.protocols.base import PROTOCOLS, Context, Plan
-from slsec.setup import Setup, build_defense, prepare
+from slsec.experiment import resolve
+from slsec.setup import Setup, prepare
 from slsec.threat import Observer, ServerHook
 
 TRUTH, GUESS = 91, 92
@@ -163,7 +164,7 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
     outcome = RankOutcome(rank=rank, observer=observer, model=model, instr=instr)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
     ctx = Context(rank=rank, plan=plan, link=link, model=model,
-                  defense=build_defense(cfg, setup), observer=observer, gen=gen, truth=truth)
+                  defense=resolve(cfg, setup).fresh_defense(), observer=observer, gen=gen, truth=truth)
     start = time.perf_counter()
     if rank == 0:
         ctx.labels = ({k: v.to(device) for k, v in setup.shard_labels().items()}
@@ -324,7 +325,7 @@ def run_local_pooled(cfg: RunConfig, setup: Setup,
             if device.type != "cpu":
                 link, shard = DeviceLink(link, device), DeviceSplit(shard, device)
             ctx = Context(rank=k, plan=plan, link=link, model=model,
-                          defense=build_defense(cfg, setup), observer=observer, gen=gen,
+                          defense=resolve(cfg, setup).fresh_defense(), observer=observer, gen=gen,
                           truth=truth, shard=shard)
             if rnd is not None:
                 proto.client_round(ctx, rnd)

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -42,6 +42,7 @@ class Setup:
     shards: list[np.ndarray]          # indices into data.train, one per client
     probe: Split
     label_party: str
+    memo: dict[Any, Any] = field(default_factory=dict)   # what is derived from it once
 
     def shard(self, rank: int) -> Split:
         return self.data.train.subset(self.shards[rank - 1])
@@ -121,19 +122,29 @@ def make_defense(name: str, cfg: RunConfig) -> Defense:
     return defense
 
 
-def build_defense(cfg: RunConfig, setup: Any = None) -> DefenseStack:
-    """The configured defenses, in order, as one stack (empty stack = no defense); with the
-    public setup, each fits what it derives from public data and calibrates its target."""
-    stack = DefenseStack([make_defense(n, cfg) for n in cfg.defense
-                          if DEFENSES.get(n).point != PRE_TRAINING])
+def make_stack(cfg: RunConfig) -> DefenseStack:
+    """The configured defenses, in order, as one stack (not yet fitted to the setup)."""
+    return DefenseStack([make_defense(n, cfg) for n in cfg.defense
+                         if DEFENSES.get(n).point != PRE_TRAINING])
+
+
+def fit_stack(stack: DefenseStack, cfg: RunConfig, setup: Setup) -> DefenseStack:
+    """Fit each defense to public data and calibrate its --target-epsilon, in place."""
     for d in stack.defenses:
-        if setup:
-            d.fit_public(setup)
+        d.fit_public(setup)
         calibrate = getattr(d, "calibrate", None)
-        if calibrate is not None and getattr(d, "target_epsilon", None) is not None and setup:
+        if calibrate is not None and getattr(d, "target_epsilon", None) is not None:
             steps, rate = accounting_steps(cfg, setup, d)
             calibrate(steps=steps, sample_rate=rate)
     return stack
+
+
+def build_defense(cfg: RunConfig, setup: Any = None) -> DefenseStack:
+    """A new stack of the configured defenses (empty stack = no defense), fitted and
+    calibrated when the public setup is given. An evaluation builds it once, in
+    slsec.experiment.resolve; this is for code outside one (checks, benchmarks)."""
+    stack = make_stack(cfg)
+    return fit_stack(stack, cfg, setup) if setup else stack
 
 
 def accounting_steps(cfg: RunConfig, setup: Setup, defense: Defense) -> tuple[int, float]:
