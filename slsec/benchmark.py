@@ -18,17 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from slsec import report as rpt
 from slsec.config import PARAMS, RunConfig, load_toml, make_config
 from slsec.errors import UserError
-from slsec.results import REJECTED, append_row, check_writable, config_key, quarantine, read_rows
+from slsec.console import console, err, warn
+from slsec.results import (append_row, check_writable, config_key, intact_rows,
+                           quarantine_warned, read_rows)
 
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
 
 AXES = ("dataset", "protocol", "partition")
 DEFAULT_GRID: dict[str, tuple[str, ...]] = {
@@ -188,13 +187,7 @@ def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,
             moved = mark(folder, "benchmark", force=force)
             if moved:
                 console.print(f"--force: the earlier files of {folder.name} are kept in {moved}")
-            with keeping(f"{folder / CSV_NAME} is unchanged (its damaged rows are still in it "
-                         "and still skipped); free space and rerun with --resume"):
-                rejected = quarantine(folder / CSV_NAME)
-            if rejected:
-                err.print(f"warning: {rejected} damaged row(s) of {folder / CSV_NAME} moved to "
-                          f"{folder / REJECTED}; their cells run again",
-                      markup=False, soft_wrap=True)
+            quarantine_warned(folder / CSV_NAME, warn)
             done = {r.get("key") for r in read_rows(folder / CSV_NAME)}
         except UserError as e:
             problem = str(e)
@@ -421,15 +414,7 @@ def render_benchmark(folder: str | Path, rows: list[dict[str, Any]] | None = Non
     """report.md + report.html of a benchmark folder from its results.csv rows."""
     folder = Path(folder)
     if rows is None:
-        from slsec.results import scan_rows
-        rows, bad = scan_rows(folder / CSV_NAME)
-        if bad and not rows:
-            raise UserError(f"{folder / CSV_NAME} has no intact rows: {len(bad)} damaged "
-                            f"({bad[0]['reason']}); rerun the benchmark with --resume")
-        if bad:
-            err.print(f"warning: skipping {len(bad)} damaged row(s) of {folder / CSV_NAME} "
-                      f"({bad[0]['reason']}); rerun the benchmark with --resume to redo their "
-                      "cells", markup=False, soft_wrap=True)
+        rows = intact_rows(folder / CSV_NAME, "benchmark", warn)
         need = ("architecture", "partition", "dataset", "model", "cuts", "rounds", "batch_size",
                 "lr", "clients", "seed", "backend", "test_accuracy", "rounds_to_convergence",
                 "wall_clock_s", "mb_on_wire", "protocol")

@@ -8,20 +8,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from rich.console import Console
 from rich.table import Table
 
 from slsec import report as rpt
 from slsec.catalog import pre_training
 from slsec.config import RunConfig
+from slsec.console import console, err
 from slsec.errors import UserError
 from slsec.results import check_writable, config_key, read_json, write_json
 
-console = Console(stderr=False, highlight=False)
-err = Console(stderr=True, highlight=False)
-
-DEFENSE_FIELDS = ("defense", "sigma", "clip", "mechanism", "target_epsilon", "nopeek_weight",
-                  "label_epsilon", "max_grad_norm", "noise_multiplier", "accountant")
 
 # (label, metric key, digits) rows of the evaluate summary
 SUMMARY_ROWS = [
@@ -109,20 +104,6 @@ def print_json(stored: dict[str, Any]) -> None:
         return v
     sys.stdout.write(json.dumps(clean(stored), indent=1, allow_nan=False) + "\n")
     sys.stdout.flush()
-
-
-def step_progress(cfg: RunConfig, bar: Any = None) -> Any:
-    """Malicious attacks act at every client step: their progress over the steps goes to the
-    open training phase's note (slsec.progress); None for other attacks."""
-    from slsec import progress
-    from slsec.harness import attack_class
-    cls = attack_class(cfg)
-    if cls is None or not getattr(cls, "malicious", False) or not _is_main_rank(cfg):
-        return None
-
-    def on_step(step: int, total: int) -> None:
-        progress.train_note(f"{cls.name}: client step {step}/{total}")
-    return on_step
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -361,8 +342,7 @@ def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
     try:
         with bar:
             result = run(cfg, progress=on_round,
-                         setup=setup if cfg.cut == setup.cfg.cut else None,
-                         on_step=step_progress(cfg, bar))
+                         setup=setup if cfg.cut == setup.cfg.cut else None)
     except BaseException:
         if side is not None:
             join_baseline(side, failed=True)

@@ -166,7 +166,7 @@ def overlay_plot(rows: list[dict[str, Any]], metric: str, label: str, hint: str,
 def run_compare(paths: Sequence[str], *, out: str = "reports", run_id: str | None = None) -> Path:
     """Write the comparison folder; returns it."""
     from slsec import report as rpt
-    from slsec.commands import console
+    from slsec.console import console
     from slsec.plots import training_curves
 
     rows, curves = collect(paths)

@@ -17,7 +17,7 @@ import slsec
 from slsec.attacks.base import ATTACKS, Attack, Guess
 from slsec.catalog import DEFAULT_KNOWLEDGE, attacker_knowledge  # noqa: F401  (re-exported)
 from slsec.config import RunConfig
-from slsec.progress import attack as attack_phase, end_training
+from slsec.progress import attack as attack_phase, end_training, train_note
 from slsec.protocols.base import PROTOCOLS
 from slsec.runner import RankOutcome, RoundRecord, run_local, run_mpi
 from slsec.experiment import plan_attack, resolve
@@ -89,8 +89,9 @@ def malicious_attack(cfg: RunConfig, setup: Setup,
                 public={**exp.public(), "train_steps": train_steps(cfg, setup)})
     attack = plan.cls(method=plan.method, seed=cfg.seed)
     hook = attack.hijack(view)
-    if on_step is not None:
-        hook.on_step = on_step   # type: ignore[attr-defined]
+    # its progress over the client steps: a note on the open training phase, if any
+    hook.on_step = on_step or (   # type: ignore[attr-defined]
+        lambda step, total: train_note(f"{plan.cls.name}: client step {step}/{total}"))
     return attack, hook
 
 

@@ -17,7 +17,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from slsec.errors import UserError
 
@@ -221,6 +221,32 @@ def quarantine(path: str | Path) -> int:
     atomic_write(rejected, rows_csv(old + new))
     atomic_write(p, rows_csv(good))
     return len(bad)
+
+
+def quarantine_warned(path: Path, warn: Callable[[str], None]) -> None:
+    """`quarantine` for a resumed sweep or benchmark: a failed write says what is kept, and
+    moved rows are reported through `warn` (their cells run again)."""
+    from slsec.folders import keeping
+    with keeping(f"{path} is unchanged (its damaged rows are still in it and still "
+                 "skipped); free space and rerun with --resume"):
+        rejected = quarantine(path)
+    if rejected:
+        warn(f"warning: {rejected} damaged row(s) of {path} moved to "
+             f"{path.with_name(REJECTED)}; their cells run again")
+
+
+def intact_rows(path: Path, what: str, warn: Callable[[str], None]) -> list[dict[str, str]]:
+    """The intact rows of a results CSV for a report; damaged ones are skipped with a warning
+    (a UserError when none is intact). `what` is the command that reruns them."""
+    good, bad = scan_rows(path)
+    if bad and not good:
+        raise UserError(f"{path} has no intact rows: {len(bad)} damaged (line {bad[0]['line']}: "
+                        f"{bad[0]['reason']}); rerun the {what} with --resume to redo their cells")
+    if bad:
+        warn(f"warning: skipping {len(bad)} damaged row(s) of {path} (line "
+             f"{', '.join(str(b['line']) for b in bad[:5])}{' ...' if len(bad) > 5 else ''}: "
+             f"{bad[0]['reason']}); rerun the {what} with --resume to redo their cells")
+    return good
 
 
 def append_row(path: str | Path, row: dict[str, Any]) -> None:

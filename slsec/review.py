@@ -110,7 +110,7 @@ def review_folder(cfg: RunConfig) -> Path:
 def run_review(cfg: RunConfig, *, min_accuracy: str | None,
                max_client_flops: str | None, force: bool = False) -> Path:
     """Measure every (protocol, cut), grade it, recommend one; print and write the report."""
-    from slsec.commands import console
+    from slsec.console import console
     from slsec.defenses.split_selection import (choose, evaluate_cached, measure,
                                                 parse_flops, parse_min_accuracy)
     from slsec.harness import check_attack

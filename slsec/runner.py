@@ -265,17 +265,7 @@ def run_local(cfg: RunConfig, setup: Setup,
 
     threads = [threading.Thread(target=target, args=(r,), daemon=True, name=f"rank{r}")
                for r in range(world)]
-    for t in threads:
-        t.start()
-    while any(t.is_alive() for t in threads):
-        if errors:
-            break
-        for t in threads:
-            t.join(timeout=0.05)
-    if errors:
-        first = next((e for e in errors if not isinstance(e, PeerError)), errors[0])
-        raise first
-    return [o for o in outcomes if o is not None]
+    return _join(threads, errors, outcomes)
 
 
 def run_local_pooled(cfg: RunConfig, setup: Setup,
@@ -365,14 +355,20 @@ def run_local_pooled(cfg: RunConfig, setup: Setup,
     threads = [threading.Thread(target=server, daemon=True, name="rank0")]
     threads += [threading.Thread(target=worker, daemon=True, name=f"client-worker{i}")
                 for i in range(pool)]
+    return _join(threads, errors, outcomes)
+
+
+def _join(threads: list[threading.Thread], errors: list[BaseException],
+          outcomes: list[RankOutcome | None]) -> list[RankOutcome]:
+    """Start the rank threads and wait for all of them, or for the first failure: raise the
+    first error that is not a peer's reaction to it (PeerError), else the first one."""
     for t in threads:
         t.start()
     while any(t.is_alive() for t in threads) and not errors:
         for t in threads:
             t.join(timeout=0.05)
     if errors:
-        first = next((e for e in errors if not isinstance(e, PeerError)), errors[0])
-        raise first
+        raise next((e for e in errors if not isinstance(e, PeerError)), errors[0])
     return [o for o in outcomes if o is not None]
 
 

@@ -103,7 +103,7 @@ def _ci(stats: dict[str, Any] | None, digits: int) -> str:
 
 
 def print_seeds(cfg: RunConfig, stored: dict[str, Any]) -> None:
-    from slsec.commands import console
+    from slsec.console import console
     agg, seeds = stored["aggregate"], stored["seeds"]
     first = stored["per_seed"][0]["metrics"]
     t = Table(title=f"{cfg.protocol} · {cfg.dataset}/{cfg.model_name} · cut "

@@ -31,8 +31,9 @@ from slsec import progress
 from slsec.catalog import pre_training
 from slsec.config import RunConfig, load_toml, make_config
 from slsec.errors import UserError
-from slsec.results import (REJECTED, append_row, check_writable, config_key, quarantine,
-                           read_json, read_rows, rows_csv, scan_rows, write_json)
+from slsec.console import console, warn
+from slsec.results import (append_row, check_writable, config_key, intact_rows,
+                           quarantine_warned, read_json, read_rows, rows_csv, write_json)
 
 FIELDS = [f.name for f in fields(RunConfig) if f.name != "source"]
 LIST_FIELDS = {f.name for f in fields(RunConfig) if "tuple" in str(f.type)}
@@ -340,7 +341,6 @@ def _clean_temp(folder: Path) -> None:
 def run_sweep(config_path: str | None, flags: dict[str, str | None], resume: bool,
               force: bool = False) -> Path:
     """Run every cell of the grid not yet in results.csv, then render the report; the folder."""
-    from slsec.commands import console, err
     from slsec.folders import claim, keeping, mark
 
     grid = parse_grid(config_path, flags)
@@ -361,13 +361,7 @@ def run_sweep(config_path: str | None, flags: dict[str, str | None], resume: boo
         if moved:
             console.print(f"--force: the earlier files of {folder.name} are kept in {moved}")
         _clean_temp(folder)
-        with keeping(f"{results} is unchanged (its damaged rows are still in it and still "
-                     "skipped); free space and rerun with --resume"):
-            rejected = quarantine(results)
-        if rejected:
-            err.print(f"warning: {rejected} damaged row(s) of {results} moved to "
-                      f"{folder / REJECTED}; their cells run again",
-                      markup=False, soft_wrap=True)
+        quarantine_warned(results, warn)
         done = {r.get("cell") for r in read_rows(results)}
         todo = [c for c in seed_cells(cells) if config_key(c.to_dict()) not in done]
         write_json(folder / "sweep.json", {
@@ -456,7 +450,6 @@ def methods_text(records: list[dict[str, Any]]) -> str:
 def print_cells(folder: Path, axes: list[str]) -> None:
     """A compact terminal table of the rows: grid values, accuracy, leakage, DCS."""
     from slsec import report as rpt
-    from slsec.commands import console
     from slsec.frontier import num, show
 
     rows = shown_rows(read_rows(folder / "results.csv"))
@@ -499,7 +492,6 @@ def ci_text(r: dict[str, Any], key: str) -> str:
 
 def print_seed_cells(folder: Path, axes: list[str], rows: list[dict[str, Any]]) -> None:
     """The aggregate rows: mean ± 95% half-width per metric, and the private verdict."""
-    from slsec.commands import console
     from slsec.frontier import is_private, privacy_key, private_text, show
 
     n = rows[0].get("n_seeds")
@@ -546,16 +538,7 @@ def render_sweep(folder: Path) -> None:
     path = folder / "results.csv"
     if not path.exists():
         raise UserError(f"{path} does not exist")
-    good, bad = scan_rows(path)
-    if bad and not good:
-        raise UserError(f"{path} has no intact rows: {len(bad)} damaged (line {bad[0]['line']}: "
-                        f"{bad[0]['reason']}); rerun the sweep with --resume to redo their cells")
-    if bad:
-        from slsec.commands import err
-        err.print(f"warning: skipping {len(bad)} damaged row(s) of {path} (line "
-                  f"{', '.join(str(b['line']) for b in bad[:5])}{' ...' if len(bad) > 5 else ''}: "
-                  f"{bad[0]['reason']}); rerun the sweep with --resume to redo their cells",
-                  markup=False, soft_wrap=True)
+    good = intact_rows(path, "sweep", warn)
     if not good:
         raise UserError(f"{path} has no intact rows yet")
     try:
