@@ -23,10 +23,11 @@ from rich.table import Table
 
 from slsec import report as rpt
 from slsec.config import PARAMS, RunConfig, load_toml, make_config
-from slsec.errors import UserError
 from slsec.console import console, err, warn
+from slsec.errors import UserError
+from slsec.folders import quarantine_warned
 from slsec.results import (append_row, check_writable, config_key, intact_rows,
-                           quarantine_warned, read_rows)
+                           read_rows)
 
 
 AXES = ("dataset", "protocol", "partition")

@@ -745,7 +745,7 @@ def dp_text(cfg: dict[str, Any], m: dict[str, Any]) -> str:
 
 def choose_cut(cfg: RunConfig) -> RunConfig:
     """Run adversarial split-point selection first and continue with the cut it picks."""
-    from slsec.defenses.split_selection import select_split
+    from slsec.split_search import select_split
     from slsec.catalog import without_pre_training
     ranking = select_split(without_pre_training(cfg))
     console.print(f"{'+'.join(pre_training(cfg))} chose cut {ranking.chosen}: {ranking.reason}")

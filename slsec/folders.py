@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from slsec.errors import UserError
-from slsec.results import atomic_write
+from slsec.results import REJECTED, atomic_write, quarantine
 
 KIND_FILE = ".slsec-kind"
 KINDS = ("run", "sweep", "review", "benchmark")
@@ -138,3 +138,14 @@ def keeping(what: str) -> Iterator[None]:
         first = str(e) if isinstance(e, UserError) else \
             f"cannot write {getattr(e, 'filename', None) or 'a file'} ({e.strerror or e})"
         raise UserError(f"{first}; {what}") from None
+
+
+def quarantine_warned(path: Path, warn: Callable[[str], None]) -> None:
+    """`quarantine` for a resumed sweep or benchmark: a failed write says what is kept, and
+    moved rows are reported through `warn` (their cells run again)."""
+    with keeping(f"{path} is unchanged (its damaged rows are still in it and still "
+                 "skipped); free space and rerun with --resume"):
+        rejected = quarantine(path)
+    if rejected:
+        warn(f"warning: {rejected} damaged row(s) of {path} moved to "
+             f"{path.with_name(REJECTED)}; their cells run again")

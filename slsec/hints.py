@@ -61,7 +61,7 @@ def _valid(cfg: RunConfig) -> bool:
 def cut_axis(cfg: RunConfig, result_cut: str | None = None) -> str | None:
     """The run's cut and the deepest cut the protocol can use with this model (U-shaped: the
     deepest before the second cut): where the same defense strength costs least accuracy."""
-    from slsec.defenses.split_selection import candidate_cuts
+    from slsec.split_search import candidate_cuts
     try:
         cuts = candidate_cuts(cfg)
     except UserError:

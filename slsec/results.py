@@ -223,18 +223,6 @@ def quarantine(path: str | Path) -> int:
     return len(bad)
 
 
-def quarantine_warned(path: Path, warn: Callable[[str], None]) -> None:
-    """`quarantine` for a resumed sweep or benchmark: a failed write says what is kept, and
-    moved rows are reported through `warn` (their cells run again)."""
-    from slsec.folders import keeping
-    with keeping(f"{path} is unchanged (its damaged rows are still in it and still "
-                 "skipped); free space and rerun with --resume"):
-        rejected = quarantine(path)
-    if rejected:
-        warn(f"warning: {rejected} damaged row(s) of {path} moved to "
-             f"{path.with_name(REJECTED)}; their cells run again")
-
-
 def intact_rows(path: Path, what: str, warn: Callable[[str], None]) -> list[dict[str, str]]:
     """The intact rows of a results CSV for a report; damaged ones are skipped with a warning
     (a UserError when none is intact). `what` is the command that reruns them."""

@@ -111,7 +111,7 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
                max_client_flops: str | None, force: bool = False) -> Path:
     """Measure every (protocol, cut), grade it, recommend one; print and write the report."""
     from slsec.console import console
-    from slsec.defenses.split_selection import (choose, evaluate_cached, measure,
+    from slsec.split_search import (choose, evaluate_cached, measure,
                                                 parse_flops, parse_min_accuracy)
     from slsec.harness import check_attack
     from slsec.setup import check_defenses
@@ -207,9 +207,9 @@ SEED_KEYS = ("accuracy", "attack_ssim_mean", "attack_psnr_mean", "baseline_ssim_
 
 def measure_seeds(cfg: RunConfig, progress: Any, per_seed: list[dict[str, Any]]
                   ) -> list[dict[str, Any]]:
-    """split_selection.measure per seed (seed..seed+N-1); one row per cut holding each numeric
+    """split_search.measure per seed (seed..seed+N-1); one row per cut holding each numeric
     value's mean and `<key>_ci95` (slsec.stats). The raw per-seed rows go to `per_seed`."""
-    from slsec.defenses.split_selection import measure
+    from slsec.split_search import measure
     if cfg.seeds == 1:
         return measure(cfg, progress)
     runs = [measure(cfg.replace(seed=s, seeds=1), progress) for s in seed_list(cfg.seed, cfg.seeds)]
@@ -227,7 +227,7 @@ def measure_seeds(cfg: RunConfig, progress: Any, per_seed: list[dict[str, Any]]
 
 def label_metrics(cfg: RunConfig, per_seed: list[dict[str, Any]], protocol: str) -> dict[str, Any]:
     """The label-inference metrics of one cut: one seed's, or the mean (+ `_ci95`) over seeds."""
-    from slsec.defenses.split_selection import evaluate_cached
+    from slsec.split_search import evaluate_cached
     if cfg.seeds == 1:
         return evaluate_cached(cfg)
     ms = []

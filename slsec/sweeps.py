@@ -30,10 +30,11 @@ from rich.table import Table
 from slsec import progress
 from slsec.catalog import pre_training
 from slsec.config import RunConfig, load_toml, make_config
-from slsec.errors import UserError
 from slsec.console import console, warn
+from slsec.errors import UserError
+from slsec.folders import quarantine_warned
 from slsec.results import (append_row, check_writable, config_key, intact_rows,
-                           quarantine_warned, read_json, read_rows, rows_csv, write_json)
+                           read_json, read_rows, rows_csv, write_json)
 
 FIELDS = [f.name for f in fields(RunConfig) if f.name != "source"]
 LIST_FIELDS = {f.name for f in fields(RunConfig) if "tuple" in str(f.type)}

@@ -87,9 +87,8 @@ def import_graph() -> dict[str, set[str]]:
     return {m: _imports(m, p, known) for m, p in mods.items()}
 
 
-@pytest.mark.xfail(strict=True, reason="two cycles remain until the layout change: "
-                   "commands <-> review/seeds/sweeps, and the split-point search inside "
-                   "defenses/split_selection.py calling the harness")
+@pytest.mark.xfail(strict=True, reason="one cycle remains until commands.py is split: "
+                   "commands <-> seeds/sweeps")
 def test_the_import_graph_has_no_cycles():
     assert _cycles(import_graph()) == []
 

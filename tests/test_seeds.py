@@ -212,7 +212,7 @@ def test_review_with_seeds_grades_on_per_cut_means_and_keeps_per_seed_rows(
     alone would say MEDIUM, the mean (gain 0.21) HIGH."""
     import csv
 
-    import slsec.defenses.split_selection as sel
+    import slsec.split_search as sel
     from slsec.cli import main
 
     def fake_measure(cfg, progress=None):

@@ -5,7 +5,7 @@ import pytest
 from rich.console import Console
 
 from slsec.config import make_config
-from slsec.defenses import split_selection as ss
+from slsec import split_search as ss
 from slsec.errors import UserError
 
 SMALL = dict(max_train="300", probe_size="8", attack_iters="30")
