@@ -53,7 +53,7 @@ class Result:
     def save(self, path: str | Path) -> Path:
         """Write the CLI's report files into folder `path`: result.json (with the undefended
         twin), report.md, report.html and reconstructions.png (when there are images)."""
-        from slsec.commands import write_run
+        from slsec.runreport import write_run
         from slsec.results import check_writable
         folder = Path(path)
         check_writable(folder)
@@ -108,7 +108,7 @@ def evaluate(*, model: Any = None, dataset: Any = None, twin: bool = True,
     without defenses (when there are any) as `result.twin`. config: a TOML experiment file.
     progress: called with each round's record. options: RunConfig fields (attack="inversion",
     defense="dp", sigma=0.5, rounds=2, ...)."""
-    from slsec.commands import baseline_config, choose_cut
+    from slsec.runs import baseline_config, choose_cut
     from slsec.catalog import pre_training
     from slsec.harness import check_attack, evaluate as run
     from slsec.setup import check_defenses

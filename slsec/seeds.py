@@ -26,7 +26,7 @@ ROWS_EXTRA = [("attack SSIM gain over prior", "ssim_gain_mean", 3),
 
 def run_seed(cfg: RunConfig) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """One seed: the defended run here, the undefended twin beside it (cached per seed)."""
-    from slsec.commands import cached_baseline, progress_bar, start_baseline
+    from slsec.runs import cached_baseline, progress_bar, start_baseline
     from slsec.harness import evaluate as run
 
     side = start_baseline(cfg)
@@ -45,7 +45,9 @@ def run_seed(cfg: RunConfig) -> tuple[dict[str, Any] | None, dict[str, Any] | No
 
 def evaluate_seeds(cfg: RunConfig, folder: Path, *, force: bool = False) -> dict[str, Any] | None:
     """Run every seed, write per-seed folders and the aggregate result.json, print the table."""
-    from slsec.commands import choose_cut, command_seconds, console, write_run
+    from slsec.console import console
+    from slsec.runreport import write_run
+    from slsec.runs import choose_cut, command_seconds
     from slsec.folders import mark
     from slsec.harness import check_attack
     from slsec.setup import check_defenses
@@ -89,7 +91,7 @@ def seeds_result(cfg: RunConfig, per_seed: list[dict[str, Any]]) -> dict[str, An
 def summary_rows(stored: dict[str, Any]) -> list[tuple[str, str, int]]:
     """(label, key, digits) of the metrics the aggregate holds: the evaluate summary's rows,
     then the prior-aware ones when present."""
-    from slsec.commands import SUMMARY_ROWS
+    from slsec.summary import SUMMARY_ROWS
     agg = stored["aggregate"]
     keys = set(agg["metrics"]) | set(agg.get("undefended", {}))
     rows = {k: (label, k, d) for label, k, d in [*SUMMARY_ROWS, *ROWS_EXTRA] if k != "rounds"}

@@ -228,7 +228,7 @@ def result_row(cfg: RunConfig, result: dict[str, Any],
 
 def run_cell(cfg: RunConfig) -> dict[str, Any]:
     """Evaluate one cell (+ its cached undefended twin when it has defenses) into a row."""
-    from slsec.commands import cached_baseline
+    from slsec.runs import cached_baseline
     from slsec.harness import evaluate
 
     result = evaluate(cfg)

@@ -137,7 +137,7 @@ def test_evaluate_with_seeds_stores_per_seed_results_and_the_aggregate(
     replaced here by made-up metrics; a real two-seed run is in the slow test above)."""
     import json
 
-    import slsec.commands
+    import slsec.runreport
     import slsec.seeds
     from slsec.cli import main
     from slsec.results import write_json
@@ -151,7 +151,7 @@ def test_evaluate_with_seeds_stores_per_seed_results_and_the_aggregate(
     def fake_write(folder, result, base):
         write_json(folder / "result.json", {**result, "undefended": base})
     monkeypatch.setattr(slsec.seeds, "run_seed", fake_seed)
-    monkeypatch.setattr(slsec.commands, "write_run", fake_write)
+    monkeypatch.setattr(slsec.runreport, "write_run", fake_write)
     assert main(["evaluate", "--attack", "inversion", "--defense", "dp", "--sigma", "0.1",
                  "--seed", "2", "--seeds", "3", "--out", str(tmp_path), "--run-id", "e"]) == 0
     stored = json.loads((tmp_path / "e" / "result.json").read_text())
