@@ -4,6 +4,10 @@ Every rank builds the same public setup (data split, partition, model init) from
 keeps only what its role may hold. Rank 0 is the server and the experimenter: it evaluates the
 assembled model each round and, at the end, collects the ground truth of observed samples from
 the clients over a separate instrumentation channel that no attack object ever gets.
+
+Over 300 lines: the three ways ranks run (threads, a client pool for --fraction, MPI ranks)
+share run_rank, the outcome types and the failure handling; splitting them apart would scatter
+the one place that says how a failing rank ends the run.
 """
 from __future__ import annotations
 

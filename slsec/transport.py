@@ -18,6 +18,9 @@ so an idle rank leaves the CPU to busy ones, and give up after `timeout` with a 
 naming the peer.
 
 A link is used by one thread (its role program). WireError is fatal for that peer's stream.
+
+Over 300 lines on purpose: the wire format, the check of every header field and the two links
+that speak it are one unit, read and fuzzed together (tests/test_wire_fuzz.py).
 """
 from __future__ import annotations
 
