@@ -92,7 +92,7 @@ def mono_epoch(setup: Any, cfg: Any, split: Any | None = None,
     """(wall, cpu) s of one epoch of ordinary (unsplit) training of the same model, same batch
     size; with `evaluate`, plus one test-set evaluation (as run_local does after each round)."""
     from slsec.protocols.base import batches, make_optimizer
-    from slsec.runner import make_plan
+    from slsec.run.runner import make_plan
 
     model = setup.fresh_model()
     opt = make_optimizer(model.parameters(), make_plan(cfg, setup))
@@ -107,7 +107,7 @@ def mono_epoch(setup: Any, cfg: Any, split: Any | None = None,
             loss.backward()
             opt.step()
         if evaluate:
-            from slsec.runner import evaluate_model
+            from slsec.run.runner import evaluate_model
             evaluate_model(model, setup.data.test)
     return c.pair
 
@@ -115,8 +115,8 @@ def mono_epoch(setup: Any, cfg: Any, split: Any | None = None,
 def role_context(cfg: Any, setup: Any, rank: int, link: Any) -> Any:
     """The Context runner.run_rank builds, without the experimenter's per-round evaluation."""
     from slsec.protocols.base import Context
-    from slsec.runner import TruthBuffer, make_plan
-    from slsec.setup import build_defense
+    from slsec.run.runner import TruthBuffer, make_plan
+    from slsec.run.setup import build_defense
     from slsec.threat import Observer
 
     ctx = Context(rank=rank, plan=make_plan(cfg, setup), link=link, model=setup.fresh_model(),
@@ -135,8 +135,8 @@ def sl_local_roles(cfg: Any, setup: Any, pin: bool = True) -> tuple[float, float
     """(wall, cpu) s of the protocol's role programs over LocalHub threads (no evaluation);
     with `pin`, the rank threads share one core where run_local does (runner.share_one_core)."""
     from slsec.protocols.base import PROTOCOLS
-    from slsec.runner import share_one_core
-    from slsec.transport import LocalHub
+    from slsec.run.runner import share_one_core
+    from slsec.wire.transport import LocalHub
 
     pin_thread = share_one_core(cfg) if pin else (lambda: None)
 
@@ -166,7 +166,7 @@ def sl_local_roles(cfg: Any, setup: Any, pin: bool = True) -> tuple[float, float
 
 def sl_local_runner(cfg: Any, setup: Any) -> tuple[float, float]:
     """(wall, cpu) s of runner.run_local: what `slsec train` runs (per-round evaluation included)."""
-    from slsec.runner import run_local
+    from slsec.run.runner import run_local
     with Clock() as c:
         run_local(cfg, setup)
     return c.pair
@@ -176,7 +176,7 @@ def random_image_setup(cfg: Any, n: int, shape: tuple[int, int, int] = (3, 32, 3
                        num_classes: int = 10, n_test: int = 64) -> Any:
     """A Setup over random images (for models whose real data is not offline, e.g. ResNet-18)."""
     from slsec.data import Dataset, Split
-    from slsec.setup import Setup, resolve_cuts
+    from slsec.run.setup import Setup, resolve_cuts
 
     g = torch.Generator().manual_seed(0)
     train = Split(torch.rand(n, *shape, generator=g), torch.randint(0, num_classes, (n,), generator=g))

@@ -5,7 +5,7 @@ Usage (from the repo root):
     .venv/bin/python bench/attacks.py [--reps 5] [--cuts conv1,pool2,fc1] [--ig-batches 1,8]
 
 - whitebox model inversion (attacks/inversion.py, `Inversion(method="whitebox")`), run through
-  its public `run(view)` on a View built by slsec.harness.make_view from what the vanilla
+  its public `run(view)` on a View built by slsec.run.harness.make_view from what the vanilla
   server observed (64 smashed probe images of the embedded MNIST CNN), restarts=1 (its
   default). Seconds per iteration =
   (t(I2) - t(I1)) / (I2 - I1), so set-up costs cancel. Baseline: one Adam training step of the
@@ -35,7 +35,7 @@ TRAIN_SAMPLES = 512
 
 def setup_for(protocol: str, cut: str | None, batch: int):
     from slsec.config import make_config
-    from slsec.setup import prepare
+    from slsec.run.setup import prepare
     values = {"dataset": "mnist", "protocol": protocol, "clients": 1, "aux_size": 0,
               "max_train": TRAIN_SAMPLES, "batch_size": batch, "probe_size": batch}
     if cut:
@@ -46,7 +46,7 @@ def setup_for(protocol: str, cut: str | None, batch: int):
 
 def fake_outcome(model: torch.nn.Module, role: str, protocol: str, feed: Callable[[Any], None]):
     """A RankOutcome whose observer saw what `feed` records (what the role really receives)."""
-    from slsec.runner import RankOutcome
+    from slsec.run.runner import RankOutcome
     from slsec.threat import Observer
     obs = Observer(role, protocol)
     obs.recording = True
@@ -104,7 +104,7 @@ def per_iter(t: dict, lo: str, hi: str, n: int, what: str) -> float:
 def whitebox(args: argparse.Namespace, rows: list) -> None:
     import slsec.attacks  # noqa: F401
     from slsec.attacks.base import ATTACKS
-    from slsec.harness import DEFAULT_KNOWLEDGE, make_view
+    from slsec.run.harness import DEFAULT_KNOWLEDGE, make_view
 
     cls = ATTACKS.get("inversion")
     for cut in args.cuts.split(","):
@@ -165,7 +165,7 @@ def reference_ig(model: torch.nn.Module, update: Any, shape: tuple, n: int, num_
 def ig(args: argparse.Namespace, rows: list) -> None:
     import slsec.attacks  # noqa: F401
     from slsec.attacks.base import ATTACKS
-    from slsec.harness import DEFAULT_KNOWLEDGE, make_view
+    from slsec.run.harness import DEFAULT_KNOWLEDGE, make_view
     from slsec.protocols.base import state
     from slsec.threat import Update
 

@@ -20,8 +20,8 @@ import torch
 from slsec import metrics
 from slsec.attacks.hijack import Hijack
 from slsec.config import make_config
-from slsec.harness import public_mechanism, train_steps
-from slsec.setup import prepare
+from slsec.run.harness import public_mechanism, train_steps
+from slsec.run.setup import prepare
 from slsec.threat import View
 
 

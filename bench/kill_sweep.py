@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from slsec.results import read_rows, scan_rows  # noqa: E402
+from slsec.report.results import read_rows, scan_rows  # noqa: E402
 
 SLSEC = str(Path(sys.executable).parent / "slsec")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -15,7 +15,7 @@ Same process run, same model init, same batch size, same optimizer (Adam), one t
 "SL roles" times the protocol's role programs alone; "SL runner" is what `slsec train` runs
 (run_local/run_mpi: + the experimenter's test evaluation after each round, model set-up, the
 scorer channel); "mono+eval" adds the same one test evaluation per epoch to the baseline.
-"SL roles unpinned" (local) runs the roles without sharing one core (slsec.runner.share_one_core
+"SL roles unpinned" (local) runs the roles without sharing one core (slsec.run.runner.share_one_core
 pins the rank threads of strictly alternating protocols to one core, as run_local does).
 Variants are interleaved. Printed: the median of per-repetition wall ratios, the wall ratio of
 the best repetition of each, and the median CPU-time ratio (all threads/ranks). On a shared
@@ -32,7 +32,7 @@ from _common import (Clock, interleaved, med, mono_epoch, one_thread, paired_rat
 
 def mnist_setup(cut: str, samples: int, batch: int):
     from slsec.config import make_config
-    from slsec.setup import prepare
+    from slsec.run.setup import prepare
     cfg = make_config({"dataset": "mnist", "protocol": "vanilla", "clients": 1, "rounds": 1,
                        "aux_size": 0, "max_train": samples, "batch_size": batch, "cut": cut})
     return cfg, prepare(cfg)
@@ -92,8 +92,8 @@ def mpi(args: argparse.Namespace) -> None:
     from mpi4py import MPI
 
     from slsec.protocols.base import PROTOCOLS
-    from slsec.runner import run_mpi
-    from slsec.transport import MPILink
+    from slsec.run.runner import run_mpi
+    from slsec.wire.transport import MPILink
 
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
@@ -148,7 +148,7 @@ def split_inline(setup, cfg, copies: bool, surrogate: bool) -> tuple[float, floa
     import torch
 
     from slsec.protocols.base import batches, make_optimizer
-    from slsec.runner import make_plan
+    from slsec.run.runner import make_plan
 
     model = setup.fresh_model()
     head, tail = model.split(list(setup.cuts))
@@ -186,8 +186,8 @@ def breakdown(args: argparse.Namespace) -> None:
     """Per-batch costs that SL adds at the cut, timed in isolation, vs the measured gap."""
     import torch
 
-    from slsec.runner import evaluate_model
-    from slsec.transport import LocalHub
+    from slsec.run.runner import evaluate_model
+    from slsec.wire.transport import LocalHub
 
     cfg, setup = mnist_setup(args.cut, args.samples, args.batch)
     n_batches = -(-len(setup.shard(1)) // cfg.batch_size)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from _common import Clock, one_thread
 
 from slsec.config import make_config
-from slsec.harness import attacked_rank, beyond_prior, reid_candidates, run_attack, score
-from slsec.runner import run_local
-from slsec.setup import prepare
+from slsec.run.harness import attacked_rank, beyond_prior, reid_candidates, run_attack, score
+from slsec.run.runner import run_local
+from slsec.run.setup import prepare
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
 
     from slsec.attacks import prior as priors
     from slsec.attacks.inversion import CutChannel
-    from slsec.harness import attacker_knowledge, make_view
+    from slsec.run.harness import attacker_knowledge, make_view
     view = make_view(cfg, setup, outcomes[0], "server", attacker_knowledge(cfg, "server"))
     obs = torch.cat([msg["x"] for msg in view.smashed]).float()
     with Clock() as build:

@@ -52,8 +52,8 @@ def worker(args: argparse.Namespace) -> None:
     from mpi4py import MPI
 
     from slsec.protocols.base import PROTOCOLS
-    from slsec.setup import prepare
-    from slsec.transport import MPILink
+    from slsec.run.setup import prepare
+    from slsec.wire.transport import MPILink
 
     comm = MPI.COMM_WORLD
     rank, k = comm.Get_rank(), comm.Get_size() - 1
@@ -113,8 +113,8 @@ SIMULATED = [(4, 1.0), (100, 1.0), (1000, 0.1)]
 def sim_worker(k: int, fraction: float) -> None:
     """One local-backend SplitFed run; prints JSON: round seconds, peak RSS."""
     from slsec.config import make_config
-    from slsec.runner import run_local
-    from slsec.setup import prepare
+    from slsec.run.runner import run_local
+    from slsec.run.setup import prepare
     cfg = make_config({"dataset": "mnist", "protocol": "splitfed", "clients": k,
                        "fraction": fraction, "rounds": 3, "timeout": 600})
     setup = prepare(cfg)

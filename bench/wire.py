@@ -30,7 +30,7 @@ TAG = 9
 def main() -> int:
     from mpi4py import MPI
 
-    from slsec.transport import MPILink, decode_header, encode
+    from slsec.wire.transport import MPILink, decode_header, encode
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=50, help="round trips per timed block")

@@ -68,7 +68,7 @@ class Defense(ABC):
         return None
 
     def fit_public(self, setup: Any) -> None:
-        """Derive what the defense takes from public data and weights (slsec.setup.Setup)
+        """Derive what the defense takes from public data and weights (slsec.run.setup.Setup)
         before training; the default derives nothing."""
 
     def check_numbers(self) -> None:
@@ -81,7 +81,7 @@ class Defense(ABC):
     def guess_bounds(self, *, eps: float, steps: int, sample_rate: float,
                      kappa: float | None, num_classes: int) -> dict[str, Any]:
         """Bounds this mechanism's guarantee puts on an attacker's guessing (see
-        slsec/reid_bound.py): {"reid_bound": b} for top-1 re-identification among 1/kappa
+        slsec/privacy/reid_bound.py): {"reid_bound": b} for top-1 re-identification among 1/kappa
         candidates; {"labels_only": True, ...} for a label-only guarantee; {} (the default):
         the run's (eps, delta) bound is used."""
         return {}

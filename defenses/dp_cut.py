@@ -50,7 +50,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from slsec import accounting, reid_bound
+from slsec.privacy import accounting
+from slsec.privacy import reid_bound
 from slsec.defenses.base import DEFENSES, Defense, overflow_check, positive
 from slsec.errors import UserError
 from slsec.params import Param

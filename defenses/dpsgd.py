@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slsec import accounting, reid_bound
+from slsec.privacy import accounting
+from slsec.privacy import reid_bound
 from slsec.defenses.base import DEFENSES, Defense, overflow_check, positive
 from slsec.errors import UserError
 from slsec.params import Param

@@ -101,7 +101,7 @@ class LabelRR(Defense):
     def guess_bounds(self, *, eps: float, steps: int, sample_rate: float,
                      kappa: float | None, num_classes: int) -> dict[str, Any]:
         """Protects labels only: a bound on guessing the label (prior 1/K)."""
-        from slsec.reid_bound import eps_delta_bound
+        from slsec.privacy.reid_bound import eps_delta_bound
         return {"labels_only": True,
                 "label_guess_bound": eps_delta_bound(eps, 0.0, 1.0 / num_classes)}
 

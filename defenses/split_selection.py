@@ -1,6 +1,6 @@
 """Adversarial split-point selection as a defense: before training, choose the cut that leaks
 least within the utility and client-compute budgets. The search itself is core
-(slsec/split_search.py); this file declares the defense and its public rule."""
+(slsec/run/split_search.py); this file declares the defense and its public rule."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,7 +11,7 @@ from slsec.threat import PreTraining
 
 @DEFENSES.register("split-select")
 class SplitSelect(Defense):
-    """Before training: choose the cut that leaks least (see `slsec.commands.choose_cut`)."""
+    """Before training: choose the cut that leaks least (see `slsec.cli.commands.choose_cut`)."""
 
     name = "split-select"
     protocols = frozenset({"vanilla", "ushaped", "splitfed"})

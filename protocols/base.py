@@ -65,7 +65,7 @@ class Context:
 
     rank: int
     plan: Plan
-    link: Any                                  # slsec.transport.Link
+    link: Any                                  # slsec.wire.transport.Link
     model: nn.Module                           # full SplitModel (only this role's parts are used)
     defense: Any                               # DefenseStack (hooks are identities when empty)
     observer: Observer

@@ -11,7 +11,7 @@ Keyword options are the RunConfig field names (`slsec evaluate --help` lists the
 validated exactly as the CLI's (a bad one raises slsec.errors.UserError with the same one-line
 message). `model=` also takes an nn.Module (a template: each build is a copy with its layers
 re-initialised under the run's seed) or a factory; `dataset=` also takes arrays or tensors
-`(x, y)` or `(x, y, x_test, y_test)` (rules as for `npz:FILE`, see slsec.userdata). Such
+`(x, y)` or `(x, y, x_test, y_test)` (rules as for `npz:FILE`, see slsec.data.userdata). Such
 in-memory objects live in this process and run on the local backend. Runs happen in this
 process, one after another; nothing is written unless you call `save` (`sweep` writes its
 results folder, as the CLI does).
@@ -53,8 +53,8 @@ class Result:
     def save(self, path: str | Path) -> Path:
         """Write the CLI's report files into folder `path`: result.json (with the undefended
         twin), report.md, report.html and reconstructions.png (when there are images)."""
-        from slsec.runreport import write_run
-        from slsec.results import check_writable
+        from slsec.cli.runreport import write_run
+        from slsec.report.results import check_writable
         folder = Path(path)
         check_writable(folder)
         write_run(folder, self.raw, self.twin.raw if self.twin is not None else None)
@@ -84,8 +84,8 @@ def make_run_config(model: Any = None, dataset: Any = None, config: str | Path |
                     **options: Any) -> RunConfig:
     """The validated RunConfig for API keywords (defaults < TOML `config` < keywords)."""
     values = {k: v for k, v in options.items() if v is not None}
-    from slsec.userdata import as_dataset_spec
-    from slsec.usermodel import as_model_spec
+    from slsec.data.userdata import as_dataset_spec
+    from slsec.data.usermodel import as_model_spec
     spec_model, spec_data = as_model_spec(model), as_dataset_spec(dataset)
     if spec_model is not None:
         values["model"] = spec_model
@@ -108,10 +108,10 @@ def evaluate(*, model: Any = None, dataset: Any = None, twin: bool = True,
     without defenses (when there are any) as `result.twin`. config: a TOML experiment file.
     progress: called with each round's record. options: RunConfig fields (attack="inversion",
     defense="dp", sigma=0.5, rounds=2, ...)."""
-    from slsec.runs import baseline_config, choose_cut
+    from slsec.cli.runs import baseline_config, choose_cut
     from slsec.catalog import pre_training
-    from slsec.harness import check_attack, evaluate as run
-    from slsec.setup import check_defenses
+    from slsec.run.harness import check_attack, evaluate as run
+    from slsec.run.setup import check_defenses
 
     cfg = make_run_config(model, dataset, config, **options)
     check_attack(cfg)
@@ -130,7 +130,7 @@ def train(*, model: Any = None, dataset: Any = None, config: str | Path | None =
           progress: Callable[[Any], None] | None = None, **options: Any) -> Result:
     """Train with the protocol (no attack), like `slsec train`; the Result has the accuracy
     curve and utility metrics. Same arguments as `evaluate` (any `attack` is ignored)."""
-    from slsec.harness import evaluate as run
+    from slsec.run.harness import evaluate as run
     cfg = make_run_config(model, dataset, config, **options).replace(attack=None)
     return _result(run(cfg, progress=progress), cfg)  # type: ignore[arg-type]
 
@@ -144,7 +144,7 @@ def sweep(*, model: Any = None, dataset: Any = None, config: str | Path | None =
     straggler) each alternative is a name, a comma list or a list of names
     (`defense=["none", "dp", ["dp", "nopeek"]]`). Rows are appended to
     <out>/<run_id>/results.csv (resume=True skips finished cells), as the CLI does."""
-    from slsec.sweeps import sweep_rows
+    from slsec.cli.sweeps import sweep_rows
     return sweep_rows(model=model, dataset=dataset, config=config, resume=resume, **options)
 
 

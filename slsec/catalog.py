@@ -102,7 +102,7 @@ def attacker_knowledge(cfg: Any, role: str) -> frozenset[str]:
 
 
 def _check_attack(cfg: Any) -> None:
-    """As slsec.harness.check_attack: attack name, its role in the protocol, knowledge, method."""
+    """As slsec.run.harness.check_attack: attack name, its role in the protocol, knowledge, method."""
     if cfg.attack is None:
         return
     if cfg.attack not in ATTACKS:
@@ -141,7 +141,7 @@ def _check_params(name: str, cfg: Any) -> bool:
 
 
 def _check_defenses(cfg: Any) -> bool:
-    """The name and protocol checks of slsec.setup.build_defense, in its order; False where a
+    """The name and protocol checks of slsec.run.setup.build_defense, in its order; False where a
     defense's parameters are left to its constructor (nothing after it can be checked first)."""
     for name in cfg.defense:
         if DEFENSES.get(name, ("",))[0] == PRE_TRAINING:
@@ -158,7 +158,7 @@ def _check_defenses(cfg: Any) -> bool:
 
 
 def _check_setup(cfg: Any) -> None:
-    """As slsec.setup.prepare, up to the cuts: dataset, protocol, model, cut names."""
+    """As slsec.run.setup.prepare, up to the cuts: dataset, protocol, model, cut names."""
     if ":" in cfg.dataset:
         return   # tu:NAME or a user's data scheme: only loading it can tell
     if cfg.dataset not in DATASETS:

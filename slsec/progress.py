@@ -84,7 +84,7 @@ class Reporter:
         return self.stream if self.stream is not None else sys.stderr
 
     def _write_file(self, line: str) -> None:
-        from slsec.results import atomic_write
+        from slsec.report.results import atomic_write
         try:
             atomic_write(self.file, line)  # type: ignore[arg-type]
         except OSError:   # a status line only: never fail the run for it

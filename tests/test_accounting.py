@@ -1,4 +1,4 @@
-"""slsec.accounting returns exactly what the Opacus accountants return for the same numbers."""
+"""slsec.privacy.accounting returns exactly what the Opacus accountants return for the same numbers."""
 import math
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 
-from slsec import accounting
+from slsec.privacy import accounting
 from slsec.errors import UserError
 
 torch.set_num_threads(1)

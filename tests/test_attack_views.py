@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from slsec.config import make_config
-from slsec.harness import evaluate
+from slsec.run.harness import evaluate
 
 SMALL = dict(max_train=400, probe_size=16, aux_size=200, batch_size=32, rounds=1, threads=1,
              attack_iters=300, observe_samples=64)
@@ -70,8 +70,8 @@ def test_only_a_server_that_receives_labels_holds_the_probe_labels(protocol, hel
     import torch
 
     from slsec.attacks.prior import received_labels
-    from slsec.harness import attacker_knowledge, make_view, prepare
-    from slsec.runner import run_local
+    from slsec.run.harness import attacker_knowledge, make_view, prepare
+    from slsec.run.runner import run_local
     cfg = make_config({**SMALL, "protocol": protocol, "attack": "inversion"})
     setup = prepare(cfg)
     outcome = run_local(cfg, setup, None)[0]

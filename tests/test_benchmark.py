@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from slsec.benchmark import DATASET_DEFAULTS, plan_grid, verdicts
+from slsec.cli.benchmark import DATASET_DEFAULTS, plan_grid, verdicts
 from slsec.cli import main
 from slsec.errors import UserError
-from slsec.results import read_rows
+from slsec.report.results import read_rows
 
 TABLE_HEADER = ("| architecture | partition | dataset | test accuracy | rounds to convergence "
                 "| wall-clock s | MB on the wire |")

@@ -18,8 +18,8 @@ from torch import nn
 import slsec
 from slsec.cli import main
 from slsec.errors import UserError
-from slsec.models import SplitModel, build_model
-from slsec.userdata import load_user_dataset
+from slsec.data.models import SplitModel, build_model
+from slsec.data.userdata import load_user_dataset
 
 TINY = ["--max-train", "200", "--rounds", "1", "--probe-size", "4", "--aux-size", "100"]
 KW = dict(max_train=200, rounds=1, probe_size=4, aux_size=100)
@@ -133,7 +133,7 @@ def test_model_forms_give_a_cut_at_every_boundary(form):
     blocks = [("enc", nn.Flatten()), ("hidden", nn.Linear(4, 3)), ("out", nn.Linear(3, 2))]
     obj = {"sequential": nn.Sequential(OrderedDict(blocks)), "ordereddict": OrderedDict(blocks),
            "pairs": blocks, "unnamed": nn.Sequential(*[m for _, m in blocks])}[form]
-    from slsec.usermodel import register_object
+    from slsec.data.usermodel import register_object
     model = build_model(register_object(lambda: obj), num_classes=2, input_shape=(1, 2, 2))
     assert isinstance(model, SplitModel)
     assert model.cut_points == (["0", "1"] if form == "unnamed" else ["enc", "hidden"])
@@ -144,7 +144,7 @@ def test_model_forms_give_a_cut_at_every_boundary(form):
 
 
 def test_module_template_is_copied_and_seeded():
-    from slsec.usermodel import register_object
+    from slsec.data.usermodel import register_object
     template = mlp()
     before = [p.clone() for p in template.parameters()]
     spec = register_object(template)
@@ -210,7 +210,7 @@ def test_api_bad_arguments_are_user_errors():
 
 
 def test_baseline_cache_key_follows_the_model_file(files, tmp_path):
-    from slsec.commands import baseline_path
+    from slsec.cli.commands import baseline_path
     from slsec.config import make_config
     src = tmp_path / "m.py"
     src.write_text(MLP_SRC)
@@ -220,8 +220,8 @@ def test_baseline_cache_key_follows_the_model_file(files, tmp_path):
     src.write_text(MLP_SRC.replace("64", "48"))
     assert baseline_path(cfg) != first
     builtin = make_config({"defense": "dp"})
-    from slsec.results import config_key
-    from slsec.commands import baseline_config
+    from slsec.report.results import config_key
+    from slsec.cli.commands import baseline_config
     assert baseline_path(builtin).name == \
         f"undefended-{config_key(baseline_config(builtin).to_dict())}.json"   # unchanged
 
@@ -294,7 +294,7 @@ def test_custom_model_runs_every_protocol(files, protocol, attack):
 
 
 def test_graph_data_takes_a_factory_returning_a_split_model():
-    from slsec.models import gin
+    from slsec.data.models import gin
 
     def my_gin(num_classes: int, num_features: int) -> SplitModel:
         return gin(num_classes=num_classes, num_features=num_features, hidden=16)

@@ -20,10 +20,10 @@ from slsec.config import make_config
 from slsec.data import DATASETS, load_dataset
 from slsec.defenses.base import DEFENSES
 from slsec.errors import UserError
-from slsec.harness import DEFAULT_KNOWLEDGE, check_attack
-from slsec.models import MODELS, build_model
+from slsec.run.harness import DEFAULT_KNOWLEDGE, check_attack
+from slsec.data.models import MODELS, build_model
 from slsec.protocols.base import PROTOCOLS
-from slsec.setup import check_defenses, prepare
+from slsec.run.setup import check_defenses, prepare
 
 
 def test_catalog_matches_the_live_registries():

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from slsec.defenses.base import DEFENSES
 from slsec.defenses.dpsgd import DPSGD, per_sample_grads
 from slsec.errors import UserError
-from slsec.models import build_model
+from slsec.data.models import build_model
 
 torch.set_num_threads(1)
 

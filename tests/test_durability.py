@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from slsec.results import append_row, atomic_write, read_rows
+from slsec.report.results import append_row, atomic_write, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIRS = [ROOT / d for d in ("slsec", "protocols", "attacks", "defenses")]
@@ -31,7 +31,7 @@ KILLS = 5
 
 WRITER = """
 import sys, time
-from slsec.results import append_row, read_rows
+from slsec.report.results import append_row, read_rows
 path, total = sys.argv[1], int(sys.argv[2])
 for i in range(len(read_rows(path)), total):      # resume after the last complete row
     append_row(path, {"i": i, "payload": "x" * 400, "nested": [i, {"k": i}], "comma": "a,b"})
@@ -114,7 +114,7 @@ def test_sweep_killed_five_times_then_resumed_loses_and_duplicates_no_rows(tmp_p
     """The real `slsec sweep` command (8 cells), SIGKILLed 5 times at random points after it
     made progress (mid-cell, mid-append or mid-render), then resumed: one row per planned cell.
     Each attempt is a fork of this process (torch already imported) running slsec.cli.main."""
-    import slsec.commands, slsec.frontier, slsec.harness, slsec.sweeps  # noqa: F401,E401
+    import slsec.cli.commands, slsec.report.frontier, slsec.run.harness, slsec.cli.sweeps  # noqa: F401,E401
     monkeypatch.chdir(tmp_path)              # (imported once here, not in every child)
     out, run_id = tmp_path / "reports", "killed"
     lrs = ["0.001", "0.002", "0.003", "0.004", "0.005", "0.006", "0.007", "0.008"]
@@ -224,7 +224,7 @@ WRITE_MODES = set("wax+")
 
 
 def test_package_writes_files_only_through_a_temp_file_and_rename():
-    """Reports, rows, plots: written to a temp file and renamed (slsec.results.atomic_write or
+    """Reports, rows, plots: written to a temp file and renamed (slsec.report.results.atomic_write or
     savefig(tmp) + replace), so a kill never leaves a half-written file behind."""
     bad = []
     for path, tree in package_sources():
@@ -246,5 +246,5 @@ def test_package_writes_files_only_through_a_temp_file_and_rename():
                 target = ast.unparse(c.args[0]) if c.args else ""
                 if c.args and not any(k in target.lower() for k in ("tmp", "buf", "io.")):
                     bad.append(f"{rel}:{c.lineno}: {src}")
-    bad = [b for b in bad if not b.startswith("slsec/results.py")]
+    bad = [b for b in bad if not b.startswith("slsec/report/results.py")]
     assert not bad, "direct (non-atomic) file writes:\n" + "\n".join(bad)

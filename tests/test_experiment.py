@@ -5,9 +5,9 @@ from __future__ import annotations
 from slsec.attacks.base import Attack
 from slsec.config import make_config
 from slsec.defenses.dp_cut import DPCut
-from slsec.experiment import plan_attack, resolve
-from slsec.harness import evaluate
-from slsec.setup import prepare
+from slsec.run.experiment import plan_attack, resolve
+from slsec.run.harness import evaluate
+from slsec.run.setup import prepare
 
 SMALL = {"attack": "inversion", "method": "prior", "defense": "dp", "target_epsilon": "8",
          "max_train": "128", "aux_size": "64", "probe_size": "4", "clients": "2"}

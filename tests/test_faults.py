@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from slsec.results import append_row, read_json, read_rows, write_json
+from slsec.report.results import append_row, read_json, read_rows, write_json
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 

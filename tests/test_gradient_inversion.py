@@ -21,7 +21,7 @@ from slsec.attacks.gradient_inversion import (GradientInversion, client_gradient
 from slsec.data import load_dataset
 from slsec.defenses.dpsgd import DPSGD
 from slsec.errors import UserError
-from slsec.models import build_model
+from slsec.data.models import build_model
 from slsec.threat import Update, View
 from conftest import train_epoch
 

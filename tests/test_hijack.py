@@ -17,8 +17,8 @@ from slsec.attacks.hijack import Hijack
 from slsec.config import make_config
 from slsec.data import load_dataset
 from slsec.errors import UserError
-from slsec.harness import evaluate
-from slsec.models import build_model
+from slsec.run.harness import evaluate
+from slsec.data.models import build_model
 from slsec.threat import View
 from test_inversion import Vault
 

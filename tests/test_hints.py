@@ -13,7 +13,7 @@ import slsec.protocols  # noqa: F401  (registers protocols)
 from slsec.attacks.base import ATTACKS
 from slsec.cli import main
 from slsec.defenses.base import DEFENSES
-from slsec.hints import PROMPT
+from slsec.cli.hints import PROMPT
 
 TINY = ["--max-train", "64", "--aux-size", "64", "--rounds", "1", "--probe-size", "2",
         "--attack-iters", "1", "--observe-samples", "16", "--batch-size", "32"]
@@ -51,7 +51,7 @@ def test_matrix_covers_every_protocol_and_defense() -> None:
 def test_hint_is_built_from_the_run() -> None:
     """The issue's example: a FedAvg + DP-SGD run suggests a --noise-multiplier sweep, never dp."""
     from slsec.config import make_config
-    from slsec.hints import frontier_command
+    from slsec.cli.hints import frontier_command
     cmd = frontier_command(make_config({"protocol": "fedavg", "attack": "gradient-inversion",
                                         "defense": "dpsgd", "noise_multiplier": 0.5}))
     assert cmd is not None and "--defense dpsgd" in cmd and "--noise-multiplier 0.3," in cmd
@@ -70,15 +70,15 @@ def _check_until_training(words: list[str], capsys: pytest.CaptureFixture,
                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Run a printed command through the real CLI up to its first training (every cell of a
     sweep is validated before that), without training."""
-    import slsec.commands
-    import slsec.harness
+    import slsec.cli.commands
+    import slsec.run.harness
 
     def stop(*_a, **_k):
         raise _Validated
 
     with monkeypatch.context() as m:
-        m.setattr(slsec.harness, "evaluate", stop)
-        m.setattr(slsec.commands, "start_baseline", lambda cfg: None)
+        m.setattr(slsec.run.harness, "evaluate", stop)
+        m.setattr(slsec.cli.commands, "start_baseline", lambda cfg: None)
         capsys.readouterr()
         with pytest.raises(_Validated):
             rc = main(words)

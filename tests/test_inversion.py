@@ -20,7 +20,7 @@ from slsec.attacks.inversion import CutChannel, Inversion, _Decoder
 from slsec.data import load_dataset
 from slsec.defenses.dp_cut import clip_rows
 from slsec.errors import UserError
-from slsec.models import build_model
+from slsec.data.models import build_model
 from slsec.threat import CutNoise, Regularizer, View
 from conftest import train_epoch
 

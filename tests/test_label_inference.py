@@ -12,7 +12,7 @@ from slsec.attacks.base import ATTACKS
 from slsec.attacks.label_inference import LabelInference
 from slsec.errors import UserError
 from slsec.metrics import label_accuracy, label_auc
-from slsec.models import Block, SplitModel
+from slsec.data.models import Block, SplitModel
 from slsec.threat import Scorer, View
 
 ARCH = frozenset({"architecture"})
@@ -190,7 +190,7 @@ def _mnist_ushaped(binary: bool, defense=None, seed: int = 0, observe: int = 256
     if key in _CACHE:
         return _CACHE[key]
     data = pytest.importorskip("slsec.data")
-    from slsec.models import build_model
+    from slsec.data.models import build_model
     ds = data.load_dataset("mnist")
     tr, te = ds.train, ds.test
     ytr, yte = ((tr.y < 5).long(), (te.y < 5).long()) if binary else (tr.y, te.y)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from slsec.errors import UserError
-from slsec.models import MODELS, build_model, profile_cuts
+from slsec.data.models import MODELS, build_model, profile_cuts
 
 CUTS = {
     "cnn": ["conv1", "pool1", "conv2", "pool2", "fc1"],

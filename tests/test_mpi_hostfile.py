@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from slsec.config import make_config
-from slsec.runner import run_local
-from slsec.setup import prepare
+from slsec.run.runner import run_local
+from slsec.run.setup import prepare
 
 BIN = Path(sys.executable).parent
 SMALL = ["--protocol", "splitfed", "--clients", "2", "--max-train", "192", "--rounds", "2",

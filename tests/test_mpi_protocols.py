@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from slsec.config import make_config
-from slsec.runner import run_local
-from slsec.setup import prepare
+from slsec.run.runner import run_local
+from slsec.run.setup import prepare
 
 SCRIPT = Path(__file__).parent / "mpi_scripts" / "run_protocol.py"
 MPIEXEC = str(Path(sys.executable).parent / "mpiexec")

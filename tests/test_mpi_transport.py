@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from slsec.transport import LocalHub
+from slsec.wire.transport import LocalHub
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 

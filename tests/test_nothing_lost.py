@@ -20,8 +20,8 @@ import pytest
 from slsec.cli import main
 from slsec.config import make_config
 from slsec.errors import UserError
-from slsec.folders import claim, folder_kind, mark
-from slsec.results import (REJECTED, append_row, quarantine, read_rows, row_hash, rows_csv,
+from slsec.report.folders import claim, folder_kind, mark
+from slsec.report.results import (REJECTED, append_row, quarantine, read_rows, row_hash, rows_csv,
                            scan_rows, write_json)
 
 TINY = ["--max-train", "64", "--probe-size", "4", "--aux-size", "100", "--batch-size", "64",
@@ -201,7 +201,7 @@ def test_bad_cells_and_ignored_options_fail_before_training(tmp_path, capsys, ar
 
 
 def test_a_sweep_with_dp_in_some_cells_accepts_sigma():
-    from slsec.preflight import inapplicable
+    from slsec.run.preflight import inapplicable
     assert "sigma" in inapplicable(make_config({"sigma": 0.1}))
     assert not inapplicable(make_config({"sigma": 0.1, "defense": "dp"}))
 
@@ -209,7 +209,7 @@ def test_a_sweep_with_dp_in_some_cells_accepts_sigma():
 # ------------------------------------------------------------------ 4. bounded solvers
 
 def test_noise_solver_is_bounded_and_keeps_the_guarantee():
-    from slsec import accounting
+    from slsec.privacy import accounting
     t0 = time.perf_counter()
     nm = accounting.noise_for_epsilon(target_epsilon=1e300, delta=1e-5, sample_rate=1.0, steps=1)
     assert time.perf_counter() - t0 < 120

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import torch
 
-from slsec.commands import grid_rows
+from slsec.cli.commands import grid_rows
 
 
 def test_grid_has_a_labelled_row_per_guess_and_dark_tiles_stay_visible(tmp_path: Path, monkeypatch):
-    import slsec.plots as plots
+    import slsec.report.plots as plots
     seen = {}
     real = plots.reconstruction_rows
 

@@ -35,7 +35,7 @@ SCRIPT = '''
 import contextlib, io, json, sys
 from slsec.cli import main
 from slsec.config import merged_config
-from slsec.setup import build_defense
+from slsec.run.setup import build_defense
 
 def run(*argv):
     out, err = io.StringIO(), io.StringIO()

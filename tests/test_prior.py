@@ -9,7 +9,7 @@ from slsec import metrics
 from slsec.attacks import prior as priors
 from slsec.attacks.inversion import CutChannel, Inversion
 from slsec.data import Split, load_dataset
-from slsec.models import build_model
+from slsec.data.models import build_model
 from slsec.threat import CutNoise, View
 from test_inversion import Vault
 

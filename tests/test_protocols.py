@@ -6,8 +6,8 @@ import torch
 
 from slsec.config import make_config
 from slsec.protocols.base import Plan, batches, client_seed, weighted_average
-from slsec.runner import run_local
-from slsec.setup import prepare
+from slsec.run.runner import run_local
+from slsec.run.setup import prepare
 
 
 def small(**kw):
@@ -129,8 +129,8 @@ def test_fedavg_round_equals_manual_average():
 
 def test_ushaped_server_never_receives_labels():
     """U-shaped: no message the server receives carries a label tensor (nor anything equal to it)."""
-    from slsec.runner import TRUTH
-    from slsec.transport import LocalHub
+    from slsec.run.runner import TRUTH
+    from slsec.wire.transport import LocalHub
     received: list[dict] = []
     original = LocalHub.link
 

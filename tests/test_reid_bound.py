@@ -1,4 +1,4 @@
-"""The DP bound on re-identification (slsec/reid_bound.py) and that no measured rate exceeds it."""
+"""The DP bound on re-identification (slsec/privacy/reid_bound.py) and that no measured rate exceeds it."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from slsec import reid_bound as rb
+from slsec.privacy import reid_bound as rb
 
 
 def gaussian_profile(eps: np.ndarray, mu: float) -> np.ndarray:
@@ -33,7 +33,7 @@ def test_bound_limits_and_fallback():
 
 
 def test_subsampled_bound_is_no_looser_than_eps_delta_and_exact_at_rate_one():
-    from slsec import accounting
+    from slsec.privacy import accounting
     kappa = 1 / 1064
     kw = dict(noise_multiplier=1.0, sample_rate=0.01, steps=500)
     eps = accounting.epsilon(delta=1e-5, **kw)
@@ -51,7 +51,7 @@ def test_describe_says_vacuous_and_flags_a_rate_above_the_bound():
 
 def _evaluate(**values):
     from slsec.config import make_config
-    from slsec.harness import evaluate
+    from slsec.run.harness import evaluate
     return evaluate(make_config(values))["metrics"]
 
 
@@ -88,8 +88,8 @@ def test_harness_bounds_per_defense_without_training():
     bound is Phi(Phi^-1(1/1064) + 4) ~ 0.81 while e^eps/N + delta is vacuous; DP-SGD FedAvg
     gets a non-vacuous bound; label DP bounds label guessing only."""
     from slsec.config import make_config
-    from slsec.harness import privacy_budget, reid_bounds
-    from slsec.setup import prepare
+    from slsec.run.harness import privacy_budget, reid_bounds
+    from slsec.run.setup import prepare
 
     def bounds(**values):
         cfg = make_config(values)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from slsec.cli import main
-from slsec.review import input_grade, label_grade, overall_grade
+from slsec.cli.review import input_grade, label_grade, overall_grade
 
 SMALL = ["--max-train", "300", "--probe-size", "8", "--attack-iters", "30"]
 
@@ -48,11 +48,11 @@ def test_overall_grade_is_the_worse_channel() -> None:
 def test_bad_input_is_one_line_and_exit_2_before_training(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         extra: list[str], message: str) -> None:
-    import slsec.harness
+    import slsec.run.harness
 
     def boom(*a, **k):
         raise AssertionError("training started before validation failed")
-    monkeypatch.setattr(slsec.harness, "evaluate", boom)
+    monkeypatch.setattr(slsec.run.harness, "evaluate", boom)
     assert main(["review", "--out", str(tmp_path), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from slsec.cli import main
-from slsec.commands import defense_sections, render_run, run_title_parts
+from slsec.cli.commands import defense_sections, render_run, run_title_parts
 
 TINY = ["--max-train", "64", "--aux-size", "64", "--rounds", "1", "--probe-size", "2",
         "--attack-iters", "1", "--batch-size", "32"]
@@ -92,8 +92,8 @@ def test_plain_progress_is_rate_limited(monkeypatch) -> None:
 
 def test_labels_say_what_was_measured() -> None:
     import slsec
-    from slsec.commands import command_seconds, shown
-    from slsec.sweeps import axis_text, methods_text
+    from slsec.cli.commands import command_seconds, shown
+    from slsec.cli.sweeps import axis_text, methods_text
     # a run whose best accuracy stayed at chance has not converged
     assert shown({"rounds_to_convergence": 1, "best_accuracy": 0.12, "chance_accuracy": 0.1},
                  "rounds_to_convergence") == "not reached"

@@ -12,12 +12,12 @@ import torch
 
 from slsec.cli import main
 from slsec.config import make_config
-from slsec.harness import evaluate
+from slsec.run.harness import evaluate
 from slsec.protocols.base import Plan, participants
 from slsec.protocols.fedavg import FedAvg
 from slsec.protocols.splitfed import SplitFed
-from slsec.runner import run_local
-from slsec.setup import prepare
+from slsec.run.runner import run_local
+from slsec.run.setup import prepare
 
 TINY = dict(max_train=256, aux_size=100, probe_size=8, rounds=2, batch_size=32)
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from slsec import sweeps as sweep
+from slsec.cli import sweeps as sweep
 from slsec.errors import UserError
-from slsec.frontier import is_private, privacy_key
-from slsec.results import config_key, read_rows
-from slsec.stats import t_interval
+from slsec.report.frontier import is_private, privacy_key
+from slsec.report.results import config_key, read_rows
+from slsec.report.stats import t_interval
 
 
 def fake_metrics(cfg) -> dict:
@@ -137,10 +137,10 @@ def test_evaluate_with_seeds_stores_per_seed_results_and_the_aggregate(
     replaced here by made-up metrics; a real two-seed run is in the slow test above)."""
     import json
 
-    import slsec.runreport
-    import slsec.seeds
+    import slsec.cli.runreport
+    import slsec.cli.seeds
     from slsec.cli import main
-    from slsec.results import write_json
+    from slsec.report.results import write_json
 
     def fake_seed(cfg):
         assert cfg.seeds == 1
@@ -150,8 +150,8 @@ def test_evaluate_with_seeds_stores_per_seed_results_and_the_aggregate(
 
     def fake_write(folder, result, base):
         write_json(folder / "result.json", {**result, "undefended": base})
-    monkeypatch.setattr(slsec.seeds, "run_seed", fake_seed)
-    monkeypatch.setattr(slsec.runreport, "write_run", fake_write)
+    monkeypatch.setattr(slsec.cli.seeds, "run_seed", fake_seed)
+    monkeypatch.setattr(slsec.cli.runreport, "write_run", fake_write)
     assert main(["evaluate", "--attack", "inversion", "--defense", "dp", "--sigma", "0.1",
                  "--seed", "2", "--seeds", "3", "--out", str(tmp_path), "--run-id", "e"]) == 0
     stored = json.loads((tmp_path / "e" / "result.json").read_text())
@@ -192,7 +192,7 @@ def test_benchmark_with_seeds_writes_per_seed_and_aggregate_rows_and_a_pm_table(
 
 
 def test_benchmark_verdict_uses_the_seed_intervals() -> None:
-    from slsec.benchmark import verdicts
+    from slsec.cli.benchmark import verdicts
 
     def row(p, acc, hw):
         return {"dataset": "mnist", "protocol": p, "partition": "dirichlet", "alpha": "0.5",
@@ -212,7 +212,7 @@ def test_review_with_seeds_grades_on_per_cut_means_and_keeps_per_seed_rows(
     alone would say MEDIUM, the mean (gain 0.21) HIGH."""
     import csv
 
-    import slsec.split_search as sel
+    import slsec.run.split_search as sel
     from slsec.cli import main
 
     def fake_measure(cfg, progress=None):

@@ -5,7 +5,7 @@ import pytest
 from rich.console import Console
 
 from slsec.config import make_config
-from slsec import split_search as ss
+from slsec.run import split_search as ss
 from slsec.errors import UserError
 
 SMALL = dict(max_train="300", probe_size="8", attack_iters="30")
@@ -88,7 +88,7 @@ def test_bad_budget_text_is_a_one_line_user_error(fn, text: str) -> None:
 
 def test_registered_as_a_pre_training_defense() -> None:
     from slsec.defenses.base import DEFENSES
-    from slsec.setup import build_defense, make_defense
+    from slsec.run.setup import build_defense, make_defense
     cls = DEFENSES.get("split-select")
     assert cls.point == "pre" and cls.protocols == {"vanilla", "ushaped", "splitfed"}
     make_defense("split-select", make_config({}))          # no parameters

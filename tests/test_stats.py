@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from slsec import stats
+from slsec.report import stats
 
 SAMPLE = [0.912, 0.897, 0.921, 0.905, 0.930]     # a fixed sample (e.g. five seeds' accuracy)
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from slsec import sweeps as sweep
+from slsec.cli import sweeps as sweep
 from slsec.config import merged_config
 from slsec.errors import UserError
-from slsec.frontier import attack_performance, dcs, pareto_mask, row_dcs
-from slsec.results import config_key, read_rows
+from slsec.report.frontier import attack_performance, dcs, pareto_mask, row_dcs
+from slsec.report.results import config_key, read_rows
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -85,11 +85,11 @@ def test_empty_item_in_a_flag_list_is_a_user_error() -> None:
 @pytest.fixture
 def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if anything starts training."""
-    import slsec.harness
+    import slsec.run.harness
 
     def boom(*a, **k):
         raise AssertionError("training started before validation failed")
-    monkeypatch.setattr(slsec.harness, "evaluate", boom)
+    monkeypatch.setattr(slsec.run.harness, "evaluate", boom)
     monkeypatch.setattr(sweep, "run_cell", boom)
 
 
@@ -250,7 +250,7 @@ def test_every_documented_config_loads() -> None:
 
 
 def test_benchmark_config_loads_in_the_benchmark_command() -> None:
-    benchmark = pytest.importorskip("slsec.benchmark")
+    benchmark = pytest.importorskip("slsec.cli.benchmark")
     cells = benchmark.plan_grid(str(CONFIGS / "benchmark.toml"), {})
     assert len(cells) == 12 and {c.clients for c in cells} == {4}
 
@@ -262,7 +262,7 @@ KILL_FLAGS = {"run_id": "k", "sigma": "0.1,0.5", "seed": "0,1,2", "defense": "dp
 KILL_SCRIPT = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(1)
-    from slsec.sweeps import run_sweep
+    from slsec.cli.sweeps import run_sweep
     run_sweep(None, {**eval(sys.argv[2]), "out": sys.argv[1]}, resume=True)
 """)
 

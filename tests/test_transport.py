@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from slsec.errors import PeerError
-from slsec.transport import (MAX_NAME, PREFLIGHT_TAG, LocalHub, TensorSpec, WireError,
+from slsec.wire.transport import (MAX_NAME, PREFLIGHT_TAG, LocalHub, TensorSpec, WireError,
                              decode_header, encode)
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16,
@@ -237,8 +237,8 @@ def test_wire_error_is_a_peer_error():
 
 
 def test_transport_imports_mpi4py_only_inside_functions():
-    """`import slsec.transport` must work without MPI: no module-level mpi4py import."""
-    import slsec.transport as transport
+    """`import slsec.wire.transport` must work without MPI: no module-level mpi4py import."""
+    import slsec.wire.transport as transport
 
     tree = ast.parse(Path(transport.__file__).read_text())
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]

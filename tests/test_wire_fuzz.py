@@ -12,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slsec.transport import MAX_HEADER, TensorSpec, WireError, decode_header, encode
+from slsec.wire.transport import MAX_HEADER, TensorSpec, WireError, decode_header, encode
 
 FIXED = struct.Struct("<4sHHQ")
 ITEMSIZE = {torch.float32: 4, torch.float64: 8, torch.float16: 2, torch.bfloat16: 2,

@@ -27,7 +27,7 @@ def install_fault(spec: str) -> None:
     rank_s, kind, after_s = spec.split(":")
     if os.environ.get("PMI_RANK") != rank_s:
         return
-    from slsec.transport import MPILink
+    from slsec.wire.transport import MPILink
 
     real_send = MPILink.send
     count = [0]

@@ -37,7 +37,7 @@ def main() -> int:
     from mpi4py import MPI
 
     from slsec.errors import PeerError
-    from slsec.transport import MPILink
+    from slsec.wire.transport import MPILink
 
     torch.set_num_threads(1)
     comm = MPI.COMM_WORLD

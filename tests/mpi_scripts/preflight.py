@@ -19,7 +19,7 @@ def main() -> int:
     from mpi4py import MPI
 
     from slsec.errors import PeerError, UserError
-    from slsec.transport import preflight
+    from slsec.wire.transport import preflight
 
     mode = sys.argv[1]
     comm = MPI.COMM_WORLD
@@ -41,15 +41,15 @@ def main() -> int:
         preflight(comm, expected_world=3, timeout=1.0)
     except PeerError as e:
         print(f"rank {rank}: PeerError: {e}", flush=True)
-        from slsec.runner import abort_job  # the line reaches mpiexec before the job ends
+        from slsec.run.runner import abort_job  # the line reaches mpiexec before the job ends
         abort_job(comm, 3)
     return 0
 
 
 def procs_or_dead(comm, mode: str) -> int:
     from slsec.errors import PeerError
-    from slsec.runner import abort_job
-    from slsec.transport import MPILink, preflight
+    from slsec.run.runner import abort_job
+    from slsec.wire.transport import MPILink, preflight
 
     rank = comm.Get_rank()
     procs = preflight(comm, expected_world=3, timeout=30)

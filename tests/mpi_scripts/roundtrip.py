@@ -62,7 +62,7 @@ def counts(link) -> dict[str, dict[str, int]]:
 def main() -> int:
     from mpi4py import MPI
 
-    from slsec.transport import MPILink, preflight
+    from slsec.wire.transport import MPILink, preflight
 
     torch.set_num_threads(1)
     comm = MPI.COMM_WORLD
@@ -72,7 +72,7 @@ def main() -> int:
         exchange(link)
     except Exception as e:  # one line, then take the whole job down
         print(f"rank {comm.Get_rank()}: {type(e).__name__}: {e}", flush=True)
-        from slsec.runner import abort_job  # the line reaches mpiexec before the job ends
+        from slsec.run.runner import abort_job  # the line reaches mpiexec before the job ends
         abort_job(comm, 3)
     # one file per rank: ranks' stdout lines may interleave under mpiexec
     (Path(sys.argv[1]) / f"counts{link.rank}.json").write_text(json.dumps(counts(link)))

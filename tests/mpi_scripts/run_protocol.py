@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from slsec.config import make_config
-from slsec.runner import run_mpi
-from slsec.setup import prepare
+from slsec.run.runner import run_mpi
+from slsec.run.setup import prepare
 
 torch.set_num_threads(1)
 out = sys.argv[1]

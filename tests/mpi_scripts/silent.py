@@ -1,7 +1,7 @@
 """Under `mpiexec -n 3`: rank 2 stays silent; rank 0's recv must raise PeerError naming it.
 
 Usage: mpiexec -n 3 python tests/mpi_scripts/silent.py TIMEOUT_S
-Rank 0 prints one line and ends the job with slsec.runner.abort_job (exit non-zero).
+Rank 0 prints one line and ends the job with slsec.run.runner.abort_job (exit non-zero).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def main() -> None:
     from mpi4py import MPI
 
     from slsec.errors import PeerError
-    from slsec.transport import MPILink
+    from slsec.wire.transport import MPILink
 
     torch.set_num_threads(1)
     timeout = float(sys.argv[1])
@@ -29,7 +29,7 @@ def main() -> None:
         link.recv(2 if link.rank == 0 else 0, 5)
     except PeerError as e:
         print(f"PeerError: {e} [after {time.monotonic() - t0:.3f} s]", flush=True)
-        from slsec.runner import abort_job  # the line reaches mpiexec before the job ends
+        from slsec.run.runner import abort_job  # the line reaches mpiexec before the job ends
         abort_job(comm, 3)
 
 

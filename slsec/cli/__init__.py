@@ -1,0 +1,318 @@
+"""The `slsec` command line: list, train, evaluate, sweep, review, report, compare, benchmark.
+
+Every run option is a RunConfig field, given as `--field-name value` (or in a TOML file with
+`--config`; flags override the file). Options are parsed as text and validated once by
+slsec.config, so every mistake is one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+import warnings
+from dataclasses import fields
+from typing import Any, Callable, Optional
+
+import typer
+
+from slsec.config import PARAMS, RunConfig, merged_config
+from slsec.params import Param
+from slsec import plugins
+from slsec.errors import PeerError, UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  pretty_exceptions_enable=False,
+                  help="Privacy attacks and defenses for split learning.")
+
+def _metavar(p: Param) -> str:
+    """The value's form in --help: a plug-in kind lists the declared names."""
+    if p.name in ("protocol", "attack", "defense"):
+        names = [d.name for d in plugins.declarations(p.name)]
+        return "|".join(names) if p.name != "defense" else "{" + "|".join(names) + "},..."
+    return p.metavar
+
+
+def _option(p: Param) -> inspect.Parameter:
+    return inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                             default=typer.Option(None, p.flag, help=p.help_line(),
+                                                  metavar=_metavar(p), show_default=False))
+
+
+RUN_OPTIONS = [_option(p) for p, _ in PARAMS.values()]
+CONFIG_OPTION = inspect.Parameter(
+    "config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+    default=typer.Option(None, "--config", metavar="FILE",
+                         help="TOML experiment file; flags override it [default: not set]"))
+
+
+PLOT_OPTION = inspect.Parameter(
+    "plot_format", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+    default=typer.Option(None, "--plot-format", metavar="png,svg,pdf",
+                         help="figure files to write: a comma list of png, svg, pdf "
+                              "(png is always written: the HTML report embeds it) "
+                              "[default: png]"))
+
+
+def with_plot_format(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Apply and remove --plot-format before the command runs."""
+    @functools.wraps(fn)
+    def wrapped(**kw: Any) -> Any:
+        from slsec.report.results import set_figure_formats
+        set_figure_formats(kw.pop("plot_format", None))
+        return fn(**kw)
+    return wrapped
+
+
+def with_run_options(*extra: inspect.Parameter) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command every RunConfig flag (as text), --plot-format and `extra` parameters."""
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        params = [*extra, CONFIG_OPTION, PLOT_OPTION, *RUN_OPTIONS]
+        fn = with_plot_format(fn)
+        fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        fn.__annotations__ = {p.name: p.annotation for p in params}
+        return fn
+    return deco
+
+
+def _force() -> inspect.Parameter:
+    return inspect.Parameter(
+        "force", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+        default=typer.Option(False, "--force", help="replace an existing --run-id folder of the "
+                                                    "same kind (its files are moved aside) "
+                                                    "[default: off]", show_default=False))
+
+
+def _resume(what: str) -> inspect.Parameter:
+    return inspect.Parameter(
+        "resume", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+        default=typer.Option(False, "--resume", help=f"skip {what} already in results.csv "
+                                                     "[default: off]", show_default=False))
+
+
+def _config(kw: dict[str, Any]) -> RunConfig:
+    flags = {k: v for k, v in kw.items() if k in {f.name for f in fields(RunConfig)}}
+    return merged_config(kw.get("config"), flags)
+
+
+def _precheck(cfg: RunConfig, *, attack: bool = True) -> None:
+    """A bad name fails here, in well under a second (before torch is imported)."""
+    from slsec.catalog import precheck
+    from slsec.report.results import check_writable
+    check_writable(cfg.out)
+    precheck(cfg, attack=attack)
+
+
+_LAUNCHER_VARS = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")
+_ARGV: list[str] = []   # this command line, for launching it under mpiexec
+
+
+def _under_mpiexec() -> bool:
+    return any(v in os.environ for v in _LAUNCHER_VARS)
+
+
+def _launch_under_mpiexec(cfg: RunConfig) -> None:
+    """`slsec train|evaluate --backend mpi` typed without mpiexec: run this same command line as
+    K+1 ranks. With MPICH's hydra, survivors of a dead rank are kept alive
+    (-disable-auto-cleanup) long enough to name it; the job still ends within seconds."""
+    if cfg.backend != "mpi" or _under_mpiexec() or os.environ.get("SLSEC_LAUNCHED"):
+        return
+    import shutil
+    import subprocess
+
+    from slsec.run.runner import load_mpi
+    load_mpi(initialize=False)   # no working MPI: say so here, not once per launched rank
+    venv = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    mpiexec = venv if os.access(venv, os.X_OK) else shutil.which("mpiexec")
+    if mpiexec is None:
+        raise UserError("--backend mpi needs mpiexec (pip install mpich), or run slsec under "
+                        f"your own: mpiexec -n {cfg.clients + 1} slsec ...")
+    try:
+        info = subprocess.run([mpiexec, "-version"], capture_output=True, text=True, timeout=30)
+        hydra = "HYDRA" in info.stdout
+    except (OSError, subprocess.SubprocessError):
+        hydra = False
+    cmd = [mpiexec, *(["-disable-auto-cleanup"] if hydra else []), "-n", str(cfg.clients + 1),
+           sys.executable, "-m", "slsec.cli", *_ARGV]
+    print(f"launching {cfg.clients + 1} ranks: {' '.join(cmd[:len(cmd) - len(_ARGV)])} ...",
+          file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os.environ["SLSEC_LAUNCHED"] = "1"
+    os.execv(mpiexec, cmd)
+
+
+def _is_rank0() -> bool:
+    for var in _LAUNCHER_VARS:
+        if var in os.environ:
+            return os.environ[var] == "0"
+    return True
+
+
+JSON_OPTION = inspect.Parameter(
+    "json", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+    default=typer.Option(False, "--json", show_default=False,
+                         help="print the result object (as result.json holds it) to stdout and "
+                              "nothing else; the rest goes to stderr [default: off]"))
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """Show registered protocols, attacks (with roles), defenses, datasets, models and cuts."""
+    from slsec.cli import commands
+    commands.list_registry()
+
+
+@app.command()
+@with_run_options(_force(), JSON_OPTION)
+def train(**kw: Any) -> None:
+    """Train with a protocol (no attack) and print the accuracy curve."""
+    from slsec.cli import commands
+    as_json = kw.pop("json")
+    cfg = _config(kw)
+    _precheck(cfg, attack=False)
+    _launch_under_mpiexec(cfg)
+    with commands.json_stdout(as_json):
+        commands.train(cfg, force=kw["force"])
+
+
+LOG_OPTION = inspect.Parameter(
+    "log", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+    default=typer.Option(None, "--log", metavar="tensorboard",
+                         help="experiment tracking: tensorboard (needs the tensorboard package) "
+                              "[default: not set]"))
+
+
+@app.command()
+@with_run_options(_force(), JSON_OPTION, LOG_OPTION)
+def evaluate(**kw: Any) -> None:
+    """Train, attack from the attacked role, defend; compare with the undefended run."""
+    from pathlib import Path
+
+    from slsec.cli import commands
+    from slsec.cli import tracking
+    as_json, log = kw.pop("json"), tracking.check(kw.pop("log"))
+    cfg = _config(kw)
+    _precheck(cfg)
+    _launch_under_mpiexec(cfg)
+    with commands.json_stdout(as_json):
+        result = commands.evaluate(cfg, force=kw["force"])
+    if log and result is not None:
+        folder = Path(cfg.out) / "tensorboard" / commands.run_id(cfg)
+        stored = {**result, "undefended": None}
+        base = commands.baseline_path(cfg)
+        if cfg.defense and base.exists():
+            from slsec.report.results import read_json
+            stored["undefended"] = read_json(base)
+        tracking.write(log, folder, stored)
+
+
+@app.command()
+@with_run_options(_resume("cells"), _force())
+def sweep(**kw: Any) -> None:
+    """Privacy/utility frontier: every comma list in a flag becomes a grid axis."""
+    from slsec.cli import commands
+    commands.sweep(kw.pop("config"), {k: v for k, v in kw.items() if k not in ("resume", "force")},
+                   resume=kw["resume"], force=kw["force"])
+
+
+@app.command()
+@with_run_options(inspect.Parameter(
+    "min_accuracy", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+    default=typer.Option(None, "--min-accuracy", metavar="FLOAT|PERCENT%",
+                         help="utility budget for the recommendation: 0.9 absolute, 95% of the "
+                              "best cut [default: not set]")),
+    inspect.Parameter(
+    "max_client_flops", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+    default=typer.Option(None, "--max-client-flops", metavar="FLOPS",
+                         help="client compute budget per sample [default: not set]")),
+    _force())
+def review(**kw: Any) -> None:
+    """Security review of every cut of a model: leakage, cost, risk grade, recommendation."""
+    from slsec.cli import commands
+    commands.review(_config({k: v for k, v in kw.items()
+                             if k not in ("min_accuracy", "max_client_flops", "force")}),
+                    min_accuracy=kw["min_accuracy"], max_client_flops=kw["max_client_flops"],
+                    force=kw["force"])
+
+
+@app.command()
+def report(path: str = typer.Argument(..., help="a run or sweep folder"),
+           plot_format: Optional[str] = typer.Option(None, "--plot-format",
+                                                     help=PLOT_OPTION.default.help)) -> None:
+    """Re-render report.md / report.html from the stored rows of a run or sweep."""
+    from slsec.cli import commands
+    from slsec.report.results import set_figure_formats
+    set_figure_formats(plot_format)
+    commands.rerender(path)
+
+
+@app.command()
+def compare(paths: list[str] = typer.Argument(..., help="run and/or sweep folders"),
+            out: str = typer.Option("reports", "--out", help="folder for the comparison"),
+            run_id: Optional[str] = typer.Option(None, "--run-id", help="comparison folder name"),
+            plot_format: Optional[str] = typer.Option(None, "--plot-format",
+                                                      help=PLOT_OPTION.default.help)) -> None:
+    """One table and overlay plots (accuracy vs leakage, training curves) across runs, sweeps
+    and seeds."""
+    from slsec.cli.compare import run_compare
+    from slsec.report.results import set_figure_formats
+    set_figure_formats(plot_format)
+    run_compare(paths, out=out, run_id=run_id)
+
+
+@app.command()
+@with_run_options(_resume("cells"), _force())
+def benchmark(**kw: Any) -> None:
+    """SLPerf-style table: architectures x partitions x datasets (accuracy, rounds, time, MB)."""
+    from slsec.cli import commands
+    resume, force = kw.pop("resume"), kw.pop("force")
+    commands.benchmark(kw.pop("config"), {k: v for k, v in kw.items()}, resume=resume,
+                       force=force)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user mistakes are one line on stderr and exit 2; peers failing exit 1."""
+    try:  # typer >= 0.2x vendors click as typer._click
+        from typer import _click as click
+    except ImportError:  # pragma: no cover - older typer depends on click
+        import click  # type: ignore[no-redef]
+
+    # PyG's GIN layers call torch.jit.script at import: a library's deprecation, not the user's
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
+                            category=FutureWarning)
+    # DP-SGD's per-sample hooks (defenses/dpsgd.py silences this note around its backward, but
+    # catch_warnings is not thread-safe and the local backend runs ranks as threads)
+    warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+    # Opacus' RDP note at the edge of its order grid (slsec/privacy/accounting.py silences it too, with
+    # the same thread-safety caveat); the bound it gives is still a valid upper bound
+    warnings.filterwarnings("ignore", message="Optimal order is the", category=UserWarning)
+    _ARGV[:] = sys.argv[1:] if argv is None else list(argv)
+    try:
+        app(args=argv, standalone_mode=False, prog_name="slsec")
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except click.ClickException as e:
+        print(f"error: {e.format_message()}", file=sys.stderr)
+        return 2
+    except UserError as e:
+        if _is_rank0():
+            print(f"error: {e}", file=sys.stderr)
+        return 2
+    except PeerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:   # disk full or permission lost outside the places that say what was kept
+        print(f"error: {e.strerror or e}: {e.filename or ''} (files already written are "
+              "unchanged: every write is a temp file renamed into place)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

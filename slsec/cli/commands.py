@@ -1,0 +1,259 @@
+"""What each CLI command does (the CLI module only parses options)."""
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+from rich.table import Table
+
+from slsec.catalog import pre_training
+from slsec.config import RunConfig
+from slsec.cli.console import console, err
+from slsec.errors import UserError
+from slsec.report.results import check_writable, read_json
+from slsec.cli.runreport import (defense_sections, grid_rows, render_run,  # noqa: F401  (and re-exported)
+                             write_run)
+from slsec.cli.runs import (baseline_config, baseline_path, cached_baseline,  # noqa: F401  (ditto)
+                        choose_cut, command_seconds, join_baseline, load_images, progress_bar,
+                        run_folder, run_id, start_baseline)
+from slsec.cli.summary import (SUMMARY_ROWS, print_summary, run_title_parts,  # noqa: F401  (ditto)
+                           shown)
+
+
+_JSON = {"on": False}
+
+
+@contextlib.contextmanager
+def json_stdout(on: bool) -> Iterator[None]:
+    """--json: everything this module prints goes to stderr while the block runs; the command
+    then prints its result object, alone, on stdout (see print_json)."""
+    if not on:
+        yield
+        return
+    before = console.file
+    console.file = sys.stderr
+    _JSON["on"] = True
+    try:
+        yield
+    finally:
+        console.file = before
+        _JSON["on"] = False
+
+
+def print_json(stored: dict[str, Any]) -> None:
+    """The result object on stdout as strict JSON (non-finite numbers, e.g. ε = ∞, as null)."""
+    import json
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    sys.stdout.write(json.dumps(clean(stored), indent=1, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def list_registry() -> None:
+    """Print every registry: what the CLI accepts (from slsec.catalog: no torch import)."""
+    from slsec import catalog
+
+    t = Table(title="protocols")
+    t.add_column("name"), t.add_column("cuts"), t.add_column("labels reach the server")
+    for name, (cuts, labels) in sorted(catalog.PROTOCOLS.items()):
+        t.add_row(name, str(cuts), "yes (100% leak)" if labels else "no")
+    console.print(t)
+    t = Table(title="attacks")
+    t.add_column("name"), t.add_column("role per protocol"), t.add_column("methods (needs)")
+    for name, a in sorted(catalog.ATTACKS.items()):
+        t.add_row(name, ", ".join(f"{p}: {r}" for p, r in sorted(a["roles"].items())),
+                  "; ".join(f"{m} ({', '.join(sorted(k))})" for m, k in a["methods"].items()))
+    console.print(t)
+    t = Table(title="defenses")
+    t.add_column("name"), t.add_column("point"), t.add_column("protocols")
+    for name, (point, protocols) in sorted(catalog.DEFENSES.items()):
+        t.add_row(name, point, ", ".join(sorted(protocols)))
+    console.print(t)
+    console.print("datasets: " + ", ".join(sorted(catalog.DATASETS)) + ", tu:<NAME>, images:<DIR>, npz:<FILE>")
+    t = Table(title="models and cut points")
+    t.add_column("model"), t.add_column("cut points (shallow → deep)")
+    for name, cuts in sorted(catalog.MODELS.items()):
+        t.add_row(name, ", ".join(cuts))
+    console.print(t)
+
+
+def train(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
+    """Train only; print the curve and write result.json + report."""
+    from slsec.run.preflight import check_options, check_run
+    check_options(cfg, "train")              # before the heavy imports: refused in a second
+    if cfg.seeds > 1:
+        raise UserError("--seeds applies to evaluate, sweep, review and benchmark; "
+                        "train runs one seed (--seed)")
+    check_writable(cfg.out)
+    folder = run_folder(cfg, force)
+    from slsec.run.harness import evaluate as run
+    setup = check_run(cfg, "train")
+    bar, on_round = progress_bar(cfg, "train")
+    with bar:
+        result = run(cfg.replace(attack=None), progress=on_round,
+                     setup=setup if cfg.attack is None else None)
+    if result is None:
+        return None
+    cuts = result["metrics"]["cuts"]
+    t = Table(title=f"{cfg.protocol} on {cfg.dataset} ({cfg.model_name})"
+                    + (f", cut{'s' if len(cuts) > 1 else ''} {','.join(cuts)}" if cuts else ""))
+    for c in ("round", "test acc", "loss", "wall-clock s", "MB on wire"):
+        t.add_column(c, justify="right")
+    for r in result["curve"]:
+        t.add_row(str(r["round"]), f"{r['accuracy']:.4f}", f"{r['loss']:.4f}",
+                  f"{r['wall_s']:.1f}", f"{r['bytes'] / 1e6:.2f}")
+    console.print(t)
+    m = result["metrics"]
+    console.print(f"rounds to convergence: {shown(m, 'rounds_to_convergence')} "
+                  f"(first round with accuracy >= {m['convergence_threshold']:.4f}: "
+                  f"{'--target-accuracy' if cfg.target_accuracy else '98% of the best accuracy'})")
+    write_run(folder, result, None, force=force)
+    console.print(f"report: {folder}/report.html")
+    if _JSON["on"]:
+        print_json(read_json(folder / "result.json"))
+    return result
+
+
+def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
+    """The card's command: defended run beside the cached undefended run of the same seed."""
+    from slsec.run.preflight import check_options, check_run
+    check_options(cfg, "evaluate")           # before the heavy imports: refused in a second
+    check_writable(cfg.out)
+    folder = run_folder(cfg, force)          # named before split-select replaces the cut
+    from slsec.run.harness import evaluate as run
+
+    if cfg.seeds > 1:                # mean and 95% CI over seeds (slsec/cli/seeds.py)
+        from slsec.cli.seeds import evaluate_seeds
+        return evaluate_seeds(cfg, folder, force=force)
+    # start the undefended run first, so its start-up overlaps ours (a bad config fails below
+    # with one line; the daemon child dies with us)
+    side = start_baseline(cfg) if not pre_training(cfg) else None
+    try:
+        setup = check_run(cfg, "evaluate")
+    except BaseException:
+        if side is not None:
+            join_baseline(side, failed=True)
+        raise
+    if pre_training(cfg):
+        cfg = choose_cut(cfg)
+        side = start_baseline(cfg)
+    bar, on_round = progress_bar(cfg, "defended" if cfg.defense else "train")
+    try:
+        with bar:
+            result = run(cfg, progress=on_round,
+                         setup=setup if cfg.cut == setup.cfg.cut else None)
+    except BaseException:
+        if side is not None:
+            join_baseline(side, failed=True)
+        raise
+    base = None
+    if side is not None:
+        join_baseline(side)
+    if cfg.defense:
+        bar, on_round = progress_bar(cfg, "undefended")
+        with bar:  # reads the cache the side process wrote (computes it here if that failed)
+            base = cached_baseline(cfg, on_round)
+    if result is None:
+        return None
+    write_run(folder, result, base,
+              load_images(baseline_path(cfg).with_suffix(".pt")) if base else None,
+              force=force)
+    print_summary(cfg, result, base)
+    console.print(f"single seed (seed {cfg.seed}): no confidence interval; --seeds 3 gives "
+                  "mean ± 95% CI")
+    console.print(f"wall-clock {command_seconds():.1f} s (the whole command from the "
+                  f"interpreter's start, imports included) · report: {folder}/report.html")
+    if _JSON["on"]:
+        print_json(read_json(folder / "result.json"))
+    return result
+
+
+# --------------------------------------------------------------------------- split selection
+
+
+def sweep(config: str | None, flags: dict[str, Any], *, resume: bool, force: bool = False) -> None:
+    from slsec.cli.sweeps import run_sweep
+    run_sweep(config, flags, resume=resume, force=force)
+
+
+def review(cfg: RunConfig, *, min_accuracy: str | None, max_client_flops: str | None,
+           force: bool = False) -> None:
+    from slsec.cli.review import run_review
+    run_review(cfg, min_accuracy=min_accuracy, max_client_flops=max_client_flops, force=force)
+
+
+def rerender(path: str) -> None:
+    """Re-render a folder's report by the kind recorded in it (never another kind's report)."""
+    from slsec.report.folders import folder_kind, keeping
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file; slsec report takes a run, sweep or benchmark folder")
+    kind = folder_kind(folder) if folder.is_dir() else None
+    kept = f"the rows and results in {folder} are kept; free space and run slsec report again"
+    if kind == "run":
+        stored = read_json(folder / "result.json")
+        if not (isinstance(stored, dict) and "per_seed" in stored):
+            check_result_shape(stored, folder / "result.json")
+        with keeping(kept):
+            try:
+                if "per_seed" in stored:
+                    from slsec.cli.seeds import render_seeds
+                    render_seeds(folder, stored)
+                else:
+                    render_run(folder, stored)
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                raise UserError(f"{folder / 'result.json'} is not an slsec result "
+                                f"({type(e).__name__}: {e})") from None
+    elif kind == "review":
+        raise UserError(f"{folder} is a security review: rerun slsec review to refresh it "
+                        f"(its rows need the budgets it was run with)")
+    elif kind == "benchmark":
+        from slsec.cli.benchmark import render_benchmark
+        with keeping(kept):
+            render_benchmark(folder)
+    elif kind == "sweep":
+        from slsec.cli.sweeps import render_sweep
+        with keeping(kept):
+            render_sweep(folder)
+    else:
+        raise UserError(f"{folder} holds neither result.json nor results.csv")
+    console.print(f"report: {folder}/report.html")
+
+
+def check_result_shape(stored: Any, path: Path) -> None:
+    """A result.json must be what write_run stores: one line naming what is missing."""
+    need = {"config": ("protocol", "dataset", "clients", "partition", "rounds", "seed",
+                       "backend", "defense", "accountant"), "metrics": ("cuts",)}
+    if not isinstance(stored, dict):
+        raise UserError(f"{path} is not an slsec result (a JSON {type(stored).__name__}, "
+                        "expected an object with config and metrics)")
+    for part, keys in need.items():
+        if not isinstance(stored.get(part), dict):
+            raise UserError(f"{path} is not an slsec result: no '{part}' object")
+        missing = [k for k in keys if k not in stored[part]]
+        if missing:
+            raise UserError(f"{path} is not an slsec result: '{part}' lacks {', '.join(missing)}")
+    if not isinstance(stored["metrics"]["cuts"], list) or not isinstance(
+            stored["config"]["defense"], list):
+        raise UserError(f"{path} is not an slsec result: cuts and defense must be lists")
+    for part in ("curve",):
+        if part in stored and not (isinstance(stored[part], list) and all(
+                isinstance(r, dict) and {"round", "accuracy", "loss", "wall_s", "bytes"} <= set(r)
+                for r in stored[part])):
+            raise UserError(f"{path} is not an slsec result: '{part}' is not a list of rounds")
+
+
+def benchmark(config: str | None, flags: dict[str, Any], *, resume: bool = False,
+              force: bool = False) -> None:
+    from slsec.cli.benchmark import run_benchmark
+    run_benchmark(config, flags, resume=resume, force=force)

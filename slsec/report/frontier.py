@@ -1,0 +1,274 @@
+"""Privacy/utility frontier: Pareto points, the Defense Capability Score, frontier plots.
+
+Rows are result rows (config + metrics, as in a sweep's results.csv). Utility is test accuracy
+(maximised); leakage is an attack metric (minimised): attack SSIM, attack PSNR or label AUC.
+
+Defense Capability Score (VFLAIR, Zou et al., ICLR 2024; `src/metrics/data_process.py`):
+
+    DCS = 1 / (1 + D),  D = sqrt((1 - beta) * max(AP - AP*, 0)^2 + beta * max(MP* - MP, 0)^2)
+
+with beta = 0.5, MP the main-task accuracy, MP* the accuracy of the same configuration without
+any defense, and AP* = 0 the attack performance of an ideal defense (the attack no better than
+its baseline). Attack performance is normalised so that 0 is the baseline and 1 a perfect attack:
+
+- inversion (images): AP = clip((SSIM - SSIM_base) / (1 - SSIM_base), 0, 1), where SSIM_base is
+  the SSIM of guessing the training-set mean image for every probe (`baseline_ssim_mean`);
+- label inference: AP = clip(2 * |AUC - 0.5|, 0, 1) (AUC 0.5 = random guessing; an AUC below
+  0.5 leaks as much as its mirror image, as VFLAIR scores norm attacks by max(acc, 1 - acc));
+  when the protocol sends the labels to the server in the clear, AP = 1.
+
+Both terms lie in [0, 1], so D <= 1 and DCS lies in [0.5, 1]; 1 is the ideal defense.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from slsec.report.results import legend_outside, save_figure
+
+BETA = 0.5
+
+# (metric key, axis label, how leakage is read from it for the Pareto front)
+LEAK_METRICS: list[tuple[str, str]] = [
+    ("ssim_gain_mean", "attack SSIM gain over the attacker's prior (mean over probes)"),
+    ("attack_ssim_mean", "attack SSIM (mean over probes)"),
+    ("attack_psnr_mean", "attack PSNR dB (mean over probes)"),
+    ("label_auc", "label-inference AUC"),
+]
+BASELINES = {"attack_ssim_mean": ("baseline_ssim_mean", "mean-image baseline"),
+             "attack_psnr_mean": ("baseline_psnr_mean", "mean-image baseline"),
+             "label_auc": (None, "random guess (AUC 0.5)")}
+
+# "Private" verdict: judged on the UPPER bound of the 95% t-interval over seeds (slsec.report.stats).
+# The leakage is the gain over the attacker's own no-attack guess: `ssim_gain_mean` (attack
+# SSIM minus the SSIM of the attacker's prior, per probe) when the rows hold it, else the attack
+# SSIM minus the mean-image baseline SSIM of the same run. A point is private when
+#     upper 95% bound of that gain <= PRIVATE_MARGIN
+# and that bound exists (at least 2 seeds): one seed never earns the verdict.
+PRIVATE_MARGIN = 0.05
+PRIVACY_KEYS = ("ssim_gain_mean", "attack_ssim_mean")
+CI = "_ci95"
+
+DCS_TEXT = (
+    "Defense Capability Score (VFLAIR, Zou et al., ICLR 2024): DCS = 1 / (1 + D), "
+    "D = sqrt((1 - β)·max(AP - AP*, 0)² + β·max(MP* - MP, 0)²), β = 0.5. MP is the test accuracy "
+    "of the point and MP* the accuracy of the same configuration without any defense (the "
+    "undefended run of the same seed, data and cut). AP is the attack performance normalised so "
+    "that 0 is the attack's baseline and 1 a perfect attack, and AP* = 0: for inversion "
+    "AP = clip((SSIM - SSIM_mean-image) / (1 - SSIM_mean-image), 0, 1), SSIM_mean-image being the "
+    "SSIM of guessing the training-set mean image; for label inference AP = clip(2·|AUC - 0.5|, "
+    "0, 1) (random guessing = AUC 0.5), and AP = 1 when the protocol sends the labels to the "
+    "server. Both terms lie in [0, 1], so DCS lies in [0.5, 1]; higher is better, 1 = ideal.")
+
+
+def num(v: Any) -> float:
+    """A row value as a float (NaN when empty or not a number)."""
+    if v is None or isinstance(v, bool):
+        return float("nan") if v is None else float(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _truthy(v: Any) -> bool:
+    return str(v).strip().lower() in ("true", "1", "1.0", "yes")
+
+
+def attack_performance(row: dict[str, Any]) -> float:
+    """Normalised attack performance AP in [0, 1] (0 = attack baseline), NaN if no attack ran."""
+    ssim = num(row.get("attack_ssim_mean"))
+    if not math.isnan(ssim):
+        base = num(row.get("baseline_ssim_mean"))
+        base = 0.0 if math.isnan(base) or base >= 1 else base
+        return min(max((ssim - base) / (1 - base), 0.0), 1.0)
+    auc = num(row.get("label_auc"))
+    if not math.isnan(auc):
+        return min(max(2 * abs(auc - 0.5), 0.0), 1.0)
+    if _truthy(row.get("labels_sent_to_server")) or num(row.get("label_leak")) == 1.0:
+        return 1.0
+    return float("nan")
+
+
+def dcs(*, ap: float, mp: float, mp_ideal: float, ap_ideal: float = 0.0,
+        beta: float = BETA) -> float:
+    """VFLAIR's Defense Capability Score of one (AP, MP) point; NaN if an input is missing."""
+    if any(math.isnan(x) for x in (ap, mp, mp_ideal, ap_ideal)):
+        return float("nan")
+    d_ap, d_mp = max(ap - ap_ideal, 0.0), max(mp_ideal - mp, 0.0)
+    return 1.0 / (1.0 + math.sqrt((1 - beta) * d_ap ** 2 + beta * d_mp ** 2))
+
+
+def row_dcs(row: dict[str, Any]) -> float:
+    """DCS of a result row: MP* is `undefended_accuracy` (the row's own accuracy if undefended)."""
+    mp = num(row.get("accuracy"))
+    ideal = num(row.get("undefended_accuracy"))
+    return dcs(ap=attack_performance(row), mp=mp, mp_ideal=mp if math.isnan(ideal) else ideal)
+
+
+def leakage(metric: str, value: float) -> float:
+    """The quantity minimised on the frontier: the metric itself, AUC as distance from 0.5."""
+    return abs(value - 0.5) if metric == "label_auc" else value
+
+
+def pareto_mask(utility: Sequence[float], leak: Sequence[float]) -> list[bool]:
+    """True for points no other point beats (utility >= and leak <=, one strictly); NaN: False."""
+    pts = [(u, l) for u, l in zip(utility, leak)]
+    ok = [not (math.isnan(u) or math.isnan(l)) for u, l in pts]
+    out = []
+    for i, (u, l) in enumerate(pts):
+        if not ok[i]:
+            out.append(False)
+            continue
+        dominated = any(ok[j] and pts[j][0] >= u and pts[j][1] <= l and
+                        (pts[j][0] > u or pts[j][1] < l) for j in range(len(pts)) if j != i)
+        out.append(not dominated)
+    return out
+
+
+def privacy_key(rows: Sequence[dict[str, Any]], prefer: Sequence[str] = PRIVACY_KEYS) -> str | None:
+    """The leakage key the private verdict uses: the first of `prefer` any row has."""
+    return next((k for k in prefer if any(not math.isnan(num(r.get(k))) for r in rows)), None)
+
+
+def private_threshold(row: dict[str, Any], key: str, margin: float = PRIVATE_MARGIN) -> float:
+    """The largest allowed upper bound of `key`: the margin for a gain over the prior, the
+    mean-image baseline SSIM plus the margin for raw attack SSIM (NaN when unknown)."""
+    if key == "attack_ssim_mean":
+        return num(row.get("baseline_ssim_mean")) + margin
+    return margin
+
+
+def upper_bound(row: dict[str, Any], key: str) -> float:
+    """Mean + 95% half-width of `key` (NaN without an interval, i.e. one seed)."""
+    return num(row.get(key)) + num(row.get(key + CI))
+
+
+def is_private(row: dict[str, Any], key: str | None, margin: float = PRIVATE_MARGIN) -> bool:
+    """True when the upper 95% bound of the row's leakage is at or under its threshold."""
+    if key is None:
+        return False
+    ub, thr = upper_bound(row, key), private_threshold(row, key, margin)
+    return not (math.isnan(ub) or math.isnan(thr)) and ub <= thr
+
+
+def private_text(key: str | None, margin: float = PRIVATE_MARGIN) -> str:
+    """The verdict rule in words."""
+    if key is None:
+        return "No inversion leakage in these rows: no privacy verdict."
+    what = ("the attack's SSIM gain over the attacker's prior (ssim_gain_mean)"
+            if key == "ssim_gain_mean" else
+            "the attack SSIM above the mean-image baseline SSIM (no prior-aware gain in these rows)"
+            if key == "attack_ssim_mean" else key)
+    return (f"Private: the upper bound of the 95% Student-t interval over seeds of {what} is at "
+            f"most {margin:g}. A single seed has no interval, so it is never marked private.")
+
+
+def present_metrics(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The leakage metrics at least one row has a value for."""
+    return [(k, label) for k, label in LEAK_METRICS
+            if any(not math.isnan(num(r.get(k))) for r in rows)]
+
+
+def point_label(row: dict[str, Any], axes: Sequence[str]) -> str:
+    """Short text naming a point by its grid values (e.g. 'sigma=0.02 cut=pool2')."""
+    return " ".join(f"{a}={show(row.get(a))}" for a in axes) or str(row.get("cell", ""))
+
+
+def show(v: Any) -> str:
+    """A grid value as text ('none' for an empty defense list)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v == "":
+        return "none"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def frontier_plot(rows: Sequence[dict[str, Any]], metric: str, label: str, path: str | Path, *,
+                  axes: Sequence[str] = (), color_by: str | None = None,
+                  title: str = "") -> list[bool]:
+    """Scatter accuracy vs `metric`, Pareto points ringed and joined; returns the Pareto mask."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = [num(r.get("accuracy")) for r in rows]
+    val = [num(r.get(metric)) for r in rows]
+    mask = pareto_mask(acc, [leakage(metric, v) for v in val])
+    pkey = privacy_key(rows)
+    private = [is_private(r, pkey) for r in rows]
+    acc_ci = [num(r.get("accuracy" + CI)) for r in rows]
+    val_ci = [num(r.get(metric + CI)) for r in rows]
+    with_ci = [i for i in range(len(rows)) if not (math.isnan(acc[i]) or math.isnan(val[i]))
+               and not (math.isnan(acc_ci[i]) and math.isnan(val_ci[i]))]
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(show(r.get(color_by)) if color_by else "", []).append(i)
+    fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=120)
+    cmap = plt.get_cmap("tab10")
+    for gi, (g, idx) in enumerate(groups.items()):
+        idx = [i for i in idx if not (math.isnan(acc[i]) or math.isnan(val[i]))]
+        ax.scatter([val[i] for i in idx], [acc[i] for i in idx], s=46, color=cmap(gi % 10),
+                   label=f"{color_by}={g}" if color_by else None, zorder=3, alpha=0.9)
+    if with_ci:   # 95% t-intervals over seeds, both directions
+        ax.errorbar([val[i] for i in with_ci], [acc[i] for i in with_ci],
+                    xerr=[0.0 if math.isnan(val_ci[i]) else val_ci[i] for i in with_ci],
+                    yerr=[0.0 if math.isnan(acc_ci[i]) else acc_ci[i] for i in with_ci],
+                    fmt="none", ecolor="#555", elinewidth=0.9, capsize=2.5, zorder=2,
+                    label="95% CI over seeds")
+    if any(private):
+        idx = [i for i in range(len(rows)) if private[i]]
+        ax.scatter([val[i] for i in idx], [acc[i] for i in idx], marker="s", s=300,
+                   facecolors="none", edgecolors="green", linewidths=1.6, zorder=4,
+                   label=f"private (upper 95% bound of {pkey} within threshold)")
+    if pkey == metric:   # the private threshold on its own axis
+        thr = _mean([private_threshold(r, pkey) for r in rows])
+        if not math.isnan(thr):
+            ax.axvline(thr, color="green", lw=1, ls="-.", zorder=1)
+            ax.annotate("private threshold", (thr, ax.get_ylim()[0]), textcoords="offset points",
+                        xytext=(3, 4), fontsize=7, color="green", rotation=90, va="bottom")
+    note_axes = [a for a in axes if a != color_by]
+    for i, r in enumerate(rows):
+        if not (math.isnan(acc[i]) or math.isnan(val[i])) and note_axes:
+            ax.annotate(point_label(r, note_axes), (val[i], acc[i]),
+                        textcoords="offset points", xytext=(5, 4), fontsize=7, color="#444")
+    front = sorted((val[i], acc[i]) for i in range(len(rows)) if mask[i])
+    if front:
+        if metric == "label_auc":
+            front = sorted(front, key=lambda p: abs(p[0] - 0.5))
+        ax.plot([p[0] for p in front], [p[1] for p in front], color="crimson", lw=1.2,
+                ls="--", zorder=2)
+        ax.scatter([p[0] for p in front], [p[1] for p in front], s=150, facecolors="none",
+                   edgecolors="crimson", linewidths=1.6, zorder=4, label="Pareto (best trade-off)")
+    base_key, base_name = BASELINES.get(metric, (None, ""))
+    base = (0.5 if metric == "label_auc" else
+            _mean([num(r.get(base_key)) for r in rows]) if base_key else float("nan"))
+    if not math.isnan(base):
+        # named in the legend, not beside the line, where a label could cover a point
+        ax.axvline(base, color="gray", lw=1, ls=":", zorder=1, label=base_name)
+    # the same configurations without defense (where the defenses started from), coloured
+    # like their group (e.g. their cut): each cut's undefended run is its own training run
+    colour = {g: cmap(gi % 10) for gi, g in enumerate(groups)}
+    refs = sorted({(num(r.get(f"undefended_{metric}")), num(r.get("undefended_accuracy")),
+                    show(r.get(color_by)) if color_by else "") for r in rows})
+    refs = [p for p in refs if not (math.isnan(p[0]) or math.isnan(p[1]))]
+    for k, (x, y, g) in enumerate(refs):
+        ax.scatter([x], [y], marker="X", s=80, color=colour.get(g, "black"), edgecolors="black",
+                   linewidths=0.8, zorder=3, label="undefended run (X)" if k == 0 else None)
+    ax.set_xlabel(f"{label}  (lower = less leakage)" if metric != "label_auc"
+                  else f"{label}  (0.5 = no leakage)")
+    ax.set_ylabel("test accuracy  (higher = better)")
+    ax.margins(x=0.08, y=0.12)
+    ax.set_title(title or f"privacy/utility frontier: accuracy vs {label}", fontsize=10)
+    ax.grid(alpha=0.3)
+    legend_outside(ax, fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return mask
+
+
+def _mean(xs: Sequence[float]) -> float:
+    xs = [x for x in xs if not math.isnan(x)]
+    return sum(xs) / len(xs) if xs else float("nan")

@@ -1,0 +1,229 @@
+"""One evaluation: train with the protocol, attack from the attacked role, score, summarise.
+
+The attack runs on the attacked rank and sees only that role's View; the scorer on rank 0
+holds the ground truth that arrived over the separate instrumentation channel.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+import slsec
+from slsec.attacks.base import ATTACKS, Attack, Guess
+from slsec.catalog import DEFAULT_KNOWLEDGE, attacker_knowledge  # noqa: F401  (re-exported)
+from slsec.config import RunConfig
+from slsec.run.experiment import plan_attack, resolve
+from slsec.progress import attack as attack_phase, end_training, train_note
+from slsec.protocols.base import PROTOCOLS
+from slsec.run.runner import RankOutcome, RoundRecord, run_local, run_mpi
+from slsec.run.scoring import (PRIOR, beyond_prior, reid_bounds,  # noqa: F401  (re-exported)
+                           reid_candidates, score)
+from slsec.run.setup import Setup, accounting_steps, prepare  # noqa: F401  (prepare re-exported)
+from slsec.threat import ServerHook, View
+
+
+def attack_class(cfg: RunConfig) -> type[Attack] | None:
+    if cfg.attack is None:
+        return None
+    import slsec.attacks  # noqa: F401  (registration)
+    return ATTACKS.get(cfg.attack)
+
+
+def check_attack(cfg: RunConfig) -> tuple[type[Attack], str, str] | None:
+    """Validate attack, role and method up front (before any training); resolved once per
+    config (slsec.run.experiment.plan_attack)."""
+    plan = plan_attack(cfg)
+    return None if plan is None else (plan.cls, plan.role, plan.method)
+
+
+def make_view(cfg: RunConfig, setup: Setup, outcome: RankOutcome, role: str,
+              knowledge: frozenset[str]) -> View:
+    """Freeze what the attacked role observed and legitimately holds into a View."""
+    model = outcome.model
+    if role == "client":
+        parts = {"head": model.split(list(setup.cuts))[0]}
+    else:
+        parts = dict(PROTOCOLS.get(cfg.protocol).server_parts(model, setup.cuts))
+        if "head_weights" not in knowledge:
+            parts.pop("head", None)
+    query = None
+    if "query_head" in knowledge and setup.cuts:
+        head = model.split(list(setup.cuts))[0]
+
+        def query(feats: dict[str, Tensor]) -> dict[str, Tensor]:
+            with torch.no_grad():
+                return {k: v.detach() for k, v in head(feats).items()}
+
+    public = resolve(cfg, setup).public()
+    return outcome.observer.view(parts=parts, knowledge=knowledge, build_model=setup.build,
+                                 cuts=setup.cuts, query_head=query, public=public,
+                                 aux=setup.aux if "aux_data" in knowledge else None)
+
+
+def public_mechanism(cfg: RunConfig, setup: Setup) -> dict[str, Any]:
+    """What every role knows about the run: shapes, defenses' public mechanism, the plan."""
+    return resolve(cfg, setup).public()
+
+
+def train_steps(cfg: RunConfig, setup: Setup) -> int:
+    """Client batches the server serves over the whole run (all clients, all rounds)."""
+    return cfg.rounds * sum(-(-len(s) // cfg.batch_size) for s in setup.shards)
+
+
+def malicious_attack(cfg: RunConfig, setup: Setup,
+                     on_step: Callable[[int, int], None] | None = None
+                     ) -> tuple[Attack | None, ServerHook | None]:
+    """A malicious attack acts during training: build it and its hook before the run from
+    what its role holds (knowledge, aux data, public mechanism; nothing observed yet)."""
+    exp = resolve(cfg, setup)
+    plan = exp.attack
+    if plan is None or not plan.cls.malicious:
+        return None, None
+    knowledge = plan.knowledge
+    view = View(role=plan.role, protocol=cfg.protocol, knowledge=knowledge,
+                build_model=setup.build, cuts=setup.cuts,
+                aux=setup.aux if "aux_data" in knowledge else None,
+                public={**exp.public(), "train_steps": train_steps(cfg, setup)})
+    attack = plan.cls(method=plan.method, seed=cfg.seed)
+    hook = attack.hijack(view)
+    # its progress over the client steps: a note on the open training phase, if any
+    hook.on_step = on_step or (   # type: ignore[attr-defined]
+        lambda step, total: train_note(f"{plan.cls.name}: client step {step}/{total}"))
+    return attack, hook
+
+
+def attack_methods(cfg: RunConfig) -> list[str]:
+    """The methods to run: --method if given; else every contender the role's knowledge allows
+    (the best is reported), else the single strongest allowed method."""
+    return list(plan_attack(cfg).methods)  # type: ignore[union-attr]
+
+
+def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
+               instance: Attack | None = None) -> dict[str, Tensor]:
+    """Run the configured attack (each method of `attack_methods`) from `outcome`'s role;
+    guesses as named tensors '<method>.images', '<method>.label_scores', '<method>.seconds'."""
+    plan = resolve(cfg, setup).attack
+    assert plan is not None
+    cls = plan.cls
+    view = make_view(cfg, setup, outcome, plan.role, plan.knowledge)
+    params = {"iterations": cfg.attack_iters} if cfg.attack_iters else {}
+    torch.set_num_threads(cfg.threads)   # the attack runs after training: the rank's cores are free
+    out: dict[str, Tensor] = {}
+    methods = list(plan.methods)
+    reference = PRIOR not in methods and PRIOR in cls.methods \
+        and cls.methods[PRIOR] <= view.knowledge
+    for method in methods + ([PRIOR] if reference else []):
+        start = time.perf_counter()
+        with torch.random.fork_rng(devices=[]), attack_phase(method):
+            torch.manual_seed(cfg.seed)
+            guess: Guess = (instance or cls(method=method, **params)).run(view)
+        out[f"{method}.images"] = guess.images if guess.images is not None else torch.empty(0)
+        out[f"{method}.label_scores"] = (guess.label_scores if guess.label_scores is not None
+                                         else torch.empty(0))
+        out[f"{method}.seconds"] = torch.tensor(time.perf_counter() - start)
+        if method == PRIOR:
+            # the prior's labels (held or predicted) and their source, for the scorer
+            labels = guess.info.get("labels")
+            out["prior.labels"] = labels if labels is not None else torch.empty(0)
+            out["prior.label_source"] = torch.tensor(int(guess.info.get("label_source", 0)))
+            out["prior.reference"] = torch.tensor(int(reference))  # run only to measure gain
+        if "hijack_steps" in guess.info:   # client steps a malicious server acted in
+            out[f"{method}.hijack_steps"] = torch.tensor(int(guess.info["hijack_steps"]))
+    return out
+
+
+def attacked_rank(cfg: RunConfig) -> int | None:
+    plan = plan_attack(cfg)
+    return None if plan is None else plan.rank
+
+
+def rounds_to_convergence(records: list[RoundRecord], target: float | None) -> tuple[int | None, float]:
+    """First round reaching the target accuracy (default: 98% of the run's best)."""
+    if not records:
+        return None, float("nan")
+    thr = target if target is not None else 0.98 * max(r.accuracy for r in records)
+    return next((r.round for r in records if r.accuracy >= thr), None), thr
+
+
+def privacy_budget(cfg: RunConfig, setup: Setup) -> dict[str, Any]:
+    """Epsilon per training sample for every DP defense, with its delta."""
+    out: dict[str, Any] = {}
+    for d in resolve(cfg, setup).defense.defenses:
+        steps, rate = accounting_steps(cfg, setup, d)
+        eps = d.epsilon(steps=steps, sample_rate=rate, delta=cfg.delta)
+        if eps is not None:
+            out[f"epsilon_{d.name}"] = eps
+            out["epsilon"] = out.get("epsilon", 0.0) + eps
+            out["delta"] = cfg.delta
+            if getattr(d, "sigma", None) is not None:
+                out["sigma_used"] = d.sigma
+            out.update(d.used())
+    return out
+
+
+def evaluate(cfg: RunConfig, *, progress: Callable[[RoundRecord], None] | None = None,
+             setup: Setup | None = None,
+             on_step: Callable[[int, int], None] | None = None) -> dict[str, Any] | None:
+    """Train + attack + score. Returns the result row on rank 0 (None on other MPI ranks)."""
+    exp = resolve(cfg, setup)    # checked, resolved and calibrated once for the whole run
+    setup = exp.setup
+    start = time.perf_counter()
+    arank = exp.attack.rank if exp.attack else None
+    attack, hook = malicious_attack(cfg, setup, on_step)
+    if cfg.backend == "local":
+        outcomes = run_local(cfg, setup, progress, hook)
+        end_training()
+        server = outcomes[0]
+        guess = run_attack(cfg, setup, outcomes[arank], attack) if arank is not None else None
+    else:
+        from slsec.run.runner import mpi_attack_exchange
+        server = run_mpi(cfg, setup, progress, hook)
+        end_training()
+        guess = mpi_attack_exchange(cfg, server, arank,
+                                    lambda o: run_attack(cfg, setup, o, attack))
+        if server.rank != 0:
+            return None
+    return summarize(cfg, setup, server, guess, time.perf_counter() - start)
+
+
+def summarize(cfg: RunConfig, setup: Setup, server: RankOutcome, guess: dict[str, Tensor] | None,
+              total_s: float) -> dict[str, Any]:
+    records = server.records
+    conv, thr = rounds_to_convergence(records, cfg.target_accuracy)
+    proto = PROTOCOLS.get(cfg.protocol)
+    m: dict[str, Any] = {
+        "accuracy": records[-1].accuracy if records else float("nan"),
+        "best_accuracy": max((r.accuracy for r in records), default=float("nan")),
+        "rounds": len(records), "rounds_to_convergence": conv, "convergence_threshold": thr,
+        "train_seconds": server.wall_s, "total_seconds": total_s,
+        "bytes_on_wire": server.bytes_total, "mb_on_wire": server.bytes_total / 1e6,
+        "framing_overhead": (server.bytes_total / server.payload_total
+                             if server.payload_total else float("nan")),
+        "cuts": list(setup.cuts), "label_party": setup.label_party,
+        "probe_size_used": len(setup.probe),   # --probe-size, or the whole test set if smaller
+        "chance_accuracy": 1.0 / max(1, setup.data.num_classes),
+        "labels_sent_to_server": bool(proto.labels_to_server and setup.label_party == "client"),
+    }
+    if m["labels_sent_to_server"]:
+        m["label_leak"] = 1.0   # the server receives every label in the clear
+    m.update(privacy_budget(cfg, setup))
+    if guess is not None:
+        plan = resolve(cfg, setup).attack
+        assert plan is not None
+        cls = plan.cls
+        m.update({"attack_role": plan.role, "attack_kind": cls.kind,
+                  "attack_knowledge": sorted(plan.knowledge)})
+        m.update(score(cfg, setup, guess, server.truth_inputs, server.truth_labels))
+        m.update(reid_bounds(cfg, setup, m))
+        if cls.malicious:   # the server deviated: the client's head never trained on the task
+            m["malicious_server"] = True
+            m["hijack_steps"] = int(guess[f"{m['attack_method']}.hijack_steps"])
+    return {"config": cfg.to_dict(), "metrics": m,
+            "curve": [r.__dict__ for r in records],
+            "versions": {"slsec": slsec.__version__, "torch": torch.__version__,
+                         "python": platform.python_version()},
+            "seed": cfg.seed, "_guess": guess, "_truth": server.truth_inputs}

@@ -1,0 +1,455 @@
+"""Run one protocol over a backend: threads in one process (`local`) or MPI ranks (`mpi`).
+
+Every rank builds the same public setup (data split, partition, model init) from the seed and
+keeps only what its role may hold. Rank 0 is the server and the experimenter: it evaluates the
+assembled model each round and, at the end, collects the ground truth of observed samples from
+the clients over a separate instrumentation channel that no attack object ever gets.
+
+Over 300 lines: the three ways ranks run (threads, a client pool for --fraction, MPI ranks)
+share run_rank, the outcome types and the failure handling; splitting them apart would scatter
+the one place that says how a failing rank ends the run.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import math
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from slsec.progress import train_step, train_total
+from slsec.config import RunConfig
+from slsec.errors import PeerError, UserError
+from slsec.protocols.base import PROTOCOLS, Context, Plan
+from slsec.run.experiment import resolve
+from slsec.run.setup import Setup, prepare
+from slsec.threat import Observer, ServerHook
+
+TRUTH, GUESS = 91, 92
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    accuracy: float
+    loss: float
+    wall_s: float
+    bytes: int
+
+
+@dataclass
+class RankOutcome:
+    """What one rank ends with: rank 0 gets the records, the truth and the attacked view."""
+
+    rank: int
+    observer: Observer
+    model: torch.nn.Module
+    records: list[RoundRecord] = field(default_factory=list)
+    truth_inputs: Tensor | None = None
+    truth_labels: Tensor | None = None
+    bytes_total: int = 0
+    payload_total: int = 0
+    wall_s: float = 0.0
+    instr: Any = None     # instrumentation link (scorer channel); never handed to an attack
+
+
+class DeviceLink:
+    """A link whose received tensors land on `device` (the wire itself carries CPU bytes)."""
+
+    def __init__(self, link: Any, device: torch.device) -> None:
+        self._link, self.device = link, device
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._link, name)
+
+    def send(self, dest: int, tensors: dict[str, Tensor], tag: int) -> None:
+        self._link.send(dest, {k: v.detach().cpu() for k, v in tensors.items()}, tag)
+
+    def give(self, dest: int, tensors: dict[str, Tensor], tag: int) -> None:
+        self._link.give(dest, {k: v.detach().cpu() for k, v in tensors.items()}, tag)
+
+    def recv(self, source: int, tag: int) -> dict[str, Tensor]:
+        return {k: v.to(self.device) for k, v in self._link.recv(source, tag).items()}
+
+    def recv_any(self, tag: int) -> tuple[int, dict[str, Tensor]]:
+        src, msg = self._link.recv_any(tag)
+        return src, {k: v.to(self.device) for k, v in msg.items()}
+
+
+class DeviceSplit:
+    """A data split whose batches land on `device`."""
+
+    def __init__(self, split: Any, device: torch.device) -> None:
+        self._split, self.device = split, device
+
+    def __len__(self) -> int:
+        return len(self._split)
+
+    def batch(self, idx: Any) -> tuple[dict[str, Tensor], Tensor]:
+        feats, y = self._split.batch(idx)
+        return {k: v.to(self.device) for k, v in feats.items()}, y.to(self.device)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here (use --device cpu)")
+    return torch.device(name)
+
+
+class TruthBuffer:
+    """Client side of the scorer channel: buffered, flushed to rank 0 after the protocol ends."""
+
+    def __init__(self) -> None:
+        self.inputs: list[Tensor] = []
+        self.labels: list[Tensor] = []
+
+    def __call__(self, inputs: Tensor | None, labels: Tensor | None) -> None:
+        if inputs is not None:
+            self.inputs.append(inputs.detach().cpu().clone())
+        if labels is not None:
+            self.labels.append(labels.detach().cpu().clone())
+
+    def message(self) -> dict[str, Tensor]:
+        return {"inputs": torch.cat(self.inputs) if self.inputs else torch.empty(0),
+                "labels": torch.cat(self.labels) if self.labels else torch.empty(0, dtype=torch.long)}
+
+
+def make_plan(cfg: RunConfig, setup: Setup) -> Plan:
+    straggler = {int(s.split(":")[0]): float(s.split(":")[1]) for s in cfg.straggler}
+    return Plan(protocol=cfg.protocol, clients=cfg.clients, rounds=cfg.rounds,
+                batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, cuts=setup.cuts,
+                seed=cfg.seed, num_classes=setup.data.num_classes, variant=cfg.variant,
+                label_party=setup.label_party, observe_samples=cfg.observe_samples,
+                probe_size=cfg.probe_size, probe_batch=cfg.probe_batch, straggler=straggler,
+                async_every=cfg.async_every, async_alpha=cfg.async_alpha,
+                async_decay=cfg.async_decay, async_order=cfg.async_order, fraction=cfg.fraction)
+
+
+def evaluate_model(model: torch.nn.Module, split: Any, batch_size: int = 500) -> tuple[float, float]:
+    """Test accuracy and mean loss of the assembled model (the experimenter's measurement)."""
+    was = model.training
+    device = next(model.parameters()).device
+    model.eval()
+    correct, loss, n = 0, 0.0, len(split)
+    with torch.no_grad():
+        for idx in torch.arange(n).split(batch_size):
+            feats, y = split.batch(idx)
+            feats, y = {k: v.to(device) for k, v in feats.items()}, y.to(device)
+            out = model(feats)["x"]
+            loss += float(torch.nn.functional.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+    model.train(was)
+    return correct / max(n, 1), loss / max(n, 1)
+
+
+def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
+             progress: Callable[[RoundRecord], None] | None = None,
+             hook: ServerHook | None = None) -> RankOutcome:
+    """Run this rank's role program, then (rank 0) collect the ground truth from the clients."""
+    proto = PROTOCOLS.get(cfg.protocol)
+    plan = make_plan(cfg, setup)
+    role = "server" if rank == 0 else "client"
+    observer = Observer(role, cfg.protocol)
+    device = resolve_device(cfg.device)
+    model = setup.fresh_model().to(device)
+    if device.type != "cpu":
+        link = DeviceLink(link, device)
+    truth = TruthBuffer()
+    outcome = RankOutcome(rank=rank, observer=observer, model=model, instr=instr)
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
+    ctx = Context(rank=rank, plan=plan, link=link, model=model,
+                  defense=resolve(cfg, setup).fresh_defense(), observer=observer, gen=gen, truth=truth)
+    start = time.perf_counter()
+    if rank == 0:
+        ctx.labels = ({k: v.to(device) for k, v in setup.shard_labels().items()}
+                      if setup.label_party == "server" else None)
+
+        def on_round(rnd: int, m: torch.nn.Module) -> None:
+            acc, loss = evaluate_model(m, setup.data.test)
+            if not math.isfinite(loss):
+                noise = [f"--{n.replace('_', '-')}" for n in ("sigma", "noise_multiplier")
+                         if getattr(cfg, n, None)]
+                raise UserError(f"training diverged at round {rnd + 1} (loss {loss}); lower --lr"
+                                + (f" (or {' / '.join(noise)})" if noise else ""))
+            rec = RoundRecord(rnd + 1, acc, loss, time.perf_counter() - start,
+                              sum(link.bytes_sent.values()) + sum(link.bytes_recv.values()))
+            outcome.records.append(rec)
+            if progress:
+                progress(rec)
+
+        ctx.on_round = on_round
+        ctx.hook = hook   # a malicious server's deviation (None: the server follows the protocol)
+        proto.server(ctx)
+        outcome.wall_s = time.perf_counter() - start
+        outcome.bytes_total = sum(link.bytes_sent.values()) + sum(link.bytes_recv.values())
+        outcome.payload_total = sum(link.payload_sent.values()) + sum(link.payload_recv.values())
+        msgs = [truth.message()] + [instr.recv(k, TRUTH) for k in range(1, cfg.clients + 1)]
+        outcome.truth_inputs = torch.cat([m["inputs"] for m in msgs if m["inputs"].numel()] or
+                                         [torch.empty(0)])
+        outcome.truth_labels = torch.cat([m["labels"] for m in msgs if m["labels"].numel()] or
+                                         [torch.empty(0, dtype=torch.long)])
+    else:
+        ctx.shard = setup.shard(rank) if device.type == "cpu" else DeviceSplit(setup.shard(rank), device)
+        probe = setup.probe if device.type == "cpu" else DeviceSplit(setup.probe, device)
+        ctx.probe = probe if rank == 1 else None
+        if rank == 1:   # client 1 paces the training progress (the others run beside it)
+            per_round = -(-len(ctx.shard) // plan.batch_size) * getattr(plan, "local_epochs", 1)
+            train_total(per_round * plan.rounds)
+            ctx.on_step = train_step
+        proto.client(ctx)
+        outcome.wall_s = time.perf_counter() - start
+        instr.send(0, truth.message(), TRUTH)
+    model.cpu()   # attacks and reports work on the CPU
+    return outcome
+
+
+def share_one_core(cfg: RunConfig) -> Callable[[], None]:
+    """For protocols whose roles strictly alternate, run on one thread each: a function each rank
+    thread calls to pin itself to one core, the least busy of those allowed now (Linux applies
+    affinity per thread; a second run beside this one, such as the card's undefended twin, then
+    tends to pick another). The 6.4 MB smashed tensor stays in one core's cache instead of
+    moving between cores at every hand-off (bench/overhead.py). A no-op elsewhere."""
+    from slsec.protocols.base import PROTOCOLS
+    if not (PROTOCOLS.get(cfg.protocol).alternating and cfg.threads == 1
+            and hasattr(os, "sched_setaffinity")):
+        return lambda: None
+    allowed = sorted(os.sched_getaffinity(0))
+    try:
+        import psutil
+        busy = psutil.cpu_percent(interval=0.05, percpu=True)
+        core = min(allowed, key=lambda c: busy[c] if c < len(busy) else 100.0)
+    except (ImportError, OSError):
+        return lambda: None
+
+    def pin() -> None:
+        try:
+            os.sched_setaffinity(0, {core})
+        except OSError:
+            pass
+    return pin
+
+
+def run_local(cfg: RunConfig, setup: Setup,
+              progress: Callable[[RoundRecord], None] | None = None,
+              hook: ServerHook | None = None) -> list[RankOutcome]:
+    """All ranks as threads of this process over LocalHub; the first failure is raised."""
+    from slsec.wire.transport import LocalHub
+
+    if cfg.fraction < 1 and hasattr(PROTOCOLS.get(cfg.protocol), "client_round"):
+        return run_local_pooled(cfg, setup, progress)
+    world = cfg.clients + 1
+    hub, instr = LocalHub(world, timeout=cfg.timeout), LocalHub(world, timeout=cfg.timeout)
+    outcomes: list[RankOutcome | None] = [None] * world
+    errors: list[BaseException] = []
+
+    pin = share_one_core(cfg)
+
+    def target(rank: int) -> None:
+        try:
+            pin()
+            torch.set_num_threads(cfg.threads)
+            outcomes[rank] = run_rank(cfg, setup, rank, hub.link(rank), instr.link(rank),
+                                      progress if rank == 0 else None, hook)
+        except BaseException as e:  # noqa: BLE001 - reported to the caller
+            errors.append(e)
+            abort = getattr(hub, "abort", None)
+            if abort:
+                abort(f"rank {rank} failed: {e}")
+                instr.abort(f"rank {rank} failed: {e}")
+
+    threads = [threading.Thread(target=target, args=(r,), daemon=True, name=f"rank{r}")
+               for r in range(world)]
+    return _join(threads, errors, outcomes)
+
+
+def run_local_pooled(cfg: RunConfig, setup: Setup,
+                     progress: Callable[[RoundRecord], None] | None = None) -> list[RankOutcome]:
+    """The local backend as a client simulator (with --fraction < 1): the server is one thread;
+    a client exists only while it runs one round (or the final probe), as a task of a pool with
+    threads for one wave of clients (slsec.protocols.base.waves). Its model and optimiser are
+    built for the task from the weights the server sends (the protocol's `client_round`); only
+    its observer, scorer buffer and generator live across rounds. Rank 0 and client 1 get a RankOutcome."""
+    import queue
+
+    from slsec.protocols.base import participants, waves
+    from slsec.wire.transport import LocalHub
+
+    proto = PROTOCOLS.get(cfg.protocol)
+    plan = make_plan(cfg, setup)
+    device = resolve_device(cfg.device)
+    world = cfg.clients + 1
+    hub, instr = LocalHub(world, timeout=cfg.timeout), LocalHub(world, timeout=cfg.timeout)
+    outcomes: list[RankOutcome | None] = [None] * world
+    errors: list[BaseException] = []
+    light: dict[int, tuple[Observer, TruthBuffer, torch.Generator]] = {}
+
+    def fail(who: str, e: BaseException) -> None:
+        errors.append(e)
+
+    def server() -> None:
+        try:
+            torch.set_num_threads(cfg.threads)
+            outcomes[0] = run_rank(cfg, setup, 0, hub.link(0), instr.link(0), progress)
+        except BaseException as e:  # noqa: BLE001 - reported to the caller
+            fail("rank 0", e)
+
+    def client(k: int, rnd: int | None) -> None:
+        """Round `rnd` of client k, or (None) its end: the final model, probe, scorer flush."""
+        if errors:
+            return
+        try:
+            torch.set_num_threads(cfg.threads)
+            if k not in light:
+                light[k] = (Observer("client", cfg.protocol), TruthBuffer(),
+                            torch.Generator().manual_seed(cfg.seed * 7919 + k))
+            observer, truth, gen = light[k]
+            link: Any = hub.link(k)
+            model = setup.fresh_model().to(device)
+            shard = setup.shard(k)
+            if device.type != "cpu":
+                link, shard = DeviceLink(link, device), DeviceSplit(shard, device)
+            ctx = Context(rank=k, plan=plan, link=link, model=model,
+                          defense=resolve(cfg, setup).fresh_defense(), observer=observer, gen=gen,
+                          truth=truth, shard=shard)
+            if rnd is not None:
+                proto.client_round(ctx, rnd)
+                return
+            ctx.probe = (setup.probe if device.type == "cpu" else
+                         DeviceSplit(setup.probe, device)) if k == 1 else None
+            proto.client_finish(ctx)
+            instr.link(k).send(0, truth.message(), TRUTH)
+            light.pop(k)
+            if k == 1:
+                outcomes[1] = RankOutcome(rank=1, observer=observer, model=model.cpu(),
+                                          instr=instr.link(1))
+        except BaseException as e:  # noqa: BLE001 - reported to the caller
+            fail(f"client {k}", e)
+
+    # tasks are queued in the order the server trains them (round by round, wave by wave) and
+    # the pool can run a whole wave at once, so a wave never waits for a worker held by a later
+    # one (FedAvg and SplitFed v1 train in waves of WAVE clients; SplitFed v2 a round at once)
+    rounds = [participants(plan, rnd) for rnd in range(plan.rounds)]
+    independent = PROTOCOLS.get(cfg.protocol).independent_clients(cfg)
+    pool = max(len(w) for ks in rounds for w in waves(plan, ks, independent))
+    tasks: queue.SimpleQueue[tuple[int, int | None]] = queue.SimpleQueue()
+    for rnd, ks in enumerate(rounds):
+        for k in ks:
+            tasks.put((k, rnd))
+    for k in range(1, world):
+        tasks.put((k, None))
+
+    def worker() -> None:
+        while not errors:
+            try:
+                k, rnd = tasks.get_nowait()
+            except queue.Empty:
+                return
+            client(k, rnd)
+
+    threads = [threading.Thread(target=server, daemon=True, name="rank0")]
+    threads += [threading.Thread(target=worker, daemon=True, name=f"client-worker{i}")
+                for i in range(pool)]
+    return _join(threads, errors, outcomes)
+
+
+def _join(threads: list[threading.Thread], errors: list[BaseException],
+          outcomes: list[RankOutcome | None]) -> list[RankOutcome]:
+    """Start the rank threads and wait for all of them, or for the first failure: raise the
+    first error that is not a peer's reaction to it (PeerError), else the first one."""
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads) and not errors:
+        for t in threads:
+            t.join(timeout=0.05)
+    if errors:
+        raise next((e for e in errors if not isinstance(e, PeerError)), errors[0])
+    return [o for o in outcomes if o is not None]
+
+
+def load_mpi(initialize: bool = True) -> Any:
+    """mpi4py's MPI module, or a UserError saying why there is no working MPI."""
+    try:
+        import mpi4py
+        if not initialize:
+            mpi4py.rc.initialize = False   # load libmpi only (a launcher about to exec mpiexec)
+        from mpi4py import MPI
+    except (ImportError, RuntimeError) as e:   # no mpi4py, or it cannot load an MPI library
+        raise UserError(f"--backend mpi needs mpi4py and a working MPI library "
+                        f"({' '.join(str(e).split())}); install one (pip install mpich) "
+                        "or use --backend local") from None
+    return MPI
+
+
+def run_mpi(cfg: RunConfig, setup: Setup,
+            progress: Callable[[RoundRecord], None] | None = None,
+            hook: ServerHook | None = None) -> RankOutcome:
+    """This rank's part of an MPI run (under mpiexec); a failing rank aborts the whole job."""
+    MPI = load_mpi()
+    from slsec.wire.transport import MPILink, preflight
+
+    comm = MPI.COMM_WORLD
+    torch.set_num_threads(cfg.threads)
+    try:
+        procs = preflight(comm, expected_world=cfg.clients + 1, timeout=min(cfg.timeout, 30.0))
+        # clients wait twice as long, so a silent client is named by rank 0, not blamed on it
+        link = MPILink(comm, timeout=cfg.timeout * (1 if comm.Get_rank() == 0 else 2),
+                       procs=procs)
+        instr = MPILink(comm.Dup(), timeout=cfg.timeout, procs=procs)
+        return run_rank(cfg, setup, comm.Get_rank(), link, instr, progress, hook)
+    except UserError as e:
+        if comm.Get_size() != cfg.clients + 1:
+            raise   # every rank knows the world size is wrong: exit 2 cleanly, no Abort
+        if comm.Get_rank() == 0:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        abort_job(comm, 2)
+    except BaseException as e:  # noqa: BLE001
+        print(f"error: rank {comm.Get_rank()}: {e}", file=sys.stderr, flush=True)
+        if not isinstance(e, (PeerError, KeyboardInterrupt)):
+            traceback.print_exc(file=sys.stderr)
+        abort_job(comm, 1)
+
+
+ABORT_GRACE_S = 1.0   # time for hydra's proxy to forward our last stderr lines before Abort
+
+
+def abort_job(comm: Any, code: int) -> None:
+    """End the whole MPI job after this rank's error line has had time to reach mpiexec.
+
+    Hydra's proxy tears everything down as soon as it reads the abort request and may never
+    forward what this rank wrote to stderr just before (seen on a loaded CI machine: the job
+    ended non-zero with no error line at all), so give it a moment first.
+    """
+    sys.stderr.flush()
+    time.sleep(ABORT_GRACE_S)
+    comm.Abort(code)
+    os._exit(code)   # MPICH's Abort can return before mpiexec ends this rank: say nothing more
+
+
+ATTACK_WAIT_S = 3600.0   # how long rank 0 waits for an attack running on another rank
+
+
+def mpi_attack_exchange(cfg: RunConfig, outcome: RankOutcome, attacked: int | None,
+                        attack: Callable[[RankOutcome], dict[str, Tensor]]) -> dict[str, Tensor] | None:
+    """Run the attack on the attacked rank; its guesses (not its view) travel to rank 0."""
+    if attacked is None:
+        return None
+    guess = attack(outcome) if outcome.rank == attacked else None
+    if attacked != 0:
+        if outcome.rank == attacked:
+            outcome.instr.send(0, guess, GUESS)
+        elif outcome.rank == 0:
+            # an attack legitimately computes for minutes: wait longer than --timeout for its
+            # guess (a rank that dies meanwhile still ends the job at once through mpiexec)
+            outcome.instr.timeout = max(outcome.instr.timeout, ATTACK_WAIT_S)
+            guess = outcome.instr.recv(attacked, GUESS)
+    return guess if outcome.rank == 0 else None

@@ -1,0 +1,158 @@
+"""Scoring: the scorer holds the ground truth the attacker never sees and compares each
+method's guesses with it: SSIM/PSNR or label AUC, the gain over the attacker's prior,
+top-1 re-identification among the candidates, and the bounds DP puts on guessing."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from slsec.config import RunConfig
+from slsec.run.experiment import resolve
+from slsec.run.setup import Setup, accounting_steps
+
+
+def score(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor], truth_inputs: Tensor,
+          truth_labels: Tensor) -> dict[str, Any]:
+    """Compare each method's guesses with the ground truth the scorer holds and report the
+    method that leaked most (highest SSIM, or label AUC); baselines make scores meaningful.
+    Sets guess['images'] to the reported method's images (for the reconstruction grid)."""
+    methods = list(dict.fromkeys(k.split(".")[0] for k in guess if "." in k))
+    reference = [PRIOR] if int(guess.get("prior.reference", torch.tensor(0))) else []
+    scored = {m: _score_one(cfg, setup, guess, m, truth_inputs, truth_labels) for m in methods}
+    methods = [m for m in methods if m not in reference]
+
+    def leak(r: dict[str, Any]) -> float:
+        v = r.get("attack_ssim_mean", r.get("label_auc", float("nan")))
+        return -math.inf if v is None or math.isnan(v) else v
+    # on a tie the prior is reported: the attack learned nothing beyond it
+    best = max(methods, key=lambda m: (leak(scored[m]), m == PRIOR))
+    out = dict(scored[best], attack_method=best,
+               attack_seconds=sum(float(guess[f"{m}.seconds"]) for m in methods))
+    if len(methods) > 1:
+        out["methods_compared"] = ",".join(methods)
+        key = "attack_ssim_mean" if "attack_ssim_mean" in out else "label_auc"
+        out[f"{key}_by_method"] = {m: scored[m].get(key) for m in methods}
+    guess["images"], guess["label_scores"] = guess[f"{best}.images"], guess[f"{best}.label_scores"]
+    if guess["images"].numel():
+        out.update(beyond_prior(cfg, setup, guess, truth_inputs[: len(guess["images"])]))
+        if len(methods) > 1:   # top-1 re-identification of every compared method
+            from slsec import metrics
+            cands = reid_candidates(setup, truth_inputs[: len(guess["images"])])
+            if cands is not None:
+                idx = torch.arange(len(guess["images"]))
+                out["reid_top1_by_method"] = {
+                    m: metrics.reidentification(cands, guess[f"{m}.images"], idx)["reid_top1"]
+                    for m in methods if guess[f"{m}.images"].numel()}
+    return out
+
+
+PRIOR = "prior"   # the inversion method that only guesses from what the role holds
+
+
+REID_OTHERS = 1000   # re-identification: the probes plus at least this many other records
+
+
+def reid_candidates(setup: Setup, truth: Tensor) -> Tensor | None:
+    """The candidate records for re-identification: the probes (in probe order, so probe i is
+    candidate i), then every other test image, then training images outside the aux set until
+    there are REID_OTHERS others. The same for every method and for runs with the same seed."""
+    import numpy as np
+
+    from slsec.run.setup import probe_indices
+    test, train = setup.data.test, setup.data.train
+    if not isinstance(test.inputs, Tensor) or not isinstance(train.inputs, Tensor):
+        return None
+    others = np.setdiff1d(np.arange(len(test)), probe_indices(setup.cfg, len(test)))
+    parts = [truth.float(), test.inputs[torch.as_tensor(others)].float()]
+    need = max(0, REID_OTHERS - len(others))
+    if need:
+        private = np.random.default_rng(setup.cfg.seed).permutation(len(train))[setup.cfg.aux_size:]
+        parts.append(train.inputs[torch.as_tensor(private[-need:])].float())
+    return torch.cat(parts)
+
+
+def beyond_prior(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor],
+                 truth: Tensor) -> dict[str, Any]:
+    """Leakage beyond what the role already holds: per-sample gain of the reported attack over
+    the prior (the `prior` method's guess; for attacks without one, the public aux mean image),
+    re-identification among the candidates, and how well the prior knew the labels."""
+    from slsec import metrics
+    images = guess["images"]
+    prior = guess.get(f"{PRIOR}.images")
+    if prior is None or not prior.numel():
+        prior = setup.aux.inputs.float().mean(0).expand_as(images)
+    out: dict[str, Any] = dict(metrics.gain_over_prior(truth, images, prior))
+    source = int(guess.get("prior.label_source", torch.tensor(0)))
+    out["prior_label_source"] = {0: "none", 1: "held", 2: "predicted"}[source]
+    labels = guess.get("prior.labels")
+    if source == 2 and labels is not None and labels.numel():
+        out["prior_label_accuracy"] = float(
+            (labels.long() == setup.probe.y[: len(labels)].long()).float().mean())
+    cands = reid_candidates(setup, truth)
+    if cands is not None and tuple(cands.shape[1:]) == tuple(images.shape[1:]):
+        idx = torch.arange(len(images))
+        out.update(metrics.reidentification(cands, images, idx))
+        out.update({f"prior_{k}": v for k, v in
+                    metrics.reidentification(cands, prior, idx).items()
+                    if k.startswith("reid_top")})
+    return out
+
+
+def reid_bounds(cfg: RunConfig, setup: Setup, m: dict[str, Any]) -> dict[str, Any]:
+    """The upper bound each DP defense's guarantee puts on top-1 re-identification among the
+    run's candidates (prior 1/N), see slsec/privacy/reid_bound.py; label DP bounds label guessing."""
+    from slsec.privacy import reid_bound as rb
+    n = int(m.get("reid_candidates") or 0)
+    out: dict[str, Any] = {}
+    if "epsilon" not in m:
+        return out
+    kappa = 1.0 / n if n else None
+    bounds = []
+    for d in resolve(cfg, setup).defense.defenses:
+        steps, rate = accounting_steps(cfg, setup, d)
+        eps = d.epsilon(steps=steps, sample_rate=rate, delta=cfg.delta)
+        if eps is None:
+            continue
+        own = d.guess_bounds(eps=eps, steps=steps, sample_rate=rate, kappa=kappa,
+                             num_classes=setup.data.num_classes)
+        if own.pop("labels_only", False):   # protects labels only: a bound on guessing them
+            out.update(own)
+            continue
+        if kappa is None:
+            continue
+        out["reid_bound_eps_delta"] = rb.eps_delta_bound(m["epsilon"], m["delta"], kappa)
+        bounds.append(own.pop("reid_bound", out["reid_bound_eps_delta"]))
+        out.update(own)
+    if bounds:
+        # several mechanisms: the (eps, delta) bound of their composition is what holds
+        out["reid_bound"] = bounds[0] if len(bounds) == 1 else out["reid_bound_eps_delta"]
+        out["reid_bound_vacuous"] = rb.vacuous(out["reid_bound"])
+    return out
+
+
+def _score_one(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor], method: str,
+               truth_inputs: Tensor, truth_labels: Tensor) -> dict[str, Any]:
+    from slsec import metrics
+
+    out: dict[str, Any] = {}
+    images, scores = guess[f"{method}.images"], guess[f"{method}.label_scores"]
+    if images.numel():
+        truth = truth_inputs[: len(images)]
+        if resolve(cfg, setup).attack.cls.unordered_batches and cfg.probe_batch > 1:  # type: ignore[union-attr]
+            # a batch's update is a mean over its samples: the attack recovers each batch's
+            # images in no particular order, so pair them with the truth batch by batch
+            images = torch.cat([g[torch.as_tensor(metrics.match_order(t, g))] for t, g in zip(
+                truth.split(cfg.probe_batch), images.split(cfg.probe_batch))])
+            guess[f"{method}.images"] = images
+        out.update({f"attack_{k}": v for k, v in metrics.image_summary(truth, images).items()})
+        out.update({f"baseline_{k}": v for k, v in
+                    metrics.mean_image_baseline(truth, setup.train_mean).items()})
+    if scores.numel():
+        y = truth_labels[: len(scores)]
+        out["label_accuracy"] = metrics.label_accuracy(y, scores)
+        out["label_auc"] = metrics.label_auc(y, scores)
+        out["label_baseline_accuracy"] = metrics.majority_baseline(y, setup.aux.y)
+    return out
