@@ -138,6 +138,14 @@ def declarations(kind: str | None = None) -> list[Declared]:
     return [d for d in found if kind is None or d.kind == kind]
 
 
+def import_all(package: str, path: Any) -> None:
+    """Import every module of a plug-in package (its registrations run): built-in plug-ins
+    are found like the user's, by their file, with no list to edit."""
+    import pkgutil
+    for info in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{info.name}")
+
+
 def load_extra() -> None:
     """Import the SLSEC_PLUGINS files once, so their classes register."""
     for path in extra_files():
