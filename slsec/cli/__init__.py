@@ -3,6 +3,11 @@
 Every run option is a RunConfig field, given as `--field-name value` (or in a TOML file with
 `--config`; flags override the file). Options are parsed as text and validated once by
 slsec.config, so every mistake is one line on stderr and exit code 2.
+
+The package holds what each command does: commands (the dispatch), runs (folders, the
+undefended twin), summary and runreport (one evaluation's console and files), sweeps with
+grid and sweep_report, review with review_report, benchmark with benchmark_report, seeds,
+compare, hints, tracking and the consoles. It calls the engine (slsec.run), never the reverse.
 """
 from __future__ import annotations
 

@@ -2,6 +2,10 @@
 
 A document is a list of blocks: ("h", text), ("p", text), ("table", header, rows),
 ("img", path, caption). HTML embeds images as base64 so the file opens anywhere.
+
+The package holds what every report is made of: result rows and JSON written atomically
+(results), write-once run folders (folders), figures (plots, frontier) and statistics over
+seeds (stats). It imports nothing from the engine or the command line.
 """
 from __future__ import annotations
 
