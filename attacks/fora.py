@@ -112,6 +112,7 @@ class Fora(Attack):
                "prior": frozenset({"aux_data"})}
     default_order = ("fora", "prior")
 
+    # `iterations` (the harness's --attack-iters) sets both `steps` and `decoder_steps`
     DEFAULTS: dict[str, Any] = {
         "steps": 600, "lr": 1e-3, "lr_d": 2e-4, "batch": 64, "mmd_weight": 1.0,
         "disc_weight": 0.1, "task_weight": 1.0, "conditional": True,
