@@ -28,6 +28,11 @@ ATTACKS: dict[str, dict[str, Any]] = {
         roles={"fedavg": "aggregator"},
         methods={"dlg": frozenset({ARCH}), "idlg": frozenset({ARCH}), "ig": frozenset({ARCH})},
         default_order=("ig", "idlg", "dlg"), contenders=()),
+    "fora": dict(
+        roles={"vanilla": "server", "ushaped": "server", "splitfed": "server",
+               "splitfed-async": "server"},
+        methods={"fora": frozenset({ARCH, AUX}), "prior": frozenset({AUX})},
+        default_order=("fora", "prior"), contenders=()),
     "hijack": dict(
         roles={"vanilla": "server", "splitfed": "server"},
         methods={"fsha": frozenset({ARCH, AUX})}, default_order=("fsha",), contenders=()),

@@ -285,3 +285,8 @@ def read_status(path: str) -> Callable[[], str | None]:
         except OSError:
             return None
     return read
+
+
+def attack_total(total: int) -> None:
+    """Set the open attack phase's total (iterations or steps), for a progress bar."""
+    tick(_current["attack"], 0, total=total, done=0)
