@@ -18,7 +18,7 @@ import time
 from _common import one_thread, table
 
 from slsec.config import make_config
-from slsec.harness import evaluate
+from slsec.run.harness import evaluate
 
 KNOWLEDGE = ("architecture", "aux_data")
 

@@ -21,8 +21,8 @@ from slsec.attacks.fora import Fora, mk_mmd
 from slsec.cli import main
 from slsec.data import Split, load_dataset
 from slsec.errors import UserError
-from slsec.models import build_model
-from slsec.threat import View
+from slsec.data.models import build_model
+from slsec.threat import CutNoise, View
 from test_inversion import Vault
 
 KNOW = frozenset({"architecture", "aux_data"})
@@ -107,7 +107,7 @@ def test_substitute_features_pass_the_public_cut_defense(world, monkeypatch):
     """DP at the cut: every substitute feature FORA compares or decodes is clipped and noised
     with the public mechanism (noise std sigma * C)."""
     _, aux, _ = world
-    view, _ = server_view(world, aux, defenses=[{"name": "dp", "clip": 5.0, "sigma": 0.2}])
+    view, _ = server_view(world, aux, defenses=[CutNoise("dp", clip=5.0, sigma=0.2)])
     seen = []
     real = inversion.CutChannel.sample
 
