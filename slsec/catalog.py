@@ -52,11 +52,13 @@ DEFAULT_KNOWLEDGE = {
 
 _SL = frozenset({"vanilla", "ushaped", "splitfed", "splitfed-async"})
 _LABEL_HOLDER = frozenset({"vanilla", "ushaped", "splitfed"})
+_DETECT = frozenset({"vanilla", "splitfed", "splitfed-async"})   # label-sending clients
 # name -> (point, protocols)
 DEFENSES: dict[str, tuple[str, frozenset[str]]] = {
     "dp": ("cut", _SL), "dpsgd": ("train", frozenset({"fedavg"})),
     "label-rr": ("labels", _LABEL_HOLDER), "max-norm": ("grad", _LABEL_HOLDER),
     "nopeek": ("regularizer", _SL), "split-select": ("pre", _LABEL_HOLDER),
+    "splitguard": ("monitor", _DETECT), "gradient-check": ("monitor", _DETECT),
 }
 
 DATASETS = ("cifar10", "fashion-mnist", "mnist", "mnist-full", "mutag", "proteins")

@@ -39,10 +39,14 @@ HELP = {
     "attack": "inversion | label-inference | gradient-inversion",
     "method": "attack method (default: the strongest the attacked role's knowledge allows)",
     "knowledge": "restrict the attacker's knowledge: architecture,head_weights,query_head,aux_data",
-    "defense": "comma list, applied in order: dp, nopeek, max-norm, label-rr, dpsgd, split-select",
+    "defense": "comma list, applied in order: dp, nopeek, max-norm, label-rr, dpsgd, split-select, "
+               "splitguard, gradient-check",
     "sigma": "DP noise multiplier at the cut (noise std = sigma * clip)",
     "clip": "per-sample L2 clip C of smashed data (inf = off; default: the median row norm of public aux data at the cut)",
     "target_epsilon": "solve sigma (or the DP-SGD noise) for this epsilon",
+    "splitguard_p_fake": "splitguard: probability that a batch is sent as a decoy with wrong labels",
+    "splitguard_threshold": "splitguard: flag the server when the mean score of the last 3 decoys is below this",
+    "check_threshold": "gradient-check: flag the server when the mean cosine of the last 5 steps is below this",
     "straggler": "k:seconds, slow client k by that much per step (comma list)",
     "seeds": "run seeds seed..seed+N-1 and report mean ± 95% t-interval (evaluate, sweep, review, benchmark)",
     "out": "folder for reports (a run writes <out>/<run-id>/)",
@@ -232,14 +236,21 @@ def sweep(**kw: Any) -> None:
     inspect.Parameter(
     "max_client_flops", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
     default=typer.Option(None, "--max-client-flops", help="client compute budget per sample")),
+    inspect.Parameter(
+    "hijack_steps", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[int],
+    default=typer.Option(None, "--hijack-steps",
+                         help="malicious-server column: client steps of hijacking per cut "
+                              "(default 110; 0: no column)")),
     _force())
 def review(**kw: Any) -> None:
-    """Security review of every cut of a model: leakage, cost, risk grade, recommendation."""
+    """Security review of every cut of a model: leakage, cost, risk grade, recommendation,
+    and what a malicious (hijacking) server reaches and whether the client detects it."""
     from slsec import commands
     commands.review(_config({k: v for k, v in kw.items()
-                             if k not in ("min_accuracy", "max_client_flops", "force")}),
+                             if k not in ("min_accuracy", "max_client_flops", "force",
+                                          "hijack_steps")}),
                     min_accuracy=kw["min_accuracy"], max_client_flops=kw["max_client_flops"],
-                    force=kw["force"])
+                    force=kw["force"], hijack_steps=kw["hijack_steps"])
 
 
 @app.command()

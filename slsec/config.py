@@ -76,6 +76,9 @@ class RunConfig:
     label_epsilon: float = 1.0
     max_grad_norm: float = 1.0
     noise_multiplier: float | None = None   # DP-SGD (default 1.0 unless --target-epsilon)
+    splitguard_p_fake: float = 0.1       # SplitGuard: share of batches sent as decoys
+    splitguard_threshold: float = 0.5    # SplitGuard: flag when the mean score drops below
+    check_threshold: float = 0.3         # gradient-check: flag when the mean cosine drops below
     # output
     out: str = "reports"
     run_id: str | None = None

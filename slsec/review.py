@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from slsec import progress
+from slsec import review_malicious as malicious
 from slsec.config import RunConfig
 from slsec.errors import UserError
 from slsec.results import atomic_write, check_writable, legend_outside, save_figure
@@ -106,8 +107,10 @@ def review_folder(cfg: RunConfig) -> Path:
 
 
 def run_review(cfg: RunConfig, *, min_accuracy: str | None,
-               max_client_flops: str | None, force: bool = False) -> Path:
-    """Measure every (protocol, cut), grade it, recommend one; print and write the report."""
+               max_client_flops: str | None, force: bool = False,
+               hijack_steps: int = malicious.DEFAULT_STEPS) -> Path:
+    """Measure every (protocol, cut), grade it, recommend one; print and write the report.
+    `hijack_steps` > 0: the malicious-server column (slsec.review_malicious) with that bound."""
     from slsec.commands import console
     from slsec.defenses.split_selection import (choose, evaluate_cached, measure,
                                                 parse_flops, parse_min_accuracy)
@@ -180,6 +183,11 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
                                                 row["prior_reid_top1"])
                 row["label_risk"] = label_grade(row["labels_sent_to_server"], row["label_auc"])
                 row["risk"] = overall_grade(row["input_risk"], row["label_risk"])
+                if hijack_steps > 0 and malicious.applies(p):
+                    progress.tick("review", 0, note=f"{p}: malicious server, cut {r['cut']}")
+                    found = malicious.measure(inv, r["cut"], hijack_steps)
+                    row["malicious"] = malicious.cell(found)
+                    row.update({k: v for k, v in found.items() if k != "detected_by"})
                 rows.append(row)
     best, reason = recommend(rows, rankings)
     for r in rows:
@@ -193,6 +201,8 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
         console.print(f"--force: the earlier files of {folder.name} are kept in {moved}")
     out = console if console.is_terminal else Console(width=220, highlight=False)  # logs: wide (no wrapped cells)
     out.print(review_table(cfg, rows))
+    if (legend := malicious.note(rows)) is not None:
+        out.print(legend, markup=False)
     out.print(("Recommended: " if best else "No recommendation: ") + reason, markup=False)
     out.print(seeds_text(cfg.seeds, cfg.seed) + (" (grades and recommendation on the means)"
                                                  if cfg.seeds > 1 else ""), markup=False)
@@ -269,7 +279,7 @@ COLUMNS = [("protocol", "protocol"), ("cut", "cut"), ("accuracy", "acc"),
            ("attack_psnr_mean", "PSNR"),
            ("label", "labels"), ("epsilon", "ε"), ("smashed_bytes_per_sample", "bytes/sample"),
            ("client_params", "client params"), ("client_flops", "client FLOPs"),
-           ("risk", "risk"), ("note", "note")]
+           ("malicious", "malicious server"), ("risk", "risk"), ("note", "note")]
 
 
 def risk_text(r: dict[str, Any]) -> str:
@@ -282,7 +292,8 @@ def risk_text(r: dict[str, Any]) -> str:
 def columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """The table columns (ε only when a DP defense produced one)."""
     dp = any(not math.isnan(_f(r.get("epsilon"))) for r in rows)
-    return [c for c in COLUMNS if c[0] != "epsilon" or dp]
+    hijacked = any("malicious" in r for r in rows)
+    return [c for c in COLUMNS if (c[0] != "epsilon" or dp) and (c[0] != "malicious" or hijacked)]
 
 
 def _f(v: Any) -> float:
@@ -300,7 +311,7 @@ def _cells(r: dict[str, Any], cols: list[tuple[str, str]] = COLUMNS) -> list[Any
             r["why"] if not r["eligible"] else "")
     reid = (f"{fmt(r['reid_top1'], 3)} ({fmt(r['reid_chance_top1'], 4)})"
             if not math.isnan(_f(r.get("reid_top1"))) else "–")
-    vals = {**r, "label": label, "risk": risk_text(r), "note": note, "reid": reid,
+    vals = {"malicious": "–", **r, "label": label, "risk": risk_text(r), "note": note, "reid": reid,
             "smashed_bytes_per_sample": f"{r['smashed_bytes_per_sample']:,.0f}",
             "client_params": f"{r['client_params']:,}",
             "client_flops": f"{r['client_flops']:.3g}"}
@@ -326,7 +337,7 @@ def review_table(cfg: RunConfig, rows: list[dict[str, Any]]) -> Table:
     cols = columns(rows)
     for k, name in cols:
         t.add_column(name, justify="left" if k in ("protocol", "cut", "label", "risk", "note",
-                                                   "reid")
+                                                   "reid", "malicious")
                      else "right")
     style = {"HIGH": "red", "MEDIUM": "yellow", "LOW": "green"}
     at = [k for k, _ in cols].index("risk")
@@ -392,6 +403,7 @@ def write_outputs(folder: Path, cfg: RunConfig, rows: list[dict[str, Any]],
         ("h", "Every configuration"),
         ("table", [n for _, n in columns(rows)], [_cells(r, columns(rows)) for r in rows]),
         ("p", RISK_RULE),
+        *([("p", legend)] if (legend := malicious.note(rows)) is not None else []),
         ("img", str(png), "inversion SSIM per cut (with the mean-image baseline and the grade "
                           "thresholds)"),
         ("p", "Bytes per sample: what crosses the (first) cut per sample, float32. Client "
