@@ -76,7 +76,8 @@ class GradientCheck(Detector):
         if self.shadow is None or self.opt is None:
             raise RuntimeError("gradient-check: attach() the shadow tail before the first step")
         z = x.detach().float().cpu().requires_grad_(True)
-        extra = {k: v.detach().cpu() for k, v in (feats or {}).items() if k != "x"}
+        extra = {k: v.detach().cpu() for k, v in (feats or {}).items()   # graph structure
+                 if k not in ("x", "y", "i")}
         loss = F.cross_entropy(self.shadow({**extra, "x": z})["x"], y.cpu())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
