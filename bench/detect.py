@@ -15,8 +15,8 @@ sending). Servers:
   (its own tail agrees with the batch's labels on less than half as many samples as on recent
   batches it judged regular), the hijack gradient otherwise;
 - `adapt-oracle`: FSHA that knows exactly which batches are decoys (an upper bound on the above);
-- `adapt-mix`: FSHA whose answer is 0.5 hijack + 0.5 task gradient, each scaled to the task
-  gradient's norm.
+- `adapt-mix`: FSHA whose answer is (1 - m) hijack + m task gradient, each scaled to the task
+  gradient's norm (m = `--mix`, 0.5).
 
 For attacked runs the script also scores the hijack's reconstruction of the 64 probe images at
 the end of the run (or at detection: what the server could invert then).
@@ -43,7 +43,7 @@ from slsec.harness import public_mechanism, train_steps
 from slsec.setup import prepare
 from slsec.threat import View
 
-MIX = 0.5
+MIX = [0.5]   # share of the task gradient in adapt-mix's answer (--mix)
 
 
 class Server:
@@ -84,7 +84,8 @@ class Server:
             self.agree.append(agree)
         g = self.hook.cut_grad(1, {"x": h.detach(), "y": y}, honest)
         if self.kind == "adapt-mix":
-            g = (1 - MIX) * g * (honest.norm() / g.norm().clamp_min(1e-12)) + MIX * honest
+            m = MIX[0]
+            g = (1 - m) * g * (honest.norm() / g.norm().clamp_min(1e-12)) + m * honest
         return g
 
 
@@ -147,7 +148,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=500, help="client steps of an attacked run")
     ap.add_argument("--honest-steps", type=int, default=1000, help="client steps of an honest run")
     ap.add_argument("--cut", default="pool1")
+    ap.add_argument("--mix", type=float, default=0.5, help="adapt-mix: share of the task gradient")
     args = ap.parse_args()
+    MIX[0] = args.mix
     one_thread()
     summary = []
     for det in args.detectors.split(","):
@@ -167,8 +170,8 @@ def main() -> None:
             summary.append((det, srv, steps, len(flagged), len(rows), flagged,
                             statistics.fmean(r["acc"] for r in rows),
                             statistics.fmean(r["ssim"] for r in rows) if "ssim" in rows[0] else None))
-    print(f"\ncut {args.cut}; detector / server / steps: seeds flagged, detection steps, "
-          "mean tail accuracy, mean SSIM at the end (or at detection)")
+    print(f"\ncut {args.cut}, adapt-mix share {args.mix}; detector / server / steps: seeds "
+          "flagged, detection steps, mean tail accuracy, mean SSIM at the end (or at detection)")
     for det, srv, steps, k, n, flagged, acc, ssim in summary:
         print(f"{det:14s} {srv:12s} {steps:5d} steps: {k}/{n} flagged  steps {flagged}  "
               f"acc {acc:.3f}" + (f"  SSIM {ssim:.3f}" if ssim is not None else ""))
