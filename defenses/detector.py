@@ -41,7 +41,9 @@ class Detector(Defense):
     point = "monitor"
     higher_is_honest = True
 
-    def __init__(self, *, threshold: float, window: int) -> None:
+    def __init__(self, *, threshold: float, window: int, label_party: str = "client") -> None:
+        if label_party != "client":   # checked up front; need_labels guards the hooks too
+            need_labels(self.name, None)
         self.threshold = float(threshold)
         self.window = int(positive(f"{self.name}-window", window))
         self.step = 0                  # client training steps seen

@@ -49,8 +49,8 @@ class GradientCheck(Detector):
                "threshold.")
 
     def __init__(self, *, threshold: float = 0.3, window: int = 5, start: int = 30,
-                 lr: float = 1e-3, seed: int = 0) -> None:
-        super().__init__(threshold=threshold, window=window)
+                 lr: float = 1e-3, seed: int = 0, label_party: str = "client") -> None:
+        super().__init__(threshold=threshold, window=window, label_party=label_party)
         self.start = int(start)
         self.lr = positive("gradient-check-lr", lr)
         self.seed = int(seed)

@@ -79,8 +79,8 @@ class SplitGuard(Detector):
                "score of the last decoys below the threshold.")
 
     def __init__(self, *, p_fake: float = 0.1, threshold: float = 0.5, window: int = 3,
-                 start: int = 20) -> None:
-        super().__init__(threshold=threshold, window=window)
+                 start: int = 20, label_party: str = "client") -> None:
+        super().__init__(threshold=threshold, window=window, label_party=label_party)
         self.p_fake = positive("splitguard-p-fake", p_fake)
         if self.p_fake >= 1:
             raise UserError(f"--splitguard-p-fake must be < 1, got {p_fake}")

@@ -39,8 +39,10 @@ DEFENSE_PARAMS: dict[str, dict[str, str]] = {
     "nopeek": {"nopeek_weight": "nopeek_weight"},
     "label-rr": {"label_epsilon": "epsilon"},
     "max-norm": {},
-    "splitguard": {"splitguard_p_fake": "p_fake", "splitguard_threshold": "threshold"},
-    "gradient-check": {"check_threshold": "threshold", "lr": "lr", "seed": "seed"},
+    "splitguard": {"splitguard_p_fake": "p_fake", "splitguard_threshold": "threshold",
+                   "label_party": "label_party"},
+    "gradient-check": {"check_threshold": "threshold", "lr": "lr", "seed": "seed",
+                       "label_party": "label_party"},
 }
 
 
