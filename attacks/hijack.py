@@ -190,6 +190,7 @@ class Hijack(Attack):
     name = "hijack"
     kind = "inversion"
     malicious = True
+    reviewed = "malicious"   # slsec review's malicious-server column runs this attack
     roles = {"vanilla": "server", "splitfed": "server"}
     methods = {"fsha": frozenset({"architecture", "aux_data"})}
     default_order = ("fsha",)

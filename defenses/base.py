@@ -5,6 +5,10 @@ Hooks (each default is the identity / nothing):
 - `regularizer`: extra client loss term from inputs and smashed data (NoPeek).
 - `labels`: label holder, before the loss (randomized-response label DP).
 - `cut_grad`: label-holding side, transforms the gradient before it is sent back (max-norm).
+- client-side monitoring (detectors of a hijacking server, defenses/detector.py): `attach`
+  (once, the client's model and cuts), `decoy` (labels to send instead of the batch's, for a
+  batch the client will not learn from), `inspect` (what came back, after the backward),
+  `withholding` (the client has stopped sending), `report` (numbers for the run's result).
 """
 from __future__ import annotations
 
@@ -58,6 +62,23 @@ class Defense(ABC):
     def public_mechanism(self) -> Mechanism:
         """The public mechanism (Kerckhoffs): what an adaptive attacker is told, typed."""
         return Mechanism(self.name)
+
+    def attach(self, model: Any, cuts: tuple[str, ...]) -> None:
+        return None
+
+    def decoy(self, y: Tensor, *, num_classes: int, gen: torch.Generator | None) -> Tensor | None:
+        return None
+
+    def inspect(self, *, g: Tensor, head: Any, x: Tensor, y: Tensor | None, decoy: bool,
+                feats: dict[str, Tensor] | None = None) -> None:
+        return None
+
+    @property
+    def withholding(self) -> bool:
+        return False
+
+    def report(self) -> dict[str, float]:
+        return {}
 
     def public(self) -> dict[str, Any]:
         """The public mechanism as plain data (for reports)."""
@@ -125,6 +146,28 @@ class DefenseStack(Defense):
         for d in self.defenses:
             g = d.cut_grad(g, gen=gen)
         return g
+
+    def attach(self, model: Any, cuts: tuple[str, ...]) -> None:
+        for d in self.defenses:
+            d.attach(model, cuts)
+
+    def decoy(self, y: Tensor, *, num_classes: int, gen: torch.Generator | None) -> Tensor | None:
+        for d in self.defenses:
+            if (fake := d.decoy(y, num_classes=num_classes, gen=gen)) is not None:
+                return fake
+        return None
+
+    def inspect(self, *, g: Tensor, head: Any, x: Tensor, y: Tensor | None, decoy: bool,
+                feats: dict[str, Tensor] | None = None) -> None:
+        for d in self.defenses:
+            d.inspect(g=g, head=head, x=x, y=y, decoy=decoy, feats=feats)
+
+    @property
+    def withholding(self) -> bool:
+        return any(d.withholding for d in self.defenses)
+
+    def report(self) -> dict[str, float]:
+        return {k: v for d in self.defenses for k, v in d.report().items()}
 
     def public(self) -> dict[str, Any]:
         return {"defenses": [d.public() for d in self.defenses]}

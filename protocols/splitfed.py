@@ -97,6 +97,7 @@ class SplitFed(Protocol):
     @staticmethod
     def client_round(ctx: Context, rnd: int) -> None:
         head = ctx.model.split(list(ctx.plan.cuts))[0]
+        ctx.defense.attach(ctx.model, ctx.plan.cuts)
         label_sending_round(ctx, rnd, head, make_optimizer(head.parameters(), ctx.plan))
 
     @staticmethod

@@ -54,6 +54,7 @@ class SplitFedAsync(Protocol):
         plan = ctx.plan
         head = ctx.model.split(list(plan.cuts))[0]
         opt = make_optimizer(head.parameters(), plan)
+        ctx.defense.attach(ctx.model, plan.cuts)
         got = ctx.link.recv(0, WEIGHTS)
         version = got.pop("__version")
         load(head, got)

@@ -27,6 +27,7 @@ def label_sending_client(ctx: Context) -> None:
     plan = ctx.plan
     head = ctx.model.split(list(plan.cuts))[0]
     opt = make_optimizer(head.parameters(), plan)
+    ctx.defense.attach(ctx.model, plan.cuts)
     for rnd in range(plan.rounds):
         if ctx.rank in participants(plan, rnd):
             if fresh_state_each_round(plan):
@@ -56,11 +57,13 @@ def client_step(ctx: Context, head: torch.nn.Module, opt: torch.optim.Optimizer,
     """One batch on a label-sending client: smashed data (+ labels, or sample indices in
     two-party SL) out via `send`, per-sample cut gradient back, head update."""
     feats, y = ctx.shard.batch(idx)
+    two_party = ctx.plan.label_party == "server"
+    # a detector may send this batch with decoy labels (and not learn from it)
+    fake = None if two_party else ctx.defense.decoy(y, num_classes=ctx.plan.num_classes, gen=gen)
     h = head(feats)
     x = ctx.defense.smashed(h["x"], train=True, gen=gen)
     msg = cut_message(h, x)
-    two_party = ctx.plan.label_party == "server"
-    msg["i" if two_party else "y"] = idx if two_party else y
+    msg["i" if two_party else "y"] = idx if two_party else (y if fake is None else fake)
     send(msg)
     g = ctx.link.recv(0, GRAD)["g"]
     if watch:  # a curious client (two-party SL) keeps what it sent and got back
@@ -68,10 +71,14 @@ def client_step(ctx: Context, head: torch.nn.Module, opt: torch.optim.Optimizer,
         ctx.observer.smashed(msg)
         ctx.observer.grad(g)
         ctx.observer.recording = False
-    reg = ctx.defense.regularizer(feats["x"], h["x"])
-    opt.zero_grad()
-    backward_cut(x, g, reg)
-    opt.step()
+    if not ctx.defense.withholding:   # a detector that flagged the server: nothing more to learn
+        reg = ctx.defense.regularizer(feats["x"], h["x"])
+        opt.zero_grad()
+        backward_cut(x, g, reg)
+        ctx.defense.inspect(g=g, head=head, x=x, y=None if two_party else y,
+                            decoy=fake is not None, feats=msg)
+        if fake is None and not ctx.defense.withholding:
+            opt.step()
     straggle(ctx)
 
 

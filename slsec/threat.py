@@ -68,6 +68,18 @@ class Regularizer(Mechanism):
 
 
 @dataclass(frozen=True)
+class Detection(Mechanism):
+    """A client-side detector of a malicious server: it flags when the mean of its last
+    `window` scores (from client step `start` on) falls below `threshold`; `p_fake` is the
+    share of batches it sends as decoys with wrong labels (0: none)."""
+
+    threshold: float
+    window: int
+    start: int
+    p_fake: float = 0.0
+
+
+@dataclass(frozen=True)
 class PreTraining(Mechanism):
     """A choice made before training (e.g. the cut), by the stated rule."""
 

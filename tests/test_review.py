@@ -44,6 +44,7 @@ def test_overall_grade_is_the_worse_channel() -> None:
     (["--protocol", "fedavg"], "no cut to review"),
     (["--protocol", "vanilla,nope"], "unknown protocol 'nope'"),
     (["--attack", "gradient-inversion"], "runs inversion and label-inference itself"),
+    (["--hijack-steps", "-1"], "--hijack-steps must be >= 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_training(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
@@ -62,10 +63,11 @@ def test_bad_input_is_one_line_and_exit_2_before_training(
 def test_review_of_the_cnn_recommends_a_cut_and_writes_the_report(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cuts = ["conv1", "pool1", "conv2", "pool2", "fc1"]
-    assert main(["review", "--model", "cnn", "--dataset", "mnist", *SMALL,
+    assert main(["review", "--model", "cnn", "--dataset", "mnist", *SMALL, "--hijack-steps", "5",
                  "--out", str(tmp_path), "--run-id", "rv"]) == 0
     out = capsys.readouterr().out
     assert "security review: cnn on mnist" in out                 # the table
+    assert "malicious server" in out and "(FSHA) for 5 client steps per cut" in out
     assert all(c in out for c in cuts) and "sent (100%)" in out and "HIGH" in out
     line = next(l for l in out.splitlines() if l.startswith("Recommended: "))
     assert any(f"cut {c} " in line for c in cuts)
@@ -82,3 +84,13 @@ def test_review_of_the_cnn_recommends_a_cut_and_writes_the_report(
             "client_params", "smashed_bytes_per_sample", "risk", "prior_ssim_mean",
             "ssim_gain_mean", "reid_top1", "reid_chance_top1"} <= set(rows[0])
     assert all(float(r["attack_ssim_mean"]) >= float(r["prior_ssim_mean"]) for r in rows)
+
+
+def test_malicious_server_cell_says_what_each_detector_did() -> None:
+    from slsec.review_malicious import cell, detectors, note
+    assert detectors() == ["gradient-check", "splitguard"]
+    r = {"hijack_ssim": 0.634, "hijack_steps": 110,
+         "detected_by": {"gradient-check": 35, "splitguard": None}}
+    assert cell(r) == "SSIM 0.634; gradient-check @35, splitguard missed"
+    assert cell({}) == "–"
+    assert "110 client steps per cut" in note([r]) and note([{}]) is None

@@ -230,14 +230,21 @@ def sweep(**kw: Any) -> None:
     "max_client_flops", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
     default=typer.Option(None, "--max-client-flops", metavar="FLOPS",
                          help="client compute budget per sample [default: not set]")),
+    inspect.Parameter(
+    "hijack_steps", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[int],
+    default=typer.Option(None, "--hijack-steps", metavar="INT",
+                         help="malicious-server column: client steps of hijacking per cut; 0: "
+                              "no column [default: 110]")),
     _force())
 def review(**kw: Any) -> None:
-    """Security review of every cut of a model: leakage, cost, risk grade, recommendation."""
+    """Security review of every cut of a model: leakage, cost, risk grade, recommendation,
+    and what a malicious (hijacking) server reaches and whether the client detects it."""
     from slsec.cli import commands
     commands.review(_config({k: v for k, v in kw.items()
-                             if k not in ("min_accuracy", "max_client_flops", "force")}),
+                             if k not in ("min_accuracy", "max_client_flops", "force",
+                                          "hijack_steps")}),
                     min_accuracy=kw["min_accuracy"], max_client_flops=kw["max_client_flops"],
-                    force=kw["force"])
+                    force=kw["force"], hijack_steps=kw["hijack_steps"])
 
 
 @app.command()

@@ -187,9 +187,14 @@ def sweep(config: str | None, flags: dict[str, Any], *, resume: bool, force: boo
 
 
 def review(cfg: RunConfig, *, min_accuracy: str | None, max_client_flops: str | None,
-           force: bool = False) -> None:
+           force: bool = False, hijack_steps: int | None = None) -> None:
     from slsec.cli.review import run_review
-    run_review(cfg, min_accuracy=min_accuracy, max_client_flops=max_client_flops, force=force)
+    from slsec.cli.review_malicious import DEFAULT_STEPS
+    steps = DEFAULT_STEPS if hijack_steps is None else hijack_steps
+    if steps < 0:
+        raise UserError(f"--hijack-steps must be >= 0 (0: no malicious-server column), got {steps}")
+    run_review(cfg, min_accuracy=min_accuracy, max_client_flops=max_client_flops, force=force,
+               hijack_steps=steps)
 
 
 def rerender(path: str) -> None:

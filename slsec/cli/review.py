@@ -19,6 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from slsec import progress
+from slsec.cli import review_malicious as malicious
 from slsec.config import RunConfig
 from slsec.errors import UserError
 from slsec.report.results import check_writable
@@ -64,8 +65,10 @@ def review_folder(cfg: RunConfig) -> Path:
 
 
 def run_review(cfg: RunConfig, *, min_accuracy: str | None,
-               max_client_flops: str | None, force: bool = False) -> Path:
-    """Measure every (protocol, cut), grade it, recommend one; print and write the report."""
+               max_client_flops: str | None, force: bool = False,
+               hijack_steps: int = malicious.DEFAULT_STEPS) -> Path:
+    """Measure every (protocol, cut), grade it, recommend one; print and write the report.
+    `hijack_steps` > 0: the malicious-server column (slsec.cli.review_malicious) with that bound."""
     from slsec.cli.console import console
     from slsec.run.split_search import (choose, evaluate_cached, measure,
                                                 parse_flops, parse_min_accuracy)
@@ -123,7 +126,7 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
                        "client_params": r["client_params"], "client_flops": r["client_flops"],
                        "eligible": r["eligible"], "why": r["why"], "selected": r["chosen"]}
                 if not row["labels_sent_to_server"] and p in _label_roles():
-                    bar.update(task, description=f"{p}: label inference, cut {r['cut']}")
+                    progress.tick("review", 0, note=f"{p}: label inference, cut {r['cut']}")
                     lm = label_metrics(lab.replace(cut=r["cut"]), per_seed, p)
                     for k in ("label_auc", "label_accuracy"):
                         row[k] = lm.get(k, math.nan)
@@ -138,6 +141,11 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
                                                 row["prior_reid_top1"])
                 row["label_risk"] = label_grade(row["labels_sent_to_server"], row["label_auc"])
                 row["risk"] = overall_grade(row["input_risk"], row["label_risk"])
+                if hijack_steps > 0 and malicious.applies(p):
+                    progress.tick("review", 0, note=f"{p}: malicious server, cut {r['cut']}")
+                    found = malicious.measure(inv, r["cut"], hijack_steps)
+                    row["malicious"] = malicious.cell(found)
+                    row.update({k: v for k, v in found.items() if k != "detected_by"})
                 rows.append(row)
     best, reason = recommend(rows, rankings)
     for r in rows:
@@ -151,6 +159,8 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
         console.print(f"--force: the earlier files of {folder.name} are kept in {moved}")
     out = console if console.is_terminal else Console(width=220, highlight=False)  # logs: wide (no wrapped cells)
     out.print(review_table(cfg, rows))
+    if (legend := malicious.note(rows)) is not None:
+        out.print(legend, markup=False)
     out.print(("Recommended: " if best else "No recommendation: ") + reason, markup=False)
     out.print(seeds_text(cfg.seeds, cfg.seed) + (" (grades and recommendation on the means)"
                                                  if cfg.seeds > 1 else ""), markup=False)

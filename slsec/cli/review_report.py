@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
+from slsec.cli import review_malicious as malicious
 from slsec.config import RunConfig
 from slsec.report.results import atomic_write, legend_outside, save_figure
 from slsec.report.stats import CI_SUFFIX, fmt_ci, seeds_text
@@ -73,7 +74,7 @@ COLUMNS = [("protocol", "protocol"), ("cut", "cut"), ("accuracy", "acc"),
            ("attack_psnr_mean", "PSNR"),
            ("label", "labels"), ("epsilon", "ε"), ("smashed_bytes_per_sample", "bytes/sample"),
            ("client_params", "client params"), ("client_flops", "client FLOPs"),
-           ("risk", "risk"), ("note", "note")]
+           ("malicious", "malicious server"), ("risk", "risk"), ("note", "note")]
 
 
 def risk_text(r: dict[str, Any]) -> str:
@@ -86,7 +87,8 @@ def risk_text(r: dict[str, Any]) -> str:
 def columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """The table columns (ε only when a DP defense produced one)."""
     dp = any(not math.isnan(_f(r.get("epsilon"))) for r in rows)
-    return [c for c in COLUMNS if c[0] != "epsilon" or dp]
+    hijacked = any("malicious" in r for r in rows)
+    return [c for c in COLUMNS if (c[0] != "epsilon" or dp) and (c[0] != "malicious" or hijacked)]
 
 
 def _f(v: Any) -> float:
@@ -104,7 +106,7 @@ def _cells(r: dict[str, Any], cols: list[tuple[str, str]] = COLUMNS) -> list[Any
             r["why"] if not r["eligible"] else "")
     reid = (f"{fmt(r['reid_top1'], 3)} ({fmt(r['reid_chance_top1'], 4)})"
             if not math.isnan(_f(r.get("reid_top1"))) else "–")
-    vals = {**r, "label": label, "risk": risk_text(r), "note": note, "reid": reid,
+    vals = {"malicious": "–", **r, "label": label, "risk": risk_text(r), "note": note, "reid": reid,
             "smashed_bytes_per_sample": f"{r['smashed_bytes_per_sample']:,.0f}",
             "client_params": f"{r['client_params']:,}",
             "client_flops": f"{r['client_flops']:.3g}"}
@@ -130,7 +132,7 @@ def review_table(cfg: RunConfig, rows: list[dict[str, Any]]) -> Table:
     cols = columns(rows)
     for k, name in cols:
         t.add_column(name, justify="left" if k in ("protocol", "cut", "label", "risk", "note",
-                                                   "reid")
+                                                   "reid", "malicious")
                      else "right")
     style = {"HIGH": "red", "MEDIUM": "yellow", "LOW": "green"}
     at = [k for k, _ in cols].index("risk")
@@ -196,6 +198,7 @@ def write_outputs(folder: Path, cfg: RunConfig, rows: list[dict[str, Any]],
         ("h", "Every configuration"),
         ("table", [n for _, n in columns(rows)], [_cells(r, columns(rows)) for r in rows]),
         ("p", RISK_RULE),
+        *([("p", legend)] if (legend := malicious.note(rows)) is not None else []),
         ("img", str(png), "inversion SSIM per cut (with the mean-image baseline and the grade "
                           "thresholds)"),
         ("p", "Bytes per sample: what crosses the (first) cut per sample, float32. Client "

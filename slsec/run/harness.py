@@ -211,6 +211,7 @@ def summarize(cfg: RunConfig, setup: Setup, server: RankOutcome, guess: dict[str
     if m["labels_sent_to_server"]:
         m["label_leak"] = 1.0   # the server receives every label in the clear
     m.update(privacy_budget(cfg, setup))
+    m.update(server.defense_report)   # e.g. whether a detector flagged the server, and when
     if guess is not None:
         plan = resolve(cfg, setup).attack
         assert plan is not None

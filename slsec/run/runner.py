@@ -33,6 +33,7 @@ from slsec.run.setup import Setup, prepare
 from slsec.threat import Observer, ServerHook
 
 TRUTH, GUESS = 91, 92
+REPORT = "report."   # prefix of a client's defense report in its truth message
 
 
 @dataclass
@@ -58,6 +59,9 @@ class RankOutcome:
     payload_total: int = 0
     wall_s: float = 0.0
     instr: Any = None     # instrumentation link (scorer channel); never handed to an attack
+    # client 1's defense report (a detector's verdict on the server), carried to rank 0 with
+    # the scorer's truth after the protocol ends
+    defense_report: dict[str, float] = field(default_factory=dict)
 
 
 class DeviceLink:
@@ -198,6 +202,9 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
                                          [torch.empty(0)])
         outcome.truth_labels = torch.cat([m["labels"] for m in msgs if m["labels"].numel()] or
                                          [torch.empty(0, dtype=torch.long)])
+        if len(msgs) > 1:
+            outcome.defense_report = {k[len(REPORT):]: float(v) for k, v in msgs[1].items()
+                                      if k.startswith(REPORT)}
     else:
         ctx.shard = setup.shard(rank) if device.type == "cpu" else DeviceSplit(setup.shard(rank), device)
         probe = setup.probe if device.type == "cpu" else DeviceSplit(setup.probe, device)
@@ -208,7 +215,8 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
             ctx.on_step = train_step
         proto.client(ctx)
         outcome.wall_s = time.perf_counter() - start
-        instr.send(0, truth.message(), TRUTH)
+        report = {REPORT + k: torch.tensor(float(v)) for k, v in ctx.defense.report().items()}
+        instr.send(0, {**truth.message(), **report}, TRUTH)
     model.cpu()   # attacks and reports work on the CPU
     return outcome
 
