@@ -35,6 +35,9 @@ class Attack(ABC):
     # a malicious attack deviates from the protocol during training: the harness calls
     # `hijack` with the role's holdings before training and installs the hook it returns
     malicious: ClassVar[bool] = False
+    # run settings the attack needs when the user gives none (e.g. the client steps a
+    # malicious server needs to act in); mirrored in slsec/catalog.py RUN_DEFAULTS
+    run_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *, method: str | None = None, **params: Any) -> None:
         self.method = method

@@ -43,6 +43,10 @@ ATTACKS: dict[str, dict[str, Any]] = {
         default_order=("completion", "cluster", "cosine", "norm"), contenders=()),
 }
 
+# attack -> run settings it needs when the user gives none (Attack.run_defaults); the hijack
+# acts during training and needs ~1,000 client steps (20 rounds of the embedded MNIST shard)
+RUN_DEFAULTS: dict[str, dict[str, Any]] = {"hijack": {"rounds": 20}}
+
 # what the attacked role holds by default (the harness uses these)
 DEFAULT_KNOWLEDGE = {
     "server": frozenset({ARCH, HEAD, QUERY, AUX}),
