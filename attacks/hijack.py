@@ -37,7 +37,7 @@ near SSIM 0.58 by step 400, so conv cuts train pilot and decoder jointly, as in 
 `conditional` (label-conditioned critic/means when the labels cross the cut), `pilot`
 (auto | model | pca), `match` (auto | critic | moments), and the early stop: the server
 watches its own matching loss (critic gap or moment distance, smoothed) and, once it has not
-improved by 2% for `patience` client steps after `min_steps` (or after `steps`), stops
+set a new low since its peak for `patience` client steps after `min_steps` (or at `steps`), stops
 training and returns zero gradients, so the head stays where the hijack put it. The run
 needs client steps to act in: `run_defaults` makes `--rounds` 20 unless given.
 
@@ -58,7 +58,8 @@ from slsec.errors import UserError
 from slsec.threat import ServerHook, View
 
 from .base import ATTACKS, Attack, Guess
-from .inversion import _Decoder, _shift
+from . import prior as priors
+from .inversion import CutChannel, _Decoder, _shift
 
 
 class _Critic(nn.Module):
@@ -147,6 +148,7 @@ class Hijacker(ServerHook):
         self.steps = 0
         self.ema: float | None = None
         self.best: float | None = None
+        self.peak: float | None = None
         self.best_step = 0
         self.converged: int | None = None   # the client step at which the server stopped
         self.warm = False
@@ -213,12 +215,16 @@ class Hijacker(ServerHook):
         return g.to(honest.dtype).to(honest.device).reshape(honest.shape)
 
     def _watch(self, signal: float) -> None:
-        """Early stop on the server's own signal (the matching loss, smoothed): converged when
-        it has not improved by 2% for `patience` steps after `min_steps`, or at `steps`."""
+        """Early stop on the server's own signal (the matching loss, smoothed over ~50 steps):
+        after `min_steps`, converged once it has not set a new low (by 2%) since its last peak
+        for `patience` steps (a critic's gap first rises as the critic learns), or at `steps`."""
         self.ema = signal if self.ema is None else 0.98 * self.ema + 0.02 * signal
         if self.steps < int(self.p["min_steps"]):
             return
-        if self.best is None or self.ema < self.best - 0.02 * abs(self.best):
+        if self.peak is None or self.ema > self.peak:
+            self.peak = self.best = self.ema
+            self.best_step = self.steps
+        elif self.ema < self.best - 0.02 * abs(self.best):
             self.best, self.best_step = self.ema, self.steps
         if self.steps - self.best_step >= int(self.p["patience"]) or \
                 self.steps >= int(self.p["steps"]):
@@ -278,8 +284,9 @@ class Hijack(Attack):
     kind = "inversion"
     malicious = True
     roles = {"vanilla": "server", "splitfed": "server"}
-    methods = {"fsha": frozenset({"architecture", "aux_data"})}
-    default_order = ("fsha",)
+    # prior: the reference guess without inversion (attacks/prior.py), for the gain
+    methods = {"fsha": frozenset({"architecture", "aux_data"}), "prior": frozenset({"aux_data"})}
+    default_order = ("fsha", "prior")
     run_defaults = {"rounds": 20}   # ~1,100 client steps; the server stops early when converged
 
     DEFAULTS: dict[str, Any] = {"lr_ae": 1e-3, "lr_d": 1e-4, "gp": 10.0, "gp_every": 2, "width": 16,
@@ -300,7 +307,15 @@ class Hijack(Attack):
 
     def run(self, view: View) -> Guess:
         """After training: decode the smashed probe queries the server observed."""
-        self.pick_method(view.knowledge, self.method)
+        method = self.pick_method(view.knowledge, self.method)
+        if method == "prior":   # what the server guesses from aux data and labels alone
+            obs = torch.cat([m["x"] for m in view.smashed]).detach().float().cpu()
+            prior = priors.build_prior(view, obs, CutChannel.from_public(view.public),
+                                       int(self.params.get("seed", 0)) + 7)
+            info = {**prior.info, "method": "prior", "label_source": prior.source}
+            if prior.labels is not None:
+                info["labels"] = prior.labels
+            return Guess(images=prior.images.clamp(0, 1), info=info)
         if self.hook is None:
             raise UserError("attack 'hijack' acts during training: run it through the harness")
         if not view.smashed:

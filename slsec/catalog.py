@@ -28,7 +28,8 @@ ATTACKS: dict[str, dict[str, Any]] = {
         default_order=("ig", "idlg", "dlg"), contenders=()),
     "hijack": dict(
         roles={"vanilla": "server", "splitfed": "server"},
-        methods={"fsha": frozenset({ARCH, AUX})}, default_order=("fsha",), contenders=()),
+        methods={"fsha": frozenset({ARCH, AUX}), "prior": frozenset({AUX})},
+        default_order=("fsha", "prior"), contenders=()),
     "inversion": dict(
         roles={"vanilla": "server", "ushaped": "server", "splitfed": "server",
                "splitfed-async": "server"},

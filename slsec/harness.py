@@ -125,7 +125,11 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[]), attack_phase(method):
             torch.manual_seed(cfg.seed)
-            guess: Guess = (instance or cls(method=method, **params)).run(view)
+            # the attack object built before training runs its own method; the reference
+            # prior is a fresh one
+            attack = instance if instance is not None and method != PRIOR else \
+                cls(method=method, **params)
+            guess: Guess = attack.run(view)
         out[f"{method}.images"] = guess.images if guess.images is not None else torch.empty(0)
         out[f"{method}.label_scores"] = (guess.label_scores if guess.label_scores is not None
                                          else torch.empty(0))

@@ -38,7 +38,7 @@ def test_registered_as_a_malicious_server_attack():
     cls = ATTACKS.get("hijack")
     assert cls.malicious and cls.kind == "inversion"
     assert cls.roles == {"vanilla": "server", "splitfed": "server"}
-    assert cls.methods["fsha"] == KNOW
+    assert cls.methods["fsha"] == KNOW and cls.methods["prior"] == {"aux_data"}
     with pytest.raises(UserError):
         cls.role_for("ushaped")
 
@@ -138,6 +138,8 @@ def test_harness_installs_the_hook_for_every_client_step(protocol, variant):
     assert m["malicious_server"] is True and m["hijack_steps"] == total
     assert m["attack_role"] == "server" and m["attack_method"] == "fsha"
     assert 0 <= m["attack_ssim_mean"] <= 1 and "baseline_ssim_mean" in m
+    # the gain is over the server's prior: the class image of the label it received
+    assert m["prior_label_source"] == "held" and "ssim_gain_mean" in m
     assert result["_guess"]["images"].shape == result["_truth"].shape
 
 
