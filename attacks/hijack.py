@@ -41,6 +41,8 @@ set a new low since its peak for `patience` client steps after `min_steps` (or a
 training and returns zero gradients, so the head stays where the hijack put it. The run
 needs client steps to act in: `run_defaults` makes `--rounds` 20 unless given.
 
+(Over 300 lines: the critic, the PCA pilot, the hook and the attack are used only together.)
+
 A hijacked client does not learn the task: its head is trained only towards the pilot space.
 The run's task accuracy is reported as measured; the server's tail still trains on the
 hijacked features as the protocol says, so it may be well above chance (conv1, 220 steps: the
@@ -144,7 +146,8 @@ class Hijacker(ServerHook):
         self.opt_dec = torch.optim.Adam(self.decoder.parameters(), lr=params["lr_ae"])
         self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=params["lr_d"],
                                       betas=(0.5, 0.9))
-        self.moments = params["match"] == "moments" or (params["match"] == "auto" and len(shape) == 1)
+        self.moments = params["match"] == "moments" or \
+            (params["match"] == "auto" and len(shape) == 1)
         self.steps = 0
         self.ema: float | None = None
         self.best: float | None = None

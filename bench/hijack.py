@@ -6,7 +6,10 @@ point, this script plays the vanilla client's loop itself, step for step as the 
 (head forward on a private batch, smashed data + labels to the server, the returned gradient
 g, Adam on (h * g).sum()), with the real `Hijack` hook as the server, and every `--every`
 steps decodes the 64 private probe images from the current head's smashed data. The SSIM is
-scored here by the experimenter; the hook itself only ever sees the messages.
+scored here by the experimenter; the hook itself only ever sees the messages. Beside it: the
+SSIM of the decoder on the pilot's own features of the probes (the ceiling), the server's own
+signal (smoothed matching loss) and the step where its early stop fired (zero gradients from
+then on; `--param min_steps=100000` turns it off to draw the whole curve).
 
     .venv/bin/python bench/hijack.py --cuts conv1,pool1,conv2,pool2,fc1 --steps 5000 --every 500
 """
