@@ -41,8 +41,12 @@ class Attack(ABC):
     label_party: ClassVar[dict[str, str]] = {}
     # its guesses of a batch come in no particular order (scored batch by batch, matched)
     unordered_batches: ClassVar[bool] = False
-    # `slsec review` measures every cut with one "image" and one "label" attack
+    # `slsec review` measures every cut with one "image" and one "label" attack, and its
+    # malicious-server column runs the "malicious" one
     reviewed: ClassVar[str | None] = None
+    # run settings the attack needs when the user gives none (e.g. the client steps a
+    # malicious server needs to act in); a literal, read by slsec/catalog.py RUN_DEFAULTS
+    run_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *, method: str | None = None, **params: Any) -> None:
         self.method = method

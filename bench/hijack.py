@@ -6,7 +6,10 @@ point, this script plays the vanilla client's loop itself, step for step as the 
 (head forward on a private batch, smashed data + labels to the server, the returned gradient
 g, Adam on (h * g).sum()), with the real `Hijack` hook as the server, and every `--every`
 steps decodes the 64 private probe images from the current head's smashed data. The SSIM is
-scored here by the experimenter; the hook itself only ever sees the messages.
+scored here by the experimenter; the hook itself only ever sees the messages. Beside it: the
+SSIM of the decoder on the pilot's own features of the probes (the ceiling), the server's own
+signal (smoothed matching loss) and the step where its early stop fired (zero gradients from
+then on; `--param min_steps=100000` turns it off to draw the whole curve).
 
     .venv/bin/python bench/hijack.py --cuts conv1,pool1,conv2,pool2,fc1 --steps 5000 --every 500
 """
@@ -25,7 +28,8 @@ from slsec.run.setup import prepare
 from slsec.threat import View
 
 
-def curve(cut: str, steps: int, every: int, seed: int, params: dict) -> list[tuple[int, float, float]]:
+def curve(cut: str, steps: int, every: int, seed: int,
+          params: dict) -> tuple[list[tuple[int, float, float]], int | None]:
     cfg = make_config({"cut": cut, "clients": 1, "seed": seed, "attack": "hijack"})
     setup = prepare(cfg)
     view = View(role="server", protocol="vanilla", knowledge=frozenset({"architecture", "aux_data"}),
@@ -56,13 +60,18 @@ def curve(cut: str, steps: int, every: int, seed: int, params: dict) -> list[tup
             if step % every == 0 or step == steps:
                 with torch.no_grad():
                     rec = hook.invert(head(probe)["x"])
+                    own = hook.invert(hook.pilot(probe)["x"])
                 s = float(metrics.ssim(probe["x"], rec).mean())
+                c = float(metrics.ssim(probe["x"], own).mean())
                 out.append((step, s, time.perf_counter() - t0))
-                print(f"{cut}: step {step:5d}  SSIM {s:.3f}  {time.perf_counter() - t0:6.0f} s",
-                      flush=True)
+                sig = f"{hook.ema:.3g}" if hook.ema is not None else "-"
+                print(f"{cut}: step {step:5d}  SSIM {s:.3f}  (pilot's own {c:.3f})  server "
+                      f"signal {sig}{' (stopped)' if hook.converged else ''}  "
+                      f"{time.perf_counter() - t0:6.0f} s", flush=True)
             if step >= steps:
                 break
-    return out
+    print(f"{cut}: the server's early stop at client step {hook.converged or '-'}", flush=True)
+    return out, hook.converged
 
 
 def main() -> None:
@@ -79,10 +88,11 @@ def main() -> None:
               else v.lower() in ("1", "true") for k, v in (p.split("=", 1) for p in args.param)}
     rows = {cut: curve(cut, args.steps, args.every, args.seed, params)
             for cut in args.cuts.split(",")}
-    print("\ncut     first step with SSIM >= 0.70   final SSIM")
-    for cut, pts in rows.items():
+    print("\ncut     first step with SSIM >= 0.70   server stopped at   final SSIM")
+    for cut, (pts, stop) in rows.items():
         first = next((s for s, v, _ in pts if v >= 0.70), None)
-        print(f"{cut:7s} {str(first or '-'):>27s}   {pts[-1][1]:.3f} at step {pts[-1][0]}")
+        print(f"{cut:7s} {str(first or '-'):>27s}   {str(stop or '-'):>17s}   "
+              f"{pts[-1][1]:.3f} at step {pts[-1][0]}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ ATTACKS: dict[str, dict[str, Any]] = {
         default_order=("fora", "prior"), contenders=()),
     "hijack": dict(
         roles={"vanilla": "server", "splitfed": "server"},
-        methods={"fsha": frozenset({ARCH, AUX})}, default_order=("fsha",), contenders=()),
+        methods={"fsha": frozenset({ARCH, AUX}), "prior": frozenset({AUX})},
+        default_order=("fsha", "prior"), contenders=()),
     "inversion": dict(
         roles={"vanilla": "server", "ushaped": "server", "splitfed": "server",
                "splitfed-async": "server"},
@@ -49,6 +50,12 @@ ATTACKS: dict[str, dict[str, Any]] = {
                  "cosine": frozenset({ARCH}), "norm": frozenset({ARCH})},
         default_order=("completion", "cluster", "cosine", "norm"), contenders=()),
 }
+
+# attack -> run settings it needs when the user gives none, as each attack declares them
+# (`run_defaults`, e.g. a malicious server needs client steps to act in)
+RUN_DEFAULTS: dict[str, dict[str, Any]] = {
+    d.name: dict(d.attrs["run_defaults"]) for d in plugins.declarations("attack")
+    if "run_defaults" in d.attrs}
 
 # what the attacked role holds by default (the harness uses these)
 DEFAULT_KNOWLEDGE = {

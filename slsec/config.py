@@ -243,6 +243,9 @@ def make_config(values: dict[str, Any] | None = None, *, source: str | None = No
         if name not in known:
             raise UserError(f"{where}: unknown key '{key}'" + _suggest(name, known))
         clean[name] = _coerce(name, value, where)
+    from slsec.catalog import RUN_DEFAULTS   # the attack's own defaults, below what was given
+    for key, value in RUN_DEFAULTS.get(clean.get("attack") or "", {}).items():
+        clean.setdefault(key, value)
     return _validate(RunConfig(**clean, source=source))
 
 

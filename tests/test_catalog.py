@@ -31,6 +31,7 @@ def test_catalog_matches_the_live_registries():
     live = {n: dict(roles=a.roles, methods=a.methods, default_order=a.default_order,
                     contenders=a.contenders) for n, a in ATTACKS}
     assert live == catalog.ATTACKS
+    assert {n: a.run_defaults for n, a in ATTACKS if a.run_defaults} == catalog.RUN_DEFAULTS
     assert {n: list(a.methods) for n, a in ATTACKS} == \
         {n: list(a["methods"]) for n, a in catalog.ATTACKS.items()}   # listing order too
     assert {n: (d.point, d.protocols) for n, d in DEFENSES} == catalog.DEFENSES

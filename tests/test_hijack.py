@@ -38,21 +38,23 @@ def test_registered_as_a_malicious_server_attack():
     cls = ATTACKS.get("hijack")
     assert cls.malicious and cls.kind == "inversion"
     assert cls.roles == {"vanilla": "server", "splitfed": "server"}
-    assert cls.methods["fsha"] == KNOW
+    assert cls.methods["fsha"] == KNOW and cls.methods["prior"] == {"aux_data"}
     with pytest.raises(UserError):
         cls.role_for("ushaped")
 
 
-def test_uses_only_aux_data_and_received_messages():
+@pytest.mark.parametrize("cut", ["pool1", "fc1"])   # critic on a map; moments on a dense cut
+def test_uses_only_aux_data_and_received_messages(cut):
     """Train the hook on messages a client head computes from its private data (the server
     receives those), then decode probe smashed data; the private inputs stay in a Vault."""
     torch.manual_seed(0)
     data = load_dataset("mnist")
     aux = data.train.subset(torch.arange(200))
     private_x, private_y = data.train.inputs[200:264], data.train.y[200:264]
-    head = build_model("cnn").split(["pool1"])[0]
+    head = build_model("cnn").split([cut])[0]
     attack = Hijack(seed=0)
-    hook = attack.hijack(server_view(aux, "pool1"))
+    hook = attack.hijack(server_view(aux, cut))
+    assert hook.moments == (cut == "fc1")
     opt = torch.optim.Adam(head.parameters(), lr=1e-3)
     before = [p.detach().clone() for p in head.parameters()]
     for lo in range(0, 64, 16):
@@ -67,11 +69,47 @@ def test_uses_only_aux_data_and_received_messages():
     assert any(not torch.equal(a, b) for a, b in zip(before, head.parameters()))
     with torch.no_grad():
         obs = head({"x": data.test.inputs[:8]})["x"]
-    view = server_view(aux, "pool1", smashed=[{"x": obs[:4]}, {"x": obs[4:]}])
+    view = server_view(aux, cut, smashed=[{"x": obs[:4]}, {"x": obs[4:]}])
     guess = attack.run(view)
     assert guess.images.shape == (8, 1, 28, 28)
     assert float(guess.images.min()) >= 0 and float(guess.images.max()) <= 1
     assert guess.info["hijack_steps"] == 4
+
+
+def test_dense_cut_pilot_is_built_from_aux_data_alone():
+    """At a dense cut the pilot is the aux images' principal components (positive and
+    negative parts): the same aux data give the same pilot, other aux data another."""
+    data = load_dataset("mnist")
+    pilots = [Hijack(seed=0).hijack(server_view(data.train.subset(idx), "fc1")).pilot
+              for idx in (torch.arange(200), torch.arange(200), torch.arange(200, 400))]
+    x = data.test.inputs[:8]
+    codes = [p({"x": x})["x"] for p in pilots]
+    assert codes[0].shape == (8, 128) and (codes[0] >= 0).all()
+    assert torch.equal(codes[0], codes[1]) and not torch.allclose(codes[0], codes[2])
+
+
+def test_server_stops_on_its_own_signal():
+    """Early stop: after min_steps, no 2% improvement of the smoothed loss for `patience`
+    steps (or the `steps` budget) and the server sends zeros from then on."""
+    data = load_dataset("mnist")
+    attack = Hijack(seed=0, min_steps=2, patience=2, steps=4)
+    hook = attack.hijack(server_view(data.train.subset(torch.arange(100)), "conv1"))
+    head = build_model("cnn").split(["conv1"])[0]
+    x, y = data.train.inputs[100:116], data.train.y[100:116]
+    grads = []
+    for _ in range(6):
+        h = head({"x": x})["x"].detach()
+        grads.append(hook.cut_grad(1, {"x": h, "y": y}, torch.zeros_like(h)))
+    assert hook.converged is not None and hook.converged <= 4 and hook.steps == 6
+    assert grads[0].abs().sum() > 0 and all(g.abs().sum() == 0 for g in grads[hook.converged:])
+    guess = attack.run(server_view(None, "conv1", smashed=[{"x": h}]))
+    assert guess.info["hijack_converged_at"] == hook.converged and guess.info["hijack_steps"] == 6
+
+
+def test_rounds_default_to_what_the_hijack_needs():
+    assert make_config({"attack": "hijack"}).rounds == Hijack.run_defaults["rounds"] == 20
+    assert make_config({"attack": "hijack", "rounds": 3}).rounds == 3
+    assert make_config({"attack": "inversion"}).rounds == 1
 
 
 def test_needs_aux_data():
@@ -100,6 +138,8 @@ def test_harness_installs_the_hook_for_every_client_step(protocol, variant):
     assert m["malicious_server"] is True and m["hijack_steps"] == total
     assert m["attack_role"] == "server" and m["attack_method"] == "fsha"
     assert 0 <= m["attack_ssim_mean"] <= 1 and "baseline_ssim_mean" in m
+    # the gain is over the server's prior: the class image of the label it received
+    assert m["prior_label_source"] == "held" and "ssim_gain_mean" in m
     assert result["_guess"]["images"].shape == result["_truth"].shape
 
 

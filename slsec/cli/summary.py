@@ -105,9 +105,13 @@ def verdict_lines(cfg: RunConfig, result: dict[str, Any], base: dict[str, Any] |
             lines.append(PROMPT + ushaped)
     lines += beyond_prior_lines(m, base["metrics"] if base else None)
     if m.get("malicious_server"):
+        stop = m.get("hijack_converged_at")
         lines.append(f"The server was malicious ({cfg.attack}): for {m.get('hijack_steps')} client "
-                     "steps it returned crafted gradients instead of the task's, so the client's "
-                     "head was trained towards the server's feature space, not on the task. The "
+                     "steps it returned crafted gradients instead of the task's"
+                     + (f" (its own signal said the hijack converged at step {stop}; it sent zero "
+                        "gradients after that)" if stop and stop < m.get("hijack_steps", 0) else "")
+                     + ", so the client's head was trained towards the server's feature space, "
+                     "not on the task: a hijacked run does not learn the task. The "
                      "server's tail still trained on the hijacked features: test accuracy of the "
                      f"assembled model {m.get('accuracy', float('nan')):.3f} says how much task "
                      "information those features kept, not that the client learned the task.")

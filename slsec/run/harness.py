@@ -120,7 +120,11 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[]), attack_phase(method):
             torch.manual_seed(cfg.seed)
-            guess: Guess = (instance or cls(method=method, **params)).run(view)
+            # the attack object built before training runs its own method; the reference
+            # prior is a fresh one
+            attack = instance if instance is not None and method != PRIOR else \
+                cls(method=method, **params)
+            guess: Guess = attack.run(view)
         out[f"{method}.images"] = guess.images if guess.images is not None else torch.empty(0)
         out[f"{method}.label_scores"] = (guess.label_scores if guess.label_scores is not None
                                          else torch.empty(0))
@@ -131,8 +135,10 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
             out["prior.labels"] = labels if labels is not None else torch.empty(0)
             out["prior.label_source"] = torch.tensor(int(guess.info.get("label_source", 0)))
             out["prior.reference"] = torch.tensor(int(reference))  # run only to measure gain
-        if "hijack_steps" in guess.info:   # client steps a malicious server acted in
-            out[f"{method}.hijack_steps"] = torch.tensor(int(guess.info["hijack_steps"]))
+        # client steps a malicious server served, and the one where it stopped (converged)
+        for key in ("hijack_steps", "hijack_converged_at"):
+            if key in guess.info:
+                out[f"{method}.{key}"] = torch.tensor(int(guess.info[key]))
     return out
 
 
@@ -223,6 +229,9 @@ def summarize(cfg: RunConfig, setup: Setup, server: RankOutcome, guess: dict[str
         if cls.malicious:   # the server deviated: the client's head never trained on the task
             m["malicious_server"] = True
             m["hijack_steps"] = int(guess[f"{m['attack_method']}.hijack_steps"])
+            stop = guess.get(f"{m['attack_method']}.hijack_converged_at")
+            if stop is not None:
+                m["hijack_converged_at"] = int(stop)
     return {"config": cfg.to_dict(), "metrics": m,
             "curve": [r.__dict__ for r in records],
             "versions": {"slsec": slsec.__version__, "torch": torch.__version__,
