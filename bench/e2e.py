@@ -103,8 +103,8 @@ def ratio(reps: int, keep: bool = False) -> None:
     for rep in range(reps):
         tmp = tempfile.mkdtemp(prefix="slsec-e2e-")
         try:
-            steps = [("train", TRAIN + ["--out", f"{tmp}/t"]), ("cold", CARD + ["--out", f"{tmp}/c"]),
-                     ("warm", CARD + ["--out", f"{tmp}/c"])]
+            steps = [("train", TRAIN + ["--out", f"{tmp}/t"]),
+                     ("cold", CARD + ["--out", f"{tmp}/c"]), ("warm", CARD + ["--out", f"{tmp}/c"])]
             if rep % 2:   # reversed, but warm must follow cold
                 steps = [steps[1], steps[2], steps[0]]
             for name, args in steps:
