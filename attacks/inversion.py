@@ -144,9 +144,9 @@ class Inversion(Attack):
                      "tol": 5e-3, "check_every": 50, "prior_weight": 0.05, "validate": 16},
         # with labels (a held-out aux split exists): at step `give_up_at` the decoder's held-out
         # MSE must be `margin` below the class images' or training ends there (it starts at the
-        # class image; where it learns, e.g. no noise, it is ~70% below by then; under noise
-        # that drowns the signal it stays within a few % and the held-out check below falls
-        # back to the class image anyway: measured on MNIST conv1/conv2/fc1, bench/README)
+        # class image; where it learns, e.g. conv1 without noise, it is ~70% below at step 50;
+        # under noise that drowns the signal it stays within a few % and the held-out check
+        # below falls back to the class image anyway: MNIST conv1/conv2/fc1, bench/README)
         "decoder": {"steps": 600, "lr": 3e-3, "batch": 32, "augment": 3, "width": 16,
                     "query_defended": False, "give_up_at": 150, "margin": 0.1},
         "prior": {},
