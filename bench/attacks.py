@@ -3,6 +3,7 @@
 Usage (from the repo root):
 
     .venv/bin/python bench/attacks.py [--reps 5] [--cuts conv1,pool2,fc1] [--ig-batches 1,8]
+    .venv/bin/python bench/attacks.py --only ig      # or --only whitebox
 
 - whitebox model inversion (attacks/inversion.py, `Inversion(method="whitebox")`), run through
   its public `run(view)` on a View built by slsec.run.harness.make_view from what the vanilla
@@ -223,11 +224,14 @@ def main() -> None:
     ap.add_argument("--iters", type=int, nargs=2, default=(10, 40), help="whitebox I1 I2")
     ap.add_argument("--ig-batches", default="1,8")
     ap.add_argument("--ig-iters", type=int, nargs=2, default=(10, 40), help="ig I1 I2")
+    ap.add_argument("--only", choices=("whitebox", "ig"), help="run one of the two parts")
     args = ap.parse_args()
     one_thread()
     rows: list = []
-    whitebox(args, rows)
-    ig(args, rows)
+    if args.only != "ig":
+        whitebox(args, rows)
+    if args.only != "whitebox":
+        ig(args, rows)
     table(f"attack iteration ÷ training step on the same batch, 1 thread, {time.strftime('%Y-%m-%d')}"
           " (target <= 3x)",
           ["attack", "setting", "batch", "restarts", "clock", "ms / iteration", "ms / train step",

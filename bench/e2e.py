@@ -4,6 +4,13 @@ Usage (from the repo root):
 
     .venv/bin/python bench/e2e.py [--reps 1] [--keep]
     .venv/bin/python bench/e2e.py --startup-only    # slsec list, --help, bad input: <= 1 s each
+    .venv/bin/python bench/e2e.py --ratio [--reps 3]  # card / `slsec train`, side by side
+    .venv/bin/python bench/e2e.py --diff BEFORE/result.json AFTER/result.json
+
+`--ratio` (issue 17: card / train <= 2.0 cold, <= 1.6 with the twin cached) times `slsec train`
+of the card's config (`--defense dp --sigma 0.5`), the card cold (fresh --out) and the card
+warm (same --out again) in turns, the order reversed every repetition, with OMP_NUM_THREADS=1
+(as CI runs), and prints the median per-repetition ratio of wall-clock and of CPU seconds.
 
 First the start-up table: the median wall of 5 runs of `slsec --help`, `slsec list` and a set
 of bad-input errors (each must exit 2), target <= 1 s.
@@ -36,6 +43,7 @@ from _common import ROOT, table
 
 CARD = ["evaluate", "--protocol", "vanilla", "--attack", "inversion", "--defense", "dp",
         "--sigma", "0.5"]
+TRAIN = ["train", "--protocol", "vanilla", "--defense", "dp", "--sigma", "0.5"]
 
 
 def slsec() -> list[str]:
@@ -87,6 +95,56 @@ def startup(reps: int = 5) -> None:
             "yes" if statistics.median(v) <= 1 else "NO"] for k, v in walls.items()])
 
 
+def ratio(reps: int, keep: bool = False) -> None:
+    """Card cold and warm / `slsec train` of the same config, in turns (see the doc)."""
+    import statistics
+    env = {"OMP_NUM_THREADS": "1"}
+    runs: dict[str, list[tuple[float, float]]] = {"train": [], "cold": [], "warm": []}
+    for rep in range(reps):
+        tmp = tempfile.mkdtemp(prefix="slsec-e2e-")
+        try:
+            steps = [("train", TRAIN + ["--out", f"{tmp}/t"]),
+                     ("cold", CARD + ["--out", f"{tmp}/c"]), ("warm", CARD + ["--out", f"{tmp}/c"])]
+            if rep % 2:   # reversed, but warm must follow cold
+                steps = [steps[1], steps[2], steps[0]]
+            for name, args in steps:
+                wall, cpu, _ = timed(args, env)
+                runs[name].append((wall, cpu))
+                print(f"rep {rep + 1}: {name}: {wall:.1f} s wall, {cpu:.1f} s CPU, load "
+                      f"{os.getloadavg()[0]:.1f}", flush=True)
+        finally:
+            if keep:
+                print(f"kept {tmp}")
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+    rows = []
+    for name, target in (("cold", 2.0), ("warm", 1.6)):
+        w = statistics.median(c[0] / t[0] for c, t in zip(runs[name], runs["train"]))
+        c = statistics.median(c[1] / t[1] for c, t in zip(runs[name], runs["train"]))
+        rows.append([f"card {name} / train", f"{w:.2f}", f"{c:.2f}", f"<= {target}",
+                     "yes" if w <= target else "NO"])
+    for name in runs:
+        rows.append([f"{name} (median s)", f"{statistics.median(r[0] for r in runs[name]):.1f}",
+                     f"{statistics.median(r[1] for r in runs[name]):.1f}", "", ""])
+    table(f"card / train, {reps} reps side by side, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}", ["run", "wall ratio (or s)", "CPU ratio (or s)", "target",
+                                        "met (wall)"], rows)
+
+
+def diff(a: str, b: str) -> None:
+    """Print every metric of two result.json files (the card before/after a change), timings
+    and paths aside, and whether they are identical."""
+    import json
+    ma, mb = (json.loads(Path(p).read_text())["metrics"] for p in (a, b))
+    skip = ("seconds", "wall", "report")
+    keys = [k for k in dict.fromkeys([*ma, *mb]) if not any(s in k for s in skip)]
+    same = [k for k in keys if json.dumps(ma.get(k)) == json.dumps(mb.get(k))]
+    table(f"result.json metrics, {a} vs {b} (timings aside)", ["metric", "before", "after", "same"],
+          [[k, json.dumps(ma.get(k))[:40], json.dumps(mb.get(k))[:40],
+            "yes" if k in same else "NO"] for k in keys])
+    print(f"{len(same)} of {len(keys)} non-timing metrics identical")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=1, help="cold+warm pairs")
@@ -95,7 +153,17 @@ def main() -> None:
                     help="skip the OMP_NUM_THREADS=1 runs (preview of the one-thread fix)")
     ap.add_argument("--startup-only", action="store_true",
                     help="only the start-up table (slsec list, --help, bad-input errors)")
+    ap.add_argument("--ratio", action="store_true",
+                    help="only card / train of the same config, side by side (issue 17)")
+    ap.add_argument("--diff", nargs=2, metavar=("BEFORE", "AFTER"),
+                    help="compare two result.json files (timings aside); runs nothing")
     args = ap.parse_args()
+    if args.diff:
+        diff(*args.diff)
+        return
+    if args.ratio:
+        ratio(max(1, args.reps), args.keep)
+        return
     startup()
     if args.startup_only:
         return

@@ -157,3 +157,29 @@ def test_labelled_attacks_are_not_worse_than_the_prior_on_noise(mnist, method, p
     print(method, "held-out check:", guess.info.get("heldout_ssim"),
           guess.info.get("heldout_prior_ssim"), "probes:", s_attack, s_prior)
     assert s_attack >= s_prior - 0.02, (s_attack, s_prior)
+
+
+def _drowned_view(mnist):
+    aux, probe = mnist
+    view, _ = server_view(aux, probe, {"aux_data", "query_head", "architecture", "head_weights"})
+    view.public["defenses"] = [{"name": "dp", "clip": 1.0, "sigma": 50.0}]
+    ch = CutChannel.from_public(view.public)
+    view.smashed = [{"x": ch.sample(m["x"], torch.Generator().manual_seed(1)), "y": m["y"]}
+                    for m in view.smashed]
+    return view
+
+
+def test_noise_that_drowns_the_signal_ends_the_labelled_attacks_early(mnist):
+    """Where the held-out aux check cannot be won, the decoder gives up at `give_up_at` (its
+    held-out loss is not 10% below the class images'; give_up_at=0: the whole budget), and
+    whitebox skips the probes' fit: both return the class images, as the full runs would."""
+    view = _drowned_view(mnist)
+    prior = Inversion(method="prior").run(view).images
+    early = Inversion(method="decoder", steps=400, give_up_at=30).run(view)
+    full = Inversion(method="decoder", steps=40, give_up_at=0).run(view)
+    assert early.info["steps_run"] == 30 and full.info["steps_run"] == 40, \
+        (early.info["steps_run"], full.info["steps_run"])
+    assert early.info["fell_back_to_prior"] and torch.equal(early.images, prior)
+    wb = Inversion(method="whitebox", iterations=60).run(view)
+    assert wb.info["fell_back_to_prior"] and "iterations_run" not in wb.info
+    assert torch.equal(wb.images, prior)
