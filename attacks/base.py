@@ -45,7 +45,7 @@ class Attack(ABC):
     # malicious-server column runs the "malicious" one
     reviewed: ClassVar[str | None] = None
     # run settings the attack needs when the user gives none (e.g. the client steps a
-    # malicious server needs to act in); a literal, read by slsec/catalog.py RUN_DEFAULTS
+    # malicious server needs to act in); a literal, read by slsec.config.run_defaults
     run_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *, method: str | None = None, **params: Any) -> None:

@@ -51,12 +51,6 @@ ATTACKS: dict[str, dict[str, Any]] = {
         default_order=("completion", "cluster", "cosine", "norm"), contenders=()),
 }
 
-# attack -> run settings it needs when the user gives none, as each attack declares them
-# (`run_defaults`, e.g. a malicious server needs client steps to act in)
-RUN_DEFAULTS: dict[str, dict[str, Any]] = {
-    d.name: dict(d.attrs["run_defaults"]) for d in plugins.declarations("attack")
-    if "run_defaults" in d.attrs}
-
 # what the attacked role holds by default (the harness uses these)
 DEFAULT_KNOWLEDGE = {
     "server": frozenset({ARCH, HEAD, QUERY, AUX}),

@@ -233,6 +233,13 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+def run_defaults(attack: str | None) -> dict[str, Any]:
+    """Run settings an attack declares it needs when the user gives none (`run_defaults`, a
+    literal: e.g. a malicious server needs client steps to act in)."""
+    return next((dict(d.attrs.get("run_defaults", {})) for d in plugins.declarations("attack")
+                 if d.name == attack), {})
+
+
 def make_config(values: dict[str, Any] | None = None, *, source: str | None = None) -> Any:
     """Build and validate a RunConfig from raw values (TOML types or CLI strings)."""
     where = f"config file {source}" if source else "option"
@@ -243,9 +250,8 @@ def make_config(values: dict[str, Any] | None = None, *, source: str | None = No
         if name not in known:
             raise UserError(f"{where}: unknown key '{key}'" + _suggest(name, known))
         clean[name] = _coerce(name, value, where)
-    from slsec.catalog import RUN_DEFAULTS   # the attack's own defaults, below what was given
-    for key, value in RUN_DEFAULTS.get(clean.get("attack") or "", {}).items():
-        clean.setdefault(key, value)
+    for key, value in run_defaults(clean.get("attack")).items():
+        clean.setdefault(key, value)   # the attack's own defaults, below what was given
     return _validate(RunConfig(**clean, source=source))
 
 

@@ -16,7 +16,7 @@ import slsec.defenses  # noqa: F401
 import slsec.protocols  # noqa: F401
 from slsec import catalog
 from slsec.attacks.base import ATTACKS
-from slsec.config import make_config
+from slsec.config import make_config, run_defaults
 from slsec.data import DATASETS, load_dataset
 from slsec.defenses.base import DEFENSES
 from slsec.errors import UserError
@@ -31,7 +31,7 @@ def test_catalog_matches_the_live_registries():
     live = {n: dict(roles=a.roles, methods=a.methods, default_order=a.default_order,
                     contenders=a.contenders) for n, a in ATTACKS}
     assert live == catalog.ATTACKS
-    assert {n: a.run_defaults for n, a in ATTACKS if a.run_defaults} == catalog.RUN_DEFAULTS
+    assert all(a.run_defaults == run_defaults(n) for n, a in ATTACKS)
     assert {n: list(a.methods) for n, a in ATTACKS} == \
         {n: list(a["methods"]) for n, a in catalog.ATTACKS.items()}   # listing order too
     assert {n: (d.point, d.protocols) for n, d in DEFENSES} == catalog.DEFENSES
