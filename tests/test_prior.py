@@ -162,7 +162,7 @@ def test_labelled_attacks_are_not_worse_than_the_prior_on_noise(mnist, method, p
 def _drowned_view(mnist):
     aux, probe = mnist
     view, _ = server_view(aux, probe, {"aux_data", "query_head", "architecture", "head_weights"})
-    view.public["defenses"] = [{"name": "dp", "clip": 1.0, "sigma": 50.0}]
+    view.public["defenses"] = [CutNoise("dp", clip=1.0, sigma=50.0)]
     ch = CutChannel.from_public(view.public)
     view.smashed = [{"x": ch.sample(m["x"], torch.Generator().manual_seed(1)), "y": m["y"]}
                     for m in view.smashed]
