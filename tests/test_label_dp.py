@@ -23,10 +23,12 @@ def test_registered_with_their_public_mechanism():
 
 
 def test_max_norm_keeps_shape_and_the_largest_row():
-    g = torch.randn(6, 3, 4, 4) * torch.arange(1, 7).view(6, 1, 1, 1)
+    g = torch.randn(6, 3, 4, 4, generator=torch.Generator().manual_seed(7)) \
+        * torch.arange(1, 7).view(6, 1, 1, 1)
     out = MaxNorm().cut_grad(g, gen=torch.Generator().manual_seed(0))
     assert out.shape == g.shape and out.dtype == g.dtype
-    assert torch.equal(out[5], g[5])                      # the batch max gets no noise
+    top = int(g.reshape(6, -1).norm(dim=1).argmax())
+    assert torch.equal(out[top], g[top])                  # the batch max gets no noise
     flat, oflat = g.reshape(6, -1), out.reshape(6, -1)
     cos = torch.nn.functional.cosine_similarity(flat, oflat, dim=1).abs()
     assert torch.allclose(cos, torch.ones(6), atol=1e-5)  # noise is along each row

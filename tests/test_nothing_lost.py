@@ -12,6 +12,7 @@ import errno
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -28,15 +29,22 @@ TINY = ["--max-train", "64", "--probe-size", "4", "--aux-size", "100", "--batch-
         "--rounds", "1"]
 
 
+PROGRESS = re.compile(r"^[a-z][\w-]*: \S")   # a plain progress line (slsec/progress.py)
+
+
 def one_line(capsys, code: int, pattern: str) -> str:
-    import re
     cap = capsys.readouterr()
     assert code == 2, cap.err
     assert "Traceback" not in cap.out + cap.err
+    # a run that is slow (a loaded machine) prints plain progress lines ("sweep: 1/2 cells ·
+    # 3s") around the failure; the error itself is one line, and every other line is one of
+    # those progress lines
     lines = cap.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), cap.err
-    assert re.search(pattern, lines[0]), lines[0]
-    return lines[0]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert len(errors) == 1, cap.err
+    assert all(PROGRESS.match(ln) for ln in lines if ln not in errors), cap.err
+    assert re.search(pattern, errors[0]), errors[0]
+    return errors[0]
 
 
 def files(folder: Path) -> dict[str, bytes]:
