@@ -159,3 +159,15 @@ def test_pool1_hijack_reaches_ssim_070():
     print("pool1 FSHA SSIM", m["attack_ssim_mean"], "steps", m["hijack_steps"],
           "task accuracy", m["accuracy"])
     assert m["attack_ssim_mean"] >= 0.70
+
+
+def test_verdict_says_the_hijacked_run_does_not_learn_the_task():
+    from slsec.commands import verdict_lines
+    cfg = make_config({"attack": "hijack"})
+    m = {"malicious_server": True, "hijack_steps": 1120, "hijack_converged_at": 983,
+         "accuracy": 0.969}
+    text = " ".join(verdict_lines(cfg, {"metrics": m}, None))
+    assert "a hijacked run does not learn the task" in text
+    assert "converged at step 983" in text and "1120 client steps" in text
+    m["hijack_converged_at"] = 1120   # never stopped early: no such clause
+    assert "converged" not in " ".join(verdict_lines(cfg, {"metrics": m}, None))
