@@ -23,10 +23,10 @@ from _common import one_thread, table
 
 
 def cell(cut: str, sigma: str) -> dict:
-    from slsec import harness
+    from slsec.run import harness
     from slsec.config import make_config
-    from slsec.runner import run_local
-    from slsec.setup import prepare
+    from slsec.run.runner import run_local
+    from slsec.run.setup import prepare
     values: dict = {"protocol": "vanilla", "attack": "inversion", "cut": cut}
     if sigma != "none":
         values.update(defense=("dp",), sigma=float(sigma))
