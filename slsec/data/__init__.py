@@ -16,7 +16,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -185,16 +185,21 @@ def check_idx(path: Path, ndim: int) -> None:
                         f"header {dims} says {expect}")
 
 
+def _download(name: str, root: Path, cls: Any) -> None:
+    """Let torchvision fetch a data set into `root`; a failure is one line."""
+    try:
+        cls(root, train=True, download=True)
+    except Exception as e:  # network or disk: report one line
+        raise DataError(f"download of {name} into {root} failed ({_line(e)}); "
+                        f"pass --data-root with the files instead") from None
+
+
 def _torchvision_mnist(name: str, cls_name: str, root: Path | None, download: bool) -> Dataset:
     import torchvision.datasets as tvd
     cls = getattr(tvd, cls_name)
     root = _need_root(name, root, download, f"{cls_name}/raw")
     if download:
-        try:
-            cls(root, train=True, download=True)
-        except Exception as e:  # network or disk: report one line
-            raise DataError(f"download of {name} into {root} failed ({_line(e)}); "
-                            f"pass --data-root with the files instead") from None
+        _download(name, root, cls)
     raw = root / cls_name / "raw"
     for stem in ("train", "t10k"):
         check_idx(raw / f"{stem}-images-idx3-ubyte", 3)
@@ -227,11 +232,7 @@ def cifar10(data_root: Path | None = None, download: bool = False) -> Dataset:
     from torchvision.datasets.utils import check_integrity
     root = _need_root("cifar10", data_root, download, CIFAR10.base_folder)
     if download:
-        try:
-            CIFAR10(root, train=True, download=True)
-        except Exception as e:  # network or disk: report one line
-            raise DataError(f"download of cifar10 into {root} failed ({_line(e)}); "
-                            f"pass --data-root with the files instead") from None
+        _download("cifar10", root, CIFAR10)
     # CIFAR-10's python batches are pickles. Only the official bytes may be unpickled: every
     # file must match torchvision's md5 list before torchvision (which checks again) opens it.
     folder = root / CIFAR10.base_folder
