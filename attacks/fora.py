@@ -36,7 +36,7 @@ from slsec.threat import View
 
 from . import prior as priors
 from .base import ATTACKS, Attack, Guess
-from .inversion import CutChannel, _Decoder, _fresh_head, _shift
+from .inverse import CutChannel, Decoder, fresh_head, shift
 
 BANDWIDTHS = (0.25, 0.5, 1.0, 2.0, 4.0)   # MK-MMD: multiples of the median squared distance
 
@@ -167,7 +167,7 @@ class Fora(Attack):
                     aux_y: Tensor, channel: CutChannel, gen: torch.Generator,
                     steps: int) -> tuple[nn.Module, dict[str, Any]]:
         """Stage 1: a fresh head whose (defended) features on aux data look like `obs`."""
-        sub = _fresh_head(view).train()
+        sub = fresh_head(view).train()
         classes = int(view.public.get("num_classes") or 0) if obs_y is not None else 0
         disc = _Discriminator(tuple(obs.shape[1:]), classes)
         rest = server_rest(view)
@@ -185,7 +185,7 @@ class Fora(Attack):
             pick = torch.randperm(len(obs), generator=gen)[:bs]
             zo, yo = obs[pick], (obs_y[pick] if obs_y is not None else None)
             idx = self._aux_batch(aux_y, yo, bs, gen)
-            xa, ya = _shift(aux_x[idx], gen, 1), aux_y[idx]
+            xa, ya = shift(aux_x[idx], gen, 1), aux_y[idx]
             yc = ya if obs_y is not None else None
             za = feats(xa)
             # discriminator: observed smashed data are real, substitute features fake
@@ -226,7 +226,7 @@ class Fora(Attack):
             h = torch.cat([sub({"x": aux_x[i:i + 256]})["x"] for i in range(0, len(aux_x), 256)])
         scale = float(channel.forward(h).flatten(1).norm(dim=1).mean().clamp_min(1e-12)) \
             / math.sqrt(h[0].numel())
-        dec = _Decoder(smashed_shape, tuple(aux_x.shape[1:]), int(self._p("width")))
+        dec = Decoder(smashed_shape, tuple(aux_x.shape[1:]), int(self._p("width")))
         lr = float(self._p("decoder_lr"))
         opt = torch.optim.Adam(dec.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps), eta_min=lr / 20)
@@ -236,7 +236,7 @@ class Fora(Attack):
         for _ in range(steps):
             progress.tick_attack()
             idx = torch.randint(len(aux_x), (min(bs, len(aux_x)),), generator=gen)
-            x = _shift(aux_x[idx], gen)
+            x = shift(aux_x[idx], gen)
             with torch.no_grad():
                 z = channel.sample(sub({"x": x})["x"], gen)   # fresh noise every step
             loss = F.mse_loss(dec(z / scale), x)

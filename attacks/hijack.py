@@ -61,7 +61,7 @@ from slsec.threat import ServerHook, View
 
 from .base import ATTACKS, Attack, Guess
 from . import prior as priors
-from .inversion import CutChannel, _Decoder, _shift
+from .inverse import CutChannel, Decoder, shift
 
 
 class _Critic(nn.Module):
@@ -139,7 +139,7 @@ class Hijacker(ServerHook):
                 self.pilot = _PCAPilot(self.aux_x, shape[0])
             self.fixed = not any(True for _ in self.pilot.parameters())
             self.classes = int(view.public.get("num_classes", 0)) if params["conditional"] else 0
-            self.decoder = _Decoder(shape, tuple(self.aux_x.shape[1:]), params["width"])
+            self.decoder = Decoder(shape, tuple(self.aux_x.shape[1:]), params["width"])
             self.critic = _Critic(shape, self.classes)
         self.opt_ae = torch.optim.Adam(list(self.pilot.parameters()) +
                                        list(self.decoder.parameters()), lr=params["lr_ae"])
@@ -162,7 +162,7 @@ class Hijacker(ServerHook):
         idx = torch.randint(len(self.aux_x), (n,), generator=self.gen)
         x = self.aux_x[idx]
         if self.p["augment"]:
-            x = _shift(x, self.gen, 1)
+            x = shift(x, self.gen, 1)
         return x, self.aux_y[idx]
 
     def warm_up(self) -> None:

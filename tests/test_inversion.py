@@ -16,7 +16,7 @@ import torch
 
 from slsec import metrics
 from slsec.attacks.base import ATTACKS
-from slsec.attacks.inversion import CutChannel, Inversion, _Decoder
+from slsec.attacks.inversion import CutChannel, Inversion, Decoder
 from slsec.data import load_dataset
 from slsec.defenses.dp_cut import clip_rows
 from slsec.errors import UserError
@@ -144,7 +144,7 @@ def test_match_loss_is_scale_invariant():
 def test_decoder_maps_every_cut_back_to_the_input_shape(cut):
     head = build_model("cnn").split([cut])[0]
     h = head({"x": torch.rand(2, 1, 28, 28)})["x"]
-    assert _Decoder(tuple(h.shape[1:]), (1, 28, 28), 8)(h).shape == (2, 1, 28, 28)
+    assert Decoder(tuple(h.shape[1:]), (1, 28, 28), 8)(h).shape == (2, 1, 28, 28)
 
 
 def test_every_method_uses_only_its_view(world):
