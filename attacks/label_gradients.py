@@ -1,0 +1,313 @@
+"""Gradient geometry for label inference (`label_inference.py`): the observed per-sample cut
+gradients and tail inputs, clustering and naming of gradient directions, the surrogate of the
+label holder's part, and the Bayes fusion with the public label-DP channel.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slsec.errors import UserError
+from slsec.threat import GradientScaling, LabelNoise, Mechanism, View
+
+Feats = dict[str, Tensor]
+_NOT_FEATS = ("y", "i")  # label / index fields that may ride along in a cut message
+
+
+@dataclass
+class Observed:
+    """The observed batches, per sample: tail inputs, flattened gradients times batch size."""
+
+    feats: list[Feats]          # tail input per observed batch, as the label holder consumed it
+    grads: Tensor               # [N, D] float64 rows, each times its batch size (undoes the mean)
+    align: Tensor               # [N] <gradient, tail input> per sample (< 0 when predicted right)
+    inputs: Tensor              # [N, F] float64 tail inputs, flattened (pooled per graph)
+    num_classes: int
+    mechanisms: list[Mechanism] = field(default_factory=list)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sign_flips(self) -> bool:
+        return any(isinstance(m, GradientScaling) for m in self.mechanisms)
+
+    def keep_rate(self) -> float:
+        """Probability that the gradient's label is the true one (public label-rr channel)."""
+        rr = next((m for m in self.mechanisms if isinstance(m, LabelNoise)), None)
+        if rr is None:
+            return 1.0
+        k = self.num_classes
+        return 1.0 / (1.0 + (k - 1) * math.exp(-float(rr.epsilon)))
+
+
+def per_sample(t: Tensor, feats: Feats, pool: str) -> Tensor:
+    """Rows per sample: node-level rows of graph batches are pooled per graph."""
+    batch = feats.get("batch")
+    t = t.detach().reshape(t.shape[0], -1).double()
+    if batch is None or batch.shape[0] != t.shape[0]:
+        return t
+    n = int(batch.max()) + 1 if batch.numel() else 0
+    out = torch.zeros(n, t.shape[1], dtype=t.dtype).index_add_(0, batch.long(), t)
+    if pool == "mean":
+        out = out / torch.bincount(batch.long(), minlength=n).clamp_min(1)[:, None].double()
+    return out
+
+
+def observe(view: View) -> Observed:
+    if not view.grads:
+        raise UserError("label inference needs observed cut gradients; this view has none")
+    feats: list[Feats] = []
+    for i, g in enumerate(view.grads):
+        msg = view.smashed[i] if i < len(view.smashed) else {}
+        if view.outputs:  # U-shaped server: the tail consumed the body output (a cut message)
+            out = view.outputs[i]
+            msg = out if isinstance(out, dict) else {"x": out}
+        extra = {k: v for k, v in msg.items() if k != "x" and k not in _NOT_FEATS}
+        if "x" in msg:  # U-shaped: the body output; vanilla / SplitFed client: the smashed data
+            x = msg["x"]
+        else:
+            raise UserError("label inference needs the tail's input (body outputs or smashed data)")
+        feats.append({**extra, "x": x.detach()})
+    rows, inputs, align = [], [], []
+    for f, g in zip(feats, view.grads):
+        gs = per_sample(g, f, "sum")
+        rows.append(gs * gs.shape[0])
+        inputs.append(per_sample(f["x"], f, "mean"))
+        dot = (g.detach().double() * f["x"].double()).reshape(g.shape[0], -1).sum(1, keepdim=True)
+        align.append(per_sample(dot, f, "sum")[:, 0])
+    k = int(view.public.get("num_classes") or 0)
+    if k < 2:
+        raise UserError("label inference needs public num_classes >= 2")
+    return Observed(feats, torch.cat(rows), torch.cat(align), torch.cat(inputs), k,
+                view.mechanisms(Mechanism))
+
+
+# ------------------------------------------------------------------ clustering and naming
+
+def unit(x: Tensor) -> Tensor:
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-300)
+
+
+def directions(g: Tensor, dims: int = 32) -> Tensor:
+    """Unit gradient directions in their principal subspace (at most `dims` coordinates)."""
+    u = unit(g)
+    if u.shape[1] > dims:
+        _, _, vh = torch.linalg.svd(u, full_matrices=False)
+        u = unit(u @ vh[:dims].T)
+    return u
+
+
+def unflipped(obs: Observed) -> Tensor:
+    """The gradients, with each row's sign restored when max-norm may have flipped it.
+
+    Row i is J_i^T (p_i - onehot(y_i)); its inner product with the tail input is about
+    <p_i - onehot(y_i), logits_i> = E_p[logit] - logit_y <= 0 whenever the label is the
+    predicted class (exact for a bias-free piecewise-linear tail), so rows are turned to make
+    it negative. Wrong only for rows the model misclassifies."""
+    if not obs.sign_flips:
+        return obs.grads
+    return obs.grads * torch.where(obs.align > 0, -1.0, 1.0).to(obs.grads.dtype)[:, None]
+
+
+def kmeans(x: Tensor, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """k-means labels and centres (k capped by the number of distinct rows)."""
+    from sklearn.cluster import KMeans
+    xn = x.numpy()
+    k = max(1, min(k, len(np.unique(xn.round(12), axis=0))))
+    km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(xn)
+    return km.labels_, km.cluster_centers_
+
+
+def cluster_gradients(obs: Observed, seed: int) -> tuple[np.ndarray, Tensor]:
+    """Cluster ids [N] and cosine scores to each cluster's mean direction [N, k]."""
+    k = obs.num_classes
+    u = directions(unflipped(obs))
+    labels, _ = kmeans(u, k, seed)
+    cos = torch.zeros(len(u), k, dtype=u.dtype)
+    for c in range(k):
+        members = u[torch.as_tensor(labels == c)]
+        if len(members) == 0:
+            cos[:, c] = -1.0
+            continue
+        cos[:, c] = u @ unit(members.mean(0, keepdim=True))[0]
+    return labels, cos
+
+
+def name_clusters(labels: np.ndarray, logp: Tensor) -> np.ndarray:
+    """Cluster -> class map maximising the summed class log-probabilities (Hungarian)."""
+    from scipy.optimize import linear_sum_assignment
+    k = logp.shape[1]
+    gain = np.zeros((k, k))
+    for c in range(k):
+        m = labels == c
+        if m.any():
+            gain[c] = logp[torch.as_tensor(m)].sum(0).numpy()
+    rows, cols = linear_sum_assignment(-gain)
+    names = np.arange(k)
+    names[rows] = cols
+    return names
+
+
+def sign_structure(obs: Observed) -> Tensor | None:
+    """Scores from the logits gradient (D == K): p - onehot(y) is negative exactly at y.
+
+    Under max-norm a row may be negated; for K >= 3 the true class is still the one coordinate
+    whose sign differs from the majority; for K = 2 the sign is restored from the tail input."""
+    if obs.grads.shape[1] != obs.num_classes:
+        return None
+    if not obs.sign_flips:
+        return -obs.grads
+    if obs.num_classes == 2:
+        return -unflipped(obs)
+    majority = torch.sign(obs.grads.median(1, keepdim=True).values)
+    return -majority * obs.grads
+
+
+# ------------------------------------------------------------------ the label holder's part
+
+def tail_for(view: View) -> nn.Module:
+    if view.build_model is None or not view.cuts:
+        raise UserError("label inference needs the public architecture and cuts")
+    return view.build_model().split(list(view.cuts))[-1]
+
+
+def embedder(view: View) -> Callable[[Feats], Feats] | None:
+    """How this role maps raw inputs to the tail's input space, if it can."""
+    head = view.parts.get("head")
+    to_cut = (lambda f: head(f)) if head is not None else view.query_head
+    if to_cut is None:
+        return None
+    if view.role == "server" and view.outputs:  # U-shaped: head, then the server's own body
+        body = view.parts.get("body")
+        if body is None:
+            return None
+        return lambda f: body({k: v for k, v in to_cut(f).items()})
+    return to_cut
+
+
+def aux_batch(view: View, n: int, seed: int) -> tuple[Feats, Tensor] | None:
+    """Up to n labelled aux samples (balanced over classes when possible) as tail inputs."""
+    aux, embed = view.aux, embedder(view)
+    if aux is None or embed is None or len(aux.y) == 0:
+        return None
+    y = aux.y.long()
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(y), generator=gen)
+    classes = y[order].unique()
+    per = max(1, n // len(classes))
+    pick = torch.cat([order[y[order] == c][:per] for c in classes])
+    rest = order[~torch.isin(order, pick)]
+    pick = torch.cat([pick, rest[: max(0, n - len(pick))]])[:n]
+    feats, labels = aux.batch(pick) if hasattr(aux, "batch") else ({"x": aux.inputs[pick]}, y[pick])
+    with torch.no_grad():
+        out = embed(feats)
+    return {k: v.detach() for k, v in out.items()}, labels.long()
+
+
+def train_surrogate(tail: nn.Module, feats: Feats, y: Tensor, *, steps: int,
+                     lr: float) -> nn.Module:
+    """Fit the surrogate tail to the labelled aux samples (full batch, Adam, weight decay)."""
+    tail.train()
+    opt = torch.optim.Adam(tail.parameters(), lr=lr, weight_decay=1e-4)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(tail(feats)["x"], y).backward()
+        opt.step()
+    return tail.eval()
+
+
+def predict(tail: nn.Module, feats: list[Feats]) -> Tensor:
+    with torch.no_grad():
+        return torch.cat([F.log_softmax(tail(f)["x"].double(), 1) for f in feats])
+
+
+def grad_match(tail: nn.Module, obs: Observed) -> Tensor:
+    """Cosine between each observed gradient and the tail's gradient for every candidate label."""
+    k = obs.num_classes
+    sims = []
+    for f in obs.feats:
+        x = f["x"].detach().float().requires_grad_(True)
+        logits = tail({**f, "x": x})["x"]
+        cand = []
+        for c in range(k):
+            (g,) = torch.autograd.grad(F.cross_entropy(logits, torch.full((len(logits),), c),
+                                                       reduction="sum"), x, retain_graph=True)
+            cand.append(per_sample(g, f, "sum"))
+        sims.append(torch.stack(cand, 1))
+    cand = torch.cat(sims)  # [N, K, D]
+    return (F.normalize(cand, dim=2) * unit(unflipped(obs))[:, None, :]).sum(2)
+
+
+def identity(f: Feats) -> Feats:
+    return f
+
+
+def projector(obs: Observed) -> Callable[[Feats], Feats]:
+    """Map tail inputs onto the gradients' span (about the observed mean) when that span is
+    small (a linear tail: rank <= K - 1): lossless for the true tail's label decision, and a
+    surrogate fit on a few aux labels there cannot overfit the other directions."""
+    g, x = obs.grads, obs.inputs
+    if g.shape[1] != x.shape[1] or any(f["x"].shape[0] != len(f["x"]) or "batch" in f
+                                       for f in obs.feats):
+        return identity
+    s = torch.linalg.svdvals(unit(g))
+    energy = (s ** 2).cumsum(0) / (s ** 2).sum().clamp_min(1e-300)
+    rank = int((energy < 0.999).sum()) + 1
+    if rank > 2 * obs.num_classes:
+        return identity
+    _, _, vh = torch.linalg.svd(unit(g), full_matrices=False)
+    basis, mean = vh[:rank].T, x.mean(0)
+
+    def project(f: Feats) -> Feats:
+        flat = f["x"].reshape(f["x"].shape[0], -1).double()
+        out = mean + (flat - mean) @ basis @ basis.T
+        return {**f, "x": out.to(f["x"].dtype).reshape(f["x"].shape)}
+    return project
+
+
+# ------------------------------------------------------------------ the attack
+
+def fuse(logp: Tensor, votes: Tensor | None, q: float, *, iters: int = 30,
+          strength: float = 10.0) -> Tensor:
+    """Posterior [N, K] of the label from the teacher's scores and one vote per sample read
+    from the gradient. The vote channel M[y, c] = P(vote c | label y) starts at the keep rate
+    q (the public label-DP channel) and is re-estimated by EM with the teacher as prior; the
+    teacher's temperature is chosen by the votes' marginal likelihood. Uninformative votes
+    fade out, and an over-confident surrogate cannot overrule reliable ones."""
+    k = logp.shape[1]
+    if votes is None:
+        return logp.softmax(1)
+    m0 = torch.full((k, k), (1 - q) / (k - 1), dtype=logp.dtype).fill_diagonal_(q)
+    onehot = F.one_hot(votes.long(), k).to(logp.dtype)
+    best: tuple[float, Tensor] | None = None
+    for temp in (1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 1e6):
+        prior, m = torch.log_softmax(logp / temp, 1), m0
+        for _ in range(iters):
+            post = torch.softmax(prior + m.log()[:, votes].T, 1)
+            counts = post.T @ onehot + strength * m0
+            m = counts / counts.sum(1, keepdim=True)
+        joint = prior + m.log()[:, votes].T
+        score = float(torch.logsumexp(joint, 1).sum() + strength * (m0 * m.log()).sum())
+        if best is None or score > best[0]:
+            best = (score, torch.softmax(joint, 1))
+    return best[1]
+
+
+def two_means_threshold(s: Tensor) -> Tensor:
+    """Threshold between the two groups of a 1-D score (1-D k-means, a few Lloyd steps)."""
+    lo, hi = s.min(), s.max()
+    t = (lo + hi) / 2
+    for _ in range(50):
+        a, b = s[s <= t], s[s > t]
+        if len(a) == 0 or len(b) == 0:
+            break
+        new = (a.mean() + b.mean()) / 2
+        if torch.isclose(new, t):
+            break
+        t = new
+    return t
