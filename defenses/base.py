@@ -32,6 +32,8 @@ class Defense(ABC):
     name: ClassVar[str]
     protocols: ClassVar[frozenset[str]]   # protocols the defense applies to
     point: ClassVar[str]                  # "cut" | "regularizer" | "labels" | "grad" | "train" | "pre"
+    # it reads the client's labels, so it cannot run where the server holds them (two-party SL)
+    needs_client_labels: ClassVar[bool] = False
     # what a frontier sweep of this defense varies: a RunConfig field and its useful values
     # (a comma list, as `slsec sweep` takes it); None: the defense has no strength parameter
     sweep_param: ClassVar[str | None] = None

@@ -41,6 +41,7 @@ class Detector(Defense):
     protocols = DETECTOR_PROTOCOLS
     point = "monitor"
     higher_is_honest = True
+    needs_client_labels = True   # refused where the server holds the labels (two-party SL)
 
     def __init__(self, *, threshold: float, window: int, start: int) -> None:
         self.threshold = float(threshold)

@@ -23,8 +23,10 @@ def _matrix() -> list[tuple[str, str, str]]:
     out = []
     for attack, a in ATTACKS:
         for protocol in sorted(a.roles):
+            two_party = a.label_party.get(protocol) == "server"   # the server holds the labels
             for defense, d in DEFENSES:
-                if protocol in d.protocols and defense != "split-select":
+                if protocol in d.protocols and defense != "split-select" \
+                        and not (two_party and d.needs_client_labels):
                     out.append((protocol, attack, defense))
     return out
 

@@ -87,7 +87,7 @@ def test_review_of_the_cnn_recommends_a_cut_and_writes_the_report(
 
 
 def test_malicious_server_cell_says_what_each_detector_did() -> None:
-    from slsec.review_malicious import cell, detectors, note
+    from slsec.cli.review_malicious import cell, detectors, note
     assert detectors() == ["gradient-check", "splitguard"]
     r = {"hijack_ssim": 0.634, "hijack_steps": 110,
          "detected_by": {"gradient-check": 35, "splitguard": None}}
