@@ -63,7 +63,7 @@ def test_reports_render_in_a_browser(tmp_path, capsys) -> None:
     assert main(["sweep", "--attack", "inversion", "--defense", "dp", "--sigma", "0,0.5",
                  "--cut", "conv1,fc1", "--out", out, "--run-id", "sweep", *TINY]) == 0
     assert main(["review", "--model", "cnn", "--dataset", "mnist", "--protocol", "vanilla",
-                 "--out", out, "--run-id", "review", *TINY]) == 0
+                 "--hijack-steps", "5", "--out", out, "--run-id", "review", *TINY]) == 0
     assert main(["compare", f"{out}/run", f"{out}/sweep", "--out", out, "--run-id", "cmp"]) == 0
     capsys.readouterr()
     shots = Path(os.environ.get("SLSEC_SCREENSHOTS", tmp_path))

@@ -228,7 +228,8 @@ def test_review_with_seeds_grades_on_per_cut_means_and_keeps_per_seed_rows(
                                     "reid_top1": 0.0, "prior_reid_top1": 0.0}})
         return out
     monkeypatch.setattr(sel, "measure", fake_measure)
-    assert main(["review", "--protocol", "vanilla", "--seeds", "2", "--out", str(tmp_path),
+    assert main(["review", "--protocol", "vanilla", "--seeds", "2", "--hijack-steps", "0",
+                 "--out", str(tmp_path),
                  "--run-id", "r"]) == 0
     out = capsys.readouterr().out
     assert "0.510 ±" in out and "0.635" in out and "2 seeds (0..1)" in out and "on the means" in out
