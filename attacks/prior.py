@@ -24,12 +24,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from slsec.run.result import LABEL_SOURCES
 from slsec.threat import View
 
 KINDS = ("mean", "median", "medoid")
 HOLDOUT = 0.3          # share of aux data that scores the template kinds
-LABEL_NONE, LABEL_HELD, LABEL_PREDICTED = 0, 1, 2
-SOURCES = {LABEL_NONE: "none", LABEL_HELD: "held", LABEL_PREDICTED: "predicted"}
+# a guess's info["label_source"]: an index into the engine's LABEL_SOURCES (none/held/predicted)
+LABEL_NONE, LABEL_HELD, LABEL_PREDICTED = map(LABEL_SOURCES.index, LABEL_SOURCES)
 
 
 def class_templates(images: Tensor, labels: Tensor, num_classes: int, kind: str) -> Tensor:

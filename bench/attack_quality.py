@@ -37,12 +37,11 @@ def cell(cut: str, sigma: str) -> dict:
     guess = harness.run_attack(cfg, setup, outcomes[harness.attacked_rank(cfg)])
     cpu = time.process_time() - cpu
     server = outcomes[0]
-    m = harness.score(cfg, setup, guess, server.truth_inputs, server.truth_labels)
+    m, _ = harness.score(cfg, setup, guess, server.truth_inputs, server.truth_labels)
     by_method = m.get("attack_ssim_mean_by_method", {m["attack_method"]: m["attack_ssim_mean"]})
     return {"ssim": by_method,
             "reported": m["attack_ssim_mean"], "attack_cpu_s": cpu,
-            "seconds": {k.split(".")[0]: round(float(v), 2) for k, v in guess.items()
-                        if k.endswith(".seconds")}}
+            "seconds": {k: round(g.seconds, 2) for k, g in guess.methods.items()}}
 
 
 def compare(before: dict, after: dict) -> None:

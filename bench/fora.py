@@ -26,7 +26,7 @@ KNOWLEDGE = ("architecture", "aux_data")
 def run(cut: str, seed: int, **attack) -> tuple[dict, float]:
     cfg = make_config({"cut": cut, "clients": 1, "seed": seed, "knowledge": KNOWLEDGE, **attack})
     t0 = time.process_time()
-    m = evaluate(cfg)["metrics"]
+    m = evaluate(cfg).metrics
     return m, time.process_time() - t0
 
 

@@ -26,7 +26,7 @@ def main() -> None:
         guess = run_attack(cfg, setup, outcomes[attacked_rank(cfg)])
     truth = outcomes[0].truth_inputs
     with Clock() as scoring:
-        m = score(cfg, setup, dict(guess), truth, outcomes[0].truth_labels)
+        m, shown = score(cfg, setup, guess, truth, outcomes[0].truth_labels)
     import torch
 
     from slsec.attacks import prior as priors
@@ -37,10 +37,8 @@ def main() -> None:
     with Clock() as build:
         priors._build_prior(view, obs, CutChannel.from_public(view.public),
                             torch.Generator().manual_seed(7))
-    g = dict(guess)
-    g["images"] = g[f"{m['attack_method']}.images"]
     with Clock() as extra:
-        beyond_prior(cfg, setup, g, truth[: len(g["images"])])
+        beyond_prior(cfg, setup, shown.images, shown.prior, guess, shown.inputs)
         reid_candidates(setup, truth)
     prior_s = build.cpu   # built once per view, shared by every method
     print(f"attack phase {attack.cpu:.1f} s CPU (building the prior {prior_s:.2f} s); scoring "

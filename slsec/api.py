@@ -39,7 +39,7 @@ class Result:
     images: Any = None          # torch.Tensor [N, C, H, W] reconstructions, or None
     inputs: Any = None          # torch.Tensor [N, C, H, W] the private inputs behind them
     twin: "Result | None" = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    raw: Any = field(default=None, repr=False, compare=False)   # the engine's RunResult
 
     def to_frame(self) -> Any:
         """A pandas DataFrame: one row per run ('run' = defended/undefended, or 'result'),
@@ -57,7 +57,10 @@ class Result:
         from slsec.report.results import check_writable
         folder = Path(path)
         check_writable(folder)
-        write_run(folder, self.raw, self.twin.raw if self.twin is not None else None)
+        twin = self.twin.raw if self.twin is not None else None
+        write_run(folder, self.raw, twin.to_dict() if twin is not None else None,
+                  twin.reconstructions.to_tensors()
+                  if twin is not None and twin.reconstructions is not None else None)
         return folder
 
 
@@ -71,13 +74,10 @@ def _flat(r: Result, run: str) -> dict[str, Any]:
     return row
 
 
-def _result(row: dict[str, Any], cfg: RunConfig, twin: Result | None = None) -> Result:
-    guess, truth = row.get("_guess"), row.get("_truth")
-    images = guess.get("images") if guess else None
-    if images is not None and not images.numel():
-        images = None
-    inputs = truth[: len(images)] if images is not None and truth is not None else None
-    return Result(cfg, row["metrics"], row["curve"], images, inputs, twin, row)
+def _result(run: Any, cfg: RunConfig, twin: Result | None = None) -> Result:
+    shown = run.reconstructions
+    return Result(cfg, run.metrics, run.curve, shown and shown.images, shown and shown.inputs,
+                  twin, run)
 
 
 def make_run_config(model: Any = None, dataset: Any = None, config: str | Path | None = None,

@@ -20,12 +20,12 @@ SMALL = dict(max_train=400, probe_size=16, aux_size=200, batch_size=32, rounds=1
 
 def run(**values):
     result = evaluate(make_config({**SMALL, **values}))
-    return result["metrics"], result
+    return result.metrics, result
 
 
 def test_ushaped_server_inverts_the_probe_queries():
     m, result = run(protocol="ushaped", attack="inversion", method="whitebox")
-    assert result["_guess"]["images"].shape == result["_truth"].shape
+    assert result.reconstructions.images.shape == result.reconstructions.inputs.shape
     print("ushaped whitebox SSIM", m["attack_ssim_mean"])
     assert m["attack_ssim_mean"] >= 0.9
     # the U-shaped server receives no labels: its prior predicts them (and says how well)
@@ -60,7 +60,7 @@ def test_without_a_method_the_stronger_inversion_is_reported():
     # the reported leakage is never below the prior; the vanilla server received the labels
     assert m["attack_ssim_mean"] >= m["prior_ssim_mean"] and m["ssim_gain_mean"] >= 0
     assert m["prior_label_source"] == "held" and "prior_label_accuracy" not in m
-    assert result["_guess"]["images"].shape == result["_truth"].shape
+    assert result.reconstructions.images.shape == result.reconstructions.inputs.shape
 
 
 @pytest.mark.parametrize("protocol, held", [("vanilla", True), ("ushaped", False)])

@@ -170,10 +170,10 @@ E2E = dict(max_train=1280, probe_size=8, aux_size=128, batch_size=32, rounds=1, 
 
 def test_end_to_end_detection_reports_the_step_and_withholds_the_probe():
     m_res = evaluate(make_config({**E2E, "attack": "hijack", "defense": ("gradient-check",)}))
-    m = m_res["metrics"]
+    m = m_res.metrics
     print("gradient-check flagged at", m["gradient_check_step"], "SSIM", m["attack_ssim_mean"])
     assert m["gradient_check_flagged"] == 1.0 and 30 < m["gradient_check_step"] <= 40
-    images = m_res["_guess"]["images"]        # the decoder's output for all-zero probes
+    images = m_res.reconstructions.images       # the decoder's output for all-zero probes
     assert torch.allclose(images, images[:1].expand_as(images))
 
 

@@ -31,7 +31,7 @@ def test_an_evaluation_checks_the_attack_and_calibrates_once(monkeypatch, tmp_pa
     cfg = make_config({**SMALL, "out": str(tmp_path)})
     result = evaluate(cfg)
     assert calls == {"calibrate": 1, "role_for": 1}
-    assert result["metrics"]["sigma_used"] > 0 and result["metrics"]["attack_method"] == "prior"
+    assert result.metrics["sigma_used"] > 0 and result.metrics["attack_method"] == "prior"
 
 
 def test_resolve_is_once_per_config_and_setup():

@@ -132,7 +132,7 @@ def test_harness_installs_the_hook_for_every_client_step(protocol, variant):
     steps = []
     cfg = make_config({**SMALL, "protocol": protocol, "variant": variant, "cut": "conv2"})
     result = evaluate(cfg, on_step=lambda i, n: steps.append((i, n)))
-    m = result["metrics"]
+    m = result.metrics
     total = 2 * -(-128 // 32)         # two clients, 128 private samples each, batch 32
     assert steps[-1] == (total, total) and len(steps) == total
     assert m["malicious_server"] is True and m["hijack_steps"] == total
@@ -140,12 +140,12 @@ def test_harness_installs_the_hook_for_every_client_step(protocol, variant):
     assert 0 <= m["attack_ssim_mean"] <= 1 and "baseline_ssim_mean" in m
     # the gain is over the server's prior: the class image of the label it received
     assert m["prior_label_source"] == "held" and "ssim_gain_mean" in m
-    assert result["_guess"]["images"].shape == result["_truth"].shape
+    assert result.reconstructions.images.shape == result.reconstructions.inputs.shape
 
 
 def test_honest_runs_have_no_hook():
     cfg = make_config({**SMALL, "attack": "inversion", "method": "whitebox", "attack_iters": 5})
-    m = evaluate(cfg)["metrics"]
+    m = evaluate(cfg).metrics
     assert "malicious_server" not in m
 
 
@@ -155,7 +155,7 @@ def test_pool1_hijack_reaches_ssim_070():
     bench curve passed 0.70 by step 200 there); the decoder reconstructs the 64 private
     probe images from the smashed data the server observed."""
     cfg = make_config({"attack": "hijack", "cut": "pool1", "clients": 1, "rounds": 8})
-    m = evaluate(cfg)["metrics"]
+    m = evaluate(cfg).metrics
     print("pool1 FSHA SSIM", m["attack_ssim_mean"], "steps", m["hijack_steps"],
           "task accuracy", m["accuracy"])
     assert m["attack_ssim_mean"] >= 0.70

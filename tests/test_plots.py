@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 
 from slsec.cli.commands import grid_rows
+from slsec.run.result import Reconstructions
 
 
 def test_grid_has_a_labelled_row_per_guess_and_dark_tiles_stay_visible(tmp_path: Path, monkeypatch):
@@ -21,10 +22,10 @@ def test_grid_has_a_labelled_row_per_guess_and_dark_tiles_stay_visible(tmp_path:
     result = {"config": {"defense": ["dp"]},
               "metrics": {"attack_method": "prior", "attack_ssim_mean": 0.47,
                           "prior_ssim_mean": 0.47, "prior_label_source": "held"}}
-    base = {"metrics": {"attack_method": "whitebox", "attack_ssim_mean": 1.0}}
-    guess = {"images": torch.zeros(8, 1, 28, 28), "prior.images": torch.full((8, 1, 28, 28), 0.3)}
+    result["undefended"] = {"metrics": {"attack_method": "whitebox", "attack_ssim_mean": 1.0}}
+    shown = Reconstructions(truth, torch.zeros(8, 1, 28, 28), torch.full((8, 1, 28, 28), 0.3))
     path = tmp_path / "reconstructions.png"
-    grid_rows(path, result, base, truth, guess, {"images": truth.clone()})
+    grid_rows(path, result, shown, {"images": truth.clone()})
     assert seen["labels"] == ["original", "prior: held label\nSSIM 0.47",
                               "undefended: whitebox\nSSIM 1.00", "dp: prior\nSSIM 0.47"]
     import matplotlib.image

@@ -52,7 +52,7 @@ def test_describe_says_vacuous_and_flags_a_rate_above_the_bound():
 def _evaluate(**values):
     from slsec.config import make_config
     from slsec.run.harness import evaluate
-    return evaluate(make_config(values))["metrics"]
+    return evaluate(make_config(values)).metrics
 
 
 @pytest.mark.slow

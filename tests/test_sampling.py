@@ -78,7 +78,7 @@ def test_fraction_one_keeps_one_program_per_rank():
 def test_sampled_splitfed_is_attacked_through_the_sampled_client(tmp_path):
     cfg = make_config(dict(protocol="splitfed", clients=8, fraction=0.25, attack="inversion",
                            method="whitebox", attack_iters=20, out=str(tmp_path), **TINY))
-    m = evaluate(cfg)["metrics"]
+    m = evaluate(cfg).metrics
     assert 0 <= m["attack_ssim_mean"] <= 1 and m["rounds"] == 2
 
 

@@ -10,6 +10,7 @@ from slsec.cli import sweeps as sweep
 from slsec.errors import UserError
 from slsec.report.frontier import is_private, privacy_key
 from slsec.report.results import config_key, read_rows
+from slsec.run.result import RunResult
 from slsec.report.stats import t_interval
 
 
@@ -29,7 +30,8 @@ def fake_cells(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, int]]:
     def fake(cfg):
         assert cfg.seeds == 1                       # each run is one seed
         ran.append((cfg.sigma, cfg.seed))
-        return sweep.result_row(cfg, {"metrics": fake_metrics(cfg)}, {"metrics": {"accuracy": 0.9}})
+        result = RunResult(cfg.to_dict(), fake_metrics(cfg), [], {}, cfg.seed)
+        return sweep.result_row(cfg, result, {"metrics": {"accuracy": 0.9}})
     monkeypatch.setattr(sweep, "run_cell", fake)
     return ran
 

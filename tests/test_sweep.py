@@ -20,6 +20,7 @@ from slsec.config import merged_config
 from slsec.errors import UserError
 from slsec.report.frontier import attack_performance, dcs, pareto_mask, row_dcs
 from slsec.report.results import config_key, read_rows
+from slsec.run.result import RunResult
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -126,9 +127,9 @@ def fake_cells(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     def fake(cfg):
         ran.append(config_key(cfg.to_dict()))
         s = cfg.sigma or 0.0
-        result = {"metrics": {"accuracy": 0.9 - s, "attack_ssim_mean": 0.8 - s,
-                              "baseline_ssim_mean": 0.2, "cuts": [cfg.cut or "conv1"],
-                              "labels_sent_to_server": True, "label_leak": 1.0}}
+        metrics = {"accuracy": 0.9 - s, "attack_ssim_mean": 0.8 - s, "baseline_ssim_mean": 0.2,
+                   "cuts": [cfg.cut or "conv1"], "labels_sent_to_server": True, "label_leak": 1.0}
+        result = RunResult(cfg.to_dict(), metrics, [], {}, cfg.seed)
         return sweep.result_row(cfg, result, {"metrics": {"accuracy": 0.9}})
     monkeypatch.setattr(sweep, "run_cell", fake)
     return ran

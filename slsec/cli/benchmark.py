@@ -27,6 +27,7 @@ from slsec.report.folders import quarantine_warned
 from slsec.cli.benchmark_report import (ARCHITECTURE, CSV_NAME, SEED_PUBLISHED,  # noqa: F401  (re-exported)
                                     TABLE_HEADER, _partition_label, print_tables,
                                     render_benchmark, seeds_text, table_rows, verdicts)
+from slsec.run.result import RunResult
 from slsec.report.results import append_row, check_writable, config_key, read_rows
 
 
@@ -126,9 +127,9 @@ def _gpu(cfg: RunConfig) -> bool:
     return getattr(cfg, "device", "cpu") != "cpu" and torch.cuda.is_available()
 
 
-def cell_row(cfg: RunConfig, result: dict[str, Any], cpu_s: float, n_test: int) -> dict[str, Any]:
+def cell_row(cfg: RunConfig, result: RunResult, cpu_s: float, n_test: int) -> dict[str, Any]:
     """One results.csv row from an evaluation result."""
-    m, curve = result["metrics"], result["curve"]
+    m, curve = result.metrics, result.curve
     last = [r["accuracy"] for r in curve[-5:]]
     return {
         "architecture": ARCHITECTURE.get(cfg.protocol, cfg.protocol)

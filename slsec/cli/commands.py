@@ -104,16 +104,16 @@ def train(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
                      setup=setup if cfg.attack is None else None)
     if result is None:
         return None
-    cuts = result["metrics"]["cuts"]
+    cuts = result.metrics["cuts"]
     t = Table(title=f"{cfg.protocol} on {cfg.dataset} ({cfg.model_name})"
                     + (f", cut{'s' if len(cuts) > 1 else ''} {','.join(cuts)}" if cuts else ""))
     for c in ("round", "test acc", "loss", "wall-clock s", "MB on wire"):
         t.add_column(c, justify="right")
-    for r in result["curve"]:
+    for r in result.curve:
         t.add_row(str(r["round"]), f"{r['accuracy']:.4f}", f"{r['loss']:.4f}",
                   f"{r['wall_s']:.1f}", f"{r['bytes'] / 1e6:.2f}")
     console.print(t)
-    m = result["metrics"]
+    m = result.metrics
     console.print(f"rounds to convergence: {shown(m, 'rounds_to_convergence')} "
                   f"(first round with accuracy >= {m['convergence_threshold']:.4f}: "
                   f"{'--target-accuracy' if cfg.target_accuracy else '98% of the best accuracy'})")
@@ -121,7 +121,7 @@ def train(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
     console.print(f"report: {folder}/report.html")
     if _JSON["on"]:
         print_json(read_json(folder / "result.json"))
-    return result
+    return result.to_dict()
 
 
 def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
@@ -168,14 +168,14 @@ def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
     write_run(folder, result, base,
               load_images(baseline_path(cfg).with_suffix(".pt")) if base else None,
               force=force)
-    print_summary(cfg, result, base)
+    print_summary(cfg, result.to_dict(), base)
     console.print(f"single seed (seed {cfg.seed}): no confidence interval; --seeds 3 gives "
                   "mean ± 95% CI")
     console.print(f"wall-clock {command_seconds():.1f} s (the whole command from the "
                   f"interpreter's start, imports included) · report: {folder}/report.html")
     if _JSON["on"]:
         print_json(read_json(folder / "result.json"))
-    return result
+    return result.to_dict()
 
 
 # --------------------------------------------------------------------------- split selection

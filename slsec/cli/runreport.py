@@ -9,44 +9,43 @@ from typing import Any
 from slsec import report as rpt
 from slsec.cli.console import console
 from slsec.report.results import write_json
+from slsec.run.result import Reconstructions, RunResult
 from slsec.cli.summary import NEAR_CHANCE, SUMMARY_ROWS, beyond_prior_lines, shown
 
 
-def write_run(folder: Path, result: dict[str, Any], base: dict[str, Any] | None,
+def write_run(folder: Path, result: RunResult, base: dict[str, Any] | None,
               base_images: dict[str, Any] | None = None, *, force: bool = False) -> None:
-    """result.json + reconstructions.png + report.md + report.html for one evaluation."""
+    """result.json + reconstructions.png + report.md + report.html for one evaluation.
+    `base`: the undefended twin as stored; `base_images`: its cached reconstructions."""
     from slsec.report.folders import keeping, mark
     from slsec.report.results import finite
-    guess, truth = result.get("_guess"), result.get("_truth")
-    stored = {k: v for k, v in result.items() if not k.startswith("_")}
+    stored = result.to_dict()
     if base:
-        stored["undefended"] = {k: v for k, v in base.items() if not k.startswith("_")}
+        stored["undefended"] = base
     with keeping(f"nothing of this run was kept in {folder}; free space and run it again"):
         moved = mark(folder, "run", force=force)
         write_json(folder / "result.json", stored)
     if moved:
         console.print(f"--force: the earlier files of {folder.name} are kept in {moved}")
     with keeping(f"{folder / 'result.json'} is kept; free space and run: slsec report {folder}"):
-        if guess is not None and guess["images"].numel():
-            grid_rows(folder / "reconstructions.png", result, base, truth, guess, base_images)
+        if result.reconstructions is not None:
+            grid_rows(folder / "reconstructions.png", stored, result.reconstructions, base_images)
         render_run(folder, finite(stored))
 
 
-def grid_rows(path: Path, result: dict[str, Any], base: dict[str, Any] | None, truth: Any,
-              guess: dict[str, Any], base_images: dict[str, Any] | None) -> None:
+def grid_rows(path: Path, stored: dict[str, Any], shown: Reconstructions,
+              base_images: dict[str, Any] | None) -> None:
     """reconstructions.png: original / prior / undefended attack / defended attack, the same
     probes in every column, each row labelled with what produced it and its mean SSIM."""
     from slsec.report.plots import reconstruction_rows
-    m = result["metrics"]
-    cfg = result["config"]
-    defense = "+".join(cfg.get("defense") or []) or None
-    images = guess["images"]
+    m, base = stored["metrics"], stored.get("undefended")
+    defense = "+".join(stored["config"].get("defense") or []) or None
+    images, prior = shown.images, shown.prior
 
     def label(what: str, method: Any, ssim: Any) -> str:
         return f"{what}: {method}\nSSIM {ssim:.2f}" if isinstance(ssim, float) else f"{what}: {method}"
-    rows: list[tuple[str, Any]] = [("original", truth[: len(images)])]
-    prior = guess.get("prior.images")
-    if prior is not None and prior.numel():
+    rows: list[tuple[str, Any]] = [("original", shown.inputs)]
+    if prior is not None:
         rows.append((label("prior", m.get("prior_label_source", "") + " label"
                            if m.get("prior_label_source") != "none" else "no label",
                            m.get("prior_ssim_mean")), prior))

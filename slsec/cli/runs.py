@@ -66,7 +66,8 @@ def baseline_path(cfg: RunConfig) -> Path:
 
 
 def cached_baseline(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
-    """The undefended run of this config and seed, computed once and cached under <out>/.cache."""
+    """The undefended run of this config and seed as result.json stores it, computed once and
+    cached under <out>/.cache (its reconstructions beside it, for the report's grid)."""
     from slsec.run.harness import evaluate as run
     base = baseline_config(cfg)
     path = baseline_path(cfg)
@@ -76,13 +77,12 @@ def cached_baseline(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
         except UserError:
             path.unlink(missing_ok=True)
     result = run(base, progress=progress)
-    if result is not None:
-        guess = result.get("_guess") or {}
-        if guess.get("images") is not None and guess["images"].numel():
-            save_images(path.with_suffix(".pt"), {k: guess[k] for k in
-                                                  ("images", "prior.images") if k in guess})
-        write_json(path, {k: v for k, v in result.items() if not k.startswith("_")})
-    return result  # type: ignore[return-value]
+    if result is None:    # not rank 0 under MPI
+        return None       # type: ignore[return-value]
+    if result.reconstructions is not None:
+        save_images(path.with_suffix(".pt"), result.reconstructions.to_tensors())
+    write_json(path, result.to_dict())
+    return result.to_dict()
 
 
 def save_images(path: Path, tensors: dict[str, Any]) -> None:
@@ -93,11 +93,12 @@ def save_images(path: Path, tensors: dict[str, Any]) -> None:
 
     from slsec.report.results import atomic_write
     buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in tensors.items()}, buf)
+    torch.save(tensors, buf)
     atomic_write(path, buf.getvalue())
 
 
 def load_images(path: Path) -> dict[str, Any]:
+    """What save_images kept ('images', 'prior'), or {} when missing or damaged."""
     import torch
     try:
         return torch.load(path, weights_only=True) if path.exists() else {}

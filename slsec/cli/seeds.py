@@ -16,6 +16,7 @@ from rich.table import Table
 
 from slsec.catalog import pre_training
 from slsec.config import RunConfig
+from slsec.run.result import RunResult
 from slsec.report.results import check_writable, read_json, write_json
 from slsec.report.stats import aggregate, fmt_ci, seed_list, seeds_text
 
@@ -24,7 +25,7 @@ ROWS_EXTRA = [("attack SSIM gain over prior", "ssim_gain_mean", 3),
               ("re-identification top-1", "reid_top1", 3)]
 
 
-def run_seed(cfg: RunConfig) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def run_seed(cfg: RunConfig) -> tuple[RunResult | None, dict[str, Any] | None]:
     """One seed: the defended run here, the undefended twin beside it (cached per seed)."""
     from slsec.cli.runs import cached_baseline, progress_bar, start_baseline
     from slsec.run.harness import evaluate as run

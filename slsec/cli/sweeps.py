@@ -23,6 +23,7 @@ from slsec.errors import UserError
 from slsec.report.folders import quarantine_warned
 from slsec.cli.grid import (FIELDS, NOT_AXES, Grid, _flag, _grid_text, cell_label, grid_cells,  # noqa: F401
                         parse_grid, validate_cells)
+from slsec.run.result import RunResult
 from slsec.report.results import (append_row, check_writable, config_key,
                            read_json, read_rows, rows_csv, write_json)
 from slsec.cli.sweep_report import (axis_text, methods_text, print_cells,  # noqa: F401  (re-exported)
@@ -42,12 +43,12 @@ def _plain(v: Any) -> Any:
     return ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else v
 
 
-def result_row(cfg: RunConfig, result: dict[str, Any],
+def result_row(cfg: RunConfig, result: RunResult,
                undefended: dict[str, Any] | None) -> dict[str, Any]:
     """One results.csv row: cell key, config fields, resolved model/cuts, metrics, DCS."""
     from slsec.report.frontier import attack_performance, row_dcs
 
-    m = result["metrics"]
+    m = result.metrics
     row: dict[str, Any] = {"cell": config_key(cfg.to_dict())}
     row.update({n: _plain(getattr(cfg, n)) for n in FIELDS})
     cuts = list(m.get("cuts") or [])

@@ -19,6 +19,7 @@ from slsec.config import RunConfig
 from slsec.run.experiment import plan_attack, resolve
 from slsec.progress import attack as attack_phase, end_training, train_note
 from slsec.protocols.base import PROTOCOLS
+from slsec.run.result import LABEL_SOURCES, Guesses, MethodGuess, Reconstructions, RunResult
 from slsec.run.runner import RankOutcome, RoundRecord, run_local, run_mpi
 from slsec.run.scoring import (PRIOR, beyond_prior, reid_bounds,  # noqa: F401  (re-exported)
                            reid_candidates, score)
@@ -103,19 +104,19 @@ def attack_methods(cfg: RunConfig) -> list[str]:
 
 
 def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
-               instance: Attack | None = None) -> dict[str, Tensor]:
-    """Run the configured attack (each method of `attack_methods`) from `outcome`'s role;
-    guesses as named tensors '<method>.images', '<method>.label_scores', '<method>.seconds'."""
+               instance: Attack | None = None) -> Guesses:
+    """Run the configured attack (each method of `attack_methods`, then the prior as the
+    reference when the role can build one) from `outcome`'s role."""
     plan = resolve(cfg, setup).attack
     assert plan is not None
     cls = plan.cls
     view = make_view(cfg, setup, outcome, plan.role, plan.knowledge)
     params = {"iterations": cfg.attack_iters} if cfg.attack_iters else {}
     torch.set_num_threads(cfg.threads)   # the attack runs after training: the rank's cores are free
-    out: dict[str, Tensor] = {}
     methods = list(plan.methods)
     reference = PRIOR not in methods and PRIOR in cls.methods \
         and cls.methods[PRIOR] <= view.knowledge
+    out = Guesses(prior_reference=reference)   # the reference prior: run only to measure gain
     for method in methods + ([PRIOR] if reference else []):
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[]), attack_phase(method):
@@ -125,20 +126,13 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
             attack = instance if instance is not None and method != PRIOR else \
                 cls(method=method, **params)
             guess: Guess = attack.run(view)
-        out[f"{method}.images"] = guess.images if guess.images is not None else torch.empty(0)
-        out[f"{method}.label_scores"] = (guess.label_scores if guess.label_scores is not None
-                                         else torch.empty(0))
-        out[f"{method}.seconds"] = torch.tensor(time.perf_counter() - start)
-        if method == PRIOR:
-            # the prior's labels (held or predicted) and their source, for the scorer
-            labels = guess.info.get("labels")
-            out["prior.labels"] = labels if labels is not None else torch.empty(0)
-            out["prior.label_source"] = torch.tensor(int(guess.info.get("label_source", 0)))
-            out["prior.reference"] = torch.tensor(int(reference))  # run only to measure gain
-        # client steps a malicious server served, and the one where it stopped (converged)
-        for key in ("hijack_steps", "hijack_converged_at"):
-            if key in guess.info:
-                out[f"{method}.{key}"] = torch.tensor(int(guess.info[key]))
+        info = guess.info
+        out.methods[method] = MethodGuess(
+            guess.images, guess.label_scores, time.perf_counter() - start,
+            info.get("hijack_steps"), info.get("hijack_converged_at"))
+        if method == PRIOR:   # the prior's labels (held or predicted) and their source
+            out.prior_labels = info.get("labels")
+            out.prior_label_source = LABEL_SOURCES[int(info.get("label_source", 0))]
     return out
 
 
@@ -173,8 +167,8 @@ def privacy_budget(cfg: RunConfig, setup: Setup) -> dict[str, Any]:
 
 def evaluate(cfg: RunConfig, *, progress: Callable[[RoundRecord], None] | None = None,
              setup: Setup | None = None,
-             on_step: Callable[[int, int], None] | None = None) -> dict[str, Any] | None:
-    """Train + attack + score. Returns the result row on rank 0 (None on other MPI ranks)."""
+             on_step: Callable[[int, int], None] | None = None) -> RunResult | None:
+    """Train + attack + score. Returns the result on rank 0 (None on other MPI ranks)."""
     exp = resolve(cfg, setup)    # checked, resolved and calibrated once for the whole run
     setup = exp.setup
     start = time.perf_counter()
@@ -189,15 +183,16 @@ def evaluate(cfg: RunConfig, *, progress: Callable[[RoundRecord], None] | None =
         from slsec.run.runner import mpi_attack_exchange
         server = run_mpi(cfg, setup, progress, hook)
         end_training()
-        guess = mpi_attack_exchange(cfg, server, arank,
-                                    lambda o: run_attack(cfg, setup, o, attack))
+        wire = mpi_attack_exchange(cfg, server, arank,
+                                   lambda o: run_attack(cfg, setup, o, attack).to_tensors())
+        guess = None if wire is None else Guesses.from_tensors(wire)
         if server.rank != 0:
             return None
     return summarize(cfg, setup, server, guess, time.perf_counter() - start)
 
 
-def summarize(cfg: RunConfig, setup: Setup, server: RankOutcome, guess: dict[str, Tensor] | None,
-              total_s: float) -> dict[str, Any]:
+def summarize(cfg: RunConfig, setup: Setup, server: RankOutcome, guess: Guesses | None,
+              total_s: float) -> RunResult:
     records = server.records
     conv, thr = rounds_to_convergence(records, cfg.target_accuracy)
     proto = PROTOCOLS.get(cfg.protocol)
@@ -218,22 +213,21 @@ def summarize(cfg: RunConfig, setup: Setup, server: RankOutcome, guess: dict[str
         m["label_leak"] = 1.0   # the server receives every label in the clear
     m.update(privacy_budget(cfg, setup))
     m.update(server.defense_report)   # e.g. whether a detector flagged the server, and when
+    shown = None
     if guess is not None:
         plan = resolve(cfg, setup).attack
         assert plan is not None
-        cls = plan.cls
-        m.update({"attack_role": plan.role, "attack_kind": cls.kind,
+        m.update({"attack_role": plan.role, "attack_kind": plan.cls.kind,
                   "attack_knowledge": sorted(plan.knowledge)})
-        m.update(score(cfg, setup, guess, server.truth_inputs, server.truth_labels))
+        scores, shown = score(cfg, setup, guess, server.truth_inputs, server.truth_labels)
+        m.update(scores)
         m.update(reid_bounds(cfg, setup, m))
-        if cls.malicious:   # the server deviated: the client's head never trained on the task
+        reported = guess.methods[m["attack_method"]]
+        if plan.cls.malicious:   # the server deviated: the client's head never trained on the task
             m["malicious_server"] = True
-            m["hijack_steps"] = int(guess[f"{m['attack_method']}.hijack_steps"])
-            stop = guess.get(f"{m['attack_method']}.hijack_converged_at")
-            if stop is not None:
-                m["hijack_converged_at"] = int(stop)
-    return {"config": cfg.to_dict(), "metrics": m,
-            "curve": [r.__dict__ for r in records],
-            "versions": {"slsec": slsec.__version__, "torch": torch.__version__,
-                         "python": platform.python_version()},
-            "seed": cfg.seed, "_guess": guess, "_truth": server.truth_inputs}
+            m["hijack_steps"] = reported.hijack_steps
+            if reported.hijack_converged_at is not None:
+                m["hijack_converged_at"] = reported.hijack_converged_at
+    return RunResult(cfg.to_dict(), m, [r.__dict__ for r in records],
+                     {"slsec": slsec.__version__, "torch": torch.__version__,
+                      "python": platform.python_version()}, cfg.seed, shown)

@@ -11,18 +11,19 @@ from torch import Tensor
 
 from slsec.config import RunConfig
 from slsec.run.experiment import resolve
+from slsec.run.result import Guesses, MethodGuess, Reconstructions
 from slsec.run.setup import Setup, accounting_steps
 
 
-def score(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor], truth_inputs: Tensor,
-          truth_labels: Tensor) -> dict[str, Any]:
+def score(cfg: RunConfig, setup: Setup, guess: Guesses, truth_inputs: Tensor,
+          truth_labels: Tensor) -> tuple[dict[str, Any], Reconstructions | None]:
     """Compare each method's guesses with the ground truth the scorer holds and report the
     method that leaked most (highest SSIM, or label AUC); baselines make scores meaningful.
-    Sets guess['images'] to the reported method's images (for the reconstruction grid)."""
-    methods = list(dict.fromkeys(k.split(".")[0] for k in guess if "." in k))
-    reference = [PRIOR] if int(guess.get("prior.reference", torch.tensor(0))) else []
-    scored = {m: _score_one(cfg, setup, guess, m, truth_inputs, truth_labels) for m in methods}
-    methods = [m for m in methods if m not in reference]
+    Returns the metrics and the reported method's reconstructions (for the report's grid)."""
+    reference = [PRIOR] if guess.prior_reference else []
+    scored = {m: _score_one(cfg, setup, guess.methods[m], truth_inputs, truth_labels)
+              for m in guess.methods}
+    methods = [m for m in guess.methods if m not in reference]
 
     def leak(r: dict[str, Any]) -> float:
         v = r.get("attack_ssim_mean", r.get("label_auc", float("nan")))
@@ -30,23 +31,26 @@ def score(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor], truth_inputs: 
     # on a tie the prior is reported: the attack learned nothing beyond it
     best = max(methods, key=lambda m: (leak(scored[m]), m == PRIOR))
     out = dict(scored[best], attack_method=best,
-               attack_seconds=sum(float(guess[f"{m}.seconds"]) for m in methods))
+               attack_seconds=sum(guess.methods[m].seconds for m in methods))
     if len(methods) > 1:
         out["methods_compared"] = ",".join(methods)
         key = "attack_ssim_mean" if "attack_ssim_mean" in out else "label_auc"
         out[f"{key}_by_method"] = {m: scored[m].get(key) for m in methods}
-    guess["images"], guess["label_scores"] = guess[f"{best}.images"], guess[f"{best}.label_scores"]
-    if guess["images"].numel():
-        out.update(beyond_prior(cfg, setup, guess, truth_inputs[: len(guess["images"])]))
-        if len(methods) > 1:   # top-1 re-identification of every compared method
-            from slsec import metrics
-            cands = reid_candidates(setup, truth_inputs[: len(guess["images"])])
-            if cands is not None:
-                idx = torch.arange(len(guess["images"]))
-                out["reid_top1_by_method"] = {
-                    m: metrics.reidentification(cands, guess[f"{m}.images"], idx)["reid_top1"]
-                    for m in methods if guess[f"{m}.images"].numel()}
-    return out
+    images = guess.methods[best].images
+    if images is None:
+        return out, None
+    truth = truth_inputs[: len(images)]
+    prior = guess.methods[PRIOR].images if PRIOR in guess.methods else None
+    out.update(beyond_prior(cfg, setup, images, prior, guess, truth))
+    if len(methods) > 1:   # top-1 re-identification of every compared method
+        from slsec import metrics
+        cands = reid_candidates(setup, truth)
+        if cands is not None:
+            idx = torch.arange(len(images))
+            out["reid_top1_by_method"] = {
+                m: metrics.reidentification(cands, guess.methods[m].images, idx)["reid_top1"]
+                for m in methods if guess.methods[m].images is not None}
+    return out, Reconstructions(truth, images, prior)
 
 
 PRIOR = "prior"   # the inversion method that only guesses from what the role holds
@@ -74,21 +78,18 @@ def reid_candidates(setup: Setup, truth: Tensor) -> Tensor | None:
     return torch.cat(parts)
 
 
-def beyond_prior(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor],
-                 truth: Tensor) -> dict[str, Any]:
+def beyond_prior(cfg: RunConfig, setup: Setup, images: Tensor, prior: Tensor | None,
+                 guess: Guesses, truth: Tensor) -> dict[str, Any]:
     """Leakage beyond what the role already holds: per-sample gain of the reported attack over
     the prior (the `prior` method's guess; for attacks without one, the public aux mean image),
     re-identification among the candidates, and how well the prior knew the labels."""
     from slsec import metrics
-    images = guess["images"]
-    prior = guess.get(f"{PRIOR}.images")
-    if prior is None or not prior.numel():
+    if prior is None:
         prior = setup.aux.inputs.float().mean(0).expand_as(images)
     out: dict[str, Any] = dict(metrics.gain_over_prior(truth, images, prior))
-    source = int(guess.get("prior.label_source", torch.tensor(0)))
-    out["prior_label_source"] = {0: "none", 1: "held", 2: "predicted"}[source]
-    labels = guess.get("prior.labels")
-    if source == 2 and labels is not None and labels.numel():
+    out["prior_label_source"] = guess.prior_label_source
+    labels = guess.prior_labels
+    if guess.prior_label_source == "predicted" and labels is not None:
         out["prior_label_accuracy"] = float(
             (labels.long() == setup.probe.y[: len(labels)].long()).float().mean())
     cands = reid_candidates(setup, truth)
@@ -133,24 +134,25 @@ def reid_bounds(cfg: RunConfig, setup: Setup, m: dict[str, Any]) -> dict[str, An
     return out
 
 
-def _score_one(cfg: RunConfig, setup: Setup, guess: dict[str, Tensor], method: str,
-               truth_inputs: Tensor, truth_labels: Tensor) -> dict[str, Any]:
+def _score_one(cfg: RunConfig, setup: Setup, guess: MethodGuess, truth_inputs: Tensor,
+               truth_labels: Tensor) -> dict[str, Any]:
+    """One method's scores; puts an unordered attack's images in probe order first."""
     from slsec import metrics
 
     out: dict[str, Any] = {}
-    images, scores = guess[f"{method}.images"], guess[f"{method}.label_scores"]
-    if images.numel():
+    images, scores = guess.images, guess.label_scores
+    if images is not None:
         truth = truth_inputs[: len(images)]
         if resolve(cfg, setup).attack.cls.unordered_batches and cfg.probe_batch > 1:  # type: ignore[union-attr]
             # a batch's update is a mean over its samples: the attack recovers each batch's
             # images in no particular order, so pair them with the truth batch by batch
             images = torch.cat([g[torch.as_tensor(metrics.match_order(t, g))] for t, g in zip(
                 truth.split(cfg.probe_batch), images.split(cfg.probe_batch))])
-            guess[f"{method}.images"] = images
+            guess.images = images
         out.update({f"attack_{k}": v for k, v in metrics.image_summary(truth, images).items()})
         out.update({f"baseline_{k}": v for k, v in
                     metrics.mean_image_baseline(truth, setup.train_mean).items()})
-    if scores.numel():
+    if scores is not None:
         y = truth_labels[: len(scores)]
         out["label_accuracy"] = metrics.label_accuracy(y, scores)
         out["label_auc"] = metrics.label_auc(y, scores)

@@ -100,7 +100,7 @@ def evaluate_cached(cfg: RunConfig) -> dict[str, Any]:
         result = evaluate(cfg)
         if result is None:
             raise UserError("split selection runs in one process: use --backend local")
-        _MEASURED[key] = dict(result["metrics"])
+        _MEASURED[key] = dict(result.metrics)
     return _MEASURED[key]
 
 
