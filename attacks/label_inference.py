@@ -28,8 +28,8 @@ Adaptive to public mechanisms: under `max-norm` (random scalar per row, possibly
 clustering is sign-invariant and binary direction scores project the outputs E on the
 gradient axis; under `label-rr` the gradient evidence is weighed by the public keep rate.
 
-The gradient geometry these methods share (observations, clustering, naming, the surrogate,
-the fusion) is in `label_gradients.py`.
+The gradient geometry these methods share (observations, clustering, naming, the fusion) is in
+`label_gradients.py`; the surrogate of the label holder's part is in `label_surrogate.py`.
 """
 from __future__ import annotations
 
@@ -43,9 +43,10 @@ from slsec.attacks.base import ATTACKS, Attack, Guess
 from slsec.errors import UserError
 from slsec.threat import View
 
-from .label_gradients import (Observed, aux_batch, cluster_gradients, fuse, grad_match, identity,
-                              name_clusters, observe, predict, projector, sign_structure,
-                              tail_for, train_surrogate, two_means_threshold, unit)
+from .label_gradients import (Observed, cluster_gradients, fuse, name_clusters, observe,
+                              sign_structure, two_means_threshold, unit)
+from .label_surrogate import (aux_batch, grad_match, identity, predict, projector, tail_for,
+                              train_surrogate)
 
 
 @ATTACKS.register("label-inference")

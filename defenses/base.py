@@ -42,6 +42,10 @@ class Defense(ABC):
     # its parameters (slsec.params): RunConfig fields, flags, TOML keys and checks come from
     # these; the constructor gets each one given as `Param.keyword`
     params: ClassVar[tuple[Param, ...]] = ()
+    # the run report's section on it: a heading and a paragraph (default: the name, and the
+    # class docstring with "No DP claim."); a text that depends on the run overrides report_text
+    report_heading: ClassVar[str] = ""
+    report_body: ClassVar[str] = ""
 
     def check_protocol(self, protocol: str) -> None:
         """Raise a UserError if this defense cannot be used with `protocol`."""
@@ -113,7 +117,8 @@ class Defense(ABC):
     def report_text(cls, cfg: dict[str, Any], m: dict[str, Any]) -> tuple[str, str]:
         """(heading, paragraph) for a run report: the mechanism, its sensitivity and what its
         epsilon covers, from the stored config and metrics of the run."""
-        return cls.name, (cls.__doc__ or "").strip() + " No DP claim."
+        return (cls.report_heading or cls.name,
+                cls.report_body or (cls.__doc__ or "").strip() + " No DP claim.")
 
 
 class DefenseStack(Defense):
@@ -207,3 +212,15 @@ def positive(name: str, value: float, *, allow_zero: bool = False, allow_inf: bo
         bound = ">= 0" if allow_zero else "> 0"
         raise UserError(f"--{name} must be {bound}{' (or inf)' if allow_inf else ''}, got {value}")
     return v
+
+
+def dp_accounting(delta: float, accountant: str) -> tuple[float, str]:
+    """The (delta, accountant) of a DP defense, checked: delta in (0, 1), an Opacus accountant."""
+    from slsec.privacy.accounting import ACCOUNTANTS
+    checked = positive("delta", delta)
+    if checked >= 1:
+        raise UserError(f"--delta must be in (0, 1), got {delta}")
+    if accountant not in ACCOUNTANTS:
+        raise UserError(f"--accountant must be one of {', '.join(ACCOUNTANTS)}, "
+                        f"got {accountant!r}")
+    return checked, accountant

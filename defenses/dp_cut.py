@@ -52,7 +52,7 @@ from torch import Tensor
 
 from slsec.privacy import accounting
 from slsec.privacy import reid_bound
-from slsec.defenses.base import DEFENSES, Defense, overflow_check, positive
+from slsec.defenses.base import DEFENSES, Defense, dp_accounting, overflow_check, positive
 from slsec.errors import UserError
 from slsec.params import Param
 from slsec.threat import CutNoise
@@ -109,8 +109,8 @@ class DPCut(Defense):
               unused="calibrates --defense dp or dpsgd", deferred=True),
     )
     flags: ClassVar[dict[str, str]] = {   # parameter -> CLI flag named in error messages
-        "sigma": "sigma", "clip": "clip", "mechanism": "mechanism", "delta": "delta",
-        "accountant": "accountant", "target_epsilon": "target-epsilon"}
+        "sigma": "sigma", "clip": "clip", "mechanism": "mechanism",
+        "target_epsilon": "target-epsilon"}
 
     def __init__(self, *, sigma: float | None = None, clip: float | None = None,
                  mechanism: str = "gaussian", delta: float = 1e-5, accountant: str = "rdp",
@@ -126,13 +126,7 @@ class DPCut(Defense):
             raise UserError(f"--{f['mechanism']} must be one of {', '.join(MECHANISMS)}, "
                             f"got {mechanism!r}")
         self.mechanism = mechanism
-        self.delta = positive(f["delta"], delta)
-        if self.delta >= 1:
-            raise UserError(f"--{f['delta']} must be in (0, 1), got {delta}")
-        if accountant not in accounting.ACCOUNTANTS:
-            raise UserError(f"--{f['accountant']} must be one of "
-                            f"{', '.join(accounting.ACCOUNTANTS)}, got {accountant!r}")
-        self.accountant = accountant
+        self.delta, self.accountant = dp_accounting(delta, accountant)
         self.target_epsilon = None
         if target_epsilon is not None:
             self.target_epsilon = positive(f["target_epsilon"], target_epsilon)

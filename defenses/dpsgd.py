@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from slsec.privacy import accounting
 from slsec.privacy import reid_bound
-from slsec.defenses.base import DEFENSES, Defense, overflow_check, positive
+from slsec.defenses.base import DEFENSES, Defense, dp_accounting, overflow_check, positive
 from slsec.errors import UserError
 from slsec.params import Param
 from slsec.threat import ClippedGradientNoise
@@ -98,13 +98,7 @@ class DPSGD(Defense):
             raise UserError("--noise-multiplier and --target-epsilon exclude each "
                             "other; give one (the target solves the noise multiplier)")
         self.max_grad_norm = positive("max-grad-norm", max_grad_norm)
-        self.delta = positive("delta", delta)
-        if self.delta >= 1:
-            raise UserError(f"--delta must be in (0, 1), got {delta}")
-        if accountant not in accounting.ACCOUNTANTS:
-            raise UserError(f"--accountant must be one of "
-                            f"{', '.join(accounting.ACCOUNTANTS)}, got {accountant!r}")
-        self.accountant = accountant
+        self.delta, self.accountant = dp_accounting(delta, accountant)
         self.poisson_sampling = bool(poisson_sampling)
         self.target_epsilon = (None if target_epsilon is None
                                else positive("target-epsilon", target_epsilon))

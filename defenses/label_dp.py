@@ -34,6 +34,13 @@ class MaxNorm(Defense):
     name = "max-norm"
     protocols = LABEL_HOLDER_PROTOCOLS
     point = "grad"
+    report_heading = "Label protection: max-norm"
+    report_body = (
+        "Max-norm (Li et al. 2022): before the per-sample cut gradients go back to the client, "
+        "each row g_j is scaled by (1 + sigma_j z_j), z_j ~ N(0, 1), with sigma_j chosen so "
+        "that every row's expected squared norm equals the largest of the batch; norm-based "
+        "label scoring then sees no difference between classes. A heuristic: no DP claim and "
+        "no epsilon; it covers only the gradients returned at the cut.")
 
     def cut_grad(self, g: Tensor, *, gen: torch.Generator | None) -> Tensor:
         """Perturbed copy of the [B, ...] per-sample gradients (same shape, device, dtype)."""
@@ -51,14 +58,6 @@ class MaxNorm(Defense):
     def public_mechanism(self) -> GradientScaling:
         return GradientScaling(self.name)
 
-    @classmethod
-    def report_text(cls, cfg: dict[str, Any], m: dict[str, Any]) -> tuple[str, str]:
-        return "Label protection: max-norm", (
-            "Max-norm (Li et al. 2022): before the per-sample cut gradients go back to the "
-            "client, each row g_j is scaled by (1 + sigma_j z_j), z_j ~ N(0, 1), with sigma_j "
-            "chosen so that every row's expected squared norm equals the largest of the batch; "
-            "norm-based label scoring then sees no difference between classes. A heuristic: "
-            "no DP claim and no epsilon; it covers only the gradients returned at the cut.")
 
 
 @DEFENSES.register("label-rr")

@@ -1,10 +1,14 @@
-"""Shared fixtures: the real data folder (../shared/data) and single-threaded torch."""
+"""Shared fixtures: the real data folder (../shared/data) and single-threaded torch; shared
+helpers: ordinary training (train_epoch) and the one-line-error check (one_line_user_error)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 import torch
+
+from slsec.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,3 +37,10 @@ def train_epoch(model: torch.nn.Module, split, batch_size: int = 32, lr: float =
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+
+def one_line_user_error(make: Callable[[], Any], flag: str) -> None:
+    """`make()` raises a UserError of one line that names `flag`."""
+    with pytest.raises(UserError) as e:
+        make()
+    assert flag in str(e.value) and "\n" not in str(e.value)

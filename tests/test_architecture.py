@@ -1,5 +1,6 @@
 """The package's shape: imports point one way (no cycles among slsec modules and plug-ins,
-counting imports inside functions too) and the core never compares a plug-in's name."""
+counting imports inside functions too), the core never compares a plug-in's name, and a module
+over MAX_LINES lines says why in its docstring."""
 from __future__ import annotations
 
 import ast
@@ -9,6 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # source folder -> package it installs as (pyproject's package-dir mapping)
 FOLDERS = {"slsec": "slsec", "attacks": "slsec.attacks", "defenses": "slsec.defenses",
            "protocols": "slsec.protocols"}
+MAX_LINES = 300
 
 
 def _modules() -> dict[str, Path]:
@@ -125,3 +127,14 @@ def test_the_core_compares_no_plugin_name():
 def test_the_name_finder_finds_a_comparison():
     tree = ast.parse("if cfg.protocol == 'vanilla' or d in ('dp', 'x'): pass")
     assert _name_comparisons(tree, {"vanilla", "dp"}) == [(1, "vanilla"), (1, "dp")]
+
+
+def test_a_long_module_says_why_in_its_docstring():
+    """Over MAX_LINES lines, the module docstring gives the reason ("Over 300 lines: ...")."""
+    unexplained = []
+    for module, path in sorted(_modules().items()):
+        text = path.read_text(encoding="utf-8")
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if len(text.splitlines()) > MAX_LINES and str(MAX_LINES) not in doc:
+            unexplained.append(f"{module} ({len(text.splitlines())} lines)")
+    assert unexplained == []

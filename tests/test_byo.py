@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import runpy
 import subprocess
 import sys
 from collections import OrderedDict
@@ -24,17 +25,11 @@ from slsec.data.userdata import load_user_dataset
 TINY = ["--max-train", "200", "--rounds", "1", "--probe-size", "4", "--aux-size", "100"]
 KW = dict(max_train=200, rounds=1, probe_size=4, aux_size=100)
 
-MLP_SRC = '''
-from collections import OrderedDict
-from torch import nn
-
-def mlp(num_classes=10, input_shape=(1, 28, 28)):
-    c, h, w = input_shape
-    return nn.Sequential(OrderedDict(
-        enc=nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 64), nn.ReLU()),
-        hidden=nn.Sequential(nn.Linear(64, 32), nn.ReLU()),
-        out=nn.Linear(32, num_classes)))
-'''
+# the user's model file of examples/custom_model.py: a factory `mlp` of three named blocks (enc,
+# hidden, out); its __main__ part does not run when it is imported as a model file
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_model.py"
+MLP_SRC = EXAMPLE.read_text()
+mlp = runpy.run_path(str(EXAMPLE))["mlp"]
 
 BAD_SRC = '''
 from torch import nn
@@ -47,14 +42,6 @@ def wrongin(**kw): return nn.Sequential(nn.Flatten(), nn.Linear(100, 10))
 def one(**kw): return nn.Sequential(nn.Flatten())
 NOTCALL = 3
 '''
-
-
-def mlp(num_classes: int = 10, input_shape: tuple = (1, 28, 28)) -> nn.Sequential:
-    c, h, w = input_shape
-    return nn.Sequential(OrderedDict(
-        enc=nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 64), nn.ReLU()),
-        hidden=nn.Sequential(nn.Linear(64, 32), nn.ReLU()),
-        out=nn.Linear(32, num_classes)))
 
 
 @pytest.fixture(scope="module")

@@ -179,6 +179,19 @@ def assert_the_dead_rank_is_reported(output: str, mpiexec_opts: tuple[str, ...],
     assert_hydra_reports_a_kill(output, set(job_pids(output).values()))
 
 
+def assert_the_kill_ended_the_job(code: int, output: str, after: float, dead: int, pid: int,
+                                  mpiexec_opts: tuple[str, ...], out: Path,
+                                  before: dict[str, bytes]) -> None:
+    """Rank `dead` (pid) was killed: the job failed `after` s later, within DEADLINE_S, the dead
+    rank was reported, no traceback, and the earlier results in --out are intact."""
+    assert code != 0
+    assert after < DEADLINE_S, f"job ended {after:.1f} s after the kill"
+    assert job_pids(output)[dead] == pid
+    assert_the_dead_rank_is_reported(output, mpiexec_opts, dead, pid)
+    assert "Traceback" not in output
+    assert_earlier_results_intact(out, before)
+
+
 @MODES
 def test_client_killed_from_outside_mid_round_ends_the_job(tmp_path, mpiexec_opts):
     """SIGKILL rank 1 (found by PMI_RANK) while it is mid-round; earlier results stay intact."""
@@ -192,12 +205,8 @@ def test_client_killed_from_outside_mid_round_ends_the_job(tmp_path, mpiexec_opt
     os.kill(pid, signal.SIGKILL)
     code, output, ended = finish(proc, DEADLINE_S + 30)
     print(output)
-    assert code != 0
-    assert ended - killed_at < DEADLINE_S, f"job ended {ended - killed_at:.1f} s after the kill"
-    assert job_pids(output)[1] == pid
-    assert_the_dead_rank_is_reported(output, mpiexec_opts, 1, pid)
-    assert "Traceback" not in output
-    assert_earlier_results_intact(out, before)
+    assert_the_kill_ended_the_job(code, output, ended - killed_at, 1, pid, mpiexec_opts, out,
+                                  before)
     left = survivors(pidfile, until=killed_at + DEADLINE_S)
     assert not left, f"ranks {left} still alive {DEADLINE_S:.0f} s after the kill"
 
@@ -210,12 +219,7 @@ def test_server_killed_mid_round_ends_the_job(tmp_path, mpiexec_opts):
     code, output, ended = finish(proc, 240)
     print(output)
     pid, at = fault_time(output)
-    assert code != 0
-    assert ended - at < DEADLINE_S, f"job ended {ended - at:.1f} s after the kill"
-    assert job_pids(output)[0] == pid
-    assert_the_dead_rank_is_reported(output, mpiexec_opts, 0, pid)
-    assert "Traceback" not in output
-    assert_earlier_results_intact(out, before)
+    assert_the_kill_ended_the_job(code, output, ended - at, 0, pid, mpiexec_opts, out, before)
 
 
 def test_stalled_client_is_named_and_the_job_aborts(tmp_path):

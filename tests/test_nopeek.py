@@ -5,6 +5,7 @@ import torch
 from slsec.defenses.base import DEFENSES
 from slsec.defenses.nopeek import NoPeek, distance_correlation
 from slsec.errors import UserError
+from conftest import one_line_user_error
 
 torch.set_num_threads(1)
 
@@ -77,9 +78,7 @@ def test_constant_batch_and_single_sample_are_finite():
 
 @pytest.mark.parametrize("w", [-0.1, float("nan"), "heavy"])
 def test_bad_weight_is_a_one_line_user_error(w):
-    with pytest.raises(UserError) as e:
-        NoPeek(weight=w)
-    assert "--nopeek-weight" in str(e.value) and "\n" not in str(e.value)
+    one_line_user_error(lambda: NoPeek(weight=w), "--nopeek-weight")
 
 
 def test_rows_must_match():

@@ -7,13 +7,13 @@ slsec.config, so every mistake is one line on stderr and exit code 2.
 The package holds what each command does: commands (the dispatch), runs (folders, the
 undefended twin), summary and runreport (one evaluation's console and files), sweeps with
 grid and sweep_report, review with review_report, benchmark with benchmark_report, seeds,
-compare, hints, tracking and the consoles. It calls the engine (slsec.run), never the reverse.
+compare, hints, tracking, the consoles and launch (a command run as MPI ranks). It calls the
+engine (slsec.run), never the reverse.
 """
 from __future__ import annotations
 
 import functools
 import inspect
-import os
 import sys
 import warnings
 from dataclasses import fields
@@ -25,6 +25,7 @@ from slsec.config import PARAMS, RunConfig, merged_config
 from slsec.params import Param
 from slsec import plugins
 from slsec.errors import PeerError, UserError
+from slsec.cli.launch import ARGV, is_rank0, launch_under_mpiexec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
@@ -108,51 +109,6 @@ def _precheck(cfg: RunConfig, *, attack: bool = True) -> None:
     precheck(cfg, attack=attack)
 
 
-_LAUNCHER_VARS = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")
-_ARGV: list[str] = []   # this command line, for launching it under mpiexec
-
-
-def _under_mpiexec() -> bool:
-    return any(v in os.environ for v in _LAUNCHER_VARS)
-
-
-def _launch_under_mpiexec(cfg: RunConfig) -> None:
-    """`slsec train|evaluate --backend mpi` typed without mpiexec: run this same command line as
-    K+1 ranks. With MPICH's hydra, survivors of a dead rank are kept alive
-    (-disable-auto-cleanup) long enough to name it; the job still ends within seconds."""
-    if cfg.backend != "mpi" or _under_mpiexec() or os.environ.get("SLSEC_LAUNCHED"):
-        return
-    import shutil
-    import subprocess
-
-    from slsec.run.runner import load_mpi
-    load_mpi(initialize=False)   # no working MPI: say so here, not once per launched rank
-    venv = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    mpiexec = venv if os.access(venv, os.X_OK) else shutil.which("mpiexec")
-    if mpiexec is None:
-        raise UserError("--backend mpi needs mpiexec (pip install mpich), or run slsec under "
-                        f"your own: mpiexec -n {cfg.clients + 1} slsec ...")
-    try:
-        info = subprocess.run([mpiexec, "-version"], capture_output=True, text=True, timeout=30)
-        hydra = "HYDRA" in info.stdout
-    except (OSError, subprocess.SubprocessError):
-        hydra = False
-    cmd = [mpiexec, *(["-disable-auto-cleanup"] if hydra else []), "-n", str(cfg.clients + 1),
-           sys.executable, "-m", "slsec.cli", *_ARGV]
-    print(f"launching {cfg.clients + 1} ranks: {' '.join(cmd[:len(cmd) - len(_ARGV)])} ...",
-          file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os.environ["SLSEC_LAUNCHED"] = "1"
-    os.execv(mpiexec, cmd)
-
-
-def _is_rank0() -> bool:
-    for var in _LAUNCHER_VARS:
-        if var in os.environ:
-            return os.environ[var] == "0"
-    return True
-
-
 JSON_OPTION = inspect.Parameter(
     "json", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
     default=typer.Option(False, "--json", show_default=False,
@@ -175,7 +131,7 @@ def train(**kw: Any) -> None:
     as_json = kw.pop("json")
     cfg = _config(kw)
     _precheck(cfg, attack=False)
-    _launch_under_mpiexec(cfg)
+    launch_under_mpiexec(cfg)
     with commands.json_stdout(as_json):
         commands.train(cfg, force=kw["force"])
 
@@ -198,7 +154,7 @@ def evaluate(**kw: Any) -> None:
     as_json, log = kw.pop("json"), tracking.check(kw.pop("log"))
     cfg = _config(kw)
     _precheck(cfg)
-    _launch_under_mpiexec(cfg)
+    launch_under_mpiexec(cfg)
     with commands.json_stdout(as_json):
         result = commands.evaluate(cfg, force=kw["force"])
     if log and result is not None:
@@ -298,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     # Opacus' RDP note at the edge of its order grid (slsec/privacy/accounting.py silences it too, with
     # the same thread-safety caveat); the bound it gives is still a valid upper bound
     warnings.filterwarnings("ignore", message="Optimal order is the", category=UserWarning)
-    _ARGV[:] = sys.argv[1:] if argv is None else list(argv)
+    ARGV[:] = sys.argv[1:] if argv is None else list(argv)
     try:
         app(args=argv, standalone_mode=False, prog_name="slsec")
     except typer.Exit as e:
@@ -310,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e.format_message()}", file=sys.stderr)
         return 2
     except UserError as e:
-        if _is_rank0():
+        if is_rank0():
             print(f"error: {e}", file=sys.stderr)
         return 2
     except PeerError as e:

@@ -13,6 +13,7 @@ from slsec.cli import review_malicious as malicious
 from slsec.config import RunConfig
 from slsec.report.results import atomic_write, legend_outside, save_figure
 from slsec.report.stats import CI_SUFFIX, fmt_ci, seeds_text
+from slsec.run.split_search import budget_text
 
 SSIM_HIGH, SSIM_MEDIUM = 0.5, 0.3       # 0.5 = metrics.IDENTIFIABLE_SSIM (plot shading)
 GAIN_HIGH, GAIN_MEDIUM = 0.2, 0.05      # SSIM gain of the attack over the attacker's prior
@@ -161,12 +162,7 @@ def write_outputs(folder: Path, cfg: RunConfig, rows: list[dict[str, Any]],
     atomic_write(folder / "results.csv", buf.getvalue())
     png = folder / "leakage_by_cut.png"
     leakage_plot(rows, png)
-    budgets = []
-    if acc_budget is not None:
-        budgets.append(f"accuracy >= {acc_budget:.0%} of the best cut's" if relative
-                       else f"accuracy >= {acc_budget:g} (absolute)")
-    if flops_budget is not None:
-        budgets.append(f"client FLOPs per sample <= {flops_budget:.3g}")
+    budgets = budget_text(acc_budget, flops_budget, relative)
     compared = next((r["methods_compared"] for r in rows if r.get("methods_compared")), None)
     winners = ", ".join(f"{r['protocol']}/{r['cut']} {r['attack_method']}"
                         for r in rows if r.get("attack_method"))
@@ -187,7 +183,7 @@ def write_outputs(folder: Path, cfg: RunConfig, rows: list[dict[str, Any]],
         ("h", "Recommendation"),
         ("p", ("Recommended: " if best else "**No configuration meets the budgets: ") + reason
               + ("" if best else "**")),
-        ("p", "Budgets: " + ("; ".join(budgets) or "none (pass --min-accuracy, e.g. 0.9 or 95%, "
+        ("p", "Budgets: " + (budgets or "none (pass --min-accuracy, e.g. 0.9 or 95%, "
                                                    "and --max-client-flops, e.g. 2e6)") + ". "
               "Selection rule: among cuts within the budgets, the least inversion SSIM; cuts "
               "within 0.01 SSIM of it are tied and the fewest client FLOPs wins. Across "

@@ -1,6 +1,6 @@
 """Datasets (images and graphs) as in-memory train/test splits. The package also holds the
 splittable models (models), the client partitioners (partitioners) and the user's own model
-and data (usermodel, userdata).
+and data (usermodel, userdata, imagefolder).
 
 Embedded (no network, no ../shared): `mnist` (the real 5k MNIST subset, 4,000/1,000) and
 `mutag` (raw TU files). From `--data-root` (or `--download`): `mnist-full`, `fashion-mnist`,

@@ -5,7 +5,8 @@ sub-folder names in sorted order, labels 0..K-1). If DIR/test exists, DIR/train 
 are two such folders (test classes must be train classes); otherwise 20% of each class is held
 out as the test split (stratified, seed 0, the same for every run). Images are read with PIL:
 1 channel (PIL 'L') when every image is grayscale, else 3 channels (RGB, alpha dropped); all are
-resized (bilinear) to the size of the first training image in sorted order.
+resized (bilinear) to the size of the first training image in sorted order (the reading is
+in slsec.data.imagefolder).
 
 `npz:FILE` reads arrays `x`, `y` and optionally `x_test`, `y_test` (both or neither; without
 them the same seeded 20% hold-out applies). `x` is [N, H, W] (one channel), [N, C, H, W] or
@@ -30,11 +31,11 @@ import torch
 from torch import Tensor
 
 from slsec.data import DATASET_SCHEMES, Dataset, Split, stratified_split
+from slsec.data.imagefolder import MAX_IMAGES, read_image_folder
 from slsec.errors import DataError, UserError
 
 SCHEMES = ("images", "npz", "arrays")
 MAX_BYTES = 4 * 2**30           # inputs as float32 at most (4 GiB)
-MAX_IMAGES = 200_000
 TEST_FRAC = 0.2
 _ARRAYS: dict[str, Dataset] = {}   # in-memory sets registered by the Python API
 _CACHE: dict[tuple, Dataset] = {}  # the last file-backed set read, by its fingerprint
@@ -56,9 +57,15 @@ def load_user_dataset(name: str) -> Dataset:
     with _LOCK:
         if key not in _CACHE:
             _CACHE.clear()
-            _CACHE[key] = _read_folder(name, Path(rest).expanduser()) if scheme == "images" \
-                else _read_npz(name, Path(rest).expanduser())
+            _CACHE[key] = _read(name, scheme, Path(rest).expanduser())
         return _CACHE[key]
+
+
+def _read(name: str, scheme: str, path: Path) -> Dataset:
+    where = f"--dataset {name}"
+    if scheme == "npz":
+        return _read_npz(name, path)
+    return from_arrays(name, read_image_folder(path, where, MAX_BYTES), where)
 
 
 def register_arrays(x: Any, y: Any, x_test: Any = None, y_test: Any = None) -> str:
@@ -230,84 +237,6 @@ def _dataset(name: str, train: Split, test: Split, where: str) -> Dataset:
     if k < 2:
         raise DataError(f"{where}: needs at least 2 classes, every label is 0")
     return Dataset(name, "image", train, test, k, tuple(train.inputs.shape[1:]), None, "cnn")
-
-
-# ---------------------------------------------------------------- image folders
-
-def _read_folder(name: str, root: Path) -> Dataset:
-    where = f"--dataset {name}"
-    if not root.is_dir():
-        raise DataError(f"{where}: folder {root} does not exist")
-    if (root / "test").is_dir():
-        if not (root / "train").is_dir():
-            raise DataError(f"{where}: {root} has test/ but no train/ folder (give both, or "
-                            f"only class folders for a seeded 20% hold-out)")
-        train_s, classes = _samples(root / "train", where)
-        test_s, test_classes = _samples(root / "test", where)
-        unknown = sorted(set(test_classes) - set(classes))
-        if unknown:
-            raise DataError(f"{where}: test classes not in train/: {', '.join(unknown[:5])}")
-        test_s = [(p, classes.index(test_classes[c])) for p, c in test_s]
-    else:
-        train_s, classes = _samples(root, where)
-        test_s = None
-    if len(train_s) + len(test_s or []) > MAX_IMAGES:
-        raise DataError(f"{where}: more than {MAX_IMAGES} images; at most that many are read")
-    samples = train_s + (test_s or [])
-    gray = all(_mode(p, where) in ("1", "L", "LA", "I", "I;16", "F") for p, _ in samples)
-    size = _size(samples[0][0], where)
-    c = 1 if gray else 3
-    if len(samples) * c * size[0] * size[1] * 4 > MAX_BYTES:
-        raise DataError(f"{where}: {len(samples)} images of {size[0]}x{size[1]} would take more "
-                        f"than {MAX_BYTES / 2**30:.0f} GiB as float32 (resize or subsample)")
-    x = np.stack([_pixels(p, gray, size, where) for p, _ in samples])
-    y = np.array([t for _, t in samples], dtype=np.int64)
-    if test_s is None:
-        return from_arrays(name, {"x": x, "y": y}, where)
-    n = len(train_s)
-    return from_arrays(name, {"x": x[:n], "y": y[:n], "x_test": x[n:], "y_test": y[n:]}, where)
-
-
-def _samples(folder: Path, where: str) -> tuple[list[tuple[str, int]], list[str]]:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-    try:
-        classes, index = find_classes(str(folder))
-        samples = make_dataset(str(folder), index, IMG_EXTENSIONS)
-    except (FileNotFoundError, OSError) as e:
-        raise DataError(f"{where}: {folder} is not an image-folder layout (<class>/<image>): "
-                        f"{str(e).strip().splitlines()[0]}") from None
-    return samples, classes
-
-
-def _open(path: str, where: str) -> Any:
-    from PIL import Image, UnidentifiedImageError
-    try:
-        return Image.open(path)
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
-        raise DataError(f"{where}: cannot read image {path} ({type(e).__name__})") from None
-
-
-def _mode(path: str, where: str) -> str:
-    with _open(path, where) as im:
-        return im.mode
-
-
-def _size(path: str, where: str) -> tuple[int, int]:
-    with _open(path, where) as im:
-        return im.size
-
-
-def _pixels(path: str, gray: bool, size: tuple[int, int], where: str) -> np.ndarray:
-    from PIL import Image
-    try:
-        with _open(path, where) as im:
-            im = im.convert("L" if gray else "RGB")
-            if im.size != size:
-                im = im.resize(size, Image.BILINEAR)
-            a = np.asarray(im, dtype=np.uint8)
-    except OSError as e:   # truncated or corrupt after the header
-        raise DataError(f"{where}: cannot decode image {path} ({type(e).__name__})") from None
-    return a[None] if gray else a.transpose(2, 0, 1)
 
 
 for _scheme in SCHEMES:

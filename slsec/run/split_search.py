@@ -159,9 +159,9 @@ def choose(rows: list[dict[str, Any]], *, min_accuracy: float | None = None,
         r["why"] = "; ".join(why) or "within budgets"
     ok = [r for r in rows if r["eligible"]]
     name = "SSIM" if key == "attack_ssim_mean" else "|AUC - 0.5|"
-    budget = _budget_text(min_accuracy, max_client_flops, relative, floor)
+    budget = budget_text(min_accuracy, max_client_flops, relative, floor)
     if not ok:
-        return Ranking(None, f"no cut meets {budget}: best accuracy {best_acc:.3f} at "
+        return Ranking(None, f"no cut meets {budget or 'no budget'}: best accuracy {best_acc:.3f} at "
                              f"{max(rows, key=lambda r: r['accuracy'])['cut']}, fewest client "
                              f"FLOPs {min(r['client_flops'] for r in rows):.3g} at "
                              f"{min(rows, key=lambda r: r['client_flops'])['cut']}", rows, key)
@@ -169,7 +169,7 @@ def choose(rows: list[dict[str, Any]], *, min_accuracy: float | None = None,
     tied = [r for r in ok if r["leakage"] <= least + TIE]
     pick = min(tied, key=lambda r: (r["client_flops"], r["leakage"]))
     pick["chosen"] = True
-    scope = (f"among {len(ok)} of {len(rows)} cuts within {budget}" if budget != "no budget"
+    scope = (f"among {len(ok)} of {len(rows)} cuts within {budget}" if budget
              else f"among all {len(rows)} cuts (no budget)")
     reason = (f"least attack {name} ({pick['leakage']:.3f}) {scope}" + (f"; {len(tied)} cuts within {TIE} of it, fewest client FLOPs "
                                     "wins" if len(tied) > 1 else "")
@@ -177,15 +177,19 @@ def choose(rows: list[dict[str, Any]], *, min_accuracy: float | None = None,
     return Ranking(pick["cut"], reason, rows, key)
 
 
-def _budget_text(min_accuracy: float | None, max_flops: float | None, relative: bool,
-                 floor: float | None) -> str:
+def budget_text(min_accuracy: float | None, max_client_flops: float | None, relative: bool,
+                floor: float | None = None) -> str:
+    """The budgets in words ("" when there is none): the one wording of the search's reasons
+    and the review's report. `floor`: the accuracy a relative budget works out to, if known."""
     parts = []
-    if min_accuracy is not None:
-        parts.append(f"accuracy >= {min_accuracy:.0%} of the best ({floor:.3f})" if relative
-                     else f"accuracy >= {min_accuracy:g}")
-    if max_flops is not None:
-        parts.append(f"client FLOPs <= {max_flops:.3g}")
-    return " and ".join(parts) if parts else "no budget"
+    if min_accuracy is not None and relative:
+        parts.append(f"accuracy >= {min_accuracy:.0%} of the best cut's"
+                     + (f" ({floor:.3f})" if floor is not None else ""))
+    elif min_accuracy is not None:
+        parts.append(f"accuracy >= {min_accuracy:g}")
+    if max_client_flops is not None:
+        parts.append(f"client FLOPs per sample <= {max_client_flops:.3g}")
+    return " and ".join(parts)
 
 
 def rank_cuts(cfg: RunConfig, *, min_accuracy: float | None = None,
