@@ -25,6 +25,11 @@ from slsec.params import Param
 from slsec.threat import Mechanism
 from slsec.registry import Registry
 
+# a DP defense's noise solved for a target epsilon (`calibrate`), shared by dp and dpsgd
+TARGET_EPSILON = Param("target_epsilon", "float", None, "solve the noise (dp: sigma; dpsgd: "
+                       "noise multiplier) for this epsilon", check=("positive",),
+                       unused="calibrates --defense dp or dpsgd", deferred=True)
+
 
 class Defense(ABC):
     """Base class: subclasses set `name`, `protocols` and override the hooks they need."""
@@ -42,6 +47,9 @@ class Defense(ABC):
     # its parameters (slsec.params): RunConfig fields, flags, TOML keys and checks come from
     # these; the constructor gets each one given as `Param.keyword`
     params: ClassVar[tuple[Param, ...]] = ()
+    # a DP defense: it reports an epsilon, so its constructor also gets the run's accounting
+    # settings `delta` and `accountant` (the core's parameters, shared by every DP defense)
+    reports_epsilon: ClassVar[bool] = False
     # the run report's section on it: a heading and a paragraph (default: the name, and the
     # class docstring with "No DP claim."); a text that depends on the run overrides report_text
     report_heading: ClassVar[str] = ""

@@ -52,7 +52,7 @@ from torch import Tensor
 
 from slsec.privacy import accounting
 from slsec.privacy import reid_bound
-from slsec.defenses.base import DEFENSES, Defense, dp_accounting, overflow_check, positive
+from slsec.defenses.base import DEFENSES, TARGET_EPSILON, Defense, dp_accounting, overflow_check, positive
 from slsec.errors import UserError
 from slsec.params import Param
 from slsec.threat import CutNoise
@@ -89,6 +89,7 @@ class DPCut(Defense):
     name = "dp"
     protocols = frozenset({"vanilla", "ushaped", "splitfed", "splitfed-async"})
     point = "cut"
+    reports_epsilon = True
     sweep_param = "sigma"
     sweep_values = "0,0.01,0.05,0.2"
     sweep_cuts = True
@@ -101,12 +102,7 @@ class DPCut(Defense):
               unused="is the clip of --defense dp"),
         Param("mechanism", "str", "gaussian", "DP noise at the cut",
               choices=("gaussian", "laplace"), unused="is the noise mechanism of --defense dp"),
-        Param("delta", "float", 1e-5, "DP delta of the reported epsilon",
-              check=("positive", "below_one")),
-        Param("accountant", "str", "rdp", "privacy accountant (Opacus)", choices=("rdp", "prv")),
-        Param("target_epsilon", "float", None, "solve the noise (dp: sigma; dpsgd: noise "
-              "multiplier) for this epsilon", check=("positive",),
-              unused="calibrates --defense dp or dpsgd", deferred=True),
+        TARGET_EPSILON,
     )
     flags: ClassVar[dict[str, str]] = {   # parameter -> CLI flag named in error messages
         "sigma": "sigma", "clip": "clip", "mechanism": "mechanism",

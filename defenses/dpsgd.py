@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from slsec.privacy import accounting
 from slsec.privacy import reid_bound
-from slsec.defenses.base import DEFENSES, Defense, dp_accounting, overflow_check, positive
+from slsec.defenses.base import DEFENSES, TARGET_EPSILON, Defense, dp_accounting, overflow_check, positive
 from slsec.errors import UserError
 from slsec.params import Param
 from slsec.threat import ClippedGradientNoise
@@ -74,6 +74,7 @@ class DPSGD(Defense):
     name = "dpsgd"
     protocols = frozenset({"fedavg"})
     point = "train"
+    reports_epsilon = True
     sweep_param = "noise_multiplier"
     sweep_values = "0.3,0.6,1,2"
     params = (
@@ -83,12 +84,7 @@ class DPSGD(Defense):
               excludes=("target_epsilon", "the target solves the noise multiplier")),
         Param("max_grad_norm", "float", 1.0, "DP-SGD per-sample gradient clip C",
               check=("positive",), unused="is the clip of --defense dpsgd"),
-        Param("delta", "float", 1e-5, "DP delta of the reported epsilon",
-              check=("positive", "below_one")),
-        Param("accountant", "str", "rdp", "privacy accountant (Opacus)", choices=("rdp", "prv")),
-        Param("target_epsilon", "float", None, "solve the noise (dp: sigma; dpsgd: noise "
-              "multiplier) for this epsilon", check=("positive",),
-              unused="calibrates --defense dp or dpsgd", deferred=True),
+        TARGET_EPSILON,
     )
 
     def __init__(self, *, noise_multiplier: float | None = None, max_grad_norm: float = 1.0,

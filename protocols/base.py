@@ -138,6 +138,10 @@ def participants(plan: Plan, rnd: int) -> list[int]:
     return chosen
 
 
+# client sampling (see `participants`): a parameter of each protocol that samples clients
+FRACTION = Param("fraction", "float", 1.0, "share of the K clients sampled each round (seeded; 1 = "
+                 "all)", check=("unit_interval",), outside="(clients sampled per round) is for "
+                 "{owners}; protocol '{protocol}' runs every client")
 WAVE = 8   # with client sampling: clients a server trains at once (see `waves`)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from slsec.params import Param
-from slsec.protocols.base import (CTRL, PROBE, WEIGHTS, Context, Protocol, PROTOCOLS, batches,
+from slsec.protocols.base import (CTRL, FRACTION, PROBE, WEIGHTS, Context, Protocol, PROTOCOLS, batches,
                                   client_seed, cross_entropy, fresh_state_each_round, load,
                                   make_optimizer, participants, state, straggle, waves,
                                   weighted_average)
@@ -50,12 +50,7 @@ def _cpu(w: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @PROTOCOLS.register("fedavg")
 class FedAvg(Protocol):
-    params = (
-        Param("fraction", "float", 1.0, "share of the K clients sampled each round (seeded; "
-              "1 = all)", check=("unit_interval",),
-              outside="(clients sampled per round) is for {owners}; protocol '{protocol}' runs "
-                      "every client"),
-    )
+    params = (FRACTION,)
     name = "fedavg"
     cuts_needed = 0
     labels_to_server = False

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from slsec.params import Param
-from slsec.protocols.base import (CTRL, WEIGHTS, Context, Protocol, PROTOCOLS,
+from slsec.protocols.base import (CTRL, FRACTION, WEIGHTS, Context, Protocol, PROTOCOLS,
                                   fresh_state_each_round, load, make_optimizer, observing,
                                   participants, probe_inference, serve_probe, state, waves,
                                   weighted_average)
@@ -26,10 +26,7 @@ from slsec.protocols.vanilla import label_sending_client, label_sending_round, s
 @PROTOCOLS.register("splitfed")
 class SplitFed(Protocol):
     params = (
-        Param("fraction", "float", 1.0, "share of the K clients sampled each round (seeded; "
-              "1 = all)", check=("unit_interval",),
-              outside="(clients sampled per round) is for {owners}; protocol '{protocol}' runs "
-                      "every client"),
+        FRACTION,
         Param("variant", "str", "v1", "SplitFed variant: v1 (tail copy per client) | v2 (one "
               "shared tail)", choices=("v1", "v2"),
               unused="chooses the SplitFed variant (--protocol splitfed)"),

@@ -84,6 +84,10 @@ CORE: tuple[Param, ...] = (
           check=("at_least_one",)),
     # defenses (several compose in the order given)
     Param("defense", "list", (), "comma list, applied in order; see `slsec list`"),
+    # how every DP defense's epsilon is accounted (the defenses with reports_epsilon get these)
+    Param("delta", "float", 1e-5, "DP delta of the reported epsilon",
+          check=("positive", "below_one")),
+    Param("accountant", "str", "rdp", "privacy accountant (Opacus)", choices=("rdp", "prv")),
 )
 TAIL: tuple[Param, ...] = (
     Param("out", "str", "reports", "folder for reports (a run writes <out>/<run-id>/)"),

@@ -5,7 +5,8 @@ packages, plus any file (or folder of files) named in the SLSEC_PLUGINS environm
 (os.pathsep-separated). A plug-in class registers with `@PROTOCOLS.register("name")` (or
 ATTACKS, DEFENSES) and declares its parameters as a class attribute `params = (Param(...),)`;
 defenses also declare `point` and `protocols`. `declarations()` reads all of that with `ast`
-(literals only; module-level constants may be named), so `slsec list`, `--help` and the config
+(literals only; module-level constants may be named, and so may the constants a plug-in imports
+from its package's base module, e.g. a parameter two protocols share), so `slsec list`, `--help` and the config
 never wait for torch. `load_extra()` imports the SLSEC_PLUGINS files so they register.
 """
 from __future__ import annotations
@@ -97,10 +98,31 @@ def _registration(cls: ast.ClassDef) -> tuple[str, str] | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _base_constants(package: str) -> dict[str, Any]:
+    """The literal module-level constants of a plug-in package's base module."""
+    path = _package_folder(package) / "base.py"
+    return _assigns(ast.parse(path.read_text(encoding="utf-8")).body, {})
+
+
+def _imported(tree: ast.Module) -> dict[str, Any]:
+    """The literal constants `from slsec.<package>.base import ...` brings into a plug-in."""
+    env: dict[str, Any] = {}
+    for stmt in tree.body:
+        package = stmt.module.removesuffix(".base") if isinstance(stmt, ast.ImportFrom) \
+            and stmt.module else None
+        if package in PACKAGES and stmt.module != package:   # type: ignore[union-attr]
+            consts = _base_constants(package)
+            env.update({a.asname or a.name: consts[a.name]
+                        for a in stmt.names if a.name in consts})  # type: ignore[union-attr]
+    return env
+
+
 def read_file(path: Path) -> list[Declared]:
     """The plug-ins one source file registers, with their declarations."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    env = _assigns(tree.body, {})
+    imported = _imported(tree)
+    env = {**imported, **_assigns(tree.body, imported)}
     out = []
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and (reg := _registration(node)):
@@ -110,10 +132,14 @@ def read_file(path: Path) -> list[Declared]:
     return out
 
 
-def _package_files(package: str) -> list[Path]:
+def _package_folder(package: str) -> Path:
     spec = importlib.util.find_spec(package)   # imports only the parent (slsec), not the package
     assert spec is not None and spec.submodule_search_locations
-    folder = Path(list(spec.submodule_search_locations)[0])
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _package_files(package: str) -> list[Path]:
+    folder = _package_folder(package)
     return sorted(p for p in folder.glob("*.py") if p.name not in ("__init__.py", "base.py"))
 
 

@@ -116,8 +116,10 @@ def probe_indices(cfg: RunConfig, n_test: int) -> np.ndarray:
 def make_defense(name: str, cfg: RunConfig) -> Defense:
     """Build one registered defense from the config fields it declares (`Defense.params`)."""
     cls = DEFENSES.get(name)
-    defense = cls(**{p.keyword: getattr(cfg, p.name) for p in cls.params
-                     if getattr(cfg, p.name) is not None})
+    given = {p.keyword: getattr(cfg, p.name) for p in cls.params if getattr(cfg, p.name) is not None}
+    if cls.reports_epsilon:
+        given.update(delta=cfg.delta, accountant=cfg.accountant)
+    defense = cls(**given)
     defense.check_protocol(cfg.protocol)
     return defense
 
