@@ -111,3 +111,25 @@ def test_each_plugin_declares_its_own_parameters():
     assert owners["sigma"] == "dp" and owners["label_epsilon"] == "label-rr"
     assert owners["async_every"] == "splitfed-async" and owners["variant"] == "splitfed"
     assert owners["nopeek_weight"] == "nopeek" and owners["noise_multiplier"] == "dpsgd"
+
+
+def test_a_parameter_shared_through_the_base_module_is_read_without_importing(tmp_path):
+    """Two plug-ins may share one declaration kept in their package's base module: the source
+    reader resolves the imported constant (dp and dpsgd share target_epsilon this way)."""
+    from slsec import plugins
+    path = tmp_path / "shared_param.py"
+    path.write_text(textwrap.dedent('''
+        from slsec.defenses.base import DEFENSES, TARGET_EPSILON as T, Defense
+
+        @DEFENSES.register("toy-shared")
+        class ToyShared(Defense):
+            name = "toy-shared"
+            protocols = frozenset({"vanilla"})
+            point = "cut"
+            params = (T,)
+    '''))
+    (declared,) = plugins.read_file(path)
+    assert [p.name for p in declared.params] == ["target_epsilon"]
+    assert declared.params[0].unused == "calibrates --defense dp or dpsgd"
+    own = {d.name: [p.name for p in d.params] for d in plugins.declarations("defense")}
+    assert "target_epsilon" in own["dp"] and "target_epsilon" in own["dpsgd"]
