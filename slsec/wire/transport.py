@@ -61,6 +61,8 @@ _CODES = {dt: code for code, dt in _DTYPES.items()}
 _ITEMSIZE = {dt: torch.empty((), dtype=dt).element_size() for dt in _CODES}
 
 _SPIN_S = 1e-3                  # poll (yielding the core) this long, then sleep between polls
+_QUIET = 0.8                    # a channel's waits: sleep through this share of its shortest
+_HISTORY = 4                    # ... of the last _HISTORY waits before polling hard
 _MIN_SLEEP, _MAX_SLEEP = 20e-6, 1e-3
 _LIVENESS_S = 0.02              # how often a wait checks that a same-host peer process still exists
                                 # (~20 us a check; hydra may SIGKILL survivors ~0.1 s after a death)
@@ -364,26 +366,41 @@ class LocalLink(Link):
 # ---- MPI
 
 
+_WAITS: dict[Any, collections.deque] = {}   # channel -> its last waits (s), see _poll
+
+
 def _poll(test: Callable[[], R | None], deadline: float, on_timeout: Callable[[], Exception],
-          died: Callable[[], Exception | None] | None = None) -> R:
+          died: Callable[[], Exception | None] | None = None, channel: Any = None) -> R:
     """Call `test` until it returns non-None, or raise on_timeout() at `deadline`.
 
     Spins for ~1 ms, yielding the core between tries (free on an idle machine, polite on a
     busy one), then sleeps between tries for a tenth of the time waited so far (20 us .. 1 ms),
-    so a long wait costs almost no CPU and a reply is noticed at most ~10% late. Every
-    _LIVENESS_S it asks `died()` whether the peer waited on is gone and raises what it returns.
+    so a long wait costs almost no CPU and a reply is noticed at most ~10% late. A `channel`
+    (e.g. (source, tag)) remembers its last waits: when even the shortest of them was long (a
+    client waiting while the server computes), the wait first sleeps through _QUIET of it and
+    only then spins, so the answer is still caught within the spin but the CPU is not burnt.
+    Every _LIVENESS_S it asks `died()` whether the peer waited on is gone and raises what it
+    returns.
     """
     r = test()
-    if r is not None:
-        return r
     start = time.monotonic()
-    spin_until = start + _SPIN_S
+    past = _WAITS.setdefault(channel, collections.deque(maxlen=_HISTORY)) \
+        if channel is not None else None
+    if r is not None:
+        if past is not None:
+            past.append(0.0)
+        return r
+    quiet = _QUIET * min(past) if past is not None and len(past) == _HISTORY else 0.0
+    quiet_until = start + (quiet if quiet > 2 * _SPIN_S else 0.0)
+    spin_until = quiet_until + _SPIN_S
     next_check = start + _LIVENESS_S
     while True:
         r = test()
-        if r is not None:
-            return r
         now = time.monotonic()
+        if r is not None:
+            if past is not None:
+                past.append(now - start)
+            return r
         if now >= deadline:
             raise on_timeout()
         if died is not None and now >= next_check:
@@ -391,7 +408,10 @@ def _poll(test: Callable[[], R | None], deadline: float, on_timeout: Callable[[]
             gone = died()
             if gone is not None:
                 raise gone
-        if now < spin_until:
+        if now < quiet_until:
+            nap = min(quiet_until, deadline, next_check if died is not None else deadline) - now
+            time.sleep(max(nap, 0.0))
+        elif now < spin_until:
             _yield()
         else:
             time.sleep(min(max(_MIN_SLEEP, (now - start) / 10), _MAX_SLEEP, deadline - now))
@@ -483,7 +503,7 @@ class MPILink(Link):
         deadline = time.monotonic() + self.timeout
         st = self._MPI.Status()
         msg = _poll(lambda: self.comm.Improbe(source, tag, st), deadline,
-                    lambda: self._silent(source, tag), self._died(source))
+                    lambda: self._silent(source, tag), self._died(source), (source, tag))
         return self._take(msg, st, source, tag, deadline)
 
     def recv_any(self, tag: int) -> tuple[int, dict[str, Tensor]]:
