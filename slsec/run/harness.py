@@ -19,7 +19,7 @@ from slsec.config import RunConfig
 from slsec.run.experiment import plan_attack, resolve
 from slsec.progress import attack as attack_phase, end_training, train_note
 from slsec.protocols.base import PROTOCOLS
-from slsec.run.result import LABEL_SOURCES, Guesses, MethodGuess, Reconstructions, RunResult
+from slsec.run.result import LABEL_SOURCES, Guesses, MethodGuess, RunResult, present
 from slsec.run.runner import RankOutcome, RoundRecord, run_local, run_mpi
 from slsec.run.scoring import (PRIOR, beyond_prior, reid_bounds,  # noqa: F401  (re-exported)
                            reid_candidates, score)
@@ -128,10 +128,10 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
             guess: Guess = attack.run(view)
         info = guess.info
         out.methods[method] = MethodGuess(
-            guess.images, guess.label_scores, time.perf_counter() - start,
+            present(guess.images), present(guess.label_scores), time.perf_counter() - start,
             info.get("hijack_steps"), info.get("hijack_converged_at"))
         if method == PRIOR:   # the prior's labels (held or predicted) and their source
-            out.prior_labels = info.get("labels")
+            out.prior_labels = present(info.get("labels"))
             out.prior_label_source = LABEL_SOURCES[int(info.get("label_source", 0))]
     return out
 

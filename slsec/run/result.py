@@ -17,6 +17,11 @@ if TYPE_CHECKING:   # torch is imported where tensors are made: the CLI's start-
 LABEL_SOURCES = ("none", "held", "predicted")   # where the prior's labels came from
 
 
+def present(t: Tensor | None) -> Tensor | None:
+    """`t`, or None when it is missing or empty (an attack that made no images, say)."""
+    return t if t is not None and t.numel() else None
+
+
 @dataclass
 class MethodGuess:
     """One attack method's output on the probes and what it cost."""
@@ -62,8 +67,7 @@ class Guesses:
         import torch
 
         def opt(k: str) -> Tensor | None:
-            v = wire.get(k)
-            return v if v is not None and v.numel() else None
+            return present(wire.get(k))
         names = dict.fromkeys(k.split(".")[0] for k in wire if k.endswith(".seconds"))
         methods = {}
         for n in names:
