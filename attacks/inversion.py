@@ -268,6 +268,9 @@ class Inversion(Attack):
         # after `run` seeded it), so that it may train beside the other methods
         dec = Decoder(tuple(obs.shape[1:]), shape, width, templates,
                       generator=torch.Generator().manual_seed(gen.initial_seed()))
+        if h.dim() == 4:   # channels-last convolutions: ~0.8x the CPU time per step (oneDNN)
+            dec = dec.to(memory_format=torch.channels_last)
+            h = h.contiguous(memory_format=torch.channels_last)
         opt = torch.optim.Adam(dec.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 20)
         give_up = int(self._p("decoder", "give_up_at"))
