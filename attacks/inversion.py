@@ -22,7 +22,7 @@ mechanism is part of their forward model, the matching loss is scale invariant, 
 the loss is the noise's likelihood (Gaussian: squared error, Laplace: absolute error).
 
 The channel, the decoder network and the fresh head live in `inverse.py` (FORA and the hijack
-use them too). At about 350 lines this file stays over the house's 300: the three methods share
+use them too). At about 370 lines this file stays over the house's 300: the three methods share
 the held-out check and the class-image fallback, and read best side by side.
 """
 from __future__ import annotations
