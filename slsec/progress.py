@@ -236,6 +236,15 @@ def _attack_name() -> str:
     return getattr(_attack, "name", "")
 
 
+class Stopped(Exception):
+    """Raised by tick_attack in a method whose stop event was set (another one failed)."""
+
+
+def stop_attack_when(event: threading.Event) -> None:
+    """This thread's attack loops end (Stopped) at their next tick once `event` is set."""
+    _attack.stop = event
+
+
 @contextlib.contextmanager
 def training(name: str) -> Iterator[Phase]:
     """The training phase: per batch of client 1 (total set by the runner) and per round."""
@@ -276,6 +285,9 @@ def attack(method: str) -> Iterator[Phase]:
 
 
 def tick_attack(advance: int = 1) -> None:
+    stop = getattr(_attack, "stop", None)
+    if stop is not None and stop.is_set():
+        raise Stopped("stopped: another attack method failed or the run was interrupted")
     tick(_attack_name(), advance)
 
 

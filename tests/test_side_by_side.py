@@ -102,3 +102,25 @@ def test_inversion_side_by_side_equals_one_by_one(monkeypatch):
     assert {"whitebox.images", "decoder.images", "prior.images"} <= one.keys()
     assert one.keys() == two.keys()
     assert all(torch.equal(one[k], two[k]) for k in one if not k.endswith(".seconds"))
+
+
+def test_a_failure_stops_the_other_methods_at_their_next_tick(monkeypatch):
+    import time
+    monkeypatch.setattr(side_by_side, "free_cores", lambda threads: 2)
+    ticks = {"slow": 0}
+
+    def one(method: str) -> str:
+        if method == "bad":
+            time.sleep(0.2)
+            raise ValueError("bad broke")
+        for _ in range(1000):   # 10 s unless stopped
+            progress.tick_attack()
+            ticks["slow"] += 1
+            time.sleep(0.01)
+        return method
+
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="bad broke"):
+        run_methods(["slow", "bad"], one, frozenset({"slow", "bad"}), threads=1)
+    assert time.perf_counter() - start < 5 and 0 < ticks["slow"] < 1000
+    progress.tick_attack()   # this thread was never told to stop

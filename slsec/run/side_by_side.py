@@ -7,16 +7,20 @@ take about the time of the longer one. Their results are the same as one after t
 harness seeds each method alike (`torch.manual_seed(cfg.seed)` on entry) and these methods never
 read torch's global generator, so the interleaving of the threads changes nothing. Training-mode
 normalisation layers update their running statistics on every forward pass: a model with them
-runs its methods one after the other (the order of the queries would matter).
+runs its methods one after the other (the order of the queries would matter). When a method
+fails (or Ctrl-C), the others stop at their next progress tick and the failure is raised.
 """
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Callable, Iterable, TypeVar
 
 import torch
 from torch import nn
+
+from slsec import progress
 
 T = TypeVar("T")
 
@@ -46,11 +50,22 @@ def run_methods(methods: Iterable[str], one: Callable[[str], T], independent: fr
     workers = min(len(together), free_cores(threads))
     if workers < 2 or updates_statistics(model):
         return {m: one(m) for m in methods}
+    stop = threading.Event()   # set on a failure or Ctrl-C: the others end at their next tick
+
+    def run(method: str) -> T:
+        torch.set_num_threads(max(1, threads))
+        progress.stop_attack_when(stop)
+        return one(method)
     # the methods' own fork_rng blocks enter and leave interleaved: restore the caller's state
     with torch.random.fork_rng(devices=[]), ThreadPoolExecutor(
-            workers, thread_name_prefix="slsec-attack", initializer=torch.set_num_threads,
-            initargs=(max(1, threads),)) as pool:
-        futures = {m: pool.submit(one, m) for m in together}
-        done = {m: f.result() for m, f in futures.items()}
+            workers, thread_name_prefix="slsec-attack") as pool:
+        futures = {pool.submit(run, m): m for m in together}
+        try:
+            for f in wait(futures, return_when=FIRST_EXCEPTION).done:
+                f.result()   # the first failure raises here, before the others finish
+            done = {futures[f]: f.result() for f in futures}
+        except BaseException:
+            stop.set()
+            raise
     done.update({m: one(m) for m in methods if m not in done})
     return {m: done[m] for m in methods}
