@@ -4,8 +4,9 @@ the others one after the other afterwards.
 
 Each method's work is mostly torch kernels, which release the GIL, so two methods on two cores
 take about the time of the longer one. Their results are the same as one after the other: the
-harness seeds each method alike (`torch.manual_seed(cfg.seed)` on entry) and these methods never
-read torch's global generator, so the interleaving of the threads changes nothing. Training-mode
+harness seeds each method alike (`torch.manual_seed(cfg.seed)` on entry) and these methods'
+results never depend on torch's global generator (they draw from generators of their own), so
+the interleaving of the threads changes nothing. Training-mode
 normalisation layers update their running statistics on every forward pass: a model with them
 runs its methods one after the other (the order of the queries would matter). When a method
 fails (or Ctrl-C), the others stop at their next progress tick and the failure is raised.
