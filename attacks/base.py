@@ -33,6 +33,10 @@ class Attack(ABC):
     # methods none of which is strongest everywhere: with no --method the harness runs every
     # one the role's knowledge allows and reports the one that leaked most (the defender's worst case)
     contenders: ClassVar[tuple[str, ...]] = ()
+    # methods whose results never depend on torch's global generator (they draw from
+    # generators of their own) and that share no state while they run: the harness may run
+    # them side by side, one per free core, with the same results as one after the other
+    side_by_side: ClassVar[frozenset[str]] = frozenset()
     # a malicious attack deviates from the protocol during training: the harness calls
     # `hijack` with the role's holdings before training and installs the hook it returns
     malicious: ClassVar[bool] = False

@@ -101,14 +101,33 @@ def shift(x: Tensor, gen: torch.Generator, max_shift: int = 2) -> Tensor:
     return torch.stack([pad[i, :, dy[i]:dy[i] + hgt, dx[i]:dx[i] + wid] for i in range(n)])
 
 
+def default_init(module: nn.Module, gen: torch.Generator) -> None:
+    """Re-draw the parameters of `module`'s convolutions, linear layers and embeddings as their
+    own `reset_parameters` does (torch's defaults), in module order, from `gen`."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=gen)
+            if m.bias is not None:
+                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(m.weight)
+                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+                nn.init.uniform_(m.bias, -bound, bound, generator=gen)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, generator=gen)
+
+
 class Decoder(nn.Module):
     """Inverse network: smashed tensor ([C', H', W'] or [D]) -> image [C, H, W] in [0, 1].
 
     Transposed-convolution upsampling by 2 until the input size; channels halve with every
-    doubling (`width` at full resolution), so the cost per resolution level stays flat."""
+    doubling (`width` at full resolution), so the cost per resolution level stays flat.
+
+    `generator`: its initial weights are drawn from it instead of torch's global generator
+    (the same draws, in the same order, as torch's default initialisation), so that decoders
+    built in threads side by side stay reproducible."""
 
     def __init__(self, smashed_shape: tuple[int, ...], input_shape: tuple[int, ...],
-                 width: int, templates: Tensor | None = None) -> None:
+                 width: int, templates: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         # conditioned on the label (when given class images [K, C, H, W]): a learned per-class
         # bias after the stem, and the output is a residual over the label's class image
@@ -138,6 +157,9 @@ class Decoder(nn.Module):
         self.out = nn.Conv2d(ch, c, 3, padding=1)
         if templates is not None:
             self.embed = nn.Embedding(len(templates), stem_ch)
+        if generator is not None:
+            default_init(self, generator)
+        if templates is not None:
             nn.init.zeros_(self.embed.weight)
             nn.init.zeros_(self.out.weight)   # starts at the class image
             nn.init.zeros_(self.out.bias)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,16 +93,18 @@ class Prior:
 
 
 _LAST: list[Any] = []   # (view, seed, prior) of the last call: every method shares one prior
+_LAST_LOCK = threading.Lock()
 
 
 def build_prior(view: View, obs: Tensor, channel: Any, seed: int) -> Prior:
     """The best guess the role can make without inverting: see the module doc. Computed once
     per view and seed (the methods compared on one view all start from the same prior)."""
-    if _LAST and _LAST[0] is view and _LAST[1] == seed:
-        return _LAST[2]
-    prior = _build_prior(view, obs, channel, torch.Generator().manual_seed(seed))
-    _LAST[:] = [view, seed, prior]
-    return prior
+    with _LAST_LOCK:   # methods running side by side (threads) build it once, not each
+        if _LAST and _LAST[0] is view and _LAST[1] == seed:
+            return _LAST[2]
+        prior = _build_prior(view, obs, channel, torch.Generator().manual_seed(seed))
+        _LAST[:] = [view, seed, prior]
+        return prior
 
 
 def _build_prior(view: View, obs: Tensor, channel: Any, gen: torch.Generator) -> Prior:

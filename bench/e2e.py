@@ -5,6 +5,7 @@ Usage (from the repo root):
     .venv/bin/python bench/e2e.py [--reps 1] [--keep]
     .venv/bin/python bench/e2e.py --startup-only    # slsec list, --help, bad input: <= 1 s each
     .venv/bin/python bench/e2e.py --ratio [--reps 3]  # card / `slsec train`, side by side
+    .venv/bin/python bench/e2e.py --ratio --before /path/to/other/checkout  # + its cold card
     .venv/bin/python bench/e2e.py --diff BEFORE/result.json AFTER/result.json
 
 `--ratio` (issue 17: card / train <= 2.0 cold, <= 1.6 with the twin cached) times `slsec train`
@@ -52,11 +53,14 @@ def slsec() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "slsec.cli"]
 
 
-def timed(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """(wall s, child CPU s, output) of one command."""
+def timed(args: list[str], env: dict[str, str] | None = None,
+          checkout: Path | None = None) -> tuple[float, float, str]:
+    """(wall s, child CPU s, output) of one command (`checkout`: that checkout's `slsec`, run
+    from its root, instead of ours)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(slsec() + args, capture_output=True, text=True, cwd=ROOT,
+    exe = [str(checkout / ".venv" / "bin" / "slsec")] if checkout else slsec()
+    proc = subprocess.run(exe + args, capture_output=True, text=True, cwd=checkout or ROOT,
                           env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -95,11 +99,14 @@ def startup(reps: int = 5) -> None:
             "yes" if statistics.median(v) <= 1 else "NO"] for k, v in walls.items()])
 
 
-def ratio(reps: int, keep: bool = False) -> None:
-    """Card cold and warm / `slsec train` of the same config, in turns (see the doc)."""
+def ratio(reps: int, keep: bool = False, other: Path | None = None) -> None:
+    """Card cold and warm / `slsec train` of the same config, in turns (see the doc); `other`:
+    also the cold card of that checkout (e.g. before a change), in the same turns."""
     import statistics
     env = {"OMP_NUM_THREADS": "1"}
     runs: dict[str, list[tuple[float, float]]] = {"train": [], "cold": [], "warm": []}
+    if other:
+        runs["cold before"] = []
     for rep in range(reps):
         tmp = tempfile.mkdtemp(prefix="slsec-e2e-")
         try:
@@ -107,8 +114,10 @@ def ratio(reps: int, keep: bool = False) -> None:
                      ("cold", CARD + ["--out", f"{tmp}/c"]), ("warm", CARD + ["--out", f"{tmp}/c"])]
             if rep % 2:   # reversed, but warm must follow cold
                 steps = [steps[1], steps[2], steps[0]]
+            if other:
+                steps.insert(1 if rep % 2 else 0, ("cold before", CARD + ["--out", f"{tmp}/b"]))
             for name, args in steps:
-                wall, cpu, _ = timed(args, env)
+                wall, cpu, _ = timed(args, env, other if name == "cold before" else None)
                 runs[name].append((wall, cpu))
                 print(f"rep {rep + 1}: {name}: {wall:.1f} s wall, {cpu:.1f} s CPU, load "
                       f"{os.getloadavg()[0]:.1f}", flush=True)
@@ -118,7 +127,7 @@ def ratio(reps: int, keep: bool = False) -> None:
             else:
                 shutil.rmtree(tmp, ignore_errors=True)
     rows = []
-    for name, target in (("cold", 2.0), ("warm", 1.6)):
+    for name, target in (("cold", 2.0), ("warm", 1.6)) + ((("cold before", 2.0),) if other else ()):
         w = statistics.median(c[0] / t[0] for c, t in zip(runs[name], runs["train"]))
         c = statistics.median(c[1] / t[1] for c, t in zip(runs[name], runs["train"]))
         rows.append([f"card {name} / train", f"{w:.2f}", f"{c:.2f}", f"<= {target}",
@@ -155,6 +164,9 @@ def main() -> None:
                     help="only the start-up table (slsec list, --help, bad-input errors)")
     ap.add_argument("--ratio", action="store_true",
                     help="only card / train of the same config, side by side (issue 17)")
+    ap.add_argument("--before", type=Path, metavar="CHECKOUT",
+                    help="with --ratio: also the cold card of another checkout (its .venv's "
+                         "slsec, run from its root), in the same turns")
     ap.add_argument("--diff", nargs=2, metavar=("BEFORE", "AFTER"),
                     help="compare two result.json files (timings aside); runs nothing")
     args = ap.parse_args()
@@ -162,7 +174,7 @@ def main() -> None:
         diff(*args.diff)
         return
     if args.ratio:
-        ratio(max(1, args.reps), args.keep)
+        ratio(max(1, args.reps), args.keep, args.before)
         return
     startup()
     if args.startup_only:

@@ -226,7 +226,23 @@ def tick(name: str, advance: int = 1, **kw: Any) -> None:
 
 # The training and attack phases are ticked from deep inside the run (client 1's steps, the
 # attacks' loops), which do not know what the command called the phase: the opener sets it.
-_current = {"train": "", "attack": ""}
+# An attack's methods may run side by side in threads (slsec/run/side_by_side.py): each
+# thread ticks its own method's phase.
+_current = {"train": ""}
+_attack = threading.local()
+
+
+def _attack_name() -> str:
+    return getattr(_attack, "name", "")
+
+
+class Stopped(Exception):
+    """Raised by tick_attack in a method whose stop event was set (another one failed)."""
+
+
+def stop_attack_when(event: threading.Event) -> None:
+    """This thread's attack loops end (Stopped) at their next tick once `event` is set."""
+    _attack.stop = event
 
 
 @contextlib.contextmanager
@@ -263,13 +279,16 @@ def train_note(note: str) -> None:
 def attack(method: str) -> Iterator[Phase]:
     """One attack method's phase; its loops call tick_attack() per iteration or step."""
     name = f"attack {method}"
-    _current["attack"] = name
+    _attack.name = name
     with phase(name, unit="iterations") as p:
         yield p
 
 
 def tick_attack(advance: int = 1) -> None:
-    tick(_current["attack"], advance)
+    stop = getattr(_attack, "stop", None)
+    if stop is not None and stop.is_set():
+        raise Stopped("stopped: another attack method failed or the run was interrupted")
+    tick(_attack_name(), advance)
 
 
 def is_open(name: str) -> bool:
@@ -289,4 +308,4 @@ def read_status(path: str) -> Callable[[], str | None]:
 
 def attack_total(total: int) -> None:
     """Set the open attack phase's total (iterations or steps), for a progress bar."""
-    tick(_current["attack"], 0, total=total, done=0)
+    tick(_attack_name(), 0, total=total, done=0)

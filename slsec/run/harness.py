@@ -24,6 +24,7 @@ from slsec.run.runner import RankOutcome, RoundRecord, run_local, run_mpi
 from slsec.run.scoring import (PRIOR, beyond_prior, reid_bounds,  # noqa: F401  (re-exported)
                            reid_candidates, score)
 from slsec.run.setup import Setup, accounting_steps, prepare  # noqa: F401  (prepare re-exported)
+from slsec.run.side_by_side import run_methods
 from slsec.threat import ServerHook, View
 
 
@@ -116,8 +117,8 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
     methods = list(plan.methods)
     reference = PRIOR not in methods and PRIOR in cls.methods \
         and cls.methods[PRIOR] <= view.knowledge
-    out = Guesses(prior_reference=reference)   # the reference prior: run only to measure gain
-    for method in methods + ([PRIOR] if reference else []):
+
+    def one(method: str) -> tuple[Guess, float]:
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[]), attack_phase(method):
             torch.manual_seed(cfg.seed)
@@ -125,10 +126,15 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
             # prior is a fresh one
             attack = instance if instance is not None and method != PRIOR else \
                 cls(method=method, **params)
-            guess: Guess = attack.run(view)
+            return attack.run(view), time.perf_counter() - start
+    # independent methods side by side, one per free core (same results as one by one)
+    guesses = run_methods(methods + ([PRIOR] if reference else []), one, cls.side_by_side,
+                          cfg.threads, outcome.model)
+    out = Guesses(prior_reference=reference)   # the reference prior: run only to measure gain
+    for method, (guess, seconds) in guesses.items():
         info = guess.info
         out.methods[method] = MethodGuess(
-            present(guess.images), present(guess.label_scores), time.perf_counter() - start,
+            present(guess.images), present(guess.label_scores), seconds,
             info.get("hijack_steps"), info.get("hijack_converged_at"))
         if method == PRIOR:   # the prior's labels (held or predicted) and their source
             out.prior_labels = present(info.get("labels"))
