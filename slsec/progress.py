@@ -11,6 +11,10 @@ Deep code reports through `tick(name)` / `ctx.on_step`; a phase that is not open
 so library calls (tests, the Python route) stay silent unless a command opens the phase.
 A process with `SLSEC_PROGRESS_FILE` set (the undefended twin) writes its latest line to that
 file instead; the parent shows it as the `undefended` phase.
+
+Over 300 lines: one Reporter owns every open phase and its throttling, and the helpers the
+engine calls (training, each attack method, methods side by side, the twin's status file) go
+through its state; split apart, two modules would share the reporter's internals.
 """
 from __future__ import annotations
 

@@ -98,7 +98,7 @@ def test_inversion_side_by_side_equals_one_by_one(monkeypatch):
         before = torch.get_rng_state()
         runs[cores] = harness.run_attack(cfg, setup, outcome)
         assert torch.equal(torch.get_rng_state(), before)   # the caller's global state is kept
-    one, two = runs[1], runs[2]
+    one, two = (runs[n].to_tensors() for n in (1, 2))   # every guess as named tensors
     assert {"whitebox.images", "decoder.images", "prior.images"} <= one.keys()
     assert one.keys() == two.keys()
     assert all(torch.equal(one[k], two[k]) for k in one if not k.endswith(".seconds"))
