@@ -115,6 +115,16 @@ def default_init(module: nn.Module, gen: torch.Generator) -> None:
             nn.init.normal_(m.weight, generator=gen)
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX, as oneDNN reports):
+    only then are bfloat16 training steps faster than float32 ones."""
+    try:
+        return bool(torch.backends.mkldnn.is_available()
+                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 class Decoder(nn.Module):
     """Inverse network: smashed tensor ([C', H', W'] or [D]) -> image [C, H, W] in [0, 1].
 
