@@ -158,8 +158,8 @@ def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
         raise
     base = None
     if side is not None:
-        from slsec.report.plots import preload
-        preload()   # the report's imports while the twin still runs: off the critical path
+        from slsec.report.plots import pyplot
+        pyplot()   # the report's imports while the twin still runs: off the critical path
         join_baseline(side)
     if cfg.defense:
         bar, on_round = progress_bar(cfg, "undefended")

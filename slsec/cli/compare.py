@@ -118,11 +118,9 @@ def seed_groups(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, An
 def overlay_plot(rows: list[dict[str, Any]], metric: str, label: str, hint: str,
                  path: Path) -> Path | None:
     """Accuracy against one leakage metric, every run/sweep in its own colour."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from slsec.report.plots import pyplot
     from slsec.report.results import legend_outside, save_figure
+    plt = pyplot()
 
     points = [r for r in rows if not (math.isnan(_num(r.get(metric)))
                                       or math.isnan(_num(r.get("accuracy"))))]

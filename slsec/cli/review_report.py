@@ -209,9 +209,8 @@ def write_outputs(folder: Path, cfg: RunConfig, rows: list[dict[str, Any]],
 
 def leakage_plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Inversion SSIM per cut, one line per protocol, grade thresholds shaded."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from slsec.report.plots import pyplot
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     ax.axhspan(SSIM_HIGH, 1.0, color="red", alpha=0.07, label="HIGH (identifiable)")

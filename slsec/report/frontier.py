@@ -189,9 +189,8 @@ def frontier_plot(rows: Sequence[dict[str, Any]], metric: str, label: str, path:
                   axes: Sequence[str] = (), color_by: str | None = None,
                   title: str = "") -> list[bool]:
     """Scatter accuracy vs `metric`, Pareto points ringed and joined; returns the Pareto mask."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from slsec.report.plots import pyplot
+    plt = pyplot()
 
     acc = [num(r.get("accuracy")) for r in rows]
     val = [num(r.get(metric)) for r in rows]

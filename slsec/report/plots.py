@@ -29,12 +29,14 @@ def reconstruction_grid(truth: Any, guess: Any, path: str | Path, title: str | N
     return reconstruction_rows([("input", truth), ("attack", guess)], path, title=title, n=n)
 
 
-def preload() -> None:
-    """Import matplotlib now (~0.4 s), e.g. while the run waits for its undefended twin, so that
-    writing the report later does not pay for it."""
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend. Imported on first use (~0.4 s); a
+    command may call it early, e.g. while it waits for its undefended twin, so that writing
+    the report later does not pay for it."""
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def reconstruction_rows(rows: list[tuple[str, Any]], path: str | Path, title: str | None = None,
@@ -45,9 +47,7 @@ def reconstruction_rows(rows: list[tuple[str, Any]], path: str | Path, title: st
     The rows are tiled into one mosaic (2 px gaps, light grey between tiles so that dark
     reconstructions stay visible as tiles) drawn with a single imshow: a figure of one axes
     per image took ~2.5 s to lay out and render, this takes a fraction of that."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     batches = [(label, _numpy(images)) for label, images in rows if images is not None]
     k = min([n] + [len(b) for _, b in batches])
@@ -87,9 +87,7 @@ def training_curves(curves: dict[str, list[dict[str, Any]]], path: str | Path,
                     title: str | None = None) -> Path | None:
     """Accuracy and loss against round and against wall-clock, one line per run (e.g. the
     defended run and its undefended twin, or every run of a comparison). None if no curve."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     from slsec.report.results import legend_outside
