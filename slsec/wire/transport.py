@@ -366,31 +366,28 @@ class LocalLink(Link):
 # ---- MPI
 
 
-_WAITS: dict[Any, collections.deque] = {}   # channel -> its last waits (s), see _poll
-
-
 def _poll(test: Callable[[], R | None], deadline: float, on_timeout: Callable[[], Exception],
-          died: Callable[[], Exception | None] | None = None, channel: Any = None) -> R:
+          died: Callable[[], Exception | None] | None = None,
+          past: collections.deque | None = None) -> R:
     """Call `test` until it returns non-None, or raise on_timeout() at `deadline`.
 
     Spins for ~1 ms, yielding the core between tries (free on an idle machine, polite on a
     busy one), then sleeps between tries for a tenth of the time waited so far (20 us .. 1 ms),
-    so a long wait costs almost no CPU and a reply is noticed at most ~10% late. A `channel`
-    (e.g. (source, tag)) remembers its last waits: when even the shortest of them was long (a
-    client waiting while the server computes), the wait first sleeps through _QUIET of it and
-    only then spins, so the answer is still caught within the spin but the CPU is not burnt.
+    so a long wait costs almost no CPU and a reply is noticed at most ~10% late. `past` holds a
+    channel's last waits (seconds; this wait is appended): when even the shortest of them was
+    long (a client waiting while the server computes), the wait first sleeps through _QUIET of
+    it and only then spins, so the answer is still caught within the spin but the CPU is not
+    burnt.
     Every _LIVENESS_S it asks `died()` whether the peer waited on is gone and raises what it
     returns.
     """
     r = test()
     start = time.monotonic()
-    past = _WAITS.setdefault(channel, collections.deque(maxlen=_HISTORY)) \
-        if channel is not None else None
     if r is not None:
         if past is not None:
             past.append(0.0)
         return r
-    quiet = _QUIET * min(past) if past is not None and len(past) == _HISTORY else 0.0
+    quiet = _QUIET * min(past) if past is not None and len(past) == past.maxlen else 0.0
     quiet_until = start + (quiet if quiet > 2 * _SPIN_S else 0.0)
     spin_until = quiet_until + _SPIN_S
     next_check = start + _LIVENESS_S
@@ -457,6 +454,7 @@ class MPILink(Link):
         self.comm = MPI.COMM_WORLD if comm is None else comm
         super().__init__(self.comm.Get_rank(), self.comm.Get_size(), timeout, max_bytes)
         self._orphans: list[Any] = []   # requests/buffers abandoned by an error; kept alive for MPI
+        self._waits: dict[tuple[int, int], collections.deque] = {}   # (source, tag): last waits
         # peers on this host whose process a wait can watch (from the preflight); a dead one is
         # named at once instead of after `timeout` (when mpiexec lets the survivors live)
         host = this_proc().host
@@ -503,7 +501,8 @@ class MPILink(Link):
         deadline = time.monotonic() + self.timeout
         st = self._MPI.Status()
         msg = _poll(lambda: self.comm.Improbe(source, tag, st), deadline,
-                    lambda: self._silent(source, tag), self._died(source), (source, tag))
+                    lambda: self._silent(source, tag), self._died(source),
+                    self._waits.setdefault((source, tag), collections.deque(maxlen=_HISTORY)))
         return self._take(msg, st, source, tag, deadline)
 
     def recv_any(self, tag: int) -> tuple[int, dict[str, Tensor]]:
