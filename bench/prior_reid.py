@@ -38,8 +38,7 @@ def main() -> None:
         priors._build_prior(view, obs, CutChannel.from_public(view.public),
                             torch.Generator().manual_seed(7))
     with Clock() as extra:
-        beyond_prior(cfg, setup, shown.images, shown.prior, guess, shown.inputs)
-        reid_candidates(setup, truth)
+        beyond_prior(setup, shown, guess, reid_candidates(setup, shown.inputs))
     prior_s = build.cpu   # built once per view, shared by every method
     print(f"attack phase {attack.cpu:.1f} s CPU (building the prior {prior_s:.2f} s); scoring "
           f"{scoring.cpu:.2f} s CPU, of which gain + re-id ~{extra.cpu:.2f} s (one pass; "

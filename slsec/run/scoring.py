@@ -40,17 +40,17 @@ def score(cfg: RunConfig, setup: Setup, guess: Guesses, truth_inputs: Tensor,
     if images is None:
         return out, None
     truth = truth_inputs[: len(images)]
-    prior = guess.methods[PRIOR].images if PRIOR in guess.methods else None
-    out.update(beyond_prior(cfg, setup, images, prior, guess, truth))
-    if len(methods) > 1:   # top-1 re-identification of every compared method
+    shown = Reconstructions(truth, images,
+                            guess.methods[PRIOR].images if PRIOR in guess.methods else None)
+    cands = reid_candidates(setup, truth)   # built once: the reported method's and the others'
+    out.update(beyond_prior(setup, shown, guess, cands))
+    if len(methods) > 1 and cands is not None:   # top-1 re-identification of every method
         from slsec import metrics
-        cands = reid_candidates(setup, truth)
-        if cands is not None:
-            idx = torch.arange(len(images))
-            out["reid_top1_by_method"] = {
-                m: metrics.reidentification(cands, guess.methods[m].images, idx)["reid_top1"]
-                for m in methods if guess.methods[m].images is not None}
-    return out, Reconstructions(truth, images, prior)
+        idx = torch.arange(len(images))
+        out["reid_top1_by_method"] = {
+            m: metrics.reidentification(cands, guess.methods[m].images, idx)["reid_top1"]
+            for m in methods if guess.methods[m].images is not None}
+    return out, shown
 
 
 PRIOR = "prior"   # the inversion method that only guesses from what the role holds
@@ -78,12 +78,14 @@ def reid_candidates(setup: Setup, truth: Tensor) -> Tensor | None:
     return torch.cat(parts)
 
 
-def beyond_prior(cfg: RunConfig, setup: Setup, images: Tensor, prior: Tensor | None,
-                 guess: Guesses, truth: Tensor) -> dict[str, Any]:
+def beyond_prior(setup: Setup, shown: Reconstructions, guess: Guesses,
+                 cands: Tensor | None) -> dict[str, Any]:
     """Leakage beyond what the role already holds: per-sample gain of the reported attack over
     the prior (the `prior` method's guess; for attacks without one, the public aux mean image),
-    re-identification among the candidates, and how well the prior knew the labels."""
+    re-identification among the candidates (`reid_candidates`), and how well the prior knew
+    the labels."""
     from slsec import metrics
+    truth, images, prior = shown.inputs, shown.images, shown.prior
     if prior is None:
         prior = setup.aux.inputs.float().mean(0).expand_as(images)
     out: dict[str, Any] = dict(metrics.gain_over_prior(truth, images, prior))
@@ -92,7 +94,6 @@ def beyond_prior(cfg: RunConfig, setup: Setup, images: Tensor, prior: Tensor | N
     if guess.prior_label_source == "predicted" and labels is not None:
         out["prior_label_accuracy"] = float(
             (labels.long() == setup.probe.y[: len(labels)].long()).float().mean())
-    cands = reid_candidates(setup, truth)
     if cands is not None and tuple(cands.shape[1:]) == tuple(images.shape[1:]):
         idx = torch.arange(len(images))
         out.update(metrics.reidentification(cands, images, idx))
