@@ -5,9 +5,10 @@ packages, plus any file (or folder of files) named in the SLSEC_PLUGINS environm
 (os.pathsep-separated). A plug-in class registers with `@PROTOCOLS.register("name")` (or
 ATTACKS, DEFENSES) and declares its parameters as a class attribute `params = (Param(...),)`;
 defenses also declare `point` and `protocols`. `declarations()` reads all of that with `ast`
-(literals only; module-level constants may be named, and so may the constants a plug-in imports
-from its package's base module, e.g. a parameter two protocols share), so `slsec list`, `--help` and the config
-never wait for torch. `load_extra()` imports the SLSEC_PLUGINS files so they register.
+(literals only; module-level constants may be named, and so may the constants a plug-in
+imports from its package's base module, e.g. a parameter two protocols share), so `slsec list`,
+`--help` and the config never wait for torch. `load_extra()` imports the SLSEC_PLUGINS files
+so they register.
 """
 from __future__ import annotations
 
@@ -108,13 +109,12 @@ def _base_constants(package: str) -> dict[str, Any]:
 def _imported(tree: ast.Module) -> dict[str, Any]:
     """The literal constants `from slsec.<package>.base import ...` brings into a plug-in."""
     env: dict[str, Any] = {}
+    bases = {f"{package}.base": package for package in PACKAGES}
     for stmt in tree.body:
-        package = stmt.module.removesuffix(".base") if isinstance(stmt, ast.ImportFrom) \
-            and stmt.module else None
-        if package in PACKAGES and stmt.module != package:   # type: ignore[union-attr]
-            consts = _base_constants(package)
+        if isinstance(stmt, ast.ImportFrom) and stmt.module in bases:
+            consts = _base_constants(bases[stmt.module])
             env.update({a.asname or a.name: consts[a.name]
-                        for a in stmt.names if a.name in consts})  # type: ignore[union-attr]
+                        for a in stmt.names if a.name in consts})
     return env
 
 
