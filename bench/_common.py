@@ -31,14 +31,24 @@ def one_thread() -> None:
         pass
 
 
+def cuda_sync() -> None:
+    """Wait for queued GPU work (device work is asynchronous: a host clock read before it
+    finishes undercounts); nothing without CUDA in use."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 class Clock:
-    """Wall-clock and CPU time (this process, all threads) of one region."""
+    """Wall-clock and CPU time (this process, all threads) of one region (GPU work included:
+    queued device work is waited for at both ends)."""
 
     def __enter__(self) -> "Clock":
+        cuda_sync()
         self.wall, self.cpu = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        cuda_sync()
         self.wall = time.perf_counter() - self.wall
         self.cpu = time.process_time() - self.cpu
 
@@ -92,11 +102,14 @@ def mono_epoch(setup: Any, cfg: Any, split: Any | None = None,
     """(wall, cpu) s of one epoch of ordinary (unsplit) training of the same model, same batch
     size; with `evaluate`, plus one test-set evaluation (as run_local does after each round)."""
     from slsec.protocols.base import batches, make_optimizer
-    from slsec.run.runner import make_plan
+    from slsec.run.runner import DeviceSplit, make_plan, resolve_device
 
-    model = setup.fresh_model()
+    device = resolve_device(cfg.device)
+    model = setup.fresh_model().to(device)
     opt = make_optimizer(model.parameters(), make_plan(cfg, setup))
     split = split if split is not None else setup.shard(1)
+    if device.type != "cpu":
+        split = DeviceSplit(split, device)
     order = batches(len(split), cfg.batch_size, torch.Generator().manual_seed(0))
     model.train()
     with Clock() as c:
@@ -113,21 +126,26 @@ def mono_epoch(setup: Any, cfg: Any, split: Any | None = None,
 
 
 def role_context(cfg: Any, setup: Any, rank: int, link: Any) -> Any:
-    """The Context runner.run_rank builds, without the experimenter's per-round evaluation."""
+    """The Context runner.run_rank builds (on `cfg.device` as it does), without the
+    experimenter's per-round evaluation."""
     from slsec.protocols.base import Context
-    from slsec.run.runner import TruthBuffer, make_plan
+    from slsec.run.runner import DeviceLink, DeviceSplit, TruthBuffer, make_plan, resolve_device
     from slsec.run.setup import build_defense
     from slsec.threat import Observer
 
-    ctx = Context(rank=rank, plan=make_plan(cfg, setup), link=link, model=setup.fresh_model(),
-                  defense=build_defense(cfg, setup),
+    device = resolve_device(cfg.device)
+    on = (lambda split: split) if device.type == "cpu" else (lambda split: DeviceSplit(split, device))
+    ctx = Context(rank=rank, plan=make_plan(cfg, setup),
+                  link=link if device.type == "cpu" else DeviceLink(link, device),
+                  model=setup.fresh_model().to(device), defense=build_defense(cfg, setup),
                   observer=Observer("server" if rank == 0 else "client", cfg.protocol),
                   gen=torch.Generator().manual_seed(cfg.seed * 7919 + rank), truth=TruthBuffer())
     if rank == 0:
-        ctx.labels = setup.shard_labels() if setup.label_party == "server" else None
+        ctx.labels = ({k: v.to(device) for k, v in setup.shard_labels().items()}
+                      if setup.label_party == "server" else None)
     else:
-        ctx.shard = setup.shard(rank)
-        ctx.probe = setup.probe if rank == 1 else None
+        ctx.shard = on(setup.shard(rank))
+        ctx.probe = on(setup.probe) if rank == 1 else None
     return ctx
 
 

@@ -7,6 +7,7 @@ Usage (from the repo root):
     .venv/bin/python bench/e2e.py --ratio [--reps 3]  # card / `slsec train`, side by side
     .venv/bin/python bench/e2e.py --ratio --before /path/to/other/checkout  # + its cold card
     .venv/bin/python bench/e2e.py --diff BEFORE/result.json AFTER/result.json
+    .venv/bin/python bench/e2e.py --ratio --device cuda   # train and card with --device cuda
 
 `--ratio` (issue 17: card / train <= 2.0 cold, <= 1.6 with the twin cached) times `slsec train`
 of the card's config (`--defense dp --sigma 0.5`), the card cold (fresh --out) and the card
@@ -99,23 +100,26 @@ def startup(reps: int = 5) -> None:
             "yes" if statistics.median(v) <= 1 else "NO"] for k, v in walls.items()])
 
 
-def ratio(reps: int, keep: bool = False, other: Path | None = None) -> None:
+def ratio(reps: int, keep: bool = False, other: Path | None = None, device: str = "auto") -> None:
     """Card cold and warm / `slsec train` of the same config, in turns (see the doc); `other`:
-    also the cold card of that checkout (e.g. before a change), in the same turns."""
+    also the cold card of that checkout (e.g. before a change), in the same turns; `device`:
+    every command gets `--device device`."""
     import statistics
     env = {"OMP_NUM_THREADS": "1"}
+    dev = ["--device", device]
     runs: dict[str, list[tuple[float, float]]] = {"train": [], "cold": [], "warm": []}
     if other:
         runs["cold before"] = []
     for rep in range(reps):
         tmp = tempfile.mkdtemp(prefix="slsec-e2e-")
         try:
-            steps = [("train", TRAIN + ["--out", f"{tmp}/t"]),
-                     ("cold", CARD + ["--out", f"{tmp}/c"]), ("warm", CARD + ["--out", f"{tmp}/c"])]
+            steps = [("train", TRAIN + dev + ["--out", f"{tmp}/t"]),
+                     ("cold", CARD + dev + ["--out", f"{tmp}/c"]),
+                     ("warm", CARD + dev + ["--out", f"{tmp}/c"])]
             if rep % 2:   # reversed, but warm must follow cold
                 steps = [steps[1], steps[2], steps[0]]
             if other:
-                steps.insert(1 if rep % 2 else 0, ("cold before", CARD + ["--out", f"{tmp}/b"]))
+                steps.insert(1 if rep % 2 else 0, ("cold before", CARD + dev + ["--out", f"{tmp}/b"]))
             for name, args in steps:
                 wall, cpu, _ = timed(args, env, other if name == "cold before" else None)
                 runs[name].append((wall, cpu))
@@ -135,7 +139,7 @@ def ratio(reps: int, keep: bool = False, other: Path | None = None) -> None:
     for name in runs:
         rows.append([f"{name} (median s)", f"{statistics.median(r[0] for r in runs[name]):.1f}",
                      f"{statistics.median(r[1] for r in runs[name]):.1f}", "", ""])
-    table(f"card / train, {reps} reps side by side, {os.cpu_count()} cores, load average "
+    table(f"card / train, {reps} reps side by side, --device {device}, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}", ["run", "wall ratio (or s)", "CPU ratio (or s)", "target",
                                         "met (wall)"], rows)
 
@@ -167,6 +171,8 @@ def main() -> None:
     ap.add_argument("--before", type=Path, metavar="CHECKOUT",
                     help="with --ratio: also the cold card of another checkout (its .venv's "
                          "slsec, run from its root), in the same turns")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="with --ratio: every command's --device (auto: CUDA when available)")
     ap.add_argument("--diff", nargs=2, metavar=("BEFORE", "AFTER"),
                     help="compare two result.json files (timings aside); runs nothing")
     args = ap.parse_args()
@@ -174,7 +180,7 @@ def main() -> None:
         diff(*args.diff)
         return
     if args.ratio:
-        ratio(max(1, args.reps), args.keep, args.before)
+        ratio(max(1, args.reps), args.keep, args.before, args.device)
         return
     startup()
     if args.startup_only:

@@ -5,6 +5,7 @@ Usage (from the repo root):
     .venv/bin/python bench/overhead.py                       # local backend (threads)
     OMP_NUM_THREADS=1 .venv/bin/mpiexec -n 2 .venv/bin/python bench/overhead.py --mpi
     .venv/bin/python bench/overhead.py --profile [--cut conv1] # what SL adds, per batch
+    .venv/bin/python bench/overhead.py --device cuda         # both sides on the GPU (wall ratio)
 
 Same process run, same model init, same batch size, same optimizer (Adam), one torch thread:
 - local: vanilla SL with one client over LocalHub vs the unsplit model on the same samples,
@@ -30,45 +31,49 @@ from _common import (Clock, interleaved, med, mono_epoch, one_thread, paired_rat
                      role_context, sl_local_roles, sl_local_runner, table)
 
 
-def mnist_setup(cut: str, samples: int, batch: int):
+def mnist_setup(cut: str, samples: int, batch: int, device: str = "cpu"):
     from slsec.config import make_config
     from slsec.run.setup import prepare
     cfg = make_config({"dataset": "mnist", "protocol": "vanilla", "clients": 1, "rounds": 1,
-                       "aux_size": 0, "max_train": samples, "batch_size": batch, "cut": cut})
+                       "aux_size": 0, "max_train": samples, "batch_size": batch, "cut": cut,
+                       "device": device})
     return cfg, prepare(cfg)
 
 
-def resnet_setup(cut: str, samples: int, batch: int):
+def resnet_setup(cut: str, samples: int, batch: int, device: str = "cpu"):
     from slsec.config import make_config
     cfg = make_config({"dataset": "cifar10", "model": "resnet18", "protocol": "vanilla",
                        "clients": 1, "rounds": 1, "aux_size": 0, "batch_size": batch, "cut": cut,
-                       "probe_size": 8})
+                       "probe_size": 8, "device": device})
     return cfg, random_image_setup(cfg, samples, n_test=32)
 
 
 def _ratios(name: str, cut: str, n: int, t: dict, pairs: list[tuple[str, str]], target: float,
-            rows: list) -> None:
+            rows: list, gpu: bool = False) -> None:
+    """On a GPU the wall ratio is the one judged (the host's CPU time there is launch and
+    wait overhead, not the work)."""
     for sl, base in pairs:
         rw = paired_ratio(t[base]["wall"], t[sl]["wall"])
         rb = min(t[base]["wall"]) / min(t[sl]["wall"])
         rc = paired_ratio(t[base]["cpu"], t[sl]["cpu"])
+        judged = rw if gpu else rc
         rows.append([name, cut, f"{sl} vs {base}", f"{n / min(t[base]['wall']):.0f}",
                      f"{n / min(t[sl]['wall']):.0f}", f"{rw:.3f}", f"{rb:.3f}", f"{rc:.3f}",
-                     f">= {target:.2f}", "yes" if rc >= target else "NO"])
+                     f">= {target:.2f}", "yes" if judged >= target else "NO"])
 
 
 HEADER = ["model", "cut", "compared", "base samples/s (best)", "SL samples/s (best)",
           "wall ratio (median of pairs)", "wall ratio (best of each)", "CPU ratio (median)",
-          "target", "met (CPU)"]
+          "target", "met (CPU; GPU: wall)"]
 
 
 def local(args: argparse.Namespace) -> None:
     rows: list = []
-    cases = [("MNIST CNN", c, *mnist_setup(c, args.samples, args.batch), True)
+    cases = [("MNIST CNN", c, *mnist_setup(c, args.samples, args.batch, args.device), True)
              for c in args.cuts.split(",")]
     if not args.no_resnet:
         cases += [("ResNet-18 random 3x32x32", c,
-                   *resnet_setup(c, args.resnet_samples, args.resnet_batch), False)
+                   *resnet_setup(c, args.resnet_samples, args.resnet_batch, args.device), False)
                   for c in ("stem", "layer2")]
     for name, cut, cfg, setup, mnist in cases:
         n = len(setup.shard(1))
@@ -83,9 +88,9 @@ def local(args: argparse.Namespace) -> None:
             fns["SL roles unpinned"] = lambda: sl_local_roles(cfg, setup, pin=False)
             pairs.insert(1, ("SL roles unpinned", "mono"))
         t = interleaved(fns, args.reps if mnist else args.resnet_reps, log=print)
-        _ratios(name, cut, n, t, pairs, 0.95, rows)
-    table(f"local backend, 1 thread, {time.strftime('%Y-%m-%d')} (ratio = SL throughput / base)",
-          HEADER, rows)
+        _ratios(name, cut, n, t, pairs, 0.95, rows, gpu=args.device == "cuda")
+    table(f"local backend, 1 thread, {args.device}, {time.strftime('%Y-%m-%d')} "
+          "(ratio = SL throughput / base)", HEADER, rows)
 
 
 def mpi(args: argparse.Namespace) -> None:
@@ -117,7 +122,7 @@ def mpi(args: argparse.Namespace) -> None:
 
     rows: list = []
     for cut in args.cuts.split(","):
-        cfg, setup = mnist_setup(cut, args.samples, args.batch)
+        cfg, setup = mnist_setup(cut, args.samples, args.batch, args.device)
         cfg = cfg.replace(backend="mpi")
         n = len(setup.shard(1))
         proto = PROTOCOLS.get("vanilla")
@@ -143,10 +148,10 @@ def mpi(args: argparse.Namespace) -> None:
         if rank == 0:
             _ratios("MNIST CNN", cut, n, t, [("SL roles", "mono"), ("SL roles, spin first", "mono"),
                                              ("SL runner", "mono+eval"), ("SL runner", "mono")],
-                    0.90, rows)
+                    0.90, rows, gpu=args.device == "cuda")
     if rank == 0:
         table(f"mpi backend (mpiexec -n 2, 1 thread per rank) vs 1-thread monolithic, "
-              f"{time.strftime('%Y-%m-%d')} (CPU = both ranks)", HEADER, rows)
+              f"{args.device}, {time.strftime('%Y-%m-%d')} (CPU = both ranks)", HEADER, rows)
 
 
 def split_inline(setup, cfg, copies: bool, surrogate: bool) -> tuple[float, float]:
@@ -275,6 +280,8 @@ def main() -> None:
     ap.add_argument("--resnet-samples", type=int, default=128)
     ap.add_argument("--resnet-batch", type=int, default=32)
     ap.add_argument("--resnet-reps", type=int, default=3)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                    help="where both sides train (cuda: the wall ratio is judged)")
     args = ap.parse_args()
     one_thread()
     if args.profile:

@@ -120,6 +120,7 @@ def test_sweep_killed_five_times_then_resumed_loses_and_duplicates_no_rows(tmp_p
     lrs = ["0.001", "0.002", "0.003", "0.004", "0.005", "0.006", "0.007", "0.008"]
     argv = ["sweep", "--lr", ",".join(lrs), "--max-train", "64", "--probe-size", "8",
             "--aux-size", "100", "--batch-size", "64", "--rounds", "1", "--threads", "1",
+            "--device", "cpu",   # a forked child cannot use CUDA that this process started
             "--out", str(out), "--run-id", run_id]
     results = out / run_id / "results.csv"
     fork = multiprocessing.get_context("fork")

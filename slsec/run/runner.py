@@ -102,11 +102,14 @@ class DeviceSplit:
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when available, else the CPU."""
+    """`auto` is CUDA when available, else the CPU. On CUDA, cuDNN picks deterministic
+    kernels (no autotuning): same seed, same numbers, run after run."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available here (use --device cpu)")
+    if name == "cuda":
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     return torch.device(name)
 
 

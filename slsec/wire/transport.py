@@ -66,6 +66,10 @@ _HISTORY = 4                    # ... of the last _HISTORY waits before polling 
 _MIN_SLEEP, _MAX_SLEEP = 20e-6, 1e-3
 _LIVENESS_S = 0.02              # how often a wait checks that a same-host peer process still exists
                                 # (~20 us a check; hydra may SIGKILL survivors ~0.1 s after a death)
+_DEATH_GRACE_S = 0.5            # a peer found gone is named only this long after: when the peer
+                                # ended the job itself (MPI_Abort after naming the real fault), the
+                                # launcher kills this rank first, and no second, misleading line
+                                # ("rank 0 died") follows the real one
 _yield = getattr(os, "sched_yield", lambda: None)
 R = TypeVar("R")
 
@@ -466,11 +470,15 @@ class MPILink(Link):
         if not watched:
             return None
 
+        seen: dict[int, float] = {}   # rank -> when its process was first found gone
+
         def check() -> PeerError | None:
             for r, pid in watched:
-                if process_gone(pid):
-                    return PeerError(f"rank {r} died: its process (pid {pid}) is gone "
-                                     "(killed or crashed)")
+                if r in seen or process_gone(pid):
+                    seen.setdefault(r, time.monotonic())
+                    if time.monotonic() - seen[r] >= _DEATH_GRACE_S:
+                        return PeerError(f"rank {r} died: its process (pid {pid}) is gone "
+                                         "(killed or crashed)")
             return None
         return check
 
