@@ -92,20 +92,42 @@ def process_batch(ctx: Context, k: int, msg: dict[str, torch.Tensor], tail: torc
                   opt: torch.optim.Optimizer, labels: dict[int, torch.Tensor] | None,
                   watch: bool) -> None:
     """Loss on the server's tail for a received batch; the cut gradient goes back to k alone."""
+    feats, y_used = batch_in(ctx, k, msg, labels, watch)
+    tail_backward(tail, opt, feats, y_used)
+    grad_out(ctx, k, msg, feats)
+    opt.step()
+
+
+# process_batch's three phases; SplitFed v1 runs the middle one of several clients at once
+def batch_in(ctx: Context, k: int, msg: dict[str, torch.Tensor],
+             labels: dict[int, torch.Tensor] | None, watch: bool
+             ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The received batch as the tail's input and the labels its loss uses (after the label
+    defense)."""
     y = labels[k][msg["i"]] if labels is not None else msg["y"]
     if watch and ctx.truth is not None and labels is not None:
         ctx.truth(None, y)  # two-party: the label owner is the server; scorer keeps the truth
     feats = receive_cut(msg)
     ctx.observer.smashed(msg)
-    y_used = ctx.defense.labels(y, num_classes=ctx.plan.num_classes, gen=ctx.gen)
-    loss = cross_entropy(tail(feats)["x"], y_used)
+    return feats, ctx.defense.labels(y, num_classes=ctx.plan.num_classes, gen=ctx.gen)
+
+
+def tail_backward(tail: torch.nn.Module, opt: torch.optim.Optimizer,
+                  feats: dict[str, torch.Tensor], y: torch.Tensor) -> None:
+    """The tail's loss, backpropagated into its parameters and the cut (feats["x"].grad)."""
+    loss = cross_entropy(tail(feats)["x"], y)
     opt.zero_grad()
     loss.backward()
+
+
+def grad_out(ctx: Context, k: int, msg: dict[str, torch.Tensor],
+             feats: dict[str, torch.Tensor]) -> None:
+    """The per-sample cut gradient (after the gradient defense, or a malicious server's own)
+    back to client k alone."""
     g = ctx.defense.cut_grad(feats["x"].grad, gen=ctx.gen)
     if ctx.hook is not None:   # a malicious server sends what it likes instead
         g = ctx.hook.cut_grad(k, msg, g)
     ctx.link.give(k, {"g": g}, GRAD)
-    opt.step()
 
 
 @PROTOCOLS.register("vanilla")
