@@ -1,12 +1,14 @@
 """SIGKILL a real `slsec sweep` at many points, resume it each time, count what survived.
 
-    python bench/kill_sweep.py [--kills 20] [--cells 8] [--seed 3]
+    python bench/kill_sweep.py [--kills 20] [--cells 8] [--seed 3] [--random-max 25]
+                               [--damage-every 5]
 
-Kill points, in turn: a random moment after start (start-up, validation, mid-cell), the moment
-a row's temp file appears (mid-row write: `.results.csv.*.tmp`), and the moment a report file's
-temp file appears (mid-report: `.report.*.tmp` / a frontier plot's). Every 5th resume also
-finds the last row of results.csv cut in half (as a non-atomic copy or a full disk might leave
-it): that row must be moved to rejected-rows.csv and its cell run again. After each kill the
+Kill points, in turn: a random moment after start (2 s to --random-max s: start-up,
+validation, mid-cell), the moment a row's temp file appears (mid-row write:
+`.results.csv.*.tmp`), and the moment a report file's temp file appears (mid-report:
+`.report.*.tmp` / a frontier plot's). Every 5th resume (--damage-every) also finds the last row
+of results.csv cut in half (as a non-atomic copy or a full disk might leave it): that row must
+be moved to rejected-rows.csv and its cell run again. After each kill the
 script reads results.csv: intact rows, duplicated cells, damaged rows. At the end one more
 resume runs to completion and the rows are compared with the planned cells (sweep.json).
 Prints one line per kill and the totals: rows lost, rows duplicated, damaged rows trusted.
@@ -37,6 +39,10 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--cells", type=int, default=8)
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--random-max", type=float, default=25.0,
+                    help="latest random kill, seconds after start (a short sweep ends sooner)")
+    ap.add_argument("--damage-every", type=int, default=5,
+                    help="every Nth resume finds the last row cut in half")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     w = Path(tempfile.mkdtemp(prefix="slsec-kill-"))
@@ -54,7 +60,7 @@ def main() -> int:
     while sum(1 for entry in log if entry[1] != "finished") < args.kills and i < 3 * args.kills:
         i += 1
         mode = modes[i % 3]
-        if i and i % 5 == 0 and results.exists():
+        if i and i % args.damage_every == 0 and results.exists():
             text = results.read_text()
             last = text.splitlines(keepends=True)[-1]
             if last.strip() and read_rows(results):
@@ -65,7 +71,7 @@ def main() -> int:
         proc = subprocess.Popen(argv + (["--resume"] if folder.exists() else []), env=ENV,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         t0 = time.perf_counter()
-        deadline = t0 + rng.uniform(2.0, 25.0)
+        deadline = t0 + rng.uniform(2.0, args.random_max)
         killed, where = False, "finished"
         while proc.poll() is None:
             now = time.perf_counter()

@@ -55,15 +55,17 @@ def check_page(html: Path, shot: Path) -> dict[str, int]:
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
                     reason="chromium is not installed (CI installs it)")
-def test_reports_render_in_a_browser(tmp_path, capsys) -> None:
+def test_reports_render_in_a_browser(tmp_path, capsys, cnn_review) -> None:
+    """The review is the session's real one (cnn_review in tests/conftest.py, also checked by
+    tests/test_review.py), copied here: a second review of its own would add ~30 s to CI."""
     assert CHROMIUM is not None, "CI must install chromium (see .ci/run)"
     out = str(tmp_path)
     assert main(["evaluate", "--protocol", "vanilla", "--attack", "inversion", "--defense", "dp",
                  "--sigma", "0.5", "--out", out, "--run-id", "run", *TINY]) == 0
     assert main(["sweep", "--attack", "inversion", "--defense", "dp", "--sigma", "0,0.5",
                  "--cut", "conv1,fc1", "--out", out, "--run-id", "sweep", *TINY]) == 0
-    assert main(["review", "--model", "cnn", "--dataset", "mnist", "--protocol", "vanilla",
-                 "--hijack-steps", "5", "--out", out, "--run-id", "review", *TINY]) == 0
+    assert cnn_review.code == 0
+    shutil.copytree(cnn_review.folder, tmp_path / "review")
     assert main(["compare", f"{out}/run", f"{out}/sweep", "--out", out, "--run-id", "cmp"]) == 0
     capsys.readouterr()
     shots = Path(os.environ.get("SLSEC_SCREENSHOTS", tmp_path))

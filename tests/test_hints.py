@@ -135,6 +135,12 @@ def test_the_covering_subset_holds_every_pair_of_the_matrix() -> None:
 def test_every_printed_hint_runs(protocol: str, attack: str, defense: str, tmp_path,
                                  capsys: pytest.CaptureFixture,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # the undefended twin runs in this process (cached_baseline), not in a spawned one: what is
+    # checked is the printed commands, not the twin's process (a fresh interpreter per
+    # evaluate cost ~4 s of start-up for ~1 s of tiny training; the evaluate tests with a
+    # defense elsewhere, e.g. tests/test_browser.py, still run the twin)
+    import slsec.cli.commands
+    monkeypatch.setattr(slsec.cli.commands, "start_baseline", lambda cfg: None)
     argv = ["evaluate", "--protocol", protocol, "--attack", attack, "--defense", defense,
             "--out", str(tmp_path), *TINY]
     if defense == "label-rr":

@@ -43,6 +43,17 @@ def test_subsampled_bound_is_no_looser_than_eps_delta_and_exact_at_rate_one():
                                         kappa=kappa) == pytest.approx(rb.gaussian_bound(1.0, kappa))
 
 
+def test_epsilons_equal_epsilon_at_each_delta():
+    """accounting.epsilons (one Renyi curve, converted at each delta) gives epsilon's numbers."""
+    from slsec.privacy import accounting
+    deltas = [1e-12, 1e-5, 0.3]
+    for kw in (dict(noise_multiplier=1.0, sample_rate=64 / 600, steps=9),
+               dict(noise_multiplier=0.5, sample_rate=0.01, steps=500),
+               dict(noise_multiplier=0.0, sample_rate=0.1, steps=3)):
+        assert accounting.epsilons(deltas=deltas, **kw) == [
+            accounting.epsilon(delta=d, **kw) for d in deltas]
+
+
 def test_describe_says_vacuous_and_flags_a_rate_above_the_bound():
     assert "vacuous" in rb.describe(1.0, 0.5, 1064)
     assert "ABOVE THE BOUND" in rb.describe(0.01, 0.5, 1064)

@@ -10,9 +10,6 @@ import pytest
 from slsec.cli import main
 from slsec.cli.review import input_grade, label_grade, overall_grade
 
-SMALL = ["--max-train", "300", "--probe-size", "8", "--attack-iters", "30"]
-
-
 @pytest.mark.parametrize("gain, reid, prior_reid, grade", [
     (0.3, 0.0, 0.0, "HIGH"), (0.2, math.nan, 0.0, "HIGH"), (0.0, 0.5, 0.0, "HIGH"),
     (0.19, 0.0, 0.0, "MEDIUM"), (0.05, 0.0, 0.0, "MEDIUM"), (0.0, 0.07, 0.0, "MEDIUM"),
@@ -60,18 +57,18 @@ def test_bad_input_is_one_line_and_exit_2_before_training(
 
 
 @pytest.mark.slow
-def test_review_of_the_cnn_recommends_a_cut_and_writes_the_report(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_review_of_the_cnn_recommends_a_cut_and_writes_the_report(cnn_review) -> None:
+    """The review itself is the session fixture cnn_review (tests/conftest.py: --max-train 300
+    --probe-size 8 --attack-iters 30 --hijack-steps 5, run once; test_browser.py renders it)."""
     cuts = ["conv1", "pool1", "conv2", "pool2", "fc1"]
-    assert main(["review", "--model", "cnn", "--dataset", "mnist", *SMALL, "--hijack-steps", "5",
-                 "--out", str(tmp_path), "--run-id", "rv"]) == 0
-    out = capsys.readouterr().out
+    assert cnn_review.code == 0
+    out = cnn_review.out
     assert "security review: cnn on mnist" in out                 # the table
     assert "malicious server" in out and "(FSHA) for 5 client steps per cut" in out
     assert all(c in out for c in cuts) and "sent (100%)" in out and "HIGH" in out
     line = next(l for l in out.splitlines() if l.startswith("Recommended: "))
     assert any(f"cut {c} " in line for c in cuts)
-    folder = tmp_path / "rv"
+    folder = cnn_review.folder
     html = (folder / "report.html").read_text()
     assert "<table>" in html and "RECOMMENDED" in html and "bytes/sample" in html
     assert all(f"<td>{c}</td>" in html for c in cuts)

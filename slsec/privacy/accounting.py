@@ -57,6 +57,29 @@ def epsilon(*, noise_multiplier: float, sample_rate: float, steps: int, delta: f
         return float(acc.get_epsilon(delta=delta))
 
 
+def epsilons(*, noise_multiplier: float, sample_rate: float, steps: int, deltas: list[float],
+             accountant: str = "rdp") -> list[float]:
+    """`epsilon` at each of `deltas`, for one mechanism. RDP: the Renyi curve, which the
+    accountant recomputes for every delta (the slow part, ~0.3 s), is computed once and then
+    converted at each delta by Opacus' own conversion, so each value equals `epsilon(delta=d)`
+    exactly (tests/test_reid_bound.py checks it)."""
+    for d in deltas:
+        _check(sample_rate=sample_rate, steps=steps, delta=d, accountant=accountant)
+    if accountant != "rdp" or steps == 0 or not noise_multiplier > 0:
+        return [epsilon(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps,
+                        delta=d, accountant=accountant) for d in deltas]
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis import rdp as analysis
+    alphas = RDPAccountant.DEFAULT_ALPHAS        # what RDPAccountant.get_epsilon uses
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.filterwarnings("ignore", message="Optimal order is the")
+        curve = analysis.compute_rdp(q=float(sample_rate), steps=int(steps), orders=alphas,
+                                     noise_multiplier=min(float(noise_multiplier),
+                                                          MAX_ACCOUNTED_NOISE))
+        return [float(analysis.get_privacy_spent(orders=alphas, rdp=curve, delta=d)[0])
+                for d in deltas]
+
+
 def noise_for_epsilon(*, target_epsilon: float, delta: float, sample_rate: float, steps: int,
                       accountant: str = "rdp") -> float:
     """The smallest noise multiplier (to Opacus' tolerance 0.01 in epsilon) reaching `target_epsilon`."""

@@ -51,12 +51,10 @@ def subsampled_gaussian_bound(*, noise_multiplier: float, sample_rate: float, st
     if sample_rate >= 1.0:
         return gaussian_bound(math.sqrt(steps) / noise_multiplier, kappa)
     from slsec.privacy import accounting
-    best = 1.0
-    for delta in np.logspace(-12, -0.5, 24):
-        eps = accounting.epsilon(noise_multiplier=noise_multiplier, sample_rate=sample_rate,
-                                 steps=steps, delta=float(delta), accountant=accountant)
-        best = min(best, eps_delta_bound(eps, float(delta), kappa))
-    return float(best)
+    deltas = [float(d) for d in np.logspace(-12, -0.5, 24)]
+    eps = accounting.epsilons(noise_multiplier=noise_multiplier, sample_rate=sample_rate,
+                              steps=steps, deltas=deltas, accountant=accountant)
+    return float(min([1.0, *(eps_delta_bound(e, d, kappa) for e, d in zip(eps, deltas))]))
 
 
 def vacuous(bound: float) -> bool:
