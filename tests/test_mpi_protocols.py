@@ -21,6 +21,8 @@ SMALL = {"clients": "2", "max_train": "192", "rounds": "2", "probe_size": "8", "
 
 CASES = [
     ("vanilla", {}), ("ushaped", {}), ("splitfed", {"variant": "v2"}), ("fedavg", {}),
+    # v1: the server runs both clients' tails at once (a thread pool beside the MPI link)
+    ("splitfed", {"variant": "v1"}),
     ("splitfed-async", {"async_order": "fixed", "async_every": "2"}),
     # client sampling: the local backend's client pool against one MPI rank per client
     ("splitfed", {"fraction": "0.5"}), ("fedavg", {"fraction": "0.5"})]
