@@ -102,14 +102,12 @@ def mono_epoch(setup: Any, cfg: Any, split: Any | None = None,
     """(wall, cpu) s of one epoch of ordinary (unsplit) training of the same model, same batch
     size; with `evaluate`, plus one test-set evaluation (as run_local does after each round)."""
     from slsec.protocols.base import batches, make_optimizer
-    from slsec.run.runner import DeviceSplit, make_plan, resolve_device
+    from slsec.run.runner import make_plan, on_device_split, resolve_device
 
     device = resolve_device(cfg.device)
     model = setup.fresh_model().to(device)
     opt = make_optimizer(model.parameters(), make_plan(cfg, setup))
-    split = split if split is not None else setup.shard(1)
-    if device.type != "cpu":
-        split = DeviceSplit(split, device)
+    split = on_device_split(split if split is not None else setup.shard(1), device)
     order = batches(len(split), cfg.batch_size, torch.Generator().manual_seed(0))
     model.train()
     with Clock() as c:
@@ -129,14 +127,13 @@ def role_context(cfg: Any, setup: Any, rank: int, link: Any) -> Any:
     """The Context runner.run_rank builds (on `cfg.device` as it does), without the
     experimenter's per-round evaluation."""
     from slsec.protocols.base import Context
-    from slsec.run.runner import DeviceLink, DeviceSplit, TruthBuffer, make_plan, resolve_device
+    from slsec.run.runner import (TruthBuffer, make_plan, on_device_link, on_device_split,
+                                  resolve_device)
     from slsec.run.setup import build_defense
     from slsec.threat import Observer
 
     device = resolve_device(cfg.device)
-    on = (lambda split: split) if device.type == "cpu" else (lambda split: DeviceSplit(split, device))
-    ctx = Context(rank=rank, plan=make_plan(cfg, setup),
-                  link=link if device.type == "cpu" else DeviceLink(link, device),
+    ctx = Context(rank=rank, plan=make_plan(cfg, setup), link=on_device_link(link, device),
                   model=setup.fresh_model().to(device), defense=build_defense(cfg, setup),
                   observer=Observer("server" if rank == 0 else "client", cfg.protocol),
                   gen=torch.Generator().manual_seed(cfg.seed * 7919 + rank), truth=TruthBuffer())
@@ -144,8 +141,8 @@ def role_context(cfg: Any, setup: Any, rank: int, link: Any) -> Any:
         ctx.labels = ({k: v.to(device) for k, v in setup.shard_labels().items()}
                       if setup.label_party == "server" else None)
     else:
-        ctx.shard = on(setup.shard(rank))
-        ctx.probe = on(setup.probe) if rank == 1 else None
+        ctx.shard = on_device_split(setup.shard(rank), device)
+        ctx.probe = on_device_split(setup.probe, device) if rank == 1 else None
     return ctx
 
 

@@ -101,6 +101,16 @@ class DeviceSplit:
         return {k: v.to(self.device) for k, v in feats.items()}, y.to(self.device)
 
 
+def on_device_link(link: Any, device: torch.device) -> Any:
+    """`link` itself on the CPU, else a DeviceLink whose received tensors land on `device`."""
+    return link if device.type == "cpu" else DeviceLink(link, device)
+
+
+def on_device_split(split: Any, device: torch.device) -> Any:
+    """`split` itself on the CPU, else a DeviceSplit whose batches land on `device`."""
+    return split if device.type == "cpu" else DeviceSplit(split, device)
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto` is CUDA when available, else the CPU. On CUDA, cuDNN picks deterministic
     kernels (no autotuning): same seed, same numbers, run after run."""
@@ -169,8 +179,7 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
     observer = Observer(role, cfg.protocol)
     device = resolve_device(cfg.device)
     model = setup.fresh_model().to(device)
-    if device.type != "cpu":
-        link = DeviceLink(link, device)
+    link = on_device_link(link, device)
     truth = TruthBuffer()
     outcome = RankOutcome(rank=rank, observer=observer, model=model, instr=instr)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
@@ -209,9 +218,8 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
             outcome.defense_report = {k[len(REPORT):]: float(v) for k, v in msgs[1].items()
                                       if k.startswith(REPORT)}
     else:
-        ctx.shard = setup.shard(rank) if device.type == "cpu" else DeviceSplit(setup.shard(rank), device)
-        probe = setup.probe if device.type == "cpu" else DeviceSplit(setup.probe, device)
-        ctx.probe = probe if rank == 1 else None
+        ctx.shard = on_device_split(setup.shard(rank), device)
+        ctx.probe = on_device_split(setup.probe, device) if rank == 1 else None
         if rank == 1:   # client 1 paces the training progress (the others run beside it)
             per_round = -(-len(ctx.shard) // plan.batch_size) * getattr(plan, "local_epochs", 1)
             train_total(per_round * plan.rounds)
@@ -324,19 +332,16 @@ def run_local_pooled(cfg: RunConfig, setup: Setup,
                 light[k] = (Observer("client", cfg.protocol), TruthBuffer(),
                             torch.Generator().manual_seed(cfg.seed * 7919 + k))
             observer, truth, gen = light[k]
-            link: Any = hub.link(k)
+            link = on_device_link(hub.link(k), device)
             model = setup.fresh_model().to(device)
-            shard = setup.shard(k)
-            if device.type != "cpu":
-                link, shard = DeviceLink(link, device), DeviceSplit(shard, device)
+            shard = on_device_split(setup.shard(k), device)
             ctx = Context(rank=k, plan=plan, link=link, model=model,
                           defense=resolve(cfg, setup).fresh_defense(), observer=observer, gen=gen,
                           truth=truth, shard=shard)
             if rnd is not None:
                 proto.client_round(ctx, rnd)
                 return
-            ctx.probe = (setup.probe if device.type == "cpu" else
-                         DeviceSplit(setup.probe, device)) if k == 1 else None
+            ctx.probe = on_device_split(setup.probe, device) if k == 1 else None
             proto.client_finish(ctx)
             instr.link(k).send(0, truth.message(), TRUTH)
             light.pop(k)
