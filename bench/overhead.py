@@ -282,8 +282,16 @@ def main() -> None:
     ap.add_argument("--resnet-reps", type=int, default=3)
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                     help="where both sides train (cuda: the wall ratio is judged)")
+    ap.add_argument("--default-allocator", action="store_true",
+                    help="leave glibc's malloc thresholds as they are, for every row (slsec's "
+                         "runner raises them: slsec/run/allocator.py)")
     args = ap.parse_args()
     one_thread()
+    import slsec.run.runner as runner
+    if args.default_allocator:
+        runner.keep_freed_memory = lambda: False   # the SL runner rows too
+    else:
+        runner.keep_freed_memory()   # for the whole process: every row alike, mono too
     if args.profile:
         breakdown(args)
     elif args.mpi:

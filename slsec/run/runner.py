@@ -28,6 +28,7 @@ from slsec.progress import train_step, train_total
 from slsec.config import RunConfig
 from slsec.errors import PeerError, UserError
 from slsec.protocols.base import PROTOCOLS, Context, Plan
+from slsec.run.allocator import keep_freed_memory
 from slsec.run.experiment import resolve
 from slsec.run.setup import Setup, prepare
 from slsec.threat import Observer, ServerHook
@@ -264,6 +265,7 @@ def run_local(cfg: RunConfig, setup: Setup,
     """All ranks as threads of this process over LocalHub; the first failure is raised."""
     from slsec.wire.transport import LocalHub
 
+    keep_freed_memory()
     if cfg.fraction < 1 and hasattr(PROTOCOLS.get(cfg.protocol), "client_round"):
         return run_local_pooled(cfg, setup, progress)
     world = cfg.clients + 1
@@ -415,6 +417,7 @@ def run_mpi(cfg: RunConfig, setup: Setup,
 
     comm = MPI.COMM_WORLD
     torch.set_num_threads(cfg.threads)
+    keep_freed_memory()
     try:
         procs = preflight(comm, expected_world=cfg.clients + 1, timeout=min(cfg.timeout, 30.0))
         # clients wait twice as long, so a silent client is named by rank 0, not blamed on it
