@@ -42,4 +42,5 @@ def _set() -> bool:
     except (OSError, AttributeError):
         return False   # not glibc (macOS, musl): their allocators behave otherwise
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return (bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+            and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
