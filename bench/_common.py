@@ -84,6 +84,18 @@ def paired_ratio(num: list[float], den: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den))
 
 
+def paired_ratio_ci(num: list[float], den: list[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median of num_i / den_i: the order statistics
+    r_(k) and r_(n+1-k), with k the largest rank whose coverage under Binomial(n, 1/2) is still
+    >= `level` (the sign-test interval; with 5 pairs the best is min..max, 94%)."""
+    from scipy.stats import binom
+    r = sorted(a / b for a, b in zip(num, den))
+    n = len(r)
+    k = max([j for j in range(1, n // 2 + 1) if 1 - 2 * binom.cdf(j - 1, n, 0.5) >= level],
+            default=1)
+    return r[k - 1], r[n - k]
+
+
 def med(xs: list[float]) -> float:
     return statistics.median(xs)
 
