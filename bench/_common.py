@@ -136,26 +136,11 @@ def mono_epoch(setup: Any, cfg: Any, split: Any | None = None,
 
 
 def role_context(cfg: Any, setup: Any, rank: int, link: Any) -> Any:
-    """The Context runner.run_rank builds (on `cfg.device` as it does), without the
+    """The Context runner.run_rank builds (runner.rank_context, on `cfg.device`), without the
     experimenter's per-round evaluation."""
-    from slsec.protocols.base import Context
-    from slsec.run.runner import (TruthBuffer, make_plan, on_device_link, on_device_split,
-                                  resolve_device)
+    from slsec.run.runner import rank_context
     from slsec.run.setup import build_defense
-    from slsec.threat import Observer
-
-    device = resolve_device(cfg.device)
-    ctx = Context(rank=rank, plan=make_plan(cfg, setup), link=on_device_link(link, device),
-                  model=setup.fresh_model().to(device), defense=build_defense(cfg, setup),
-                  observer=Observer("server" if rank == 0 else "client", cfg.protocol),
-                  gen=torch.Generator().manual_seed(cfg.seed * 7919 + rank), truth=TruthBuffer())
-    if rank == 0:
-        ctx.labels = ({k: v.to(device) for k, v in setup.shard_labels().items()}
-                      if setup.label_party == "server" else None)
-    else:
-        ctx.shard = on_device_split(setup.shard(rank), device)
-        ctx.probe = on_device_split(setup.probe, device) if rank == 1 else None
-    return ctx
+    return rank_context(cfg, setup, rank, link, build_defense(cfg, setup))
 
 
 def sl_local_roles(cfg: Any, setup: Any, pin: bool = True) -> tuple[float, float]:

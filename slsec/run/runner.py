@@ -170,27 +170,34 @@ def evaluate_model(model: torch.nn.Module, split: Any, batch_size: int = 500) ->
     return correct / max(n, 1), loss / max(n, 1)
 
 
+def rank_context(cfg: RunConfig, setup: Setup, rank: int, link: Any, defense: Any) -> Context:
+    """Rank `rank`'s Context on the run's device: its model, link, generator, observer and
+    scorer buffer; the server's labels (two-party SL) or a client's shard (and client 1's
+    probe). run_rank adds the experimenter's hooks; the bench times role programs on it."""
+    device = resolve_device(cfg.device)
+    ctx = Context(rank=rank, plan=make_plan(cfg, setup), link=on_device_link(link, device),
+                  model=setup.fresh_model().to(device), defense=defense,
+                  observer=Observer("server" if rank == 0 else "client", cfg.protocol),
+                  gen=torch.Generator().manual_seed(cfg.seed * 7919 + rank), truth=TruthBuffer())
+    if rank == 0:
+        ctx.labels = ({k: v.to(device) for k, v in setup.shard_labels().items()}
+                      if setup.label_party == "server" else None)
+    else:
+        ctx.shard = on_device_split(setup.shard(rank), device)
+        ctx.probe = on_device_split(setup.probe, device) if rank == 1 else None
+    return ctx
+
+
 def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
              progress: Callable[[RoundRecord], None] | None = None,
              hook: ServerHook | None = None) -> RankOutcome:
     """Run this rank's role program, then (rank 0) collect the ground truth from the clients."""
     proto = PROTOCOLS.get(cfg.protocol)
-    plan = make_plan(cfg, setup)
-    role = "server" if rank == 0 else "client"
-    observer = Observer(role, cfg.protocol)
-    device = resolve_device(cfg.device)
-    model = setup.fresh_model().to(device)
-    link = on_device_link(link, device)
-    truth = TruthBuffer()
+    ctx = rank_context(cfg, setup, rank, link, resolve(cfg, setup).fresh_defense())
+    plan, model, link, observer, truth = ctx.plan, ctx.model, ctx.link, ctx.observer, ctx.truth
     outcome = RankOutcome(rank=rank, observer=observer, model=model, instr=instr)
-    gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
-    ctx = Context(rank=rank, plan=plan, link=link, model=model,
-                  defense=resolve(cfg, setup).fresh_defense(), observer=observer, gen=gen, truth=truth)
     start = time.perf_counter()
     if rank == 0:
-        ctx.labels = ({k: v.to(device) for k, v in setup.shard_labels().items()}
-                      if setup.label_party == "server" else None)
-
         def on_round(rnd: int, m: torch.nn.Module) -> None:
             acc, loss = evaluate_model(m, setup.data.test)
             if not math.isfinite(loss):
@@ -219,8 +226,6 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
             outcome.defense_report = {k[len(REPORT):]: float(v) for k, v in msgs[1].items()
                                       if k.startswith(REPORT)}
     else:
-        ctx.shard = on_device_split(setup.shard(rank), device)
-        ctx.probe = on_device_split(setup.probe, device) if rank == 1 else None
         if rank == 1:   # client 1 paces the training progress (the others run beside it)
             per_round = -(-len(ctx.shard) // plan.batch_size) * getattr(plan, "local_epochs", 1)
             train_total(per_round * plan.rounds)
