@@ -143,29 +143,33 @@ def role_context(cfg: Any, setup: Any, rank: int, link: Any) -> Any:
     return rank_context(cfg, setup, rank, link, build_defense(cfg, setup))
 
 
-def sl_local_roles(cfg: Any, setup: Any, pin: bool = True) -> tuple[float, float]:
-    """(wall, cpu) s of the protocol's role programs over LocalHub threads (no evaluation);
-    with `pin`, the rank threads share one core where run_local does (runner.share_one_core)."""
+def sl_local_roles(cfg: Any, setup: Any, turns: bool = True) -> tuple[float, float]:
+    """(wall, cpu) s of the protocol's role programs over LocalHub (no evaluation): as greenlets
+    of this thread where run_local runs them so (runner.take_turns), else (or `turns=False`)
+    as threads."""
     from slsec.protocols.base import PROTOCOLS
-    from slsec.run.runner import share_one_core
+    from slsec.run.runner import take_turns
     from slsec.wire.transport import LocalHub
 
-    pin_thread = share_one_core(cfg) if pin else (lambda: None)
-
     proto = PROTOCOLS.get(cfg.protocol)
-    hub = LocalHub(cfg.clients + 1, timeout=cfg.timeout)
+    scheduler = take_turns(cfg) if turns else None
+    hub = LocalHub(cfg.clients + 1, timeout=cfg.timeout, turns=scheduler)
     ctxs = [role_context(cfg, setup, r, hub.link(r)) for r in range(cfg.clients + 1)]
+    programs = [lambda c=c: (proto.server if c.rank == 0 else proto.client)(c) for c in ctxs]
+    if scheduler is not None:
+        with Clock() as c:
+            scheduler.run(programs)
+        return c.pair
     errors: list[BaseException] = []
 
-    def go(ctx: Any) -> None:
+    def go(program: Callable[[], None]) -> None:
         try:
-            pin_thread()
             torch.set_num_threads(1)
-            (proto.server if ctx.rank == 0 else proto.client)(ctx)
+            program()
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
-    threads = [threading.Thread(target=go, args=(c,), daemon=True) for c in ctxs]
+    threads = [threading.Thread(target=go, args=(p,), daemon=True) for p in programs]
     with Clock() as c:
         for t in threads:
             t.start()

@@ -16,8 +16,8 @@ Same process run, same model init, same batch size, same optimizer (Adam), one t
 "SL roles" times the protocol's role programs alone; "SL runner" is what `slsec train` runs
 (run_local/run_mpi: + the experimenter's test evaluation after each round, model set-up, the
 scorer channel); "mono+eval" adds the same one test evaluation per epoch to the baseline.
-"SL roles unpinned" (local) runs the roles without sharing one core (slsec.run.runner.share_one_core
-pins the rank threads of strictly alternating protocols to one core, as run_local does).
+"SL roles as threads" (local) runs the roles as threads (run_local runs the roles of strictly
+alternating protocols as greenlets of one thread: slsec.run.runner.take_turns).
 Variants are interleaved. Printed: the median of per-repetition wall ratios, the wall ratio of
 the best repetition of each, the median CPU-time ratio (all threads/ranks), and a sign-test
 interval (~95%) for the median of the judged ratio (CPU; wall on a GPU): on a shared VM one
@@ -89,9 +89,9 @@ def local(args: argparse.Namespace) -> None:
             fns["mono+eval"] = lambda: mono_epoch(setup, cfg, evaluate=True)
             fns["SL runner"] = lambda: sl_local_runner(cfg, setup)
             pairs += [("SL runner", "mono+eval"), ("SL runner", "mono")]
-            # the roles without sharing one core (runner.share_one_core), for comparison
-            fns["SL roles unpinned"] = lambda: sl_local_roles(cfg, setup, pin=False)
-            pairs.insert(1, ("SL roles unpinned", "mono"))
+            # the roles as threads (not greenlets: runner.take_turns), for comparison
+            fns["SL roles as threads"] = lambda: sl_local_roles(cfg, setup, turns=False)
+            pairs.insert(1, ("SL roles as threads", "mono"))
         t = interleaved(fns, args.reps if mnist else args.resnet_reps, log=print)
         _ratios(name, cut, n, t, pairs, 0.95, rows, gpu=args.device == "cuda")
     table(f"local backend, 1 thread, {args.device}, {time.strftime('%Y-%m-%d')} "
@@ -132,26 +132,31 @@ def mpi(args: argparse.Namespace) -> None:
         n = len(setup.shard(1))
         proto = PROTOCOLS.get("vanilla")
 
-        def roles(learn: bool = True) -> tuple[float, float]:
-            """The role programs; learn=False: every wait spins first (no per-channel sleep)."""
+        def roles(learn: bool = True, given: int = transport._MAX_GIVEN) -> tuple[float, float]:
+            """The role programs; learn=False: every wait polls at once (no per-channel sleep);
+            given=0: `give` waits until the receiver has taken the message, as `send` does."""
             quiet, transport._QUIET = transport._QUIET, (transport._QUIET if learn else 0.0)
+            max_given, transport._MAX_GIVEN = transport._MAX_GIVEN, given
             try:
                 ctx = role_context(cfg, setup, rank, MPILink(comm, timeout=cfg.timeout))
-                return both(lambda: (proto.server if rank == 0 else proto.client)(ctx))
+                role = proto.server if rank == 0 else proto.client
+                return both(lambda: (role(ctx), ctx.link.flush()))
             finally:
-                transport._QUIET = quiet
+                transport._QUIET, transport._MAX_GIVEN = quiet, max_given
 
         fns = {"mono": lambda: both(lambda: mono_epoch(setup, cfg) if rank == 0 else None),
                "mono+eval": lambda: both(lambda: mono_epoch(setup, cfg, evaluate=True)
                                          if rank == 0 else None),
                "SL roles": roles,
-               "SL roles, spin first": lambda: roles(learn=False),
+               "SL roles, poll first": lambda: roles(learn=False),
+               "SL roles, give waits": lambda: roles(given=0),
                "SL runner": lambda: both(lambda: run_mpi(cfg, setup))}
         if rank == 0:
             print(f"MNIST CNN, cut {cut}: {n} samples, batch {cfg.batch_size}", flush=True)
         t = interleaved(fns, args.reps, log=print if rank == 0 else None)
         if rank == 0:
-            _ratios("MNIST CNN", cut, n, t, [("SL roles", "mono"), ("SL roles, spin first", "mono"),
+            _ratios("MNIST CNN", cut, n, t, [("SL roles", "mono"), ("SL roles, poll first", "mono"),
+                                             ("SL roles, give waits", "mono"),
                                              ("SL runner", "mono+eval"), ("SL runner", "mono")],
                     0.90, rows, gpu=args.device == "cuda")
     if rank == 0:

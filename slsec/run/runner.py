@@ -214,6 +214,7 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
         ctx.on_round = on_round
         ctx.hook = hook   # a malicious server's deviation (None: the server follows the protocol)
         proto.server(ctx)
+        link.flush()
         outcome.wall_s = time.perf_counter() - start
         outcome.bytes_total = sum(link.bytes_sent.values()) + sum(link.bytes_recv.values())
         outcome.payload_total = sum(link.payload_sent.values()) + sum(link.payload_recv.values())
@@ -231,6 +232,7 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
             train_total(per_round * plan.rounds)
             ctx.on_step = train_step
         proto.client(ctx)
+        link.flush()
         outcome.wall_s = time.perf_counter() - start
         report = {REPORT + k: torch.tensor(float(v)) for k, v in ctx.defense.report().items()}
         instr.send(0, {**truth.message(), **report}, TRUTH)
@@ -238,54 +240,43 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
     return outcome
 
 
-def share_one_core(cfg: RunConfig) -> Callable[[], None]:
-    """For protocols whose roles strictly alternate, run on one thread each: a function each rank
-    thread calls to pin itself to one core, the least busy of those allowed now (Linux applies
-    affinity per thread; a second run beside this one, such as the card's undefended twin, then
-    tends to pick another). The 6.4 MB smashed tensor stays in one core's cache instead of
-    moving between cores at every hand-off (bench/overhead.py). A no-op elsewhere."""
-    from slsec.protocols.base import PROTOCOLS
-    if not (PROTOCOLS.get(cfg.protocol).alternating and cfg.threads == 1
-            and hasattr(os, "sched_setaffinity")):
-        return lambda: None
-    allowed = sorted(os.sched_getaffinity(0))
-    try:
-        import psutil
-        busy = psutil.cpu_percent(interval=0.05, percpu=True)
-        core = min(allowed, key=lambda c: busy[c] if c < len(busy) else 100.0)
-    except (ImportError, OSError):
-        return lambda: None
-
-    def pin() -> None:
-        try:
-            os.sched_setaffinity(0, {core})
-        except OSError:
-            pass
-    return pin
+def take_turns(cfg: RunConfig) -> Any:
+    """For protocols whose roles strictly alternate (one computes while the others wait), a
+    Turns that runs the ranks as greenlets of this thread (slsec/wire/turns.py: no thread
+    hand-offs; a deadlock is named at once); None where roles run side by side."""
+    from slsec.wire.turns import Turns
+    return Turns() if PROTOCOLS.get(cfg.protocol).alternating else None
 
 
 def run_local(cfg: RunConfig, setup: Setup,
               progress: Callable[[RoundRecord], None] | None = None,
               hook: ServerHook | None = None) -> list[RankOutcome]:
-    """All ranks as threads of this process over LocalHub; the first failure is raised."""
+    """All ranks over LocalHub: as greenlets of this thread where the roles take turns
+    (take_turns), else as threads; the first failure is raised."""
     from slsec.wire.transport import LocalHub
 
     keep_freed_memory()
     if cfg.fraction < 1 and hasattr(PROTOCOLS.get(cfg.protocol), "client_round"):
         return run_local_pooled(cfg, setup, progress)
     world = cfg.clients + 1
-    hub, instr = LocalHub(world, timeout=cfg.timeout), LocalHub(world, timeout=cfg.timeout)
+    turns = take_turns(cfg)
+    hub, instr = (LocalHub(world, timeout=cfg.timeout, turns=turns),
+                  LocalHub(world, timeout=cfg.timeout, turns=turns))
     outcomes: list[RankOutcome | None] = [None] * world
     errors: list[BaseException] = []
 
-    pin = share_one_core(cfg)
+    def role(rank: int) -> None:
+        torch.set_num_threads(cfg.threads)
+        outcomes[rank] = run_rank(cfg, setup, rank, hub.link(rank), instr.link(rank),
+                                  progress if rank == 0 else None, hook)
+
+    if turns is not None:
+        turns.run([lambda r=r: role(r) for r in range(world)])
+        return [o for o in outcomes if o is not None]
 
     def target(rank: int) -> None:
         try:
-            pin()
-            torch.set_num_threads(cfg.threads)
-            outcomes[rank] = run_rank(cfg, setup, rank, hub.link(rank), instr.link(rank),
-                                      progress if rank == 0 else None, hook)
+            role(rank)
         except BaseException as e:  # noqa: BLE001 - reported to the caller
             errors.append(e)
             abort = getattr(hub, "abort", None)

@@ -13,7 +13,7 @@ non-overtaking rule keeps them in order. The receiver matches the header with Im
 it completely before allocating anything, then checks each payload message's probed size
 against it. Nothing is ever pickled.
 
-Waits poll (spin ~1 ms yielding the core, then sleep a tenth of the time waited, at most 1 ms)
+Waits poll (every ~0.05 ms for ~1 ms, then sleeping a tenth of the time waited, at most 1 ms)
 so an idle rank leaves the CPU to busy ones, and give up after `timeout` with a PeerError
 naming the peer.
 
@@ -60,7 +60,9 @@ _DTYPES: dict[int, torch.dtype] = {
 _CODES = {dt: code for code, dt in _DTYPES.items()}
 _ITEMSIZE = {dt: torch.empty((), dtype=dt).element_size() for dt in _CODES}
 
-_SPIN_S = 1e-3                  # poll (yielding the core) this long, then sleep between polls
+_SPIN_S = 1e-3                  # poll every _NAP_S this long, then sleep longer between polls
+_NAP_S = 50e-6                  # (a short sleep, not a busy spin: ~10x less CPU, <= ~0.1 ms late)
+_MAX_GIVEN = 16                 # MPI: given messages in flight before `give` waits for the oldest
 _QUIET = 0.8                    # a channel's waits: sleep through this share of its shortest
 _HISTORY = 4                    # ... of the last _HISTORY waits before polling hard
 _MIN_SLEEP, _MAX_SLEEP = 20e-6, 1e-3
@@ -70,7 +72,6 @@ _DEATH_GRACE_S = 0.5            # a peer found gone is named only this long afte
                                 # ended the job itself (MPI_Abort after naming the real fault), the
                                 # launcher kills this rank first, and no second, misleading line
                                 # ("rank 0 died") follows the real one
-_yield = getattr(os, "sched_yield", lambda: None)
 R = TypeVar("R")
 
 
@@ -249,8 +250,12 @@ class Link(ABC):
     def recv_any(self, tag: int) -> tuple[int, dict[str, Tensor]]:
         """The first message under `tag` from any rank, with its source."""
 
+    def flush(self) -> None:
+        """Wait until every message given (`give`) has left this rank's buffers."""
+
     def close(self) -> None:
         """Release the link (a no-op for the MPI communicator, which the caller owns)."""
+        self.flush()
 
     def _check(self, peer: int | None, tag: int) -> None:
         """Refuse a peer outside the world (or oneself) and tags outside 0..PREFLIGHT_TAG-1."""
@@ -285,18 +290,28 @@ class Link(ABC):
 class _Mailbox:
     cond: threading.Condition = field(default_factory=threading.Condition)
     items: list[tuple[int, int, bytes, list[np.ndarray]]] = field(default_factory=list)
+    turns: Any = None   # slsec.wire.turns.Turns: the ranks are greenlets of one thread
 
     def put(self, item: tuple[int, int, bytes, list[np.ndarray]]) -> None:
         with self.cond:
             self.items.append(item)
             self.cond.notify_all()
+        if self.turns is not None:
+            self.turns.sent += 1
 
-    def take(self, match: Callable[[int, int], bool], deadline: float):
+    def take(self, match: Callable[[int, int], bool], deadline: float, what: str = ""):
         with self.cond:
             while True:
                 for i, item in enumerate(self.items):
                     if match(item[0], item[1]):
                         return self.items.pop(i)
+                if self.turns is not None:
+                    self.cond.release()   # (a rank's program runs only while the others wait)
+                    try:
+                        self.turns.wait(what)
+                    finally:
+                        self.cond.acquire()
+                    continue
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
@@ -304,14 +319,15 @@ class _Mailbox:
 
 
 class LocalHub:
-    """Connects `world_size` role programs running as threads of one process."""
+    """Connects `world_size` role programs running as threads of one process, or, with `turns`
+    (slsec.wire.turns.Turns), as greenlets of one thread that switch when they wait."""
 
     def __init__(self, world_size: int, *, timeout: float = 120.0,
-                 max_bytes: int = 1 << 30) -> None:
+                 max_bytes: int = 1 << 30, turns: Any = None) -> None:
         if world_size < 1:
             raise ValueError(f"world_size must be >= 1, got {world_size}")
         self.world_size, self.timeout, self.max_bytes = world_size, timeout, max_bytes
-        self._boxes = [_Mailbox() for _ in range(world_size)]
+        self._boxes = [_Mailbox(turns=turns) for _ in range(world_size)]
 
     def link(self, rank: int) -> "LocalLink":
         """The link that rank `rank` uses."""
@@ -345,7 +361,8 @@ class LocalLink(Link):
     def recv(self, source: int, tag: int) -> dict[str, Tensor]:
         self._check(source, tag)
         item = self._hub._boxes[self.rank].take(lambda s, t: s == source and t == tag,
-                                                time.monotonic() + self.timeout)
+                                                time.monotonic() + self.timeout,
+                                                f"rank {self.rank} waits for rank {source} (tag {tag})")
         if item is None:
             raise self._silent(source, tag)
         return self._open(item)
@@ -353,7 +370,8 @@ class LocalLink(Link):
     def recv_any(self, tag: int) -> tuple[int, dict[str, Tensor]]:
         self._check(None, tag)
         item = self._hub._boxes[self.rank].take(lambda s, t: t == tag,
-                                                time.monotonic() + self.timeout)
+                                                time.monotonic() + self.timeout,
+                                                f"rank {self.rank} waits for any rank (tag {tag})")
         if item is None:
             raise self._none_sent(tag)
         return item[0], self._open(item)
@@ -375,9 +393,10 @@ def _poll(test: Callable[[], R | None], deadline: float, on_timeout: Callable[[]
           past: collections.deque | None = None) -> R:
     """Call `test` until it returns non-None, or raise on_timeout() at `deadline`.
 
-    Spins for ~1 ms, yielding the core between tries (free on an idle machine, polite on a
-    busy one), then sleeps between tries for a tenth of the time waited so far (20 us .. 1 ms),
-    so a long wait costs almost no CPU and a reply is noticed at most ~10% late. `past` holds a
+    Tries every ~0.05 ms for ~1 ms (short sleeps: a busy spin that yields the core costs a whole
+    core meanwhile, and MPI ranks ~5% more CPU per epoch; bench/overhead.py --mpi), then sleeps
+    between tries for a tenth of the time waited so far (20 us .. 1 ms), so a long wait costs
+    almost no CPU and a reply is noticed at most ~10% late. `past` holds a
     channel's last waits (seconds; this wait is appended): when even the shortest of them was
     long (a client waiting while the server computes), the wait first sleeps through _QUIET of
     it and only then spins, so the answer is still caught within the spin but the CPU is not
@@ -413,7 +432,7 @@ def _poll(test: Callable[[], R | None], deadline: float, on_timeout: Callable[[]
             nap = min(quiet_until, deadline, next_check if died is not None else deadline) - now
             time.sleep(max(nap, 0.0))
         elif now < spin_until:
-            _yield()
+            time.sleep(_NAP_S)
         else:
             time.sleep(min(max(_MIN_SLEEP, (now - start) / 10), _MAX_SLEEP, deadline - now))
 
@@ -458,6 +477,7 @@ class MPILink(Link):
         self.comm = MPI.COMM_WORLD if comm is None else comm
         super().__init__(self.comm.Get_rank(), self.comm.Get_size(), timeout, max_bytes)
         self._orphans: list[Any] = []   # requests/buffers abandoned by an error; kept alive for MPI
+        self._given: collections.deque = collections.deque()   # (dest, tag, requests, buffers)
         self._waits: dict[tuple[int, int], collections.deque] = {}   # (source, tag): last waits
         # peers on this host whose process a wait can watch (from the preflight); a dead one is
         # named at once instead of after `timeout` (when mpiexec lets the survivors live)
@@ -484,22 +504,45 @@ class MPILink(Link):
 
     def send(self, dest: int, tensors: dict[str, Tensor], tag: int) -> None:
         self._check(dest, tag)
-        self._send(dest, tensors, tag)
+        self._wait(self._post(dest, tensors, tag))
 
-    def _send(self, dest: int, tensors: Mapping[str, Tensor], tag: int) -> None:
+    def give(self, dest: int, tensors: dict[str, Tensor], tag: int) -> None:
+        """Returns once MPI has the message, not once the receiver has taken it: the tensors
+        (which nobody writes again) stay referenced here until then, and this rank goes on
+        computing meanwhile instead of waiting for the receiver to match and copy them."""
+        self._check(dest, tag)
+        self._given.append(self._post(dest, tensors, tag))
+        self._settle(_MAX_GIVEN)
+
+    def flush(self) -> None:
+        self._settle(0)
+
+    def _post(self, dest: int, tensors: Mapping[str, Tensor], tag: int) -> tuple:
         MPI, comm = self._MPI, self.comm
         header, bufs = encode(tensors)
         reqs = [comm.Isend([header, MPI.BYTE], dest, tag)]
         reqs += [comm.Isend([b, MPI.BYTE], dest, tag) for b in bufs if b.nbytes]
-        deadline = time.monotonic() + self.timeout
+        self._count_sent(dest, header, sum(b.nbytes for b in bufs))
+        return dest, tag, reqs, header, bufs
+
+    def _settle(self, keep: int) -> None:
+        """Forget the given messages MPI has finished with; wait for the oldest while more than
+        `keep` are still in flight."""
+        while self._given and (len(self._given) > keep
+                               or self._MPI.Request.Testall(self._given[0][2])):
+            self._wait(self._given.popleft())
+
+    def _wait(self, sent: tuple) -> None:
+        dest, tag, reqs = sent[:3]
+        MPI = self._MPI
         try:
-            _poll(lambda: True if MPI.Request.Testall(reqs) else None, deadline,
+            _poll(lambda: True if MPI.Request.Testall(reqs) else None,
+                  time.monotonic() + self.timeout,
                   lambda: PeerError(f"rank {dest} did not take a message within "
                                     f"{_secs(self.timeout)} s (tag {tag})"), self._died(dest))
         except BaseException:
-            self._orphans.append((reqs, header, bufs))
+            self._orphans.append(sent)
             raise
-        self._count_sent(dest, header, sum(b.nbytes for b in bufs))
 
     def recv(self, source: int, tag: int) -> dict[str, Tensor]:
         self._check(source, tag)
@@ -623,10 +666,10 @@ def preflight(comm: Any, *, expected_world: int, timeout: float) -> dict[int, Pr
                                         source, 1)[0]
         answer = _json_tensor([procs[r] for r in range(size)])
         for r in range(1, size):
-            link._send(r, {"procs": answer}, PREFLIGHT_TAG)
+            link._wait(link._post(r, {"procs": answer}, PREFLIGHT_TAG))
         return procs
     # rank 0 answers only once everyone pinged: give it the timeout again to report first
-    link._send(0, {"procs": _json_tensor([me])}, PREFLIGHT_TAG)
+    link._wait(link._post(0, {"procs": _json_tensor([me])}, PREFLIGHT_TAG))
     st = link._MPI.Status()
     msg = _poll(lambda: comm.Improbe(0, PREFLIGHT_TAG, st), deadline + timeout,
                 lambda: PeerError(f"rank 0 did not answer the preflight ping within "

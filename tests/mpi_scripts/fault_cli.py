@@ -3,7 +3,7 @@
 usage: mpiexec -n K+1 python tests/mpi_scripts/fault_cli.py train --backend mpi ...
 
 The fault comes from the environment, SLSEC_FAULT="<rank>:<kind>:<after>": on rank <rank>,
-just before its (<after>+1)-th protocol send (MPILink.send, so mid-round), the rank
+just before its (<after>+1)-th protocol message out (MPILink.send or give, so mid-round), the rank
 
   kill    prints "FAULT <rank> kill pid <pid> at <unix time>", then SIGKILLs itself (a crash:
           no Python cleanup, no MPI_Finalize)
@@ -12,7 +12,7 @@ just before its (<after>+1)-th protocol send (MPILink.send, so mid-round), the r
   pause   writes its pid to $SLSEC_FAULT_PIDFILE and sleeps (the test kills it from outside)
 
 Every rank first prints "RANK <rank> pid <pid>", then runs slsec.cli.main unchanged (the
-faulty rank with the wrapped send); the script exits with main's exit code.
+faulty rank with the wrapped send and give); the script exits with main's exit code.
 """
 from __future__ import annotations
 
@@ -23,16 +23,15 @@ import time
 
 
 def install_fault(spec: str) -> None:
-    """Wrap MPILink.send on the faulty rank so that the fault fires after `after` sends."""
+    """Wrap MPILink.send and give on the faulty rank: the fault fires after `after` messages."""
     rank_s, kind, after_s = spec.split(":")
     if os.environ.get("PMI_RANK") != rank_s:
         return
     from slsec.wire.transport import MPILink
 
-    real_send = MPILink.send
     count = [0]
 
-    def send(self, dest, tensors, tag):  # noqa: ANN001 - same signature as MPILink.send
+    def fault() -> None:
         if count[0] >= int(after_s):
             if kind == "pause":
                 path = os.environ["SLSEC_FAULT_PIDFILE"]
@@ -45,9 +44,15 @@ def install_fault(spec: str) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
             time.sleep(3600)
         count[0] += 1
-        return real_send(self, dest, tensors, tag)
 
-    MPILink.send = send  # type: ignore[method-assign]
+    def wrapped(real):  # noqa: ANN001, ANN202
+        def out(self, dest, tensors, tag):  # noqa: ANN001 - same signature as MPILink.send
+            fault()
+            return real(self, dest, tensors, tag)
+        return out
+
+    MPILink.send = wrapped(MPILink.send)  # type: ignore[method-assign]
+    MPILink.give = wrapped(MPILink.give)  # type: ignore[method-assign]
 
 
 def main() -> int:
