@@ -250,7 +250,8 @@ def breakdown(args: argparse.Namespace) -> None:
         "split, 1 thread, x.backward(g)": lambda: split_inline(setup, cfg, False, False),
         "split, 1 thread, (x*g).sum()": lambda: split_inline(setup, cfg, False, True),
         "split, 1 thread, (x*g).sum() + 2 copies": lambda: split_inline(setup, cfg, True, True),
-        "SL roles": lambda: sl_local_roles(cfg, setup)}, args.reps)
+        "SL roles": lambda: sl_local_roles(cfg, setup),
+        "SL roles as threads": lambda: sl_local_roles(cfg, setup, turns=False)}, args.reps)
     mono, roles = steps["mono"], steps["SL roles"]
     gap = med(roles["cpu"]) - med(mono["cpu"])
     table(f"one epoch, cut {args.cut}, CPU s (median of {args.reps}, interleaved): SL's pieces "
