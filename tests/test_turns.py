@@ -38,6 +38,41 @@ def test_ping_pong_runs_on_the_calling_thread():
     assert threads == {threading.get_ident()}
 
 
+def test_idle_ranks_are_not_visited_while_others_talk(monkeypatch):
+    """Ranks run only when something was put where they wait: ten idle clients wait once each
+    through 50 exchanges between ranks 0 and 1, then once more for their own message."""
+    turns = Turns()
+    hub = LocalHub(12, timeout=5, turns=turns)
+    waits: dict[str, int] = {}
+    real = Turns.wait
+
+    def counting(self, what: str) -> None:
+        waits[what] = waits.get(what, 0) + 1
+        real(self, what)
+
+    monkeypatch.setattr(Turns, "wait", counting)
+
+    def server() -> None:
+        link = hub.link(0)
+        for _ in range(50):
+            link.give(1, {"g": link.recv(1, 2)["x"]}, 3)
+        for k in range(2, 12):
+            link.send(k, {"w": torch.zeros(1)}, 4)
+
+    def active() -> None:
+        link = hub.link(1)
+        for i in range(50):
+            link.give(0, {"x": torch.tensor([float(i)])}, 2)
+            link.recv(0, 3)
+
+    def idle(k: int) -> None:
+        hub.link(k).recv(0, 4)
+
+    turns.run([server, active] + [lambda k=k: idle(k) for k in range(2, 12)])
+    assert all(waits[f"rank {k} waits for rank 0 (tag 4)"] == 1 for k in range(2, 12)), waits
+    assert waits["rank 1 waits for rank 0 (tag 3)"] == 50
+
+
 def test_a_deadlock_is_named_at_once_not_after_the_timeout():
     turns = Turns()
     hub = LocalHub(3, timeout=3600, turns=turns)

@@ -290,14 +290,15 @@ class Link(ABC):
 class _Mailbox:
     cond: threading.Condition = field(default_factory=threading.Condition)
     items: list[tuple[int, int, bytes, list[np.ndarray]]] = field(default_factory=list)
-    turns: Any = None   # slsec.wire.turns.Turns: the ranks are greenlets of one thread
+    turns: Any = None    # slsec.wire.turns.Turns: the ranks are greenlets of one thread
+    waiter: Any = None   # with turns: the rank waiting on this box
 
     def put(self, item: tuple[int, int, bytes, list[np.ndarray]]) -> None:
         with self.cond:
             self.items.append(item)
             self.cond.notify_all()
-        if self.turns is not None:
-            self.turns.sent += 1
+        if self.waiter is not None:
+            self.turns.wake(self.waiter)
 
     def take(self, match: Callable[[int, int], bool], deadline: float, what: str = ""):
         with self.cond:
@@ -306,11 +307,13 @@ class _Mailbox:
                     if match(item[0], item[1]):
                         return self.items.pop(i)
                 if self.turns is not None:
-                    self.cond.release()   # (a rank's program runs only while the others wait)
+                    self.waiter = self.turns.current()
+                    self.cond.release()   # (one rank's program runs at a time)
                     try:
                         self.turns.wait(what)
                     finally:
                         self.cond.acquire()
+                        self.waiter = None
                     continue
                 left = deadline - time.monotonic()
                 if left <= 0:

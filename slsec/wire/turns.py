@@ -6,16 +6,18 @@ at the conv1 cut costs ~6% more CPU than the same roles run as greenlets of one 
 (bench/overhead.py: "SL roles" vs "SL roles as threads"). Here a rank whose mailbox holds
 nothing it can take hands the thread to the next rank: a switch costs about a microsecond.
 
-`Turns.run(programs)` runs the programs round-robin until all have returned. A full round in
-which no rank sent anything while some still wait can never end: it is raised at once as a
-PeerError naming what each rank waits for (threads would wait out the timeout). The first
-exception of any rank ends the run: the other ranks are unwound (GreenletExit at their wait,
-so their `finally` blocks run) and that exception is raised.
+`Turns.run(programs)` starts the programs in order, then runs whichever rank a message was put
+for (a rank left waiting costs nothing, so a vanilla run with many clients does not visit the
+idle ones). When no rank can run but some still wait, none ever will: that deadlock is raised at
+once as a PeerError naming what each rank waits for (threads would wait out the timeout). The
+first exception of any rank ends the run: the other ranks are unwound (GreenletExit at their
+wait, so their `finally` blocks run) and that exception is raised.
 
 torch's grad mode belongs to the thread, so each rank gets its own back after every switch.
 """
 from __future__ import annotations
 
+import collections
 from typing import Any, Callable
 
 import torch
@@ -27,11 +29,12 @@ class Turns:
     """The scheduler that LocalHub(turns=...) mailboxes hand the thread to while they wait."""
 
     def __init__(self) -> None:
-        self.sent = 0                        # messages put into a mailbox, by any rank
         self.waiting: dict[Any, str] = {}    # waiting greenlet -> what it waits for
+        self._ready: collections.deque = collections.deque()   # ranks to run, in order
+        self._queued: set[Any] = set()
 
     def wait(self, what: str) -> None:
-        """A rank finds nothing to take: let the other ranks run, then look again."""
+        """A rank finds nothing to take: let the others run until `wake` is called for it."""
         from greenlet import getcurrent
         me, grad = getcurrent(), torch.is_grad_enabled()
         if me.parent is None:
@@ -43,22 +46,36 @@ class Turns:
             self.waiting.pop(me, None)
             torch.set_grad_enabled(grad)
 
+    def current(self) -> Any:
+        """The rank running now (its greenlet), for a mailbox to `wake` later."""
+        from greenlet import getcurrent
+        return getcurrent()
+
+    def wake(self, rank: Any) -> None:
+        """Something was put where `rank` (from `current`) waits: let it look again."""
+        if rank in self.waiting and rank not in self._queued:
+            self._ready.append(rank)
+            self._queued.add(rank)
+
     def run(self, programs: list[Callable[[], None]]) -> None:
         """Run every program to its end, one at a time, on this thread."""
         from greenlet import greenlet
         grad = torch.is_grad_enabled()
         ranks = [greenlet(p) for p in programs]
+        self._ready.extend(ranks)
+        self._queued.update(ranks)
         try:
-            while any(not g.dead for g in ranks):
-                before = self.sent
-                for g in ranks:
-                    if not g.dead:
-                        g.switch()
-                        torch.set_grad_enabled(grad)
-                if self.sent == before and any(not g.dead for g in ranks):
-                    raise PeerError("the ranks wait for one another and none can go on: " +
-                                    "; ".join(w for g, w in self.waiting.items() if not g.dead))
+            while self._ready:
+                g = self._ready.popleft()
+                self._queued.discard(g)
+                g.switch()
+                torch.set_grad_enabled(grad)
+            if any(not g.dead for g in ranks):
+                raise PeerError("the ranks wait for one another and none can go on: " +
+                                "; ".join(self.waiting[g] for g in ranks if g in self.waiting))
         finally:
+            self._ready.clear()
+            self._queued.clear()
             for g in ranks:
                 if not g.dead:
                     g.throw()
