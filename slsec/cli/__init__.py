@@ -256,7 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="Optimal order is the", category=UserWarning)
     ARGV[:] = sys.argv[1:] if argv is None else list(argv)
     try:
-        app(args=argv, standalone_mode=False, prog_name="slsec")
+        # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns that code
+        if app(args=argv, standalone_mode=False, prog_name="slsec") == 130:
+            print("error: interrupted", file=sys.stderr)
+            return 130
     except typer.Exit as e:
         return e.exit_code
     except typer.Abort:

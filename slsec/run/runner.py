@@ -279,14 +279,14 @@ def run_local(cfg: RunConfig, setup: Setup,
             role(rank)
         except BaseException as e:  # noqa: BLE001 - reported to the caller
             errors.append(e)
-            abort = getattr(hub, "abort", None)
-            if abort:
-                abort(f"rank {rank} failed: {e}")
-                instr.abort(f"rank {rank} failed: {e}")
+            stop(f"rank {rank} failed: {e}")
 
-    threads = [threading.Thread(target=target, args=(r,), daemon=True, name=f"rank{r}")
-               for r in range(world)]
-    return _join(threads, errors, outcomes)
+    def stop(why: str) -> None:
+        hub.abort(why)
+        instr.abort(why)
+
+    return _join({f"rank{r}": lambda r=r: target(r) for r in range(world)}, errors, outcomes,
+                 stop)
 
 
 def run_local_pooled(cfg: RunConfig, setup: Setup,
@@ -312,6 +312,11 @@ def run_local_pooled(cfg: RunConfig, setup: Setup,
 
     def fail(who: str, e: BaseException) -> None:
         errors.append(e)
+        stop(f"{who} failed: {e}")
+
+    def stop(why: str) -> None:
+        hub.abort(why)
+        instr.abort(why)
 
     def server() -> None:
         try:
@@ -370,24 +375,51 @@ def run_local_pooled(cfg: RunConfig, setup: Setup,
                 return
             client(k, rnd)
 
-    threads = [threading.Thread(target=server, daemon=True, name="rank0")]
-    threads += [threading.Thread(target=worker, daemon=True, name=f"client-worker{i}")
-                for i in range(pool)]
-    return _join(threads, errors, outcomes)
+    return _join({"rank0": server, **{f"client-worker{i}": worker for i in range(pool)}},
+                 errors, outcomes, stop)
 
 
-def _join(threads: list[threading.Thread], errors: list[BaseException],
-          outcomes: list[RankOutcome | None]) -> list[RankOutcome]:
-    """Start the rank threads and wait for all of them, or for the first failure: raise the
-    first error that is not a peer's reaction to it (PeerError), else the first one."""
-    for t in threads:
-        t.start()
-    while any(t.is_alive() for t in threads) and not errors:
-        for t in threads:
-            t.join(timeout=0.05)
+def _join(targets: dict[str, Callable[[], None]], errors: list[BaseException],
+          outcomes: list[RankOutcome | None], stop: Callable[[str], None]) -> list[RankOutcome]:
+    """Run each target on a thread of that name and wait for all of them, or for the first
+    failure: raise the first error that is not a peer's reaction to it (PeerError), else the
+    first one.
+
+    On a failure or Ctrl-C, `stop` ends every wait and the threads get STOP_WAIT_S to reach
+    one before this returns: a rank thread still inside torch when the interpreter exits
+    aborts the process ("terminate called without an active exception"). Each thread's end is
+    an Event: Python 3.11's Thread.join, once interrupted by Ctrl-C, may take a running thread
+    for ended."""
+    ended = {name: threading.Event() for name in targets}
+
+    def run(name: str) -> None:
+        try:
+            targets[name]()
+        finally:
+            ended[name].set()
+
+    for name in targets:
+        threading.Thread(target=run, args=(name,), daemon=True, name=name).start()
+    try:
+        while not errors and not all(e.wait(0.05) for e in ended.values()):
+            pass
+    except BaseException:   # Ctrl-C while waiting
+        _stop_all(ended, stop, "interrupted")
+        raise
     if errors:
+        _stop_all(ended, stop, "another rank failed")
         raise next((e for e in errors if not isinstance(e, PeerError)), errors[0])
     return [o for o in outcomes if o is not None]
+
+
+STOP_WAIT_S = 10.0   # how long a stopped run's rank threads get to reach their next wait
+
+
+def _stop_all(ended: dict[str, threading.Event], stop: Callable[[str], None], why: str) -> None:
+    stop(why)
+    end = time.monotonic() + STOP_WAIT_S
+    for e in ended.values():
+        e.wait(max(0.0, end - time.monotonic()))
 
 
 def load_mpi(initialize: bool = True) -> Any:

@@ -292,6 +292,7 @@ class _Mailbox:
     items: list[tuple[int, int, bytes, list[np.ndarray]]] = field(default_factory=list)
     turns: Any = None    # slsec.wire.turns.Turns: the ranks are greenlets of one thread
     waiter: Any = None   # with turns: the rank waiting on this box
+    aborted: str = ""    # LocalHub.abort's reason: every wait ends with it
 
     def put(self, item: tuple[int, int, bytes, list[np.ndarray]]) -> None:
         with self.cond:
@@ -306,6 +307,8 @@ class _Mailbox:
                 for i, item in enumerate(self.items):
                     if match(item[0], item[1]):
                         return self.items.pop(i)
+                if self.aborted:
+                    raise PeerError(self.aborted)
                 if self.turns is not None:
                     self.waiter = self.turns.current()
                     self.cond.release()   # (one rank's program runs at a time)
@@ -331,6 +334,14 @@ class LocalHub:
             raise ValueError(f"world_size must be >= 1, got {world_size}")
         self.world_size, self.timeout, self.max_bytes = world_size, timeout, max_bytes
         self._boxes = [_Mailbox(turns=turns) for _ in range(world_size)]
+
+    def abort(self, why: str) -> None:
+        """End every wait on this hub, now and later, with a PeerError saying `why` (a rank
+        failed, or the run was interrupted): the other rank threads stop at their next wait."""
+        for box in self._boxes:
+            with box.cond:
+                box.aborted = why
+                box.cond.notify_all()
 
     def link(self, rank: int) -> "LocalLink":
         """The link that rank `rank` uses."""

@@ -1,0 +1,64 @@
+"""Ctrl-C during a local run: one line, exit 130, and the rank threads stop first (a thread
+left inside torch when the interpreter exits aborts the process: "terminate called without an
+active exception", exit -6, before this was fixed)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from slsec.errors import PeerError
+from slsec.wire.transport import LocalHub
+
+SLSEC = Path(sys.executable).parent / "slsec"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["vanilla", "splitfed"])   # greenlets; threads
+def test_ctrl_c_mid_training_is_one_line_and_exit_130(tmp_path, protocol):
+    proc = subprocess.Popen(
+        [str(SLSEC), "train", "--protocol", protocol, "--clients", "2", "--rounds", "50",
+         "--max-train", "2000", "--aux-size", "100", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for line in proc.stderr:   # training has started once progress reports batches
+            if "batches" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    assert err.strip().splitlines()[-1] == "error: interrupted", err
+    assert "Traceback" not in err and "terminate called" not in err, err
+
+
+def test_abort_ends_every_wait_with_why():
+    hub = LocalHub(3, timeout=3600)
+    seen: list[str] = []
+
+    def wait(rank: int) -> None:
+        try:
+            hub.link(rank).recv(0, 1)
+        except PeerError as e:
+            seen.append(str(e))
+
+    threads = [threading.Thread(target=wait, args=(r,)) for r in (1, 2)]
+    for t in threads:
+        t.start()
+    hub.abort("rank 0 failed: out of memory")
+    for t in threads:
+        t.join(10)
+    assert seen == ["rank 0 failed: out of memory"] * 2
+    with pytest.raises(PeerError, match="out of memory"):   # and every later wait
+        hub.link(1).recv(0, 1)
+    hub.link(0).send(1, {"x": torch.zeros(1)}, 1)   # what was sent before is still taken
+    assert hub.link(1).recv(0, 1)["x"].shape == (1,)
