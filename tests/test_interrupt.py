@@ -62,3 +62,27 @@ def test_abort_ends_every_wait_with_why():
         hub.link(1).recv(0, 1)
     hub.link(0).send(1, {"x": torch.zeros(1)}, 1)   # what was sent before is still taken
     assert hub.link(1).recv(0, 1)["x"].shape == (1,)
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_ctrl_c_under_mpiexec_is_one_slsec_line_and_exit_130(tmp_path):
+    """mpiexec hands Ctrl-C to every rank: rank 0 alone says so, the job ends with 130."""
+    proc = subprocess.Popen(
+        [str(SLSEC), "train", "--backend", "mpi", "--protocol", "vanilla", "--clients", "2",
+         "--rounds", "50", "--max-train", "2000", "--aux-size", "100", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for line in proc.stderr:   # a round has ended: every rank is inside the protocol
+            if "round 1/" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    slsec_lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert slsec_lines == ["error: interrupted"], err
+    assert "Traceback" not in err, err

@@ -459,9 +459,13 @@ def run_mpi(cfg: RunConfig, setup: Setup,
         if comm.Get_rank() == 0:
             print(f"error: {e}", file=sys.stderr, flush=True)
         abort_job(comm, 2)
+    except KeyboardInterrupt:   # Ctrl-C: mpiexec hands it to every rank; one line says so
+        if comm.Get_rank() == 0:
+            print("error: interrupted", file=sys.stderr, flush=True)
+        abort_job(comm, 130)
     except BaseException as e:  # noqa: BLE001
         print(f"error: rank {comm.Get_rank()}: {e}", file=sys.stderr, flush=True)
-        if not isinstance(e, (PeerError, KeyboardInterrupt)):
+        if not isinstance(e, PeerError):
             traceback.print_exc(file=sys.stderr)
         abort_job(comm, 1)
 
