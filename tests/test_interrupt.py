@@ -22,6 +22,10 @@ SLSEC = Path(sys.executable).parent / "slsec"
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["vanilla", "splitfed"])   # greenlets; threads
 def test_ctrl_c_mid_training_is_one_line_and_exit_130(tmp_path, protocol):
+    """...and what an earlier run wrote to --out is left as it was, with no temp files."""
+    earlier = tmp_path / "run-old" / "result.json"
+    earlier.parent.mkdir()
+    earlier.write_text('{"metrics": {"accuracy": 0.93}}')
     proc = subprocess.Popen(
         [str(SLSEC), "train", "--protocol", protocol, "--clients", "2", "--rounds", "50",
          "--max-train", "2000", "--aux-size", "100", "--out", str(tmp_path)],
@@ -39,6 +43,8 @@ def test_ctrl_c_mid_training_is_one_line_and_exit_130(tmp_path, protocol):
     assert proc.returncode == 130, (proc.returncode, out, err)
     assert err.strip().splitlines()[-1] == "error: interrupted", err
     assert "Traceback" not in err and "terminate called" not in err, err
+    assert earlier.read_text() == '{"metrics": {"accuracy": 0.93}}'
+    assert not list(tmp_path.rglob("*.tmp"))
 
 
 def test_abort_ends_every_wait_with_why():
