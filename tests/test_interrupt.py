@@ -17,6 +17,24 @@ from slsec.errors import PeerError
 from slsec.wire.transport import LocalHub
 
 SLSEC = Path(sys.executable).parent / "slsec"
+TRAIN = ["train", "--clients", "2", "--rounds", "50", "--max-train", "2000", "--aux-size", "100"]
+
+
+def interrupted(args: list[str], started: str, timeout: float) -> tuple[int, str]:
+    """Run `slsec args`, send SIGINT once a stderr line contains `started`; (exit code,
+    stderr)."""
+    proc = subprocess.Popen([str(SLSEC), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for line in proc.stderr:
+            if started in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=timeout)[1]
+    finally:
+        proc.kill()
+    return proc.returncode, err
 
 
 @pytest.mark.slow
@@ -26,21 +44,9 @@ def test_ctrl_c_mid_training_is_one_line_and_exit_130(tmp_path, protocol):
     earlier = tmp_path / "run-old" / "result.json"
     earlier.parent.mkdir()
     earlier.write_text('{"metrics": {"accuracy": 0.93}}')
-    proc = subprocess.Popen(
-        [str(SLSEC), "train", "--protocol", protocol, "--clients", "2", "--rounds", "50",
-         "--max-train", "2000", "--aux-size", "100", "--out", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        for line in proc.stderr:   # training has started once progress reports batches
-            if "batches" in line:
-                break
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, (proc.returncode, out, err)
+    # training has started once progress reports batches
+    code, err = interrupted([*TRAIN, "--protocol", protocol, "--out", str(tmp_path)], "batches", 60)
+    assert code == 130, (code, err)
     assert err.strip().splitlines()[-1] == "error: interrupted", err
     assert "Traceback" not in err and "terminate called" not in err, err
     assert earlier.read_text() == '{"metrics": {"accuracy": 0.93}}'
@@ -74,21 +80,10 @@ def test_abort_ends_every_wait_with_why():
 @pytest.mark.mpi
 def test_ctrl_c_under_mpiexec_is_one_slsec_line_and_exit_130(tmp_path):
     """mpiexec hands Ctrl-C to every rank: rank 0 alone says so, the job ends with 130."""
-    proc = subprocess.Popen(
-        [str(SLSEC), "train", "--backend", "mpi", "--protocol", "vanilla", "--clients", "2",
-         "--rounds", "50", "--max-train", "2000", "--aux-size", "100", "--out", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        for line in proc.stderr:   # a round has ended: every rank is inside the protocol
-            if "round 1/" in line:
-                break
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, (proc.returncode, out, err)
+    # a round has ended: every rank is inside the protocol
+    code, err = interrupted([*TRAIN, "--backend", "mpi", "--protocol", "vanilla",
+                             "--out", str(tmp_path)], "round 1/", 120)
+    assert code == 130, (code, err)
     slsec_lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert slsec_lines == ["error: interrupted"], err
     assert "Traceback" not in err, err
