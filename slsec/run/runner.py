@@ -279,14 +279,9 @@ def run_local(cfg: RunConfig, setup: Setup,
             role(rank)
         except BaseException as e:  # noqa: BLE001 - reported to the caller
             errors.append(e)
-            stop(f"rank {rank} failed: {e}")
-
-    def stop(why: str) -> None:
-        hub.abort(why)
-        instr.abort(why)
 
     return _join({f"rank{r}": lambda r=r: target(r) for r in range(world)}, errors, outcomes,
-                 stop)
+                 (hub, instr))
 
 
 def run_local_pooled(cfg: RunConfig, setup: Setup,
@@ -310,20 +305,12 @@ def run_local_pooled(cfg: RunConfig, setup: Setup,
     errors: list[BaseException] = []
     light: dict[int, tuple[Observer, TruthBuffer, torch.Generator]] = {}
 
-    def fail(who: str, e: BaseException) -> None:
-        errors.append(e)
-        stop(f"{who} failed: {e}")
-
-    def stop(why: str) -> None:
-        hub.abort(why)
-        instr.abort(why)
-
     def server() -> None:
         try:
             torch.set_num_threads(cfg.threads)
             outcomes[0] = run_rank(cfg, setup, 0, hub.link(0), instr.link(0), progress)
         except BaseException as e:  # noqa: BLE001 - reported to the caller
-            fail("rank 0", e)
+            errors.append(e)
 
     def client(k: int, rnd: int | None) -> None:
         """Round `rnd` of client k, or (None) its end: the final model, probe, scorer flush."""
@@ -352,7 +339,7 @@ def run_local_pooled(cfg: RunConfig, setup: Setup,
                 outcomes[1] = RankOutcome(rank=1, observer=observer, model=model.cpu(),
                                           instr=instr.link(1))
         except BaseException as e:  # noqa: BLE001 - reported to the caller
-            fail(f"client {k}", e)
+            errors.append(e)
 
     # tasks are queued in the order the server trains them (round by round, wave by wave) and
     # the pool can run a whole wave at once, so a wave never waits for a worker held by a later
@@ -376,20 +363,20 @@ def run_local_pooled(cfg: RunConfig, setup: Setup,
             client(k, rnd)
 
     return _join({"rank0": server, **{f"client-worker{i}": worker for i in range(pool)}},
-                 errors, outcomes, stop)
+                 errors, outcomes, (hub, instr))
 
 
 def _join(targets: dict[str, Callable[[], None]], errors: list[BaseException],
-          outcomes: list[RankOutcome | None], stop: Callable[[str], None]) -> list[RankOutcome]:
+          outcomes: list[RankOutcome | None], hubs: tuple[Any, ...]) -> list[RankOutcome]:
     """Run each target on a thread of that name and wait for all of them, or for the first
     failure: raise the first error that is not a peer's reaction to it (PeerError), else the
     first one.
 
-    On a failure or Ctrl-C, `stop` ends every wait and the threads get STOP_WAIT_S to reach
-    one before this returns: a rank thread still inside torch when the interpreter exits
-    aborts the process ("terminate called without an active exception"). Each thread's end is
-    an Event: Python 3.11's Thread.join, once interrupted by Ctrl-C, may take a running thread
-    for ended."""
+    On a failure or Ctrl-C, every wait on `hubs` ends (LocalHub.abort) and the threads get
+    STOP_WAIT_S to reach one before this returns: a rank thread still inside torch when the
+    interpreter exits aborts the process ("terminate called without an active exception").
+    Each thread's end is an Event: Python 3.11's Thread.join, once interrupted by Ctrl-C, may
+    take a running thread for ended."""
     ended = {name: threading.Event() for name in targets}
 
     def run(name: str) -> None:
@@ -404,10 +391,10 @@ def _join(targets: dict[str, Callable[[], None]], errors: list[BaseException],
         while not errors and not all(e.wait(0.05) for e in ended.values()):
             pass
     except BaseException:   # Ctrl-C while waiting
-        _stop_all(ended, stop, "interrupted")
+        _stop_all(ended, hubs, "interrupted")
         raise
     if errors:
-        _stop_all(ended, stop, "another rank failed")
+        _stop_all(ended, hubs, "another rank failed")
         raise next((e for e in errors if not isinstance(e, PeerError)), errors[0])
     return [o for o in outcomes if o is not None]
 
@@ -415,8 +402,9 @@ def _join(targets: dict[str, Callable[[], None]], errors: list[BaseException],
 STOP_WAIT_S = 10.0   # how long a stopped run's rank threads get to reach their next wait
 
 
-def _stop_all(ended: dict[str, threading.Event], stop: Callable[[str], None], why: str) -> None:
-    stop(why)
+def _stop_all(ended: dict[str, threading.Event], hubs: tuple[Any, ...], why: str) -> None:
+    for hub in hubs:
+        hub.abort(why)
     end = time.monotonic() + STOP_WAIT_S
     for e in ended.values():
         e.wait(max(0.0, end - time.monotonic()))
