@@ -247,10 +247,36 @@ def test_transport_imports_mpi4py_only_inside_functions():
     assert not [n for n in names if n.startswith("mpi4py")]
 
 
+DEVICES = ["meta"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_tensors_on_an_accelerator_stay_there_with_the_same_byte_count(device):
+    """LocalLink hands a tensor on an accelerator over where it is (one process shares it): no
+    copy to the host and back. The header and byte counts are those of the same CPU tensor.
+    The meta device stands in for a GPU where there is none."""
+    cpu = {"x": sample(torch.float32, (3, 4)), "y": sample(torch.int64, (5,), seed=1)}
+    counts = []
+    for msg in (cpu, {k: v.to(device) for k, v in cpu.items()}):
+        a, b = pair()
+        a.send(1, msg, 1)
+        a.give(1, msg, 2)
+        for tag in (1, 2):
+            got = b.recv(0, tag)
+            for k, v in msg.items():
+                assert (got[k].device, got[k].dtype, got[k].shape) == (v.device, v.dtype, v.shape)
+        counts.append((dict(a.bytes_sent), dict(b.bytes_recv)))
+    assert counts[0] == counts[1]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_gpu_tensors_arrive_on_cpu():
+def test_gpu_tensors_sent_are_copied_and_given_are_shared():
     a, b = pair()
     x = torch.randn(3, 4, device="cuda")
+    x0 = x.clone()
     a.send(1, {"x": x}, 1)
-    got = b.recv(0, 1)["x"]
-    assert got.device.type == "cpu" and torch.equal(got, x.cpu())
+    a.give(1, {"x": x}, 2)
+    sent, given = b.recv(0, 1)["x"], b.recv(0, 2)["x"]
+    x += 1
+    assert sent.device == given.device == x.device
+    assert torch.equal(sent, x0) and torch.equal(given, x)

@@ -66,19 +66,25 @@ class RankOutcome:
 
 
 class DeviceLink:
-    """A link whose received tensors land on `device` (the wire itself carries CPU bytes)."""
+    """A link whose received tensors land on `device`. Over MPI the wire carries CPU bytes, so
+    every message goes to the host and back; a LocalLink (`carries_device_tensors`) hands the
+    device tensors over as they are."""
 
     def __init__(self, link: Any, device: torch.device) -> None:
         self._link, self.device = link, device
+        self._host = not getattr(link, "carries_device_tensors", False)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._link, name)
 
+    def _out(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {k: v.detach().cpu() for k, v in tensors.items()} if self._host else tensors
+
     def send(self, dest: int, tensors: dict[str, Tensor], tag: int) -> None:
-        self._link.send(dest, {k: v.detach().cpu() for k, v in tensors.items()}, tag)
+        self._link.send(dest, self._out(tensors), tag)
 
     def give(self, dest: int, tensors: dict[str, Tensor], tag: int) -> None:
-        self._link.give(dest, {k: v.detach().cpu() for k, v in tensors.items()}, tag)
+        self._link.give(dest, self._out(tensors), tag)
 
     def recv(self, source: int, tag: int) -> dict[str, Tensor]:
         return {k: v.to(self.device) for k, v in self._link.recv(source, tag).items()}

@@ -89,8 +89,11 @@ class TensorSpec(NamedTuple):
 # ----------------------------------------------------------------------------- encoding
 
 
-def encode(tensors: Mapping[str, Tensor]) -> tuple[bytes, list[np.ndarray]]:
-    """Header bytes and one flat uint8 buffer per tensor (views of CPU-contiguous data, no copy)."""
+def encode(tensors: Mapping[str, Tensor], *, on_device: bool = False
+           ) -> tuple[bytes, list[np.ndarray | Tensor]]:
+    """Header bytes and one flat uint8 buffer per tensor (views of CPU-contiguous data, no copy).
+    With `on_device` (one process: LocalLink), a tensor on an accelerator stays there: its
+    buffer is a flat uint8 view of it, with the same header and byte count."""
     if not isinstance(tensors, Mapping):
         raise TypeError(f"a message is a dict of name -> tensor, got {type(tensors).__name__}")
     if len(tensors) > MAX_TENSORS:
@@ -114,10 +117,11 @@ def encode(tensors: Mapping[str, Tensor]) -> tuple[bytes, list[np.ndarray]]:
             raise ValueError(f"'{name}' has {t.dim()} dimensions; the wire carries at most "
                              f"{MAX_NDIM}")
         t = t.detach()
-        if t.device.type != "cpu":
+        if t.device.type != "cpu" and not on_device:
             t = t.cpu()
         t = t.contiguous()
-        buf = t.reshape(-1).view(torch.uint8).numpy()
+        buf = t.reshape(-1).view(torch.uint8)
+        buf = buf.numpy() if t.device.type == "cpu" else buf
         parts += [bytes((len(raw),)), raw, bytes((code, t.dim())),
                   struct.pack(f"<{t.dim()}Q", *t.shape), _U64.pack(buf.nbytes)]
         bufs.append(buf)
@@ -208,11 +212,13 @@ def decode_header(buf: bytes | bytearray | memoryview, *, max_bytes: int,
     return specs
 
 
-def _tensor(spec: TensorSpec, flat: np.ndarray) -> Tensor:
-    """A uint8 buffer of spec.nbytes, owned by the result, viewed as the spec's dtype and shape."""
+def _tensor(spec: TensorSpec, flat: np.ndarray | Tensor) -> Tensor:
+    """A uint8 buffer of spec.nbytes, owned by the result, viewed as the spec's dtype and shape
+    (a LocalLink's buffer may be a tensor on an accelerator: the result stays there)."""
     if spec.nbytes == 0:
         return torch.empty(spec.shape, dtype=spec.dtype)
-    return torch.from_numpy(flat).view(spec.dtype).reshape(spec.shape)
+    flat = flat if isinstance(flat, Tensor) else torch.from_numpy(flat)
+    return flat.view(spec.dtype).reshape(spec.shape)
 
 
 def _secs(t: float) -> str:
@@ -224,6 +230,8 @@ def _secs(t: float) -> str:
 
 class Link(ABC):
     """One rank's end of the point-to-point links to every other rank; counts bytes per peer."""
+
+    carries_device_tensors = False   # True: tensors on an accelerator travel as they are
 
     def __init__(self, rank: int, world_size: int, timeout: float, max_bytes: int) -> None:
         self.rank, self.world_size = rank, world_size
@@ -351,7 +359,11 @@ class LocalHub:
 
 
 class LocalLink(Link):
-    """In-process link: same header/payload path and byte counts as MPI; send never blocks."""
+    """In-process link: same header/payload path and byte counts as MPI; send never blocks.
+    Tensors on an accelerator stay there (every rank of the process shares it): no copy to the
+    host and back per message."""
+
+    carries_device_tensors = True
 
     def __init__(self, hub: LocalHub, rank: int) -> None:
         super().__init__(rank, hub.world_size, hub.timeout, hub.max_bytes)
@@ -366,9 +378,9 @@ class LocalLink(Link):
 
     def _put(self, dest: int, tensors: dict[str, Tensor], tag: int, *, copy: bool) -> None:
         self._check(dest, tag)
-        header, bufs = encode(tensors)
+        header, bufs = encode(tensors, on_device=True)
         # the receiver's copy, taken now (as MPI does), unless the sender hands the buffers over
-        payload = [b.copy() for b in bufs] if copy else bufs
+        payload = [b.clone() if isinstance(b, Tensor) else b.copy() for b in bufs] if copy else bufs
         self._count_sent(dest, header, sum(b.nbytes for b in payload))
         self._hub._boxes[dest].put((self.rank, tag, header, payload))
 
