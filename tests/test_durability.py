@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from slsec.report.results import append_row, atomic_write, read_rows
 
@@ -113,22 +114,25 @@ def _sweep_child(argv: list[str]) -> None:
 def test_sweep_killed_five_times_then_resumed_loses_and_duplicates_no_rows(tmp_path, monkeypatch):
     """The real `slsec sweep` command (8 cells), SIGKILLed 5 times at random points after it
     made progress (mid-cell, mid-append or mid-render), then resumed: one row per planned cell.
-    Each attempt is a fork of this process (torch already imported) running slsec.cli.main."""
+    Each attempt is a fork of this process (torch already imported) running slsec.cli.main,
+    or a spawned child on a machine with CUDA: once this process has asked CUDA anything (an
+    earlier test's `torch.cuda.is_available()` does), a forked child cannot use torch at all,
+    not even its CPU optimisers ("CUDA error: initialization error")."""
     import slsec.cli.commands, slsec.report.frontier, slsec.run.harness, slsec.cli.sweeps  # noqa: F401,E401
     monkeypatch.chdir(tmp_path)              # (imported once here, not in every child)
     out, run_id = tmp_path / "reports", "killed"
     lrs = ["0.001", "0.002", "0.003", "0.004", "0.005", "0.006", "0.007", "0.008"]
     argv = ["sweep", "--lr", ",".join(lrs), "--max-train", "64", "--probe-size", "8",
             "--aux-size", "100", "--batch-size", "64", "--rounds", "1", "--threads", "1",
-            "--device", "cpu",   # a forked child cannot use CUDA that this process started
+            "--device", "cpu",
             "--out", str(out), "--run-id", run_id]
     results = out / run_id / "results.csv"
-    fork = multiprocessing.get_context("fork")
+    mp = multiprocessing.get_context("spawn" if torch.cuda.is_available() else "fork")
     rng = random.Random(11)
     log = []
     for attempt in range(KILLS):
         before = len(read_rows(results))
-        proc = fork.Process(target=_sweep_child, args=(argv + (["--resume"] if attempt else []),))
+        proc = mp.Process(target=_sweep_child, args=(argv + (["--resume"] if attempt else []),))
         proc.start()
         t0 = time.monotonic()
         while len(read_rows(results)) == before and proc.is_alive():
@@ -145,7 +149,7 @@ def test_sweep_killed_five_times_then_resumed_loses_and_duplicates_no_rows(tmp_p
         log.append((killed, len(cells), round(time.monotonic() - t0, 1)))
     print("attempts (killed, rows, seconds):", log)
     assert sum(k for k, *_ in log) >= 3, log         # most attempts were really cut short
-    proc = fork.Process(target=_sweep_child, args=(argv + ["--resume"],))
+    proc = mp.Process(target=_sweep_child, args=(argv + ["--resume"],))
     proc.start()
     proc.join(300)
     assert proc.exitcode == 0, proc.exitcode
