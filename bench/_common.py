@@ -143,10 +143,12 @@ def role_context(cfg: Any, setup: Any, rank: int, link: Any) -> Any:
     return rank_context(cfg, setup, rank, link, build_defense(cfg, setup))
 
 
-def sl_local_roles(cfg: Any, setup: Any, turns: bool = True) -> tuple[float, float]:
+def sl_local_roles(cfg: Any, setup: Any, turns: bool = True,
+                   via_host: bool = False) -> tuple[float, float]:
     """(wall, cpu) s of the protocol's role programs over LocalHub (no evaluation): as greenlets
     of this thread where run_local runs them so (runner.take_turns), else (or `turns=False`)
-    as threads."""
+    as threads. `via_host`: on a GPU, every message goes to the host and back, as over MPI
+    (LocalLink otherwise hands device tensors over as they are)."""
     from slsec.protocols.base import PROTOCOLS
     from slsec.run.runner import take_turns
     from slsec.wire.transport import LocalHub
@@ -154,7 +156,10 @@ def sl_local_roles(cfg: Any, setup: Any, turns: bool = True) -> tuple[float, flo
     proto = PROTOCOLS.get(cfg.protocol)
     scheduler = take_turns(cfg) if turns else None
     hub = LocalHub(cfg.clients + 1, timeout=cfg.timeout, turns=scheduler)
-    ctxs = [role_context(cfg, setup, r, hub.link(r)) for r in range(cfg.clients + 1)]
+    links = [hub.link(r) for r in range(cfg.clients + 1)]
+    for link in links:
+        link.carries_device_tensors = not via_host
+    ctxs = [role_context(cfg, setup, r, link) for r, link in enumerate(links)]
     programs = [lambda c=c: (proto.server if c.rank == 0 else proto.client)(c) for c in ctxs]
     if scheduler is not None:
         with Clock() as c:

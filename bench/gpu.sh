@@ -10,6 +10,7 @@
 #
 # Every step runs under its own time limit (seconds, below), so that one slow or hung step
 # cannot eat the others; a step's limit, its exit status and the tail of its log are printed.
+# A limit of 0 skips the step (CARD_LIMIT=0 ...); REPS and RESNET_REPS set the overhead's.
 set -uo pipefail
 out=${1:-gpu-logs}
 mkdir -p "$out"
@@ -23,6 +24,7 @@ summary=()
 step() {   # step NAME LIMIT_S TAIL_LINES COMMAND...
   local name=$1 limit=$2 lines=$3
   shift 3
+  if [ "$limit" = 0 ]; then summary+=("$name: skipped"); return; fi
   local t0=$SECONDS
   timeout "$limit" "$@" >"$out/$name.log" 2>&1
   local rc=$?
@@ -36,8 +38,10 @@ step machine 60 30 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_vers
   print(torch.__version__, torchvision.__version__, torch.cuda.get_device_name(0), \
   M.Get_library_version().splitlines()[0])'"
 step card "${CARD_LIMIT:-100}" 14 "$py" bench/e2e.py --ratio --reps 1 --device "$dev" --keep
-step overhead "${OVERHEAD_LIMIT:-80}" 12 "$py" bench/overhead.py --device "$dev" --reps 3 --resnet-reps 2
-step overhead-mpi "${MPI_LIMIT:-60}" 8 "$mpiexec" -n 2 "$py" bench/overhead.py --mpi --device "$dev" --reps 3
+step overhead "${OVERHEAD_LIMIT:-80}" 12 "$py" bench/overhead.py --device "$dev" --reps "${REPS:-3}" \
+  --resnet-reps "${RESNET_REPS:-2}"
+step overhead-mpi "${MPI_LIMIT:-60}" 8 "$mpiexec" -n 2 "$py" bench/overhead.py --mpi --device "$dev" \
+  --reps "${REPS:-3}"
 step suite "${SUITE_LIMIT:-250}" 40 "$py" -m pytest -q -n "$workers" --dist load --timeout 200 \
   -p no:randomly ${SUITE_ARGS:-}
 printf '%s\n' "${summary[@]}"

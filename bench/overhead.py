@@ -17,7 +17,9 @@ Same process run, same model init, same batch size, same optimizer (Adam), one t
 (run_local/run_mpi: + the experimenter's test evaluation after each round, model set-up, the
 scorer channel); "mono+eval" adds the same one test evaluation per epoch to the baseline.
 "SL roles as threads" (local) runs the roles as threads (run_local runs the roles of strictly
-alternating protocols as greenlets of one thread: slsec.run.runner.take_turns).
+alternating protocols as greenlets of one thread: slsec.run.runner.take_turns). On a GPU,
+"SL roles, via host" sends every message to the host and back, as over MPI (LocalLink
+otherwise hands the device tensors over as they are).
 Variants are interleaved. Printed: the median of per-repetition wall ratios, the wall ratio of
 the best repetition of each, the median CPU-time ratio (all threads/ranks), and a sign-test
 interval (~95%) for the median of the judged ratio (CPU; wall on a GPU): on a shared VM one
@@ -92,6 +94,10 @@ def local(args: argparse.Namespace) -> None:
             # the roles as threads (not greenlets: runner.take_turns), for comparison
             fns["SL roles as threads"] = lambda: sl_local_roles(cfg, setup, turns=False)
             pairs.insert(1, ("SL roles as threads", "mono"))
+        if args.device != "cpu":
+            # every message to the host and back, as before LocalLink kept device tensors
+            fns["SL roles, via host"] = lambda: sl_local_roles(cfg, setup, via_host=True)
+            pairs.insert(1, ("SL roles, via host", "mono"))
         t = interleaved(fns, args.reps if mnist else args.resnet_reps, log=print)
         _ratios(name, cut, n, t, pairs, 0.95, rows, gpu=args.device == "cuda")
     table(f"local backend, 1 thread, {args.device}, {time.strftime('%Y-%m-%d')} "
