@@ -170,10 +170,14 @@ def mpi(args: argparse.Namespace) -> None:
               f"{args.device}, {time.strftime('%Y-%m-%d')} (CPU = both ranks)", HEADER, rows)
 
 
-def split_inline(setup, cfg, copies: bool, surrogate: bool) -> tuple[float, float]:
+def split_inline(setup, cfg, copies: bool, surrogate: bool,
+                 steps: str = "split") -> tuple[float, float]:
     """SL's arithmetic in one thread, no link: head | detach | tail, cut gradient back to the
     head; `copies` adds the two buffer copies a LocalLink send makes, `surrogate` backpropagates
-    the head through (x * g).sum() as protocols/vanilla.py does (else x.backward(g))."""
+    the head through (x * g).sum() as protocols/vanilla.py once did (else x.backward(g)).
+    `steps`: "split" = two optimisers, the tail's step before the head's backward (as SL
+    runs); "two" = two optimisers, both steps after both backward passes; "one" = one optimiser
+    over the whole model after both backward passes (only the graph is cut)."""
     import torch
 
     from slsec.protocols.base import batches, make_optimizer
@@ -182,7 +186,10 @@ def split_inline(setup, cfg, copies: bool, surrogate: bool) -> tuple[float, floa
     model = setup.fresh_model()
     head, tail = model.split(list(setup.cuts))
     plan = make_plan(cfg, setup)
-    oh, ot = make_optimizer(head.parameters(), plan), make_optimizer(tail.parameters(), plan)
+    if steps == "one":
+        opts = [make_optimizer(model.parameters(), plan)]
+    else:
+        opts = [make_optimizer(head.parameters(), plan), make_optimizer(tail.parameters(), plan)]
     split = setup.shard(1)
     order = batches(len(split), cfg.batch_size, torch.Generator().manual_seed(0))
     with Clock() as c:
@@ -195,19 +202,21 @@ def split_inline(setup, cfg, copies: bool, surrogate: bool) -> tuple[float, floa
                                         ).view(torch.float32).reshape(x.shape)
             r = sent.requires_grad_(True)
             loss = torch.nn.functional.cross_entropy(tail({"x": r})["x"], y)
-            ot.zero_grad()
+            for o in opts:
+                o.zero_grad()
             loss.backward()
             g = r.grad
             if copies:
                 g = torch.from_numpy(g.reshape(-1).view(torch.uint8).numpy().copy()
                                      ).view(torch.float32).reshape(g.shape)
-            ot.step()
-            oh.zero_grad()
+            if steps == "split":
+                opts[1].step()
             if surrogate:
                 (x * g).sum().backward()
             else:
                 x.backward(g)
-            oh.step()
+            for o in (opts[:1] if steps == "split" else opts):
+                o.step()
     return c.pair
 
 
@@ -253,6 +262,8 @@ def breakdown(args: argparse.Namespace) -> None:
     ev = per(lambda: evaluate_model(model, setup.data.test), 3)
     steps = interleaved({
         "mono": lambda: mono_epoch(setup, cfg),
+        "graph cut only (1 optimiser)": lambda: split_inline(setup, cfg, False, False, "one"),
+        "graph cut, 2 optimisers stepped last": lambda: split_inline(setup, cfg, False, False, "two"),
         "split, 1 thread, x.backward(g)": lambda: split_inline(setup, cfg, False, False),
         "split, 1 thread, (x*g).sum()": lambda: split_inline(setup, cfg, False, True),
         "split, 1 thread, (x*g).sum() + 2 copies": lambda: split_inline(setup, cfg, True, True),
