@@ -297,12 +297,13 @@ class Link(ABC):
 @dataclass
 class _Mailbox:
     cond: threading.Condition = field(default_factory=threading.Condition)
-    items: list[tuple[int, int, bytes, list[np.ndarray]]] = field(default_factory=list)
+    # (source, tag, header, payload): payload buffers are numpy, or tensors on an accelerator
+    items: list[tuple[int, int, bytes, list[np.ndarray | Tensor]]] = field(default_factory=list)
     turns: Any = None    # slsec.wire.turns.Turns: the ranks are greenlets of one thread
     waiter: Any = None   # with turns: the rank waiting on this box
     aborted: str = ""    # LocalHub.abort's reason: every wait ends with it
 
-    def put(self, item: tuple[int, int, bytes, list[np.ndarray]]) -> None:
+    def put(self, item: tuple[int, int, bytes, list[np.ndarray | Tensor]]) -> None:
         with self.cond:
             self.items.append(item)
             self.cond.notify_all()
@@ -402,7 +403,7 @@ class LocalLink(Link):
             raise self._none_sent(tag)
         return item[0], self._open(item)
 
-    def _open(self, item: tuple[int, int, bytes, list[np.ndarray]]) -> dict[str, Tensor]:
+    def _open(self, item: tuple[int, int, bytes, list[np.ndarray | Tensor]]) -> dict[str, Tensor]:
         source, _, header, payload = item
         specs = decode_header(header, max_bytes=self.max_bytes, peer=source)
         if len(specs) != len(payload) or any(s.nbytes != p.nbytes for s, p in zip(specs, payload)):
@@ -530,7 +531,7 @@ class MPILink(Link):
 
     def send(self, dest: int, tensors: dict[str, Tensor], tag: int) -> None:
         self._check(dest, tag)
-        self._wait(self._post(dest, tensors, tag))
+        self._send(dest, tensors, tag)
 
     def give(self, dest: int, tensors: dict[str, Tensor], tag: int) -> None:
         """Returns once MPI has the message, not once the receiver has taken it: the tensors
@@ -542,6 +543,11 @@ class MPILink(Link):
 
     def flush(self) -> None:
         self._settle(0)
+
+    def _send(self, dest: int, tensors: Mapping[str, Tensor], tag: int) -> None:
+        """Post the message and wait until MPI has finished with its buffers (no tag check:
+        the preflight uses its own tag)."""
+        self._wait(self._post(dest, tensors, tag))
 
     def _post(self, dest: int, tensors: Mapping[str, Tensor], tag: int) -> tuple:
         MPI, comm = self._MPI, self.comm
@@ -692,10 +698,10 @@ def preflight(comm: Any, *, expected_world: int, timeout: float) -> dict[int, Pr
                                         source, 1)[0]
         answer = _json_tensor([procs[r] for r in range(size)])
         for r in range(1, size):
-            link._wait(link._post(r, {"procs": answer}, PREFLIGHT_TAG))
+            link._send(r, {"procs": answer}, PREFLIGHT_TAG)
         return procs
     # rank 0 answers only once everyone pinged: give it the timeout again to report first
-    link._wait(link._post(0, {"procs": _json_tensor([me])}, PREFLIGHT_TAG))
+    link._send(0, {"procs": _json_tensor([me])}, PREFLIGHT_TAG)
     st = link._MPI.Status()
     msg = _poll(lambda: comm.Improbe(0, PREFLIGHT_TAG, st), deadline + timeout,
                 lambda: PeerError(f"rank 0 did not answer the preflight ping within "
