@@ -154,8 +154,28 @@ def _score_one(cfg: RunConfig, setup: Setup, guess: MethodGuess, truth_inputs: T
         out.update({f"baseline_{k}": v for k, v in
                     metrics.mean_image_baseline(truth, setup.train_mean).items()})
     if scores is not None:
-        y = truth_labels[: len(scores)]
-        out["label_accuracy"] = metrics.label_accuracy(y, scores)
-        out["label_auc"] = metrics.label_auc(y, scores)
-        out["label_baseline_accuracy"] = metrics.majority_baseline(y, setup.aux.y)
+        batch = cfg.probe_batch if resolve(cfg, setup).attack.cls.unordered_batches else 1  # type: ignore[union-attr]
+        m, guess.label_scores = label_scores(truth_labels[: len(scores)], scores, batch,
+                                             setup.aux.y)
+        out.update(m)
     return out
+
+
+def label_scores(y: Tensor, scores: Tensor, batch: int, public_labels: Tensor
+                 ) -> tuple[dict[str, Any], Tensor]:
+    """Label accuracy and AUC of `scores` against the true labels `y`, beside the prior (the
+    majority class of the role's public labels). `batch` > 1: the scores come in unordered
+    batches of that size (a batch's labels recovered as a multiset in no order); they are
+    paired with the truth batch by batch on their own, not through the images' pairing (which
+    a poor reconstruction makes random), so the accuracy is the multiset's overlap.
+    Returns the metrics and the scores in the order they were scored in."""
+    from slsec import metrics
+    out: dict[str, Any] = {}
+    if batch > 1:
+        scores = torch.cat([s[torch.as_tensor(metrics.match_labels(t, s))] for t, s in zip(
+            y.split(batch), scores.split(batch))])
+        out["label_pairing"] = "multiset per batch"
+    out["label_accuracy"] = metrics.label_accuracy(y, scores)
+    out["label_auc"] = metrics.label_auc(y, scores)
+    out["label_baseline_accuracy"] = metrics.majority_baseline(y, public_labels)
+    return out, scores
