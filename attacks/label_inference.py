@@ -43,8 +43,8 @@ from slsec.attacks.base import ATTACKS, Attack, Guess
 from slsec.errors import UserError
 from slsec.threat import View
 
-from .label_gradients import (Observed, cluster_gradients, fuse, name_clusters, observe,
-                              sign_structure, two_means_threshold, unit)
+from .label_gradients import (Observed, bayes_threshold, cluster_gradients, fuse, name_clusters,
+                              observe, sign_structure, two_means_threshold, unit)
 from .label_surrogate import (aux_batch, grad_match, identity, predict, projector, tail_for,
                               train_surrogate)
 
@@ -198,7 +198,8 @@ class LabelInference(Attack):
         if obs.num_classes != 2:
             raise UserError(f"method 'norm' scores binary labels; this task has "
                             f"{obs.num_classes} classes (use cluster, cosine or completion)")
-        n = obs.grads.norm(dim=1).clamp_min(1e-300).log()
+        n = obs.grads.norm(dim=1)
+        n = (n + 1e-3 * n.median().clamp_min(1e-300)).log()   # zero rows: no -inf outliers
         return self._binary(view, obs, info, n, norm_score=True)
 
     def _binary(self, view: View, obs: Observed, info: dict[str, Any], score: Tensor,
@@ -218,6 +219,26 @@ class LabelInference(Attack):
                 if hi.any() and (~hi).any() and norms[hi].mean() < norms[~hi].mean():
                     sign = -1.0
         s = sign * score
-        t = two_means_threshold(s)
+        t = self._threshold(view, s, info)
         spread = (s - t).abs().median().clamp_min(1e-12)
         return torch.sigmoid(4.0 * (s - t) / spread)
+
+    def _threshold(self, view: View, s: Tensor, info: dict[str, Any]) -> Tensor:
+        """Where the hard labels split a binary score, set from what the role holds: with
+        labelled public data, the Bayes rule under its positive rate (`bayes_threshold`: the
+        class frequencies a majority guess would use); without, a 2-means split."""
+        q = public_rate(view)
+        if q is not None and 0.0 < q < 1.0:
+            info["threshold"] = f"Bayes rule, public positive rate {q:.3f}"
+            return bayes_threshold(s, q).to(s.dtype)
+        info["threshold"] = "2-means split of the scores"
+        return two_means_threshold(s)
+
+
+def public_rate(view: View) -> float | None:
+    """The positive rate of the role's labelled public data (None: it holds none)."""
+    aux = view.aux if "aux_data" in view.knowledge else None
+    y = getattr(aux, "y", None)
+    if y is None or len(y) == 0:
+        return None
+    return float((torch.as_tensor(y).long() == 1).float().mean())

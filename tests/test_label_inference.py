@@ -263,3 +263,23 @@ def test_mnist_label_defenses_lower_the_auc():
         print(f"{defense.name}: cosine AUC before {before:.3f} after {after:.3f}; "
               f"adaptive attacks after: {adaptive}")
         assert after < before - 0.05
+
+
+@pytest.mark.parametrize("gap", [0.0, 1.0, 2.0, 4.0])
+def test_bayes_threshold_never_falls_below_the_majority_prior(gap):
+    """Hard labels from a binary score, threshold set from the public positive rate alone:
+    at least the majority prior (a useless score labels almost nothing positive) and at least
+    the min-max-normalised 0.5 rule, on scores from separable to useless; 3 seeds."""
+    from slsec.attacks.label_gradients import bayes_threshold
+    for seed in range(3):
+        gen = torch.Generator().manual_seed(seed)
+        y = (torch.rand(2000, generator=gen) < 0.1).long()
+        s = torch.randn(2000, generator=gen).double() + gap * y
+        t = bayes_threshold(s, 0.1)
+        acc = float(((s > t).long() == y).float().mean())
+        prior = float((y == 0).float().mean())
+        mm = (s - s.min()) / (s.max() - s.min())
+        minmax = float(((mm > 0.5).long() == y).float().mean())
+        assert acc >= prior - 0.01 and acc >= minmax - 0.01, (seed, acc, prior, minmax)
+        if gap >= 4.0:
+            assert acc >= 0.97
