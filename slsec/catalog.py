@@ -47,8 +47,10 @@ ATTACKS: dict[str, dict[str, Any]] = {
     "label-inference": dict(
         roles={"ushaped": "server", "vanilla": "client", "splitfed": "client"},
         methods={"completion": frozenset({ARCH, AUX}), "cluster": frozenset({ARCH}),
-                 "cosine": frozenset({ARCH}), "norm": frozenset({ARCH})},
-        default_order=("completion", "cluster", "cosine", "norm"), contenders=()),
+                 "cosine": frozenset({ARCH}), "norm": frozenset({ARCH}),
+                 "embedding": frozenset({ARCH, AUX}), "prior": frozenset({AUX})},
+        default_order=("completion", "cluster", "cosine", "norm", "embedding", "prior"),
+        contenders=("completion", "embedding", "cluster", "cosine", "prior")),
 }
 
 # what the attacked role holds by default (the harness uses these)

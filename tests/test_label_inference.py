@@ -178,6 +178,41 @@ def test_completion_without_any_way_to_embed_aux_is_a_user_error():
         LabelInference(method="completion").run(view)
 
 
+class _NoGradients(list):
+    """The returned gradients as the gradient-free method must leave them: any read raises."""
+
+    def __iter__(self):
+        raise AssertionError("the embedding method read a returned gradient")
+
+    __getitem__ = __iter__
+
+
+def test_embedding_labels_from_forward_messages_alone():
+    """10 labelled public samples per class, embedded through the held head and body, label the
+    observed body outputs; the returned gradients are never read (a gradient defense cannot
+    touch it); the prior is the public majority."""
+    base, parts, aux, y = _toy(seed=8)
+    base = dict(base, grads=_NoGradients(base["grads"]))
+    view = View(**base, parts={"head": parts["head"], "body": parts["body"]}, aux=aux,
+                knowledge=AUX)
+    guess = LabelInference(method="embedding", labels_per_class=10).run(view)
+    assert guess.info["public_embedded"] == 40 and guess.label_scores.shape == (len(y), 4)
+    acc = label_accuracy(y, guess.label_scores)
+    prior = LabelInference(method="prior").run(View(**base, aux=aux, knowledge=AUX))
+    majority = int(torch.bincount(aux.y).argmax())
+    assert (prior.label_scores.argmax(1) == majority).all() and len(prior.label_scores) == len(y)
+    assert acc >= 0.95 > label_accuracy(y, prior.label_scores)
+    # without a way to embed the public samples it says so
+    with pytest.raises(UserError, match="embedding"):
+        LabelInference(method="embedding").run(View(**base, parts={"body": parts["body"]},
+                                                    aux=aux, knowledge=AUX))
+
+
+def test_every_allowed_method_contends_with_the_prior():
+    assert LabelInference.contenders == ("completion", "embedding", "cluster", "cosine", "prior")
+    assert LabelInference.pick_method(frozenset({"aux_data"})) == "prior"
+
+
 # ------------------------------------------------------------------ MNIST acceptance (slow)
 
 _CACHE: dict = {}

@@ -36,6 +36,17 @@ def score(cfg: RunConfig, setup: Setup, guess: Guesses, truth_inputs: Tensor,
         out["methods_compared"] = ",".join(methods)
         key = "attack_ssim_mean" if "attack_ssim_mean" in out else "label_auc"
         out[f"{key}_by_method"] = {m: scored[m].get(key) for m in methods}
+    if "label_accuracy" in out and len(methods) > 1:
+        # hard labels: the method with the most right is reported too (the defender's worst
+        # case for each metric; a method with a high AUC may threshold worse than another, or
+        # than the prior's majority guess)
+        acc = {m: scored[m].get("label_accuracy") for m in methods}
+        out["label_accuracy_by_method"] = acc
+        top = max(methods, key=lambda m: (leak_or_nan(acc[m]), m == best))
+        if top != best:
+            out["label_accuracy"], out["label_accuracy_method"] = acc[top], top
+    if "label_accuracy" in out and "label_baseline_accuracy" in out:
+        out["label_accuracy_gain"] = out["label_accuracy"] - out["label_baseline_accuracy"]
     images = guess.methods[best].images
     if images is None:
         return out, None
@@ -54,6 +65,10 @@ def score(cfg: RunConfig, setup: Setup, guess: Guesses, truth_inputs: Tensor,
 
 
 PRIOR = "prior"   # the inversion method that only guesses from what the role holds
+
+
+def leak_or_nan(v: float | None) -> float:
+    return -math.inf if v is None or math.isnan(v) else v
 
 
 REID_OTHERS = 1000   # re-identification: the probes plus at least this many other records
