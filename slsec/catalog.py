@@ -33,6 +33,11 @@ ATTACKS: dict[str, dict[str, Any]] = {
                "splitfed-async": "server"},
         methods={"fora": frozenset({ARCH, AUX}), "prior": frozenset({AUX})},
         default_order=("fora", "prior"), contenders=()),
+    "sdar": dict(
+        roles={"vanilla": "server", "ushaped": "server", "splitfed": "server",
+               "splitfed-async": "server"},
+        methods={"sdar": frozenset({ARCH, AUX}), "prior": frozenset({AUX})},
+        default_order=("sdar", "prior"), contenders=()),
     "hijack": dict(
         roles={"vanilla": "server", "splitfed": "server"},
         methods={"fsha": frozenset({ARCH, AUX}), "prior": frozenset({AUX})},
