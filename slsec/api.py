@@ -108,22 +108,20 @@ def evaluate(*, model: Any = None, dataset: Any = None, twin: bool = True,
     without defenses (when there are any) as `result.twin`. config: a TOML experiment file.
     progress: called with each round's record. options: RunConfig fields (attack="inversion",
     defense="dp", sigma=0.5, rounds=2, ...)."""
-    from slsec.study.runs import baseline_config, choose_cut
-    from slsec.catalog import pre_training
-    from slsec.run.harness import check_attack, evaluate as run
+    from slsec.run.harness import check_attack
     from slsec.run.setup import check_defenses
+    from slsec.study.runs import baseline_config
+    from slsec.study.twin import evaluate_with_twin
 
-    cfg = make_run_config(model, dataset, config, **options)
-    check_attack(cfg)
-    check_defenses(cfg)
-    if pre_training(cfg):
-        cfg = choose_cut(cfg)
-    row = run(cfg, progress=progress)
+    def check(c: RunConfig) -> None:
+        check_attack(c)
+        check_defenses(c)
+    done = evaluate_with_twin(make_run_config(model, dataset, config, **options), twin=twin,
+                              cache=False, parallel_twin=False, check=check, progress=progress)
     base = None
-    if twin and cfg.defense:
-        base_cfg = baseline_config(cfg)
-        base = _result(run(base_cfg, progress=progress), base_cfg)  # type: ignore[arg-type]
-    return _result(row, cfg, base)  # type: ignore[arg-type]
+    if done.twin_result is not None:
+        base = _result(done.twin_result, baseline_config(done.cfg))
+    return _result(done.result, done.cfg, base)
 
 
 def train(*, model: Any = None, dataset: Any = None, config: str | Path | None = None,

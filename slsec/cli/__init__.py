@@ -96,6 +96,15 @@ def _resume(what: str) -> inspect.Parameter:
                                                      "[default: off]", show_default=False))
 
 
+def _jobs() -> inspect.Parameter:
+    return inspect.Parameter(
+        "jobs", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+        default=typer.Option(None, "--jobs", metavar="N",
+                             help="cells run at once, in worker processes (under `python -m "
+                                  "mpi4py.futures`: its ranks instead) [default: the cores "
+                                  "available to this process]"))
+
+
 def _config(kw: dict[str, Any]) -> RunConfig:
     flags = {k: v for k, v in kw.items() if k in {f.name for f in fields(RunConfig)}}
     return merged_config(kw.get("config"), flags)
@@ -144,19 +153,19 @@ LOG_OPTION = inspect.Parameter(
 
 
 @app.command()
-@with_run_options(_force(), JSON_OPTION, LOG_OPTION)
+@with_run_options(_force(), JSON_OPTION, LOG_OPTION, _jobs())
 def evaluate(**kw: Any) -> None:
     """Train, attack from the attacked role, defend; compare with the undefended run."""
     from pathlib import Path
 
     from slsec.cli import commands
     from slsec.report import tracking
-    as_json, log = kw.pop("json"), tracking.check(kw.pop("log"))
+    as_json, log, jobs = kw.pop("json"), tracking.check(kw.pop("log")), kw.pop("jobs")
     cfg = _config(kw)
     _precheck(cfg)
     launch_under_mpiexec(cfg)
     with commands.json_stdout(as_json):
-        result = commands.evaluate(cfg, force=kw["force"])
+        result = commands.evaluate(cfg, force=kw["force"], jobs=jobs)
     if log and result is not None:
         folder = Path(cfg.out) / "tensorboard" / commands.run_id(cfg)
         stored = {**result, "undefended": None}
@@ -168,12 +177,13 @@ def evaluate(**kw: Any) -> None:
 
 
 @app.command()
-@with_run_options(_resume("cells"), _force())
+@with_run_options(_resume("cells"), _force(), _jobs())
 def sweep(**kw: Any) -> None:
     """Privacy/utility frontier: every comma list in a flag becomes a grid axis."""
     from slsec.cli import commands
-    commands.sweep(kw.pop("config"), {k: v for k, v in kw.items() if k not in ("resume", "force")},
-                   resume=kw["resume"], force=kw["force"])
+    commands.sweep(kw.pop("config"), {k: v for k, v in kw.items()
+                                      if k not in ("resume", "force", "jobs")},
+                   resume=kw["resume"], force=kw["force"], jobs=kw["jobs"])
 
 
 @app.command()

@@ -124,52 +124,22 @@ def train(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
     return result.to_dict()
 
 
-def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
+def evaluate(cfg: RunConfig, *, force: bool = False, jobs: str | None = None
+             ) -> dict[str, Any] | None:
     """The card's command: defended run beside the cached undefended run of the same seed."""
     from slsec.run.preflight import check_options, check_run
     check_options(cfg, "evaluate")           # before the heavy imports: refused in a second
     check_writable(cfg.out)
     folder = run_folder(cfg, force)          # named before split-select replaces the cut
-    from slsec.run.harness import evaluate as run
-
     if cfg.seeds > 1:                # mean and 95% CI over seeds (slsec/study/seeds.py)
         from slsec.study.seeds import evaluate_seeds
-        return evaluate_seeds(cfg, folder, force=force)
-    # start the undefended run first, so its start-up overlaps ours (a bad config fails below
-    # with one line; the daemon child dies with us)
-    side = start_baseline(cfg) if not pre_training(cfg) else None
-    try:
-        setup = check_run(cfg, "evaluate")
-    except BaseException:
-        if side is not None:
-            join_baseline(side, failed=True)
-        raise
-    if pre_training(cfg):
-        cfg = choose_cut(cfg)
-        side = start_baseline(cfg)
-    bar, on_round = progress_bar(cfg, "defended" if cfg.defense else "train")
-    try:
-        with bar:
-            result = run(cfg, progress=on_round,
-                         setup=setup if cfg.cut == setup.cfg.cut else None)
-    except BaseException:
-        if side is not None:
-            join_baseline(side, failed=True)
-        raise
-    base = None
-    if side is not None:
-        from slsec.report.plots import pyplot
-        pyplot()   # the report's imports while the twin still runs: off the critical path
-        join_baseline(side)
-    if cfg.defense:
-        bar, on_round = progress_bar(cfg, "undefended")
-        with bar:  # reads the cache the side process wrote (computes it here if that failed)
-            base = cached_baseline(cfg, on_round)
+        return evaluate_seeds(cfg, folder, force=force, jobs=jobs)
+    from slsec.study.twin import evaluate_with_twin
+    done = evaluate_with_twin(cfg, bars=True, check=lambda c: check_run(c, "evaluate"))
+    cfg, result, base = done.cfg, done.result, done.twin
     if result is None:
         return None
-    write_run(folder, result, base,
-              load_images(baseline_path(cfg).with_suffix(".pt")) if base else None,
-              force=force)
+    write_run(folder, result, base, done.twin_images if base else None, force=force)
     print_summary(cfg, result.to_dict(), base)
     console.print(f"single seed (seed {cfg.seed}): no confidence interval; --seeds 3 gives "
                   "mean ± 95% CI")
@@ -183,9 +153,10 @@ def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- split selection
 
 
-def sweep(config: str | None, flags: dict[str, Any], *, resume: bool, force: bool = False) -> None:
+def sweep(config: str | None, flags: dict[str, Any], *, resume: bool, force: bool = False,
+          jobs: str | None = None) -> None:
     from slsec.study.sweeps import run_sweep
-    run_sweep(config, flags, resume=resume, force=force)
+    run_sweep(config, flags, resume=resume, force=force, jobs=jobs)
 
 
 def review(cfg: RunConfig, *, min_accuracy: str | None, max_client_flops: str | None,
