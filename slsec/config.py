@@ -76,7 +76,7 @@ CORE: tuple[Param, ...] = (
     Param("knowledge", "list", None, "restrict the attacker's knowledge: "
           "architecture,head_weights,query_head,aux_data"),
     Param("attack_iters", "int", None, "optimisation steps of the attack (not set: the "
-          "method's own)"),
+          "method's own)", check=("at_least_one",)),
     Param("probe_size", "int", 64, "held-out test samples client 1 sends as private queries "
           "(what inversion reconstructs)", check=("at_least_one",)),
     Param("probe_batch", "int", 1, "probe samples per query", check=("at_least_one",)),
@@ -194,6 +194,8 @@ def _validate(cfg: Any) -> Any:
                         f"got {cfg.seed}")
     if cfg.target_accuracy is not None and not 0 < cfg.target_accuracy <= 1:
         raise UserError(f"--target-accuracy must be in (0, 1], got {cfg.target_accuracy}")
+    for name in ("defense", "straggler", "knowledge"):
+        _no_repeats(name, [v.partition(":")[0] for v in getattr(cfg, name) or ()])
     for s in cfg.straggler:
         k, _, d = s.partition(":")
         if not (k.isdigit() and 1 <= int(k) <= cfg.clients and _is_float(d) and float(d) >= 0
@@ -208,6 +210,15 @@ def _validate(cfg: Any) -> Any:
     if cfg.data_root is not None and not Path(cfg.data_root).is_dir():
         raise UserError(f"--data-root {cfg.data_root} is not a folder")
     return cfg
+
+
+def _no_repeats(name: str, items: list[str]) -> None:
+    """A comma list names each item once (a repeat is a typo or an ambiguity, never meant)."""
+    seen = {i for i in items if items.count(i) > 1}
+    if seen:
+        what = "client" if name == "straggler" else "item"
+        raise UserError(f"--{name} names the same {what} twice ({', '.join(sorted(seen))}); "
+                        "give each once")
 
 
 def _is_float(s: str) -> bool:
@@ -246,6 +257,7 @@ def run_defaults(attack: str | None) -> dict[str, Any]:
 
 def make_config(values: dict[str, Any] | None = None, *, source: str | None = None) -> Any:
     """Build and validate a RunConfig from raw values (TOML types or CLI strings)."""
+    plugins.check()   # a broken SLSEC_PLUGINS file is named before anything runs
     where = f"config file {source}" if source else "option"
     known = {f.name for f in fields(RunConfig)} - {"source"}
     clean: dict[str, Any] = {}
