@@ -59,7 +59,7 @@ CORE: tuple[Param, ...] = (
           "mpiexec if not under one)", choices=("local", "mpi")),
     Param("device", "str", "auto", "auto (CUDA when available) | cpu | cuda",
           choices=("auto", "cpu", "cuda")),
-    Param("threads", "int", 1, "torch threads per rank", check=("at_least_one",)),
+    Param("threads", "int", 1, "torch threads per rank", check=("at_least_one", "at_most_1024")),
     Param("timeout", "float", 120.0, "seconds a rank waits for a peer before it gives up",
           check=("positive",)),
     Param("data_root", "str", None, "folder of the torchvision/PyG data sets (not set: the "
@@ -139,6 +139,7 @@ def _plain(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
+MAX_INT = 2**63 - 1        # an int field torch or numpy can hold
 MAX_SEED = 2**32 - 1       # every RNG (numpy, torch, per-rank offsets) takes it without overflow
 MAX_CONFIG_BYTES = 1 << 20  # a TOML experiment file is a few lines; /dev/zero is not one
 
@@ -165,7 +166,11 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         if p.type == "int":
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
-            return int(value)
+            v = int(value)
+            if abs(v) > MAX_INT:
+                raise UserError(f"{where}: '{name}' must be a whole number of at most 64 bits "
+                                f"(below 2**63), got {value}")
+            return v
         if p.type == "float":
             if isinstance(value, bool):
                 raise ValueError
@@ -238,7 +243,11 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         if len(data) > MAX_CONFIG_BYTES:
             raise UserError(f"config file {p} is larger than {MAX_CONFIG_BYTES >> 20} MiB; "
                             "an experiment file is a few lines of TOML")
-        raw = tomllib.loads(data.decode())
+        text = data.decode()
+        raw = tomllib.loads(text.removeprefix("\ufeff"))   # a BOM some editors write
+    except RecursionError:
+        raise UserError(f"config file {p} nests tables or arrays too deeply; an experiment "
+                        "file is flat keys or one [run] table") from None
     except FileNotFoundError:
         raise UserError(f"config file {p} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -285,6 +294,10 @@ def merged_config(toml_path: str | None, flags: dict[str, Any]) -> Any:
         run = raw.pop("run", {})
         if not isinstance(run, dict):
             raise UserError(f"config file {toml_path}: [run] must be a table")
+        both = sorted(set(raw) & set(run))
+        if both:
+            raise UserError(f"config file {toml_path}: '{both[0]}' is given both at the top "
+                            "level and in [run]; give it once")
         for k, v in {**raw, **run}.items():
             if isinstance(v, dict):
                 raise UserError(f"config file {toml_path}: unknown table [{k}]")
