@@ -166,11 +166,7 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         if p.type == "int":
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
-            v = int(value)
-            if abs(v) > MAX_INT:
-                raise UserError(f"{where}: '{name}' must be a whole number of at most 64 bits "
-                                f"(below 2**63), got {value}")
-            return v
+            return int(value)
         if p.type == "float":
             if isinstance(value, bool):
                 raise ValueError
@@ -197,6 +193,11 @@ def _validate(cfg: Any) -> Any:
     if cfg.seed > MAX_SEED:
         raise UserError(f"--seed must be a whole number from 0 to {MAX_SEED} (32 bits), "
                         f"got {cfg.seed}")
+    for p, _ in PARAMS.values():
+        value = getattr(cfg, p.name)
+        if p.type == "int" and value is not None and abs(value) > MAX_INT:
+            raise UserError(f"{p.flag} must be a whole number of at most 64 bits (below "
+                            f"2**63), got {value}")
     if cfg.target_accuracy is not None and not 0 < cfg.target_accuracy <= 1:
         raise UserError(f"--target-accuracy must be in (0, 1], got {cfg.target_accuracy}")
     for name in ("defense", "straggler", "knowledge"):

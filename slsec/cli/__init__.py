@@ -282,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        from slsec.report.folders import release_unused
+        release_unused()   # a folder held for a run that never wrote is removed again
     return 0
 
 

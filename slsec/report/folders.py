@@ -26,7 +26,7 @@ from slsec.report.results import REJECTED, atomic_write, quarantine
 
 KIND_FILE = ".slsec-kind"
 LOCK_FILE = ".slsec.lock"
-_HELD: dict[str, int] = {}   # folder -> descriptor of its lock, held until the process ends
+_HELD: dict[str, tuple[int, list[Path]]] = {}   # folder -> (lock descriptor, folders made)
 _RANK_VARS = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")
 KINDS = ("run", "sweep", "review", "benchmark")
 # written by `slsec train` / `evaluate`, `sweep`, `review`, `benchmark`
@@ -144,6 +144,7 @@ def hold(folder: str | Path) -> bool:
     key = str(f.resolve())
     if key in _HELD:
         return True
+    made = [p for p in (f, *f.parents) if not p.exists()]
     try:
         f.mkdir(parents=True, exist_ok=True)
         fd = os.open(f / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -155,19 +156,25 @@ def hold(folder: str | Path) -> bool:
         os.close(fd)
         return False
     if not _HELD:
-        atexit.register(_release_empty)
-    _HELD[key] = fd
+        atexit.register(release_unused)
+    _HELD[key] = (fd, made)
     return True
 
 
-def _release_empty() -> None:
-    """At exit: a held folder that got nothing (the command failed first) is removed again."""
-    for key, fd in list(_HELD.items()):
+def release_unused() -> None:
+    """A held folder that got nothing (the command failed first) is removed again, with the
+    folders `hold` made for it; one that got results stays held until the process ends. The
+    CLI calls this when a command ends, and it runs at exit."""
+    for key, (fd, made) in list(_HELD.items()):
         f = Path(key)
-        with contextlib.suppress(OSError):
-            if [p.name for p in f.iterdir()] == [LOCK_FILE]:
-                (f / LOCK_FILE).unlink()
-                f.rmdir()
+        try:
+            if [p.name for p in f.iterdir()] != [LOCK_FILE]:
+                continue
+            (f / LOCK_FILE).unlink()
+            for d in made:   # innermost first; one that got other files stays
+                d.rmdir()
+        except OSError:
+            pass
         with contextlib.suppress(OSError):
             os.close(fd)
         del _HELD[key]
