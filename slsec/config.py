@@ -213,9 +213,26 @@ def _validate(cfg: Any) -> Any:
         raise UserError(f"--run-id names a folder under --out: letters, digits, '.', '_' and "
                         f"'-' only (no '/'), starting with a letter or digit, at most 120 "
                         f"characters; got {cfg.run_id!r}")
+    _check_launch(cfg)
     if cfg.data_root is not None and not Path(cfg.data_root).is_dir():
         raise UserError(f"--data-root {cfg.data_root} is not a folder")
     return cfg
+
+
+# what mpiexec (MPICH's hydra, Open MPI, PMIx launchers) sets in every rank it starts
+MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
+
+
+def _check_launch(cfg: Any) -> None:
+    """Started as several MPI ranks without --backend mpi: each rank would run the whole
+    command (K+1 trainings writing one folder). Refused in one line (printed by rank 0)."""
+    import os
+    sizes = [os.environ[v] for v in MPI_SIZE_VARS if v in os.environ]
+    ranks = int(sizes[0]) if sizes and sizes[0].isdigit() else 1
+    if ranks > 1 and cfg.backend != "mpi":
+        raise UserError(f"started as {ranks} MPI ranks (mpiexec) but --backend is "
+                        f"{cfg.backend}: every rank would run the whole command; add "
+                        f"--backend mpi (K+1 ranks for K clients), or run without mpiexec")
 
 
 def _no_repeats(name: str, items: list[str]) -> None:
