@@ -72,7 +72,7 @@ class Result:
 
 def _write(r: Result, folder: Path) -> Path:
     """The report files of `r` into `folder` (held by this process, empty)."""
-    from slsec.cli.runreport import write_run
+    from slsec.report.runreport import write_run
     from slsec.report.results import check_writable
     check_writable(folder)
     twin = r.twin.raw if r.twin is not None else None
@@ -148,7 +148,7 @@ def evaluate(*, model: Any = None, dataset: Any = None, twin: bool = True,
     without defenses (when there are any) as `result.twin`. config: a TOML experiment file.
     progress: called with each round's record. options: RunConfig fields (attack="inversion",
     defense="dp", sigma=0.5, rounds=2, ...)."""
-    from slsec.cli.runs import baseline_config, choose_cut
+    from slsec.study.runs import baseline_config, choose_cut
     from slsec.catalog import pre_training
     from slsec.run.harness import check_attack, evaluate as run
     from slsec.run.setup import check_defenses
@@ -182,7 +182,7 @@ def _out_folder(cfg: RunConfig, options: dict[str, Any]) -> Path | None:
     """Where `out=` / `run_id=` ask the result to be written (held now, refused if taken)."""
     if options.get("out") is None and options.get("run_id") is None:
         return None
-    from slsec.cli.runs import run_id
+    from slsec.study.runs import run_id
     from slsec.report.folders import claim, unique_folder
     from slsec.report.results import check_writable
     check_writable(cfg.out)
@@ -221,7 +221,7 @@ def sweep(*, model: Any = None, dataset: Any = None, config: str | Path | None =
     straggler) each alternative is a name, a comma list or a list of names
     (`defense=["none", "dp", ["dp", "nopeek"]]`). Rows are appended to
     <out>/<run_id>/results.csv (resume=True skips finished cells), as the CLI does."""
-    from slsec.cli.sweeps import sweep_rows
+    from slsec.study.sweeps import sweep_rows
     _check_keywords("sweep", options, ("model", "dataset", "config", "resume"))
     with _RUNS:
         return sweep_rows(model=model, dataset=dataset, config=config, resume=resume, **options)

@@ -72,7 +72,7 @@ def test_a_row_copied_into_results_csv_is_damaged_not_a_second_result(tmp_path):
 
 
 def test_a_twin_cache_entry_of_the_wrong_shape_is_recomputed(tmp_path):
-    from slsec.cli.runs import baseline_path, cached_baseline
+    from slsec.study.runs import baseline_path, cached_baseline
     from slsec.config import make_config
     cfg = make_config({"max_train": 64, "aux_size": 64, "probe_size": 4, "defense": "dp",
                        "out": str(tmp_path)})
