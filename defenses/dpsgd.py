@@ -151,18 +151,31 @@ class DPSGD(Defense):
         if not grads:
             raise ValueError("the model has no trainable parameters")
         batch = grads[0][1].shape[0]
-        norms = torch.stack([g.reshape(batch, -1).norm(dim=1) for _, g in grads], 1).norm(dim=1)
-        factor = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)   # as Opacus' flat clipping
-        std = self._nm() * self.max_grad_norm
-        for p, g in grads:
-            summed = torch.einsum("i,i...->...", factor, g)
-            if std > 0:
-                device = gen.device if gen is not None else p.device
-                noise = torch.randn(p.shape, generator=gen, device=device, dtype=p.dtype)
-                summed = summed + std * noise.to(p.device)
+        sums, norms, factor = self.noisy_sum([g for _, g in grads], gen=gen)
+        for (p, _), summed in zip(grads, sums):
             p.grad = summed / batch
         return {"loss": float(loss), "batch": batch, "norms": norms,
-                "clipped_norms": norms * factor, "noise_std": std / batch}
+                "clipped_norms": norms * factor,
+                "noise_std": self._nm() * self.max_grad_norm / batch}
+
+    def noisy_sum(self, per_sample: list[Tensor], *, gen: torch.Generator | None = None
+                  ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """The mechanism itself: clip each sample's gradient (all tensors of `per_sample`
+        [B, ...] together) to L2 norm C, sum over the batch, add N(0, (z*C)^2) per coordinate.
+        Returns (noisy sums, per-sample norms, clip factors); the audit calls it directly."""
+        batch = per_sample[0].shape[0]
+        norms = torch.stack([g.reshape(batch, -1).norm(dim=1) for g in per_sample], 1).norm(dim=1)
+        factor = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)   # as Opacus' flat clipping
+        std = self._nm() * self.max_grad_norm
+        sums = []
+        for g in per_sample:
+            summed = torch.einsum("i,i...->...", factor, g)
+            if std > 0:
+                device = gen.device if gen is not None else g.device
+                noise = torch.randn(g.shape[1:], generator=gen, device=device, dtype=g.dtype)
+                summed = summed + std * noise.to(g.device)
+            sums.append(summed)
+        return sums, norms, factor
 
     def private_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: Any,
                      y: Tensor, *, gen: torch.Generator | None = None,
