@@ -88,7 +88,7 @@ class DPSGD(Defense):
     )
 
     def __init__(self, *, noise_multiplier: float | None = None, max_grad_norm: float = 1.0,
-                 delta: float = 1e-5, accountant: str = "rdp", poisson_sampling: bool = True,
+                 delta: float = 1e-5, accountant: str = "prv", poisson_sampling: bool = True,
                  target_epsilon: float | None = None) -> None:
         if noise_multiplier is not None and target_epsilon is not None:
             raise UserError("--noise-multiplier and --target-epsilon exclude each "
@@ -189,10 +189,12 @@ class DPSGD(Defense):
         optimizer.step()
         return stats
 
-    def epsilon(self, *, steps: int, sample_rate: float, delta: float) -> float | None:
-        """Per-sample epsilon of one client's T = steps DP-SGD steps at sampling rate q."""
+    def epsilon(self, *, steps: int, sample_rate: float, delta: float,
+                accountant: str | None = None) -> float | None:
+        """Per-sample epsilon of one client's T = steps DP-SGD steps at sampling rate q;
+        `accountant` overrides the defense's own (RDP is printed beside the tight one)."""
         return accounting.epsilon(noise_multiplier=self._nm(), sample_rate=sample_rate,
-                                  steps=steps, delta=delta, accountant=self.accountant)
+                                  steps=steps, delta=delta, accountant=accountant or self.accountant)
 
     def check_numbers(self) -> None:
         overflow_check("--noise-multiplier", self.noise_multiplier, self.max_grad_norm)
@@ -228,7 +230,9 @@ class DPSGD(Defense):
                 "steps of all rounds compose.")
         if isinstance(eps, (int, float)):
             text += (f" epsilon = {eps:.3f} at delta = {m.get('delta', cfg.get('delta')):g} per "
-                     f"sample of a client's shard ({cfg.get('accountant', 'rdp')} accountant).")
+                     f"sample of a client's shard ({cfg.get('accountant', 'prv')} accountant"
+                     + (f"; RDP gives {m['epsilon_dpsgd_rdp']:.3f}"
+                        if isinstance(m.get("epsilon_dpsgd_rdp"), (int, float)) else "") + ").")
         text += (" It covers everything the aggregator sees (the weights are post-processing of "
                  "the noisy gradients). Not covered: batches here are shuffled fixed-size "
                  "batches, not Poisson samples, so the accountant's number is the common "

@@ -17,10 +17,10 @@ from slsec.errors import UserError
 from slsec.report.results import REJECTED, atomic_write, quarantine
 
 KIND_FILE = ".slsec-kind"
-KINDS = ("run", "sweep", "review", "benchmark")
+KINDS = ("run", "sweep", "review", "benchmark", "audit")
 # written by `slsec train` / `evaluate`, `sweep`, `review`, `benchmark`
 COMMANDS = {"run": "train/evaluate", "sweep": "sweep", "review": "review",
-            "benchmark": "benchmark"}
+            "benchmark": "benchmark", "audit": "audit"}
 
 
 def folder_kind(folder: str | Path) -> str | None:

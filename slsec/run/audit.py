@@ -19,7 +19,7 @@ import math
 import time
 from typing import Any
 
-from slsec.privacy import accounting, canaries
+from slsec.privacy import canaries
 from slsec.privacy.audit import eps_lower
 from slsec.errors import UserError
 
@@ -32,14 +32,9 @@ def claim(d: Any, *, steps: int, sample_rate: float, delta: float,
     """The defense's claimed epsilon (its accountant), RDP beside it, and the bounds it implies."""
     out: dict[str, Any] = {"accountant": getattr(d, "accountant", "pure")}
     out["epsilon"] = d.epsilon(steps=steps, sample_rate=sample_rate, delta=delta)
-    if d.name == "dp":
-        out["epsilon_rdp"] = accounting.epsilon(
-            noise_multiplier=d.sigma / 2.0, sample_rate=1.0, delta=delta,
-            steps=d.releases(steps, sample_rate), accountant="rdp")
-    elif d.name == "dpsgd":
-        out["epsilon_rdp"] = accounting.epsilon(noise_multiplier=d.noise_multiplier,
-                                                sample_rate=sample_rate, steps=steps,
-                                                delta=delta, accountant="rdp")
+    if d.name in ("dp", "dpsgd"):
+        out["epsilon_rdp"] = d.epsilon(steps=steps, sample_rate=sample_rate, delta=delta,
+                                       accountant="rdp")
     bounds = d.guess_bounds(eps=out["epsilon"], steps=steps, sample_rate=sample_rate,
                             kappa=KAPPA, num_classes=num_classes) if hasattr(d, "guess_bounds") else {}
     out["reconstruction_bound"] = bounds.get("reid_bound", bounds.get("label_guess_bound"))
