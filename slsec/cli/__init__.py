@@ -274,6 +274,31 @@ def _interrupted(terminated: list[int]) -> int:
     return 130
 
 
+def _text_option(name: str, flag: str, metavar: str, help: str) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                             default=typer.Option(None, flag, metavar=metavar, help=help,
+                                                  show_default=False))
+
+
+@app.command()
+@with_run_options(
+    _text_option("canaries", "--canaries", "INT", "canaries per audited defense [default: 1000]"),
+    _text_option("confidence", "--confidence", "FLOAT",
+                 "confidence of the lower bounds [default: 0.95]"),
+    _text_option("broken", "--broken", "weak-noise|clip-after-noise|reused-noise",
+                 "audit a deliberately broken copy of the mechanism (same claim) "
+                 "[default: the real one]"),
+    _force())
+def audit(**kw: Any) -> None:
+    """One-run privacy audit of each DP defense: eps_lower from canaries (two methods)
+    beside the claimed eps (accountant and RDP) and the reconstruction bound."""
+    from slsec.cli.audit import run_audit
+    extra = {k: kw.pop(k) for k in ("canaries", "confidence", "broken", "force")}
+    cfg = _config(kw)
+    _precheck(cfg, attack=False)
+    run_audit(cfg, **extra)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user mistakes are one line on stderr and exit 2; peers failing exit 1."""
     try:  # typer >= 0.2x vendors click as typer._click

@@ -202,6 +202,10 @@ def rerender(path: str) -> None:
         from slsec.study.benchmark import render_benchmark
         with keeping(kept):
             render_benchmark(folder)
+    elif kind == "audit":
+        from slsec.report.audit import render_audit
+        with keeping(kept):
+            render_audit(folder)
     elif kind == "sweep":
         from slsec.study.sweeps import render_sweep
         with keeping(kept):
