@@ -53,7 +53,7 @@ class Result:
     def save(self, path: str | Path) -> Path:
         """Write the CLI's report files into folder `path`: result.json (with the undefended
         twin), report.md, report.html and reconstructions.png (when there are images)."""
-        from slsec.cli.runreport import write_run
+        from slsec.report.runreport import write_run
         from slsec.report.results import check_writable
         folder = Path(path)
         check_writable(folder)
@@ -108,7 +108,7 @@ def evaluate(*, model: Any = None, dataset: Any = None, twin: bool = True,
     without defenses (when there are any) as `result.twin`. config: a TOML experiment file.
     progress: called with each round's record. options: RunConfig fields (attack="inversion",
     defense="dp", sigma=0.5, rounds=2, ...)."""
-    from slsec.cli.runs import baseline_config, choose_cut
+    from slsec.study.runs import baseline_config, choose_cut
     from slsec.catalog import pre_training
     from slsec.run.harness import check_attack, evaluate as run
     from slsec.run.setup import check_defenses
@@ -144,7 +144,7 @@ def sweep(*, model: Any = None, dataset: Any = None, config: str | Path | None =
     straggler) each alternative is a name, a comma list or a list of names
     (`defense=["none", "dp", ["dp", "nopeek"]]`). Rows are appended to
     <out>/<run_id>/results.csv (resume=True skips finished cells), as the CLI does."""
-    from slsec.cli.sweeps import sweep_rows
+    from slsec.study.sweeps import sweep_rows
     return sweep_rows(model=model, dataset=dataset, config=config, resume=resume, **options)
 
 

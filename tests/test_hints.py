@@ -13,7 +13,7 @@ import slsec.protocols  # noqa: F401  (registers protocols)
 from slsec.attacks.base import ATTACKS
 from slsec.cli import main
 from slsec.defenses.base import DEFENSES
-from slsec.cli.hints import PROMPT
+from slsec.report.hints import PROMPT
 
 TINY = ["--max-train", "64", "--aux-size", "64", "--rounds", "1", "--probe-size", "2",
         "--attack-iters", "1", "--observe-samples", "16", "--batch-size", "32"]
@@ -74,7 +74,7 @@ def test_matrix_covers_every_protocol_and_defense() -> None:
 def test_hint_is_built_from_the_run() -> None:
     """The issue's example: a FedAvg + DP-SGD run suggests a --noise-multiplier sweep, never dp."""
     from slsec.config import make_config
-    from slsec.cli.hints import frontier_command
+    from slsec.report.hints import frontier_command
     cmd = frontier_command(make_config({"protocol": "fedavg", "attack": "gradient-inversion",
                                         "defense": "dpsgd", "noise_multiplier": 0.5}))
     assert cmd is not None and "--defense dpsgd" in cmd and "--noise-multiplier 0.3," in cmd

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from slsec.cli import sweeps as sweep
+from slsec.study import sweeps as sweep
 from slsec.errors import UserError
 from slsec.report.frontier import is_private, privacy_key
 from slsec.report.results import config_key, read_rows
@@ -139,8 +139,8 @@ def test_evaluate_with_seeds_stores_per_seed_results_and_the_aggregate(
     replaced here by made-up metrics; a real two-seed run is in the slow test above)."""
     import json
 
-    import slsec.cli.runreport
-    import slsec.cli.seeds
+    import slsec.report.runreport
+    import slsec.study.seeds
     from slsec.cli import main
     from slsec.report.results import write_json
 
@@ -152,8 +152,8 @@ def test_evaluate_with_seeds_stores_per_seed_results_and_the_aggregate(
 
     def fake_write(folder, result, base):
         write_json(folder / "result.json", {**result, "undefended": base})
-    monkeypatch.setattr(slsec.cli.seeds, "run_seed", fake_seed)
-    monkeypatch.setattr(slsec.cli.runreport, "write_run", fake_write)
+    monkeypatch.setattr(slsec.study.seeds, "run_seed", fake_seed)
+    monkeypatch.setattr(slsec.report.runreport, "write_run", fake_write)
     assert main(["evaluate", "--attack", "inversion", "--defense", "dp", "--sigma", "0.1",
                  "--seed", "2", "--seeds", "3", "--out", str(tmp_path), "--run-id", "e"]) == 0
     stored = json.loads((tmp_path / "e" / "result.json").read_text())
@@ -194,7 +194,7 @@ def test_benchmark_with_seeds_writes_per_seed_and_aggregate_rows_and_a_pm_table(
 
 
 def test_benchmark_verdict_uses_the_seed_intervals() -> None:
-    from slsec.cli.benchmark import verdicts
+    from slsec.study.benchmark import verdicts
 
     def row(p, acc, hw):
         return {"dataset": "mnist", "protocol": p, "partition": "dirichlet", "alpha": "0.5",

@@ -151,7 +151,7 @@ def evaluate(**kw: Any) -> None:
     from pathlib import Path
 
     from slsec.cli import commands
-    from slsec.cli import tracking
+    from slsec.report import tracking
     as_json, log = kw.pop("json"), tracking.check(kw.pop("log"))
     cfg = _config(kw)
     _precheck(cfg)
@@ -223,7 +223,7 @@ def compare(paths: list[str] = typer.Argument(..., help="run and/or sweep folder
                                                       help=PLOT_OPTION.default.help)) -> None:
     """One table and overlay plots (accuracy vs leakage, training curves) across runs, sweeps
     and seeds."""
-    from slsec.cli.compare import run_compare
+    from slsec.report.compare import run_compare
     from slsec.report.results import set_figure_formats
     set_figure_formats(plot_format)
     run_compare(paths, out=out, run_id=run_id)

@@ -11,15 +11,15 @@ from rich.table import Table
 
 from slsec.catalog import pre_training
 from slsec.config import RunConfig
-from slsec.cli.console import console, err
+from slsec.report.console import console, err
 from slsec.errors import UserError
 from slsec.report.results import check_writable, read_json
-from slsec.cli.runreport import (defense_sections, grid_rows, render_run,  # noqa: F401  (and re-exported)
+from slsec.report.runreport import (defense_sections, grid_rows, render_run,  # noqa: F401  (and re-exported)
                              write_run)
-from slsec.cli.runs import (baseline_config, baseline_path, cached_baseline,  # noqa: F401  (ditto)
+from slsec.study.runs import (baseline_config, baseline_path, cached_baseline,  # noqa: F401  (ditto)
                         choose_cut, command_seconds, join_baseline, load_images, progress_bar,
                         run_folder, run_id, start_baseline)
-from slsec.cli.summary import (SUMMARY_ROWS, print_summary, run_title_parts,  # noqa: F401  (ditto)
+from slsec.report.summary import (SUMMARY_ROWS, print_summary, run_title_parts,  # noqa: F401  (ditto)
                            shown)
 
 
@@ -132,8 +132,8 @@ def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
     folder = run_folder(cfg, force)          # named before split-select replaces the cut
     from slsec.run.harness import evaluate as run
 
-    if cfg.seeds > 1:                # mean and 95% CI over seeds (slsec/cli/seeds.py)
-        from slsec.cli.seeds import evaluate_seeds
+    if cfg.seeds > 1:                # mean and 95% CI over seeds (slsec/study/seeds.py)
+        from slsec.study.seeds import evaluate_seeds
         return evaluate_seeds(cfg, folder, force=force)
     # start the undefended run first, so its start-up overlaps ours (a bad config fails below
     # with one line; the daemon child dies with us)
@@ -184,14 +184,14 @@ def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
 
 
 def sweep(config: str | None, flags: dict[str, Any], *, resume: bool, force: bool = False) -> None:
-    from slsec.cli.sweeps import run_sweep
+    from slsec.study.sweeps import run_sweep
     run_sweep(config, flags, resume=resume, force=force)
 
 
 def review(cfg: RunConfig, *, min_accuracy: str | None, max_client_flops: str | None,
            force: bool = False, hijack_steps: int | None = None) -> None:
-    from slsec.cli.review import run_review
-    from slsec.cli.review_malicious import DEFAULT_STEPS
+    from slsec.study.review import run_review
+    from slsec.study.review_malicious import DEFAULT_STEPS
     steps = DEFAULT_STEPS if hijack_steps is None else hijack_steps
     if steps < 0:
         raise UserError(f"--hijack-steps must be >= 0 (0: no malicious-server column), got {steps}")
@@ -214,7 +214,7 @@ def rerender(path: str) -> None:
         with keeping(kept):
             try:
                 if "per_seed" in stored:
-                    from slsec.cli.seeds import render_seeds
+                    from slsec.study.seeds import render_seeds
                     render_seeds(folder, stored)
                 else:
                     render_run(folder, stored)
@@ -225,11 +225,11 @@ def rerender(path: str) -> None:
         raise UserError(f"{folder} is a security review: rerun slsec review to refresh it "
                         f"(its rows need the budgets it was run with)")
     elif kind == "benchmark":
-        from slsec.cli.benchmark import render_benchmark
+        from slsec.study.benchmark import render_benchmark
         with keeping(kept):
             render_benchmark(folder)
     elif kind == "sweep":
-        from slsec.cli.sweeps import render_sweep
+        from slsec.study.sweeps import render_sweep
         with keeping(kept):
             render_sweep(folder)
     else:
@@ -262,5 +262,5 @@ def check_result_shape(stored: Any, path: Path) -> None:
 
 def benchmark(config: str | None, flags: dict[str, Any], *, resume: bool = False,
               force: bool = False, rule: Any = None) -> None:
-    from slsec.cli.benchmark import run_benchmark
+    from slsec.study.benchmark import run_benchmark
     run_benchmark(config, flags, resume=resume, force=force, rule=rule)

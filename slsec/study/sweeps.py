@@ -1,6 +1,6 @@
 """`slsec sweep`: run a grid of evaluations, one durable row per cell, then render the frontier.
 
-Grid axes and cells: slsec/cli/grid.py; tables and the report: slsec/cli/sweep_report.py.
+Grid axes and cells: slsec/study/grid.py; tables and the report: slsec/report/sweep_report.py.
 
 Cells run one after another in this process (local backend). Each finished cell appends one
 row to results.csv atomically (config + metrics + `cell` = hash of the cell's config), so a
@@ -18,15 +18,15 @@ from typing import Any
 
 from slsec import progress
 from slsec.config import RunConfig, make_config
-from slsec.cli.console import console, warn
+from slsec.report.console import console, warn
 from slsec.errors import UserError
 from slsec.report.folders import quarantine_warned
-from slsec.cli.grid import (FIELDS, NOT_AXES, Grid, _flag, _grid_text, cell_label, grid_cells,  # noqa: F401
+from slsec.study.grid import (FIELDS, NOT_AXES, Grid, _flag, _grid_text, cell_label, grid_cells,  # noqa: F401
                         parse_grid, validate_cells)
 from slsec.run.result import RunResult
 from slsec.report.results import (append_row, check_writable, config_key,
                            read_json, read_rows, rows_csv, write_json)
-from slsec.cli.sweep_report import (axis_text, methods_text, print_cells,  # noqa: F401  (re-exported)
+from slsec.report.sweep_report import (axis_text, methods_text, print_cells,  # noqa: F401  (re-exported)
                                 render_sweep)
 
 # config fields that decide the public setup (data, shards, model, cuts): validated once each
@@ -75,7 +75,7 @@ def result_row(cfg: RunConfig, result: RunResult,
 
 def run_cell(cfg: RunConfig) -> dict[str, Any]:
     """Evaluate one cell (+ its cached undefended twin when it has defenses) into a row."""
-    from slsec.cli.runs import cached_baseline
+    from slsec.study.runs import cached_baseline
     from slsec.run.harness import evaluate
 
     result = evaluate(cfg)

@@ -164,7 +164,7 @@ def overlay_plot(rows: list[dict[str, Any]], metric: str, label: str, hint: str,
 def run_compare(paths: Sequence[str], *, out: str = "reports", run_id: str | None = None) -> Path:
     """Write the comparison folder; returns it."""
     from slsec import report as rpt
-    from slsec.cli.console import console
+    from slsec.report.console import console
     from slsec.report.plots import training_curves
 
     rows, curves = collect(paths)

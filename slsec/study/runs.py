@@ -9,7 +9,7 @@ from typing import Any
 
 from slsec.catalog import pre_training
 from slsec.config import RunConfig
-from slsec.cli.console import console
+from slsec.report.console import console
 from slsec.errors import UserError
 from slsec.report.results import config_key, read_json, write_json
 

@@ -21,10 +21,10 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from slsec.config import PARAMS, RunConfig, load_toml, make_config
-from slsec.cli.console import console, err, warn
+from slsec.report.console import console, err, warn
 from slsec.errors import UserError
 from slsec.report.folders import quarantine_warned
-from slsec.cli.benchmark_report import (ARCHITECTURE, CSV_NAME, SEED_PUBLISHED,  # noqa: F401  (re-exported)
+from slsec.report.benchmark_report import (ARCHITECTURE, CSV_NAME, SEED_PUBLISHED,  # noqa: F401  (re-exported)
                                     TABLE_HEADER, _partition_label, print_tables,
                                     render_benchmark, seeds_text, table_rows, verdicts)
 from slsec.run.result import RunResult

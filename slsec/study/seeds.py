@@ -27,7 +27,7 @@ ROWS_EXTRA = [("attack SSIM gain over prior", "ssim_gain_mean", 3),
 
 def run_seed(cfg: RunConfig) -> tuple[RunResult | None, dict[str, Any] | None]:
     """One seed: the defended run here, the undefended twin beside it (cached per seed)."""
-    from slsec.cli.runs import cached_baseline, progress_bar, start_baseline
+    from slsec.study.runs import cached_baseline, progress_bar, start_baseline
     from slsec.run.harness import evaluate as run
 
     side = start_baseline(cfg)
@@ -46,9 +46,9 @@ def run_seed(cfg: RunConfig) -> tuple[RunResult | None, dict[str, Any] | None]:
 
 def evaluate_seeds(cfg: RunConfig, folder: Path, *, force: bool = False) -> dict[str, Any] | None:
     """Run every seed, write per-seed folders and the aggregate result.json, print the table."""
-    from slsec.cli.console import console
-    from slsec.cli.runreport import write_run
-    from slsec.cli.runs import choose_cut, command_seconds
+    from slsec.report.console import console
+    from slsec.report.runreport import write_run
+    from slsec.study.runs import choose_cut, command_seconds
     from slsec.report.folders import mark
     from slsec.run.harness import check_attack
     from slsec.run.setup import check_defenses
@@ -92,7 +92,7 @@ def seeds_result(cfg: RunConfig, per_seed: list[dict[str, Any]]) -> dict[str, An
 def summary_rows(stored: dict[str, Any]) -> list[tuple[str, str, int]]:
     """(label, key, digits) of the metrics the aggregate holds: the evaluate summary's rows,
     then the prior-aware ones when present."""
-    from slsec.cli.summary import SUMMARY_ROWS
+    from slsec.report.summary import SUMMARY_ROWS
     agg = stored["aggregate"]
     keys = set(agg["metrics"]) | set(agg.get("undefended", {}))
     rows = {k: (label, k, d) for label, k, d in [*SUMMARY_ROWS, *ROWS_EXTRA] if k != "rounds"}
@@ -106,7 +106,7 @@ def _ci(stats: dict[str, Any] | None, digits: int) -> str:
 
 
 def print_seeds(cfg: RunConfig, stored: dict[str, Any]) -> None:
-    from slsec.cli.console import console
+    from slsec.report.console import console
     agg, seeds = stored["aggregate"], stored["seeds"]
     first = stored["per_seed"][0]["metrics"]
     t = Table(title=f"{cfg.protocol} · {cfg.dataset}/{cfg.model_name} · cut "
