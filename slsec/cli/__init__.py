@@ -26,6 +26,7 @@ from slsec.params import Param
 from slsec import plugins
 from slsec.errors import PeerError, UserError
 from slsec.cli.launch import ARGV, is_rank0, launch_under_mpiexec
+from slsec.run.convergence import CONVERGENCE_FLAGS, parse_rule
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
@@ -238,14 +239,20 @@ def compare(paths: list[str] = typer.Argument(..., help="run and/or sweep folder
     run_compare(paths, out=out, run_id=run_id)
 
 
+def _text(name: str, help: str) -> inspect.Parameter:
+    return inspect.Parameter(name.replace("-", "_"), inspect.Parameter.KEYWORD_ONLY,
+                             annotation=Optional[str], default=typer.Option(None, f"--{name}", help=help))
+
+
 @app.command()
-@with_run_options(_resume("cells"), _force())
+@with_run_options(_resume("cells"), _force(), *(_text(n, h) for n, h in CONVERGENCE_FLAGS))
 def benchmark(**kw: Any) -> None:
     """SLPerf-style table: architectures x partitions x datasets (accuracy, rounds, time, MB)."""
     from slsec.cli import commands
     resume, force = kw.pop("resume"), kw.pop("force")
+    rule = parse_rule(*(kw.pop(n.replace("-", "_")) for n, _ in CONVERGENCE_FLAGS))
     commands.benchmark(kw.pop("config"), {k: v for k, v in kw.items()}, resume=resume,
-                       force=force)
+                       force=force, rule=rule)
 
 
 def _on_sigterm() -> list[int]:

@@ -239,6 +239,6 @@ def check_result_shape(stored: Any, path: Path) -> None:
 
 
 def benchmark(config: str | None, flags: dict[str, Any], *, resume: bool = False,
-              force: bool = False) -> None:
+              force: bool = False, rule: Any = None) -> None:
     from slsec.study.benchmark import run_benchmark
-    run_benchmark(config, flags, resume=resume, force=force)
+    run_benchmark(config, flags, resume=resume, force=force, rule=rule)
