@@ -201,16 +201,16 @@ def sweep(**kw: Any) -> None:
     default=typer.Option(None, "--hijack-steps", metavar="INT",
                          help="malicious-server column: client steps of hijacking per cut; 0: "
                               "no column [default: 110]")),
-    _force())
+    _force(), _jobs())
 def review(**kw: Any) -> None:
     """Security review of every cut of a model: leakage, cost, risk grade, recommendation,
     and what a malicious (hijacking) server reaches and whether the client detects it."""
     from slsec.cli import commands
     commands.review(_config({k: v for k, v in kw.items()
                              if k not in ("min_accuracy", "max_client_flops", "force",
-                                          "hijack_steps")}),
+                                          "hijack_steps", "jobs")}),
                     min_accuracy=kw["min_accuracy"], max_client_flops=kw["max_client_flops"],
-                    force=kw["force"], hijack_steps=kw["hijack_steps"])
+                    force=kw["force"], hijack_steps=kw["hijack_steps"], jobs=kw["jobs"])
 
 
 @app.command()
@@ -239,13 +239,13 @@ def compare(paths: list[str] = typer.Argument(..., help="run and/or sweep folder
 
 
 @app.command()
-@with_run_options(_resume("cells"), _force())
+@with_run_options(_resume("cells"), _force(), _jobs())
 def benchmark(**kw: Any) -> None:
     """SLPerf-style table: architectures x partitions x datasets (accuracy, rounds, time, MB)."""
     from slsec.cli import commands
-    resume, force = kw.pop("resume"), kw.pop("force")
+    resume, force, jobs = kw.pop("resume"), kw.pop("force"), kw.pop("jobs")
     commands.benchmark(kw.pop("config"), {k: v for k, v in kw.items()}, resume=resume,
-                       force=force)
+                       force=force, jobs=jobs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -160,14 +160,14 @@ def sweep(config: str | None, flags: dict[str, Any], *, resume: bool, force: boo
 
 
 def review(cfg: RunConfig, *, min_accuracy: str | None, max_client_flops: str | None,
-           force: bool = False, hijack_steps: int | None = None) -> None:
+           force: bool = False, hijack_steps: int | None = None, jobs: str | None = None) -> None:
     from slsec.study.review import run_review
     from slsec.study.review_malicious import DEFAULT_STEPS
     steps = DEFAULT_STEPS if hijack_steps is None else hijack_steps
     if steps < 0:
         raise UserError(f"--hijack-steps must be >= 0 (0: no malicious-server column), got {steps}")
     run_review(cfg, min_accuracy=min_accuracy, max_client_flops=max_client_flops, force=force,
-               hijack_steps=steps)
+               hijack_steps=steps, jobs=jobs)
 
 
 def rerender(path: str) -> None:
@@ -185,7 +185,7 @@ def rerender(path: str) -> None:
         with keeping(kept):
             try:
                 if "per_seed" in stored:
-                    from slsec.study.seeds import render_seeds
+                    from slsec.report.seeds_report import render_seeds
                     render_seeds(folder, stored)
                 else:
                     render_run(folder, stored)
@@ -232,6 +232,6 @@ def check_result_shape(stored: Any, path: Path) -> None:
 
 
 def benchmark(config: str | None, flags: dict[str, Any], *, resume: bool = False,
-              force: bool = False) -> None:
+              force: bool = False, jobs: str | None = None) -> None:
     from slsec.study.benchmark import run_benchmark
-    run_benchmark(config, flags, resume=resume, force=force)
+    run_benchmark(config, flags, resume=resume, force=force, jobs=jobs)

@@ -9,7 +9,6 @@ from typing import Any
 
 from rich.table import Table
 
-from slsec.study import review_malicious as malicious
 from slsec.config import RunConfig
 from slsec.report.results import atomic_write, legend_outside, save_figure
 from slsec.report.stats import CI_SUFFIX, fmt_ci, seeds_text
@@ -194,7 +193,7 @@ def write_outputs(folder: Path, cfg: RunConfig, rows: list[dict[str, Any]],
         ("h", "Every configuration"),
         ("table", [n for _, n in columns(rows)], [_cells(r, columns(rows)) for r in rows]),
         ("p", RISK_RULE),
-        *([("p", legend)] if (legend := malicious.note(rows)) is not None else []),
+        *([("p", legend)] if (legend := note(rows)) is not None else []),
         ("img", str(png), "inversion SSIM per cut (with the mean-image baseline and the grade "
                           "thresholds)"),
         ("p", "Bytes per sample: what crosses the (first) cut per sample, float32. Client "
@@ -244,3 +243,26 @@ def leakage_plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- malicious-server column
+
+def cell(r: dict[str, Any]) -> str:
+    """'SSIM 0.63; splitguard @41, gradient-check @35' (or '–' where it does not apply)."""
+    if "hijack_ssim" not in r:
+        return "–"
+    caught = ", ".join(f"{n} @{s}" if s is not None else f"{n} missed"
+                       for n, s in r["detected_by"].items())
+    return f"SSIM {r['hijack_ssim']:.3f}" + (f"; {caught}" if caught else "")
+
+
+def note(rows: list[dict[str, Any]]) -> str | None:
+    """The bound and the legend of the column (None when no row has it)."""
+    ran = [int(r["hijack_steps"]) for r in rows if r.get("hijack_steps") is not None]
+    if not ran:
+        return None
+    steps = max(ran)
+    return (f"Malicious server: feature-space hijacking (FSHA) for {steps} client steps per cut "
+            f"(one client), reconstruction SSIM of the probe without a detector; '<detector> @s': "
+            f"the client flagged the server at its step s and stopped sending; 'missed': not "
+            f"within the {steps} steps.")

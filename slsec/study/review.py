@@ -66,9 +66,12 @@ def review_folder(cfg: RunConfig) -> Path:
 
 def run_review(cfg: RunConfig, *, min_accuracy: str | None,
                max_client_flops: str | None, force: bool = False,
-               hijack_steps: int = malicious.DEFAULT_STEPS) -> Path:
+               hijack_steps: int = malicious.DEFAULT_STEPS, jobs: Any = None) -> Path:
     """Measure every (protocol, cut), grade it, recommend one; print and write the report.
-    `hijack_steps` > 0: the malicious-server column (slsec.study.review_malicious) with that bound."""
+    `hijack_steps` > 0: the malicious-server column (slsec.study.review_malicious) with that bound.
+    `jobs` > 1: the evaluations run first, that many at once (slsec.study.review_cells)."""
+    from slsec.study.executor import check_jobs
+    jobs = check_jobs(jobs)
     from slsec.report.console import console
     from slsec.run.split_search import (choose, evaluate_cached, measure,
                                                 parse_flops, parse_min_accuracy)
@@ -92,6 +95,14 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
     check_writable(cfg.out)
     check_writable(folder)
 
+    if jobs > 1:             # the cells first, in workers (slsec/study/review_cells.py)
+        from slsec.study.executor import Workers
+        from slsec.study.review_cells import inversion_cells, later_cells, prefetch
+        with Workers(jobs) as workers:
+            prefetch([c for _, inv, _ in plans for c in inversion_cells(inv)], jobs, workers)
+            prefetch([c for p, inv, lab in plans
+                      for c in later_cells(p, inv, lab, _label_roles(), hijack_steps)], jobs,
+                     workers)
     rows: list[dict[str, Any]] = []
     per_seed: list[dict[str, Any]] = []         # --seeds > 1: one raw row per seed and cut
     rankings = {}
