@@ -85,6 +85,9 @@ def list_registry() -> None:
     for name, cuts in sorted(catalog.MODELS.items()):
         t.add_row(name, ", ".join(cuts))
     console.print(t)
+    from slsec import plugins
+    for problem in plugins.problems():   # a broken SLSEC_PLUGINS file, named (and left out)
+        console.print(f"broken plug-in (left out): {problem}")
 
 
 def train(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:

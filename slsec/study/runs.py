@@ -11,7 +11,7 @@ from slsec.catalog import pre_training
 from slsec.config import RunConfig
 from slsec.report.console import console
 from slsec.errors import UserError
-from slsec.report.results import config_key, read_json, write_json
+from slsec.report.results import config_key, read_result, write_json
 
 
 def _is_main_rank(cfg: RunConfig) -> bool:
@@ -76,7 +76,7 @@ def cached_baseline(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
     path = baseline_path(cfg)
     if path.exists():
         try:
-            return read_json(path)
+            return read_result(path)   # a cache entry of the wrong shape ({}) is recomputed
         except UserError:
             path.unlink(missing_ok=True)
     with contextlib.ExitStack() as held:
@@ -87,7 +87,7 @@ def cached_baseline(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
             fcntl.flock(fd, fcntl.LOCK_EX)      # released with the fd (or by the OS on a kill)
             if path.exists():
                 try:
-                    return read_json(path)
+                    return read_result(path)
                 except UserError:
                     path.unlink(missing_ok=True)
         return _compute_baseline(base, path, progress)
