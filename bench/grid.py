@@ -8,7 +8,8 @@ Each repetition runs the sweep (8 DP noise levels on the CNN/MNIST, inversion at
 a shared undefended twin) as `slsec sweep --jobs 1` and `--jobs 2`, each into a fresh --out
 (cold: the twin is computed in every run), in turns, the order reversed every repetition, with
 OMP_NUM_THREADS=1. Prints each wall-clock, the median per-repetition ratio jobs2 / jobs1
-(target <= 0.60 on 2 cores) and whether the rows are identical (timings, --out and --run-id
+(target <= 0.60 on 2 cores), the CPU seconds of all their processes (on a shared machine, what
+the wall-clock spent waiting for a core) and whether the rows are identical (timings, --out and --run-id
 aside). `--mpi` adds, in the same turns, the launch over 1 + 2 MPI ranks through mpi4py.futures:
 `mpiexec -n 3 python -m mpi4py.futures -m slsec sweep ...` (rank 0 writes, ranks 1-2 work).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -36,22 +38,24 @@ def sweep_args(a: argparse.Namespace) -> list[str]:
             "--attack-iters", str(a.attack_iters), "--run-id", "g"]
 
 
-def launch(kind: str, args: list[str], out: Path) -> float:
-    """Wall seconds of one sweep (`kind`: jobs1 | jobs2 | mpi)."""
+def launch(kind: str, args: list[str], out: Path) -> tuple[float, float]:
+    """Wall and CPU seconds (all its processes) of one sweep (`kind`: jobs1 | jobs2 | mpi)."""
     py = sys.executable
     exe = Path(py).parent
     cmd = {"jobs1": [py, "-m", "slsec", *args, "--jobs", "1"],
            "jobs2": [py, "-m", "slsec", *args, "--jobs", "2"],
            "mpi": [str(exe / "mpiexec"), "-n", "3", py, "-m", "mpi4py.futures", "-m", "slsec",
                    *args]}[kind]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd + ["--out", str(out)], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-2000:])
         raise SystemExit(f"{kind} failed with exit code {proc.returncode}")
-    return wall
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def rows(folder: Path) -> list[dict[str, str]]:
@@ -72,6 +76,7 @@ def main() -> None:
     a = ap.parse_args()
     kinds = ["jobs1", "jobs2"] + (["mpi"] if a.mpi else [])
     walls: dict[str, list[float]] = {k: [] for k in kinds}
+    cpus: dict[str, list[float]] = {k: [] for k in kinds}
     same: dict[str, bool] = {k: True for k in kinds[1:]}
     with tempfile.TemporaryDirectory(prefix="slsec-grid-") as tmp:
         for rep in range(a.reps):
@@ -79,8 +84,10 @@ def main() -> None:
             outs = {}
             for k in order:
                 outs[k] = Path(tmp) / f"{rep}-{k}"
-                walls[k].append(launch(k, sweep_args(a), outs[k]))
-                print(f"rep {rep + 1}: {k} {walls[k][-1]:.1f} s", flush=True)
+                wall, cpu = launch(k, sweep_args(a), outs[k])
+                walls[k].append(wall)
+                cpus[k].append(cpu)
+                print(f"rep {rep + 1}: {k} {wall:.1f} s wall, {cpu:.1f} s CPU", flush=True)
             ref = rows(outs["jobs1"] / "g")
             assert len(ref) == 8, f"expected 8 rows, got {len(ref)}"
             for k in kinds[1:]:
@@ -89,8 +96,8 @@ def main() -> None:
               for k in kinds[1:]}
     cores = len(os.sched_getaffinity(0))
     table(f"8-cell sweep, {a.reps} rep(s), {cores} cores, load average {os.getloadavg()[0]:.1f}",
-          ["run", "median wall s", "ratio to jobs 1", "target", "rows identical"],
-          [[k, f"{statistics.median(walls[k]):.1f}",
+          ["run", "median wall s", "median CPU s", "ratio to jobs 1", "target", "rows identical"],
+          [[k, f"{statistics.median(walls[k]):.1f}", f"{statistics.median(cpus[k]):.1f}",
             f"{ratios[k]:.2f}" if k in ratios else "1", "<= 0.60" if k == "jobs2" else "",
             "yes" if same.get(k, True) else "NO"] for k in kinds])
 

@@ -227,6 +227,10 @@ def _check_launch(cfg: Any) -> None:
     """Started as several MPI ranks without --backend mpi: each rank would run the whole
     command (K+1 trainings writing one folder). Refused in one line (printed by rank 0)."""
     import os
+    import sys
+    pool = sys.modules.get("mpi4py.futures._core")   # `python -m mpi4py.futures`: rank 0 runs
+    if getattr(pool, "SharedPool", None) is not None:  # the command, the others are its workers
+        return
     sizes = [os.environ[v] for v in MPI_SIZE_VARS if v in os.environ]
     ranks = int(sizes[0]) if sizes and sizes[0].isdigit() else 1
     if ranks > 1 and cfg.backend != "mpi":

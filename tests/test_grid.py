@@ -84,9 +84,9 @@ def test_a_killed_worker_loses_only_its_cell(tmp_path: Path) -> None:
 def test_a_failing_cell_keeps_the_finished_ones() -> None:
     got: list[int] = []
     with pytest.raises(UserError, match="cell 3 is wrong"):
-        executor.run_cells(fails_at_three, list(range(4)), jobs=2,
+        executor.run_cells(fails_at_three, list(range(12)), jobs=2,
                            on_done=lambda i, r: got.append(r))
-    assert got[:3] == [0, 1, 2] and 3 not in got
+    assert got[:3] == [0, 1, 2] and 3 not in got and len(got) < 11   # the rest cancelled
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5"])

@@ -121,15 +121,20 @@ class Workers:
             self.main = pool
         return pool
 
-    def close(self) -> None:
+    def close(self, stop: bool = False) -> None:
+        """Wait for the workers to end (`stop`: end their cells now, e.g. on Ctrl-C or
+        SIGTERM, so that no worker goes on computing a cell nobody will write)."""
         for p in self.pools:
+            if stop:   # the executor has no public way to stop a running call
+                for proc in list(getattr(p, "_processes", {}).values()):
+                    proc.terminate()
             p.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> "Workers":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        self.close(stop=kind is not None and not issubclass(kind, Exception))
 
 
 def run_cells(fn: Fn, args: Sequence[Any], *, jobs: int,
@@ -185,6 +190,8 @@ def _drive(new_pool: Callable[..., Any], fn: Fn, args: list[Any],
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in sorted(done, key=futures.__getitem__):
                 i = futures[f]
+                if f.cancelled():               # not started: an earlier cell failed
+                    continue
                 exc = f.exception()
                 if exc is None:
                     ready[i] = f.result()
@@ -211,6 +218,8 @@ def _drive(new_pool: Callable[..., Any], fn: Fn, args: list[Any],
                     lost.add(i)
                     if on_lost is not None:
                         on_lost(i, "its worker process died twice (killed, or out of memory)")
+                finally:
+                    alone.shutdown(wait=True)
                 deliver()
             todo = [i for i in broken if i not in started]
     deliver()
