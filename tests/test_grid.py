@@ -126,6 +126,34 @@ def test_jobs_two_gives_the_rows_of_jobs_one(tmp_path: Path) -> None:
     assert [r["sigma"] for r in two] == ["0.1", "0.5", "1.0"]
 
 
+@pytest.mark.slow
+def test_a_worker_killed_mid_cell_in_a_real_sweep(tmp_path: Path) -> None:
+    """SIGKILL one worker of `slsec sweep --jobs 2` while it runs a cell: the sweep finishes
+    (the cells that were running are rerun, each alone) with the rows of --jobs 1."""
+    from slsec.cli import main
+    assert main([*SWEEP, "--out", str(tmp_path / "seq"), "--run-id", "s", "--jobs", "1"]) == 0
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "slsec", *SWEEP, "--out", str(tmp_path / "par"),
+                             "--run-id", "s", "--jobs", "2"], cwd=ROOT, text=True,
+                            env=dict(os.environ, TMPDIR=str(scratch), OMP_NUM_THREADS="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and time.monotonic() < deadline and proc.poll() is None:
+        for mark in scratch.glob("slsec-cells-*/*"):
+            pid = mark.read_text().strip()
+            if pid.isdigit() and mark.name != "0":      # a cell (task 0 is the shared twin)
+                os.kill(int(pid), signal.SIGKILL)
+                killed = mark.name
+                break
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=600)
+    assert killed is not None, "no worker was seen running a cell"
+    assert proc.returncode == 0, err[-2000:]
+    assert rows(tmp_path / "par" / "s") == rows(tmp_path / "seq" / "s")
+
+
 @pytest.mark.mpi
 def test_mpi4py_futures_launch_gives_the_same_rows(tmp_path: Path) -> None:
     """mpiexec -n 3 python -m mpi4py.futures -m slsec sweep ...: rank 0 writes, 2 ranks work."""

@@ -201,6 +201,12 @@ def sweep(**kw: Any) -> None:
     default=typer.Option(None, "--hijack-steps", metavar="INT",
                          help="malicious-server column: client steps of hijacking per cut; 0: "
                               "no column [default: 110]")),
+    inspect.Parameter(
+    "privacy_target", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+    default=typer.Option(None, "--privacy-target", metavar="gain=G",
+                         help="also search cut x defense (none, DP at the cut, NoPeek) x seeds "
+                              "and recommend the cheapest meeting SSIM gain over the prior <= G "
+                              "at the upper 95% bound [default: not set]")),
     _force(), _jobs())
 def review(**kw: Any) -> None:
     """Security review of every cut of a model: leakage, cost, risk grade, recommendation,
@@ -208,9 +214,10 @@ def review(**kw: Any) -> None:
     from slsec.cli import commands
     commands.review(_config({k: v for k, v in kw.items()
                              if k not in ("min_accuracy", "max_client_flops", "force",
-                                          "hijack_steps", "jobs")}),
+                                          "hijack_steps", "jobs", "privacy_target")}),
                     min_accuracy=kw["min_accuracy"], max_client_flops=kw["max_client_flops"],
-                    force=kw["force"], hijack_steps=kw["hijack_steps"], jobs=kw["jobs"])
+                    force=kw["force"], hijack_steps=kw["hijack_steps"], jobs=kw["jobs"],
+                    privacy_target=kw["privacy_target"])
 
 
 @app.command()

@@ -148,9 +148,11 @@ def review_table(cfg: RunConfig, rows: list[dict[str, Any]]) -> Table:
 def write_outputs(folder: Path, cfg: RunConfig, rows: list[dict[str, Any]],
                   rankings: dict[str, Any], best: dict[str, Any] | None, reason: str,
                   acc_budget: float | None, relative: bool, flops_budget: float | None,
-                  per_seed: list[dict[str, Any]] | None = None) -> None:
+                  per_seed: list[dict[str, Any]] | None = None,
+                  target: list[tuple] | None = None) -> None:
     """results.csv (one row per protocol and cut; several seeds: those rows are the aggregate
-    rows, followed by one raw row per seed), a leakage plot, report.md + report.html."""
+    rows, followed by one raw row per seed), a leakage plot, report.md + report.html.
+    `target`: the --privacy-target section's blocks (slsec.study.privacy_target)."""
     import pandas as pd
 
     from slsec import report as rpt
@@ -201,6 +203,7 @@ def write_outputs(folder: Path, cfg: RunConfig, rows: list[dict[str, Any]],
               "U-shaped clients also run the tail). Accuracy comes from short review runs: "
               "compare cuts with each other, not with fully trained models."),
         ("p", "Rows: results.csv in this folder (one per protocol and cut)."),
+        *(target or []),
     ]
     rpt.write_document(folder, f"slsec security review: {cfg.model_name} / {cfg.dataset}",
                        blocks)

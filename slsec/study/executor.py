@@ -95,8 +95,8 @@ def _init_worker(threads: int) -> None:
 
 
 def _call(fn: Fn, index: int, arg: Any, marks: str | None) -> Any:
-    if marks:
-        Path(marks, str(index)).touch()       # started: a break while it runs makes it a suspect
+    if marks:   # started (by this pid): a break while it runs makes it a suspect
+        Path(marks, str(index)).write_text(str(os.getpid()))
     return fn(arg)
 
 
