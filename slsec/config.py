@@ -87,7 +87,8 @@ CORE: tuple[Param, ...] = (
     # how every DP defense's epsilon is accounted (the defenses with reports_epsilon get these)
     Param("delta", "float", 1e-5, "DP delta of the reported epsilon",
           check=("positive", "below_one")),
-    Param("accountant", "str", "rdp", "privacy accountant (Opacus)", choices=("rdp", "prv")),
+    Param("accountant", "str", "prv", "privacy accountant (Opacus): prv, the tight PRV accountant "
+          "(Gopi et al. 2021); rdp, Renyi DP, is printed beside it", choices=("prv", "rdp")),
 )
 TAIL: tuple[Param, ...] = (
     Param("out", "str", "reports", "folder for reports (a run writes <out>/<run-id>/)"),

@@ -26,6 +26,7 @@ from slsec.params import Param
 from slsec import plugins
 from slsec.errors import PeerError, UserError
 from slsec.cli.launch import ARGV, is_rank0, launch_under_mpiexec
+from slsec.run.convergence import CONVERGENCE_FLAGS, parse_rule
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
@@ -245,14 +246,21 @@ def compare(paths: list[str] = typer.Argument(..., help="run and/or sweep folder
     run_compare(paths, out=out, run_id=run_id)
 
 
+def _text(name: str, help: str) -> inspect.Parameter:
+    return inspect.Parameter(name.replace("-", "_"), inspect.Parameter.KEYWORD_ONLY,
+                             annotation=Optional[str], default=typer.Option(None, f"--{name}", help=help))
+
+
 @app.command()
-@with_run_options(_resume("cells"), _force(), _jobs())
+@with_run_options(_resume("cells"), _force(), _jobs(),
+                  *(_text(n, h) for n, h in CONVERGENCE_FLAGS))
 def benchmark(**kw: Any) -> None:
     """SLPerf-style table: architectures x partitions x datasets (accuracy, rounds, time, MB)."""
     from slsec.cli import commands
     resume, force, jobs = kw.pop("resume"), kw.pop("force"), kw.pop("jobs")
+    rule = parse_rule(*(kw.pop(n.replace("-", "_")) for n, _ in CONVERGENCE_FLAGS))
     commands.benchmark(kw.pop("config"), {k: v for k, v in kw.items()}, resume=resume,
-                       force=force, jobs=jobs)
+                       force=force, rule=rule, jobs=jobs)
 
 
 def _on_sigterm() -> list[int]:
@@ -279,6 +287,31 @@ def _interrupted(terminated: list[int]) -> int:
         return 143
     print("error: interrupted", file=sys.stderr)
     return 130
+
+
+def _text_option(name: str, flag: str, metavar: str, help: str) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                             default=typer.Option(None, flag, metavar=metavar, help=help,
+                                                  show_default=False))
+
+
+@app.command()
+@with_run_options(
+    _text_option("canaries", "--canaries", "INT", "canaries per audited defense [default: 1000]"),
+    _text_option("confidence", "--confidence", "FLOAT",
+                 "confidence of the lower bounds [default: 0.95]"),
+    _text_option("broken", "--broken", "weak-noise|clip-after-noise|reused-noise",
+                 "audit a deliberately broken copy of the mechanism (same claim) "
+                 "[default: the real one]"),
+    _force())
+def audit(**kw: Any) -> None:
+    """One-run privacy audit of each DP defense: eps_lower from canaries (two methods)
+    beside the claimed eps (accountant and RDP) and the reconstruction bound."""
+    from slsec.cli.audit import run_audit
+    extra = {k: kw.pop(k) for k in ("canaries", "confidence", "broken", "force")}
+    cfg = _config(kw)
+    _precheck(cfg, attack=False)
+    run_audit(cfg, **extra)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -191,6 +191,10 @@ def rerender(path: str) -> None:
         from slsec.study.benchmark import render_benchmark
         with keeping(kept):
             render_benchmark(folder)
+    elif kind == "audit":
+        from slsec.report.audit import render_audit
+        with keeping(kept):
+            render_audit(folder)
     elif kind == "sweep":
         from slsec.study.sweeps import render_sweep
         with keeping(kept):
@@ -224,6 +228,6 @@ def check_result_shape(stored: Any, path: Path) -> None:
 
 
 def benchmark(config: str | None, flags: dict[str, Any], *, resume: bool = False,
-              force: bool = False, jobs: str | None = None) -> None:
+              force: bool = False, rule: Any = None, jobs: str | None = None) -> None:
     from slsec.study.benchmark import run_benchmark
-    run_benchmark(config, flags, resume=resume, force=force, jobs=jobs)
+    run_benchmark(config, flags, resume=resume, force=force, rule=rule, jobs=jobs)

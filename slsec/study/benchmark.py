@@ -9,6 +9,11 @@ neither the TOML file nor a flag sets the value.
 Output: <out>/benchmark-<run-id or timestamp>/results.csv (one row per cell, appended
 atomically; rerunning with the same --run-id skips finished cells), report.md and report.html.
 The seed's published CIFAR-10 / ResNet-18 figures are printed beside ours, labelled as the seed's.
+Cells run `--jobs` at once through slsec.study.executor (one after another with --backend mpi,
+where every rank runs the grid and rank 0 writes).
+
+Over 300 lines: the grid's plan, its run (rank-0 rules under MPI, the executor, the convergence
+rule's columns) and the aggregate rows are one sequence, read top to bottom.
 """
 from __future__ import annotations
 
@@ -150,28 +155,40 @@ def cell_row(cfg: RunConfig, result: RunResult, cpu_s: float, n_test: int) -> di
     }
 
 
-def bench_cell(values: dict[str, Any], on_round: Any = None) -> dict[str, Any] | None:
-    """One cell (in this process or a worker): train it, its row (None off rank 0 under MPI)."""
+def bench_cell(task: dict[str, Any], on_round: Any = None) -> dict[str, Any] | None:
+    """One cell (in this process or a worker): train it, its row (None off rank 0 under MPI);
+    task: {"cfg": config values, "rule": the convergence Rule or None}."""
     from slsec.run.harness import evaluate
     from slsec.run.setup import prepare
-    cfg = make_config(values)
+    cfg, rule = make_config(task["cfg"]), task.get("rule")
     setup = prepare(cfg)
     cpu0 = time.process_time()
     result = evaluate(cfg, progress=on_round, setup=setup)
     if result is None:
         return None
-    return cell_row(cfg, result, time.process_time() - cpu0, len(setup.data.test))
+    row = cell_row(cfg, result, time.process_time() - cpu0, len(setup.data.test))
+    if rule is not None:   # the columns at the stopping round
+        from slsec.run.convergence import converged_row
+        row.update(converged_row(result.curve, rule))
+    return row
 
 
 def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,
-                  resume: bool = False, force: bool = False, jobs: Any = None) -> Path:
+                  resume: bool = False, force: bool = False, rule: Any = None,
+                  jobs: Any = None) -> Path:
     """Run the grid (`jobs` cells at once, slsec.study.executor), append one row per cell,
-    write report.md/html; return the folder."""
+    write report.md/html; return the folder. `rule` (slsec.run.convergence.Rule): train to
+    convergence, learning rate chosen per protocol."""
     from slsec.report.folders import claim, keeping, mark, unique_folder
     from slsec.run.preflight import check_grid
     from slsec.study.executor import check_jobs, grid_jobs, run_cells
 
     jobs = check_jobs(jobs)
+    if rule is not None:
+        if flags.get("rounds") is not None:
+            raise UserError("--rounds and --max-rounds: give one (a converging cell runs up to "
+                            "--max-rounds rounds)")
+        flags = {**flags, "rounds": str(rule.max_rounds)}
     cells = plan_grid(config_path, flags)
     first = cells[0]
     main = _is_main_rank(first)
@@ -208,6 +225,12 @@ def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,
                           f"each round ({c.rounds} rounds per cell); on a CPU that takes hours per "
                           f"round; --max-train 5000 --rounds 10 gives a quicker table[/yellow]")
                 break
+    if rule is not None and rule.lrs:
+        from slsec.run.convergence import tune_cells
+        cells = tune_cells(cells, rule, lambda t: (append_row(folder / "lr_choice.csv", t), console.print(
+            f"lr {t['lr']:g} {t['protocol']}/{t['dataset']}: validation accuracy "
+            f"{t['val_accuracy']:.4f} after {t['rounds_run']} rounds" + (" (chosen)" if t["chosen"] else ""))),
+            read_rows(folder / "lr_choice.csv"))
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     bar = Progress(TextColumn("[bold]benchmark"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
@@ -217,15 +240,15 @@ def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,
     jobs = grid_jobs(todo, jobs)
     task = bar.add_task("", total=len(runs), completed=len(runs) - len(todo))
 
-    def sequential(values: dict[str, Any]) -> dict[str, Any] | None:
-        cfg = make_config(values)
+    def sequential(one: dict[str, Any]) -> dict[str, Any] | None:
+        cfg = make_config(one["cfg"])
         label = f"{cfg.protocol}/{cfg.partition}/{cfg.dataset}"
         bar.update(task, description=f"{label} round 0/{cfg.rounds}")
 
         def on_round(rec: Any) -> None:
             bar.update(task, description=f"{label} round {rec.round}/{cfg.rounds} "
                                          f"acc {rec.accuracy:.3f}")
-        return bench_cell(values, on_round)
+        return bench_cell(one, on_round)
 
     def finished(i: int, row: dict[str, Any] | None) -> None:
         bar.update(task, advance=1)
@@ -240,8 +263,9 @@ def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,
                           f"conv {row['rounds_to_convergence']}  "
                           f"{row['wall_clock_s']:.1f} s  {row['mb_on_wire']:.1f} MB")
     with bar:
-        lost = run_cells(sequential if jobs == 1 else bench_cell, [c.to_dict() for c in todo],
-                         jobs=jobs, on_done=finished)
+        lost = run_cells(sequential if jobs == 1 else bench_cell,
+                         [{"cfg": c.to_dict(), "rule": rule} for c in todo], jobs=jobs,
+                         on_done=finished)
     if lost:
         warn(f"{len(lost)} cell(s) lost to a worker that died twice; rerun with --resume")
     if not main:
@@ -292,9 +316,6 @@ def append_aggregates(path: Path, cells: list[RunConfig]) -> None:
         append_row(path, {**{k: mine[0][k] for k in FIXED if k in mine[0]},
                           **mean_row(mine, skip=skip), "seed": c.seed, "seeds": c.seeds,
                           "n_seeds": len(mine), "key": key, "row_kind": "aggregate"})
-
-
-# --------------------------------------------------------------------------- reporting
 
 
 __all__ = ["run_benchmark", "plan_grid", "render_benchmark", "SEED_PUBLISHED", "DATASET_DEFAULTS"]
