@@ -59,7 +59,7 @@ CORE: tuple[Param, ...] = (
           "mpiexec if not under one)", choices=("local", "mpi")),
     Param("device", "str", "auto", "auto (CUDA when available) | cpu | cuda",
           choices=("auto", "cpu", "cuda")),
-    Param("threads", "int", 1, "torch threads per rank", check=("at_least_one",)),
+    Param("threads", "int", 1, "torch threads per rank", check=("at_least_one", "at_most_1024")),
     Param("timeout", "float", 120.0, "seconds a rank waits for a peer before it gives up",
           check=("positive",)),
     Param("data_root", "str", None, "folder of the torchvision/PyG data sets (not set: the "
@@ -76,7 +76,7 @@ CORE: tuple[Param, ...] = (
     Param("knowledge", "list", None, "restrict the attacker's knowledge: "
           "architecture,head_weights,query_head,aux_data"),
     Param("attack_iters", "int", None, "optimisation steps of the attack (not set: the "
-          "method's own)"),
+          "method's own)", check=("at_least_one",)),
     Param("probe_size", "int", 64, "held-out test samples client 1 sends as private queries "
           "(what inversion reconstructs)", check=("at_least_one",)),
     Param("probe_batch", "int", 1, "probe samples per query", check=("at_least_one",)),
@@ -140,6 +140,7 @@ def _plain(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
+MAX_INT = 2**63 - 1        # an int field torch or numpy can hold
 MAX_SEED = 2**32 - 1       # every RNG (numpy, torch, per-rank offsets) takes it without overflow
 MAX_CONFIG_BYTES = 1 << 20  # a TOML experiment file is a few lines; /dev/zero is not one
 
@@ -193,8 +194,15 @@ def _validate(cfg: Any) -> Any:
     if cfg.seed > MAX_SEED:
         raise UserError(f"--seed must be a whole number from 0 to {MAX_SEED} (32 bits), "
                         f"got {cfg.seed}")
+    for p, _ in PARAMS.values():
+        value = getattr(cfg, p.name)
+        if p.type == "int" and value is not None and abs(value) > MAX_INT:
+            raise UserError(f"{p.flag} must be a whole number of at most 64 bits (below "
+                            f"2**63), got {value}")
     if cfg.target_accuracy is not None and not 0 < cfg.target_accuracy <= 1:
         raise UserError(f"--target-accuracy must be in (0, 1], got {cfg.target_accuracy}")
+    for name in ("defense", "straggler", "knowledge"):
+        _no_repeats(name, [v.partition(":")[0] for v in getattr(cfg, name) or ()])
     for s in cfg.straggler:
         k, _, d = s.partition(":")
         if not (k.isdigit() and 1 <= int(k) <= cfg.clients and _is_float(d) and float(d) >= 0
@@ -206,9 +214,35 @@ def _validate(cfg: Any) -> Any:
         raise UserError(f"--run-id names a folder under --out: letters, digits, '.', '_' and "
                         f"'-' only (no '/'), starting with a letter or digit, at most 120 "
                         f"characters; got {cfg.run_id!r}")
+    _check_launch(cfg)
     if cfg.data_root is not None and not Path(cfg.data_root).is_dir():
         raise UserError(f"--data-root {cfg.data_root} is not a folder")
     return cfg
+
+
+# what mpiexec (MPICH's hydra, Open MPI, PMIx launchers) sets in every rank it starts
+MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
+
+
+def _check_launch(cfg: Any) -> None:
+    """Started as several MPI ranks without --backend mpi: each rank would run the whole
+    command (K+1 trainings writing one folder). Refused in one line (printed by rank 0)."""
+    import os
+    sizes = [os.environ[v] for v in MPI_SIZE_VARS if v in os.environ]
+    ranks = int(sizes[0]) if sizes and sizes[0].isdigit() else 1
+    if ranks > 1 and cfg.backend != "mpi":
+        raise UserError(f"started as {ranks} MPI ranks (mpiexec) but --backend is "
+                        f"{cfg.backend}: every rank would run the whole command; add "
+                        f"--backend mpi (K+1 ranks for K clients), or run without mpiexec")
+
+
+def _no_repeats(name: str, items: list[str]) -> None:
+    """A comma list names each item once (a repeat is a typo or an ambiguity, never meant)."""
+    seen = {i for i in items if items.count(i) > 1}
+    if seen:
+        what = "client" if name == "straggler" else "item"
+        raise UserError(f"--{name} names the same {what} twice ({', '.join(sorted(seen))}); "
+                        "give each once")
 
 
 def _is_float(s: str) -> bool:
@@ -228,7 +262,11 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         if len(data) > MAX_CONFIG_BYTES:
             raise UserError(f"config file {p} is larger than {MAX_CONFIG_BYTES >> 20} MiB; "
                             "an experiment file is a few lines of TOML")
-        raw = tomllib.loads(data.decode())
+        text = data.decode()
+        raw = tomllib.loads(text.removeprefix("\ufeff"))   # a BOM some editors write
+    except RecursionError:
+        raise UserError(f"config file {p} nests tables or arrays too deeply; an experiment "
+                        "file is flat keys or one [run] table") from None
     except FileNotFoundError:
         raise UserError(f"config file {p} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -247,6 +285,7 @@ def run_defaults(attack: str | None) -> dict[str, Any]:
 
 def make_config(values: dict[str, Any] | None = None, *, source: str | None = None) -> Any:
     """Build and validate a RunConfig from raw values (TOML types or CLI strings)."""
+    plugins.check()   # a broken SLSEC_PLUGINS file is named before anything runs
     where = f"config file {source}" if source else "option"
     known = {f.name for f in fields(RunConfig)} - {"source"}
     clean: dict[str, Any] = {}
@@ -274,6 +313,10 @@ def merged_config(toml_path: str | None, flags: dict[str, Any]) -> Any:
         run = raw.pop("run", {})
         if not isinstance(run, dict):
             raise UserError(f"config file {toml_path}: [run] must be a table")
+        both = sorted(set(raw) & set(run))
+        if both:
+            raise UserError(f"config file {toml_path}: '{both[0]}' is given both at the top "
+                            "level and in [run]; give it once")
         for k, v in {**raw, **run}.items():
             if isinstance(v, dict):
                 raise UserError(f"config file {toml_path}: unknown table [{k}]")

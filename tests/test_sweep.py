@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from slsec.cli import sweeps as sweep
+from slsec.study import sweeps as sweep
 from slsec.config import merged_config
 from slsec.errors import UserError
 from slsec.report.frontier import attack_performance, dcs, pareto_mask, row_dcs
@@ -251,7 +251,7 @@ def test_every_documented_config_loads() -> None:
 
 
 def test_benchmark_config_loads_in_the_benchmark_command() -> None:
-    benchmark = pytest.importorskip("slsec.cli.benchmark")
+    benchmark = pytest.importorskip("slsec.study.benchmark")
     cells = benchmark.plan_grid(str(CONFIGS / "benchmark.toml"), {})
     assert len(cells) == 12 and {c.clients for c in cells} == {4}
 
@@ -263,7 +263,7 @@ KILL_FLAGS = {"run_id": "k", "sigma": "0.1,0.5", "seed": "0,1,2", "defense": "dp
 KILL_SCRIPT = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(1)
-    from slsec.cli.sweeps import run_sweep
+    from slsec.study.sweeps import run_sweep
     run_sweep(None, {**eval(sys.argv[2]), "out": sys.argv[1]}, resume=True)
 """)
 

@@ -38,7 +38,7 @@ def _number(flag: str, text: str | None, default: float, kind: type) -> Any:
 
 def run_audit(cfg: Any, *, canaries: str | None, confidence: str | None, broken: str | None,
               force: bool = False) -> list[dict[str, Any]]:
-    from slsec.cli.console import console
+    from slsec.report.console import console
     from slsec.report.folders import claim, unique_folder
     m = _number("--canaries", canaries, 1000, int)
     if m < 2:

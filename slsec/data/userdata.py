@@ -103,7 +103,11 @@ def as_dataset_spec(dataset: Any) -> str | None:
 def _numpy(v: Any, key: str) -> np.ndarray:
     if isinstance(v, Tensor):
         return v.detach().cpu().numpy()
-    a = np.asarray(v)
+    try:
+        a = np.asarray(v)
+    except (ValueError, TypeError) as e:   # ragged nested lists, or objects numpy cannot hold
+        raise UserError(f"dataset arrays: '{key}' is not a rectangular numeric array "
+                        f"({str(e).split('.')[0]})") from None
     if a.dtype == object:
         raise UserError(f"dataset arrays: '{key}' is not a numeric array")
     return a

@@ -28,6 +28,9 @@ PRV_MAX_EPSILON = 50.0
 # before it (RDP 0.1029, PRV 0.00999 at delta 1e-5 for nm 1e6 and 1e154 alike), while nm
 # near 1e308 overflows inside them.
 MAX_ACCOUNTED_NOISE = 1e6
+# Below this the accountants' sigma**2 underflows to 0 (a division by zero inside them): such
+# noise guarantees nothing, and epsilon = inf is the (valid) bound reported, as for no noise.
+MIN_ACCOUNTED_NOISE = 1e-100
 MAX_SOLVER_STEPS = 200      # noise_for_epsilon: bisection steps (Opacus' own loop has no bound)
 MIN_SOLVED_NOISE = 1e-3     # a target met by less noise than this is met by this much noise
 
@@ -50,7 +53,7 @@ def epsilon(*, noise_multiplier: float, sample_rate: float, steps: int, delta: f
     _check(sample_rate=sample_rate, steps=steps, delta=delta, accountant=accountant)
     if steps == 0:
         return 0.0
-    if not noise_multiplier > 0:          # no noise (or nan): no guarantee at all
+    if not noise_multiplier >= MIN_ACCOUNTED_NOISE:   # no noise (or nan): no guarantee at all
         return math.inf
     nm = min(float(noise_multiplier), MAX_ACCOUNTED_NOISE)
     rdp = _opacus_epsilon("rdp", nm, float(sample_rate), int(steps), delta)
@@ -88,7 +91,7 @@ def epsilons(*, noise_multiplier: float, sample_rate: float, steps: int, deltas:
     exactly (tests/test_reid_bound.py checks it)."""
     for d in deltas:
         _check(sample_rate=sample_rate, steps=steps, delta=d, accountant=accountant)
-    if steps == 0 or not noise_multiplier > 0:
+    if steps == 0 or not noise_multiplier >= MIN_ACCOUNTED_NOISE:
         return [epsilon(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps,
                         delta=d, accountant=accountant) for d in deltas]
     if accountant == "prv":

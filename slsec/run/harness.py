@@ -90,7 +90,7 @@ def malicious_attack(cfg: RunConfig, setup: Setup,
                 build_model=setup.build, cuts=setup.cuts,
                 aux=setup.aux if "aux_data" in knowledge else None,
                 public={**exp.public(), "train_steps": train_steps(cfg, setup)})
-    attack = plan.cls(method=plan.method, seed=cfg.seed)
+    attack = plan.cls(method=plan.method, seed=cfg.seed, **declared_params(cfg, plan.cls))
     hook = attack.hijack(view)
     # its progress over the client steps: a note on the open training phase, if any
     hook.on_step = on_step or (   # type: ignore[attr-defined]
@@ -104,6 +104,12 @@ def attack_methods(cfg: RunConfig) -> list[str]:
     return list(plan_attack(cfg).methods)  # type: ignore[union-attr]
 
 
+def declared_params(cfg: RunConfig, cls: type[Attack]) -> dict[str, Any]:
+    """The attack's declared parameters (`Attack.params`) the config sets, by keyword."""
+    return {p.keyword: getattr(cfg, p.name) for p in cls.params
+            if getattr(cfg, p.name) is not None}
+
+
 def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
                instance: Attack | None = None) -> Guesses:
     """Run the configured attack (each method of `attack_methods`, then the prior as the
@@ -112,7 +118,8 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
     assert plan is not None
     cls = plan.cls
     view = make_view(cfg, setup, outcome, plan.role, plan.knowledge)
-    params = {"iterations": cfg.attack_iters} if cfg.attack_iters else {}
+    params = {"iterations": cfg.attack_iters} if cfg.attack_iters is not None else {}
+    params.update(declared_params(cfg, cls))
     torch.set_num_threads(cfg.threads)   # the attack runs after training: the rank's cores are free
     methods = list(plan.methods)
     reference = PRIOR not in methods and PRIOR in cls.methods \

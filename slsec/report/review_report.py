@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
-from slsec.cli import review_malicious as malicious
+from slsec.study import review_malicious as malicious
 from slsec.config import RunConfig
 from slsec.report.results import atomic_write, legend_outside, save_figure
 from slsec.report.stats import CI_SUFFIX, fmt_ci, seeds_text

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from slsec import report as rpt
-from slsec.cli.console import console
+from slsec.report.console import console
 from slsec.report.results import write_json
 from slsec.run.result import Reconstructions, RunResult
-from slsec.cli.summary import NEAR_CHANCE, SUMMARY_ROWS, beyond_prior_lines, shown
+from slsec.report.summary import NEAR_CHANCE, SUMMARY_ROWS, beyond_prior_lines, shown
 
 
 def write_run(folder: Path, result: RunResult, base: dict[str, Any] | None,

@@ -19,11 +19,11 @@ from typing import Any
 from rich.console import Console
 
 from slsec import progress
-from slsec.cli import review_malicious as malicious
+from slsec.study import review_malicious as malicious
 from slsec.config import RunConfig
 from slsec.errors import UserError
 from slsec.report.results import check_writable
-from slsec.cli.review_report import (GRADES, RISK_RULE, SEED_KEYS, _n,  # noqa: F401  (re-exported)
+from slsec.report.review_report import (GRADES, RISK_RULE, SEED_KEYS, _n,  # noqa: F401  (re-exported)
                                  input_grade, label_grade, leakage_plot, overall_grade,
                                  review_table, write_outputs)
 from slsec.report.stats import CI_SUFFIX, mean_row, seed_list, seeds_text
@@ -68,8 +68,8 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
                max_client_flops: str | None, force: bool = False,
                hijack_steps: int = malicious.DEFAULT_STEPS) -> Path:
     """Measure every (protocol, cut), grade it, recommend one; print and write the report.
-    `hijack_steps` > 0: the malicious-server column (slsec.cli.review_malicious) with that bound."""
-    from slsec.cli.console import console
+    `hijack_steps` > 0: the malicious-server column (slsec.study.review_malicious) with that bound."""
+    from slsec.report.console import console
     from slsec.run.split_search import (choose, evaluate_cached, measure,
                                                 parse_flops, parse_min_accuracy)
     from slsec.run.harness import check_attack

@@ -9,9 +9,9 @@ from typing import Any
 
 from rich.table import Table
 
-from slsec.cli.console import console, warn
+from slsec.report.console import console, warn
 from slsec.errors import UserError
-from slsec.cli.grid import FIELDS
+from slsec.study.grid import FIELDS
 from slsec.report.results import intact_rows, read_json, read_rows, rows_csv
 
 

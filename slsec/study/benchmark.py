@@ -21,10 +21,10 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from slsec.config import PARAMS, RunConfig, load_toml, make_config
-from slsec.cli.console import console, err, warn
+from slsec.report.console import console, err, warn
 from slsec.errors import UserError
 from slsec.report.folders import quarantine_warned
-from slsec.cli.benchmark_report import (ARCHITECTURE, CSV_NAME, SEED_PUBLISHED,  # noqa: F401  (re-exported)
+from slsec.report.benchmark_report import (ARCHITECTURE, CSV_NAME, SEED_PUBLISHED,  # noqa: F401  (re-exported)
                                     TABLE_HEADER, _partition_label, print_tables,
                                     render_benchmark, seeds_text, table_rows, verdicts)
 from slsec.run.result import RunResult
@@ -151,13 +151,19 @@ def cell_row(cfg: RunConfig, result: RunResult, cpu_s: float, n_test: int) -> di
 
 
 def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,
-                  resume: bool = False, force: bool = False) -> Path:
-    """Run the grid, append one row per cell, write report.md/html; return the folder."""
+                  resume: bool = False, force: bool = False, rule: Any = None) -> Path:
+    """Run the grid, append one row per cell, write report.md/html; return the folder.
+    `rule` (slsec.run.convergence.Rule): train to convergence, learning rate chosen per protocol."""
     from slsec.report.folders import claim, keeping, mark, unique_folder
     from slsec.run.harness import evaluate
     from slsec.run.preflight import check_grid
     from slsec.run.setup import prepare
 
+    if rule is not None:
+        if flags.get("rounds") is not None:
+            raise UserError("--rounds and --max-rounds: give one (a converging cell runs up to "
+                            "--max-rounds rounds)")
+        flags = {**flags, "rounds": str(rule.max_rounds)}
     cells = plan_grid(config_path, flags)
     first = cells[0]
     main = _is_main_rank(first)
@@ -194,6 +200,12 @@ def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,
                           f"each round ({c.rounds} rounds per cell); on a CPU that takes hours per "
                           f"round; --max-train 5000 --rounds 10 gives a quicker table[/yellow]")
                 break
+    if rule is not None and rule.lrs:
+        from slsec.run.convergence import tune_cells
+        cells = tune_cells(cells, rule, lambda t: (append_row(folder / "lr_choice.csv", t), console.print(
+            f"lr {t['lr']:g} {t['protocol']}/{t['dataset']}: validation accuracy "
+            f"{t['val_accuracy']:.4f} after {t['rounds_run']} rounds" + (" (chosen)" if t["chosen"] else ""))),
+            read_rows(folder / "lr_choice.csv"))
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     bar = Progress(TextColumn("[bold]benchmark"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
@@ -219,6 +231,9 @@ def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,
             if result is None or not main:
                 continue
             row = cell_row(cfg, result, time.process_time() - cpu0, len(setup.data.test))
+            if rule is not None:   # the columns at the stopping round
+                from slsec.run.convergence import converged_row
+                row.update(converged_row(result.curve, rule))
             with keeping(f"the {len(read_rows(folder / CSV_NAME))} finished row(s) in "
                          f"{folder / CSV_NAME} are kept; free space and rerun with --resume"):
                 append_row(folder / CSV_NAME, {**row, "row_kind": "seed"})

@@ -14,9 +14,9 @@ from typing import Any
 
 from rich.table import Table
 
+from slsec import progress
 from slsec.catalog import pre_training
 from slsec.config import RunConfig
-from slsec.run.result import RunResult
 from slsec.report.results import check_writable, read_json, write_json
 from slsec.report.stats import aggregate, fmt_ci, seed_list, seeds_text
 
@@ -25,48 +25,50 @@ ROWS_EXTRA = [("attack SSIM gain over prior", "ssim_gain_mean", 3),
               ("re-identification top-1", "reid_top1", 3)]
 
 
-def run_seed(cfg: RunConfig) -> tuple[RunResult | None, dict[str, Any] | None]:
-    """One seed: the defended run here, the undefended twin beside it (cached per seed)."""
-    from slsec.cli.runs import cached_baseline, progress_bar, start_baseline
-    from slsec.run.harness import evaluate as run
-
-    side = start_baseline(cfg)
-    bar, on_round = progress_bar(cfg, f"seed {cfg.seed} " + ("defended" if cfg.defense else "train"))
-    with bar:
-        result = run(cfg, progress=on_round)
-    if side is not None:
-        side.join()
-    base = None
-    if cfg.defense:
-        bar, on_round = progress_bar(cfg, f"seed {cfg.seed} undefended")
-        with bar:
-            base = cached_baseline(cfg, on_round)
-    return result, base
+def run_seed(values: dict[str, Any]) -> dict[str, Any] | None:
+    """One seed (in this process or a worker): the defended run and its cached undefended
+    twin, written to <folder>/seed-<s>/; its stored result.json (None off rank 0 under MPI)."""
+    from slsec.config import make_config
+    from slsec.report.runreport import write_run
+    from slsec.study.twin import evaluate_with_twin
+    cfg, folder = make_config(values["cfg"]), Path(values["folder"])
+    done = evaluate_with_twin(cfg, bars=values.get("bars", False),
+                              parallel_twin=values.get("bars", False), label=f"seed {cfg.seed} ")
+    if done.result is None:          # not rank 0 under MPI: rank 0 writes
+        return None
+    write_run(folder / f"seed-{cfg.seed}", done.result, done.twin,
+              done.twin_images if done.twin else None)
+    return read_json(folder / f"seed-{cfg.seed}" / "result.json")
 
 
-def evaluate_seeds(cfg: RunConfig, folder: Path, *, force: bool = False) -> dict[str, Any] | None:
-    """Run every seed, write per-seed folders and the aggregate result.json, print the table."""
-    from slsec.cli.console import console
-    from slsec.cli.runreport import write_run
-    from slsec.cli.runs import choose_cut, command_seconds
+def evaluate_seeds(cfg: RunConfig, folder: Path, *, force: bool = False,
+                   jobs: Any = None) -> dict[str, Any] | None:
+    """Run every seed (`jobs` at once, slsec.study.executor), write per-seed folders and the
+    aggregate result.json, print the table."""
+    from slsec.report.console import console
     from slsec.report.folders import mark
     from slsec.run.harness import check_attack
     from slsec.run.setup import check_defenses
+    from slsec.study.executor import check_jobs, grid_jobs, run_cells
+    from slsec.study.runs import choose_cut, command_seconds
 
+    jobs = check_jobs(jobs)
     check_writable(cfg.out)
     check_attack(cfg)
     check_defenses(cfg)
     if pre_training(cfg):       # the cut is chosen once, on the first seed
         cfg = choose_cut(cfg)
     t0 = time.perf_counter()
+    runs = [cfg.replace(seed=s, seeds=1) for s in seed_list(cfg.seed, cfg.seeds)]
+    jobs = grid_jobs(runs, jobs)
     per_seed: list[dict[str, Any]] = []
-    for s in seed_list(cfg.seed, cfg.seeds):
-        one = cfg.replace(seed=s, seeds=1)
-        result, base = run_seed(one)
-        if result is None:          # not rank 0 under MPI: rank 0 writes
-            continue
-        write_run(folder / f"seed-{s}", result, base)
-        per_seed.append(read_json(folder / f"seed-{s}" / "result.json"))
+    with progress.phase("seeds", total=len(runs), unit="seeds"):
+        def done(i: int, stored: dict[str, Any] | None) -> None:
+            if stored is not None:
+                per_seed.append(stored)
+            progress.tick("seeds")
+        run_cells(run_seed, [{"cfg": one.to_dict(), "folder": str(folder), "bars": jobs == 1}
+                             for one in runs], jobs=jobs, on_done=done)
     if not per_seed:
         return None
     stored = seeds_result(cfg, per_seed)
@@ -92,7 +94,7 @@ def seeds_result(cfg: RunConfig, per_seed: list[dict[str, Any]]) -> dict[str, An
 def summary_rows(stored: dict[str, Any]) -> list[tuple[str, str, int]]:
     """(label, key, digits) of the metrics the aggregate holds: the evaluate summary's rows,
     then the prior-aware ones when present."""
-    from slsec.cli.summary import SUMMARY_ROWS
+    from slsec.report.summary import SUMMARY_ROWS
     agg = stored["aggregate"]
     keys = set(agg["metrics"]) | set(agg.get("undefended", {}))
     rows = {k: (label, k, d) for label, k, d in [*SUMMARY_ROWS, *ROWS_EXTRA] if k != "rounds"}
@@ -106,7 +108,7 @@ def _ci(stats: dict[str, Any] | None, digits: int) -> str:
 
 
 def print_seeds(cfg: RunConfig, stored: dict[str, Any]) -> None:
-    from slsec.cli.console import console
+    from slsec.report.console import console
     agg, seeds = stored["aggregate"], stored["seeds"]
     first = stored["per_seed"][0]["metrics"]
     t = Table(title=f"{cfg.protocol} · {cfg.dataset}/{cfg.model_name} · cut "
