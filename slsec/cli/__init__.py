@@ -26,6 +26,7 @@ from slsec.params import Param
 from slsec import plugins
 from slsec.errors import PeerError, UserError
 from slsec.cli.launch import ARGV, interrupted, is_rank0, launch_under_mpiexec, on_sigterm
+from slsec.cli.audit import AUDIT_OPTIONS
 from slsec.run.convergence import CONVERGENCE_FLAGS, parse_rule
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -263,28 +264,13 @@ def benchmark(**kw: Any) -> None:
                        force=force, rule=rule, jobs=jobs)
 
 
-def _text_option(name: str, flag: str, metavar: str, help: str) -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-                             default=typer.Option(None, flag, metavar=metavar, help=help,
-                                                  show_default=False))
-
-
 @app.command()
-@with_run_options(
-    _text_option("canaries", "--canaries", "INT", "canaries per audited defense [default: 1000]"),
-    _text_option("confidence", "--confidence", "FLOAT",
-                 "confidence of the lower bounds [default: 0.95]"),
-    _text_option("broken", "--broken", "weak-noise|clip-after-noise|reused-noise",
-                 "audit a deliberately broken copy of the mechanism (same claim) "
-                 "[default: the real one]"),
-    _force())
+@with_run_options(*AUDIT_OPTIONS, _force())
 def audit(**kw: Any) -> None:
-    """One-run privacy audit of each DP defense: eps_lower from canaries (two methods)
-    beside the claimed eps (accountant and RDP) and the reconstruction bound."""
+    """One-run privacy audit of each DP defense: eps_lower beside eps and its bounds."""
     from slsec.cli.audit import run_audit
     extra = {k: kw.pop(k) for k in ("canaries", "confidence", "broken", "force")}
-    cfg = _config(kw)
-    _precheck(cfg, attack=False)
+    _precheck(cfg := _config(kw), attack=False)
     run_audit(cfg, **extra)
 
 
