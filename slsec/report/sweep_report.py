@@ -5,14 +5,19 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
+from dataclasses import fields
 from typing import Any
 
 from rich.table import Table
 
+from slsec.config import RunConfig
+
 from slsec.report.console import console, warn
 from slsec.errors import UserError
-from slsec.study.grid import FIELDS
 from slsec.report.results import intact_rows, read_json, read_rows, rows_csv
+
+# the config columns of a row, in order (as slsec.study.grid.FIELDS)
+FIELDS = [f.name for f in fields(RunConfig) if f.name != "source"]
 
 
 def axis_text(row: dict[str, Any], axis: str) -> str:
