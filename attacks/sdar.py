@@ -151,7 +151,6 @@ class Sdar(Attack):
         for _ in range(dsteps):   # 2: the decoder, against the image discriminator
             progress.tick_attack()
             zo, yo, xa, ya, yc = self._batch(obs, obs_y, aux_x, aux_y, bs, gen)
-            xa = shift(xa, gen)
             with torch.no_grad():
                 za = channel.sample(sim({"x": xa})["x"], gen)
             xo = dec(zo / scale)   # its reconstructions of the observations
