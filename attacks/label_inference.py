@@ -56,8 +56,8 @@ class LabelInference(Attack):
     name = "label-inference"
     kind = "label"
     reviewed = "label"
-    label_party = {"vanilla": "server", "splitfed": "server"}   # else the labels are sent
-    roles = {"ushaped": "server", "vanilla": "client", "splitfed": "client"}
+    label_party = {"vanilla": "server", "splitfed": "server", "vertical": "server"}
+    roles = {"ushaped": "server", "vanilla": "client", "splitfed": "client", "vertical": "client"}
     methods = {
         "completion": frozenset({"architecture", "aux_data"}),
         "cluster": frozenset({"architecture"}),

@@ -18,7 +18,7 @@ from slsec.errors import UserError
 # name -> (cuts needed, labels reach the server)
 PROTOCOLS: dict[str, tuple[int, bool]] = {
     "fedavg": (0, False), "splitfed": (1, True), "splitfed-async": (1, True),
-    "ushaped": (2, False), "vanilla": (1, True),
+    "ushaped": (2, False), "vanilla": (1, True), "vertical": (1, False),
 }
 
 ARCH, HEAD, QUERY, AUX = "architecture", "head_weights", "query_head", "aux_data"
@@ -45,7 +45,8 @@ ATTACKS: dict[str, dict[str, Any]] = {
         default_order=("whitebox", "decoder", "unsplit", "prior"),
         contenders=("whitebox", "decoder", "prior")),
     "label-inference": dict(
-        roles={"ushaped": "server", "vanilla": "client", "splitfed": "client"},
+        roles={"ushaped": "server", "vanilla": "client", "splitfed": "client",
+               "vertical": "client"},
         methods={"completion": frozenset({ARCH, AUX}), "cluster": frozenset({ARCH}),
                  "cosine": frozenset({ARCH}), "norm": frozenset({ARCH})},
         default_order=("completion", "cluster", "cosine", "norm"), contenders=()),
@@ -74,8 +75,8 @@ def without_pre_training(cfg: Any) -> Any:
     """The config with those defenses dropped (what runs once the cut is chosen)."""
     return cfg.replace(defense=tuple(n for n in cfg.defense if n not in pre_training(cfg)))
 
-DATASETS = ("cifar10", "fashion-mnist", "mnist", "mnist-full", "mutag", "proteins")
-EMBEDDED_TRAIN = {"mnist": 4000, "mutag": 150}   # training samples of the embedded sets
+DATASETS = ("cifar10", "fashion-mnist", "mnist", "mnist-full", "mutag", "proteins", "spam")
+EMBEDDED_TRAIN = {"mnist": 4000, "mutag": 150, "spam": 1600}   # training samples of the embedded sets
 GRAPH_DATASETS = ("mutag", "proteins")   # and tu:<NAME>
 GRAPH_MODELS = ("gin",)
 
@@ -83,6 +84,7 @@ GRAPH_MODELS = ("gin",)
 MODELS: dict[str, tuple[str, ...]] = {
     "cnn": ("conv1", "pool1", "conv2", "pool2", "fc1"),
     "gin": ("gin1", "gin2", "gin3", "readout", "fc1"),
+    "mlp": ("fc1", "fc2"),   # tabular; vertical SL builds it as bottoms | top (cut: bottoms)
     "resnet18": ("stem", "layer1", "layer2", "layer3", "layer4"),
 }
 

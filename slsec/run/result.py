@@ -111,7 +111,12 @@ class RunResult:
     versions: dict[str, str]
     seed: int
     reconstructions: Reconstructions | None = None
+    # tabular data: how each column was encoded (slsec.data.tabular), to decode reconstructions
+    encoding: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": self.config, "metrics": self.metrics, "curve": self.curve,
-                "versions": self.versions, "seed": self.seed}
+        out = {"config": self.config, "metrics": self.metrics, "curve": self.curve,
+               "versions": self.versions, "seed": self.seed}
+        if self.encoding is not None:
+            out["encoding"] = self.encoding
+        return out

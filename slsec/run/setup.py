@@ -20,6 +20,8 @@ import slsec.defenses  # noqa: F401  (registers defenses)
 import slsec.protocols  # noqa: F401  (registers protocols)
 import slsec.data.userdata  # noqa: F401  (registers images:DIR and npz:FILE datasets)
 import slsec.data.usermodel  # noqa: F401  (registers FILE.py:FACTORY and MODULE:FACTORY models)
+import slsec.data.tabular  # noqa: F401  (registers csv:FILE and the embedded spam set)
+import slsec.data.tabular_models  # noqa: F401  (registers the mlp model)
 from slsec import plugins
 from slsec.catalog import PRE_TRAINING
 from slsec.config import RunConfig
@@ -45,7 +47,14 @@ class Setup:
     memo: dict[Any, Any] = field(default_factory=dict)   # what is derived from it once
 
     def shard(self, rank: int) -> Split:
-        return self.data.train.subset(self.shards[rank - 1])
+        split = self.data.train.subset(self.shards[rank - 1])
+        return PROTOCOLS.get(self.cfg.protocol).client_data(self, rank, split)
+
+    def model_groups(self) -> list[list[int]]:
+        """Vertical SL: the encoded columns each party holds (from the public model)."""
+        if "groups" not in self.memo:
+            self.memo["groups"] = self.build().groups
+        return self.memo["groups"]
 
     def shard_labels(self) -> dict[int, torch.Tensor]:
         """Two-party SL: the server owns the labels of every client's samples (by position)."""
@@ -61,7 +70,8 @@ class Setup:
         """A fresh model of the public architecture (random init): what attackers can build."""
         d = self.data
         return build_model(self.cfg.model_name, num_classes=d.num_classes,
-                           input_shape=d.input_shape, num_features=d.num_features)
+                           input_shape=d.input_shape, num_features=d.num_features,
+                           **PROTOCOLS.get(self.cfg.protocol).model_options(self.cfg, d))
 
     @cached_property
     def train_mean(self) -> torch.Tensor:
@@ -85,7 +95,8 @@ def resolve_cuts(cfg: RunConfig, model: SplitModel) -> tuple[str, ...]:
 
 def prepare(cfg: RunConfig) -> Setup:
     """Derive the public setup from the config (same result on every rank)."""
-    data = load_dataset(cfg.dataset, data_root=cfg.data_root, download=cfg.download)
+    data = load_dataset(cfg.dataset, data_root=cfg.data_root, download=cfg.download,
+                        label_column=cfg.label_column)
     n = len(data.train)
     if cfg.aux_size >= n:
         raise UserError(f"--aux-size {cfg.aux_size} leaves no training data ({n} samples)")
@@ -94,8 +105,11 @@ def prepare(cfg: RunConfig) -> Setup:
     if cfg.max_train is not None:
         private = private[:cfg.max_train]
     labels = data.train.y.numpy()[private]
-    shards = [private[s] for s in partition(cfg.partition, labels, cfg.clients, cfg.seed,
-                                            alpha=cfg.alpha)]
+    if PROTOCOLS.get(cfg.protocol).splits_columns:   # vertical: every party, the same records
+        shards = [private] * cfg.clients
+    else:
+        shards = [private[s] for s in partition(cfg.partition, labels, cfg.clients, cfg.seed,
+                                                alpha=cfg.alpha)]
     probe_idx = probe_indices(cfg, len(data.test))
     label_party = cfg.label_party
     if cfg.attack is not None:   # e.g. label inference: two-party SL, or the labels are sent
