@@ -219,5 +219,28 @@ class LabelInference(Attack):
                     sign = -1.0
         s = sign * score
         t = two_means_threshold(s)
+        rate = public_rate(view)
+        if rate is not None and abs(rate - 0.5) >= IMBALANCED:
+            # clearly imbalanced public labels: a direction score's label 1 is the cluster whose
+            # share matches the public rate of label 1 (a weak teacher's sign can flip; the norm
+            # score keeps Li et al.'s orientation), and the threshold is the score quantile at
+            # that rate (two means split a long-tailed score badly)
+            above = float((s > t).double().mean())
+            if not norm_score and abs(above - rate) > abs(1.0 - above - rate):
+                s, t = -s, -t
+                info["oriented_by"] = "public label rate"
+            t = torch.quantile(s, 1.0 - rate)
+            info["threshold"] = "public label rate"
         spread = (s - t).abs().median().clamp_min(1e-12)
         return torch.sigmoid(4.0 * (s - t) / spread)
+
+
+IMBALANCED = 0.25   # |share of label 1 - 0.5| from which the public label rate orients and cuts
+
+
+def public_rate(view: View) -> float | None:
+    """The share of label 1 among the public labelled rows the role holds (None: none)."""
+    y = getattr(view.aux, "y", None)
+    if y is None or not len(y):
+        return None
+    return float((y == 1).double().mean())
