@@ -90,6 +90,11 @@ class Vertical(Protocol):
                           setup.data.test.inputs[:, cols])
 
     @staticmethod
+    def server_parts(model: nn.Module, cuts: tuple[str, ...]) -> dict[str, nn.Module]:
+        """The active party's parts: party 1's bottom as it initialised it, and the top."""
+        return {"head": model.party_head(1), "tail": model.split(list(cuts))[-1]}
+
+    @staticmethod
     def client_parts(model: nn.Module, cuts: tuple[str, ...], rank: int) -> dict[str, nn.Module]:
         return {"head": model.party_head(rank)}
 
@@ -117,7 +122,8 @@ class Vertical(Protocol):
                 opt.zero_grad()
                 loss.backward()
                 for k, x in zip(ctx.clients, xs):   # each party its own rows, never averaged
-                    g = ctx.defense.cut_grad(x.grad, gen=ctx.gen)
+                    g = ctx.defense.label_grad(ctx.defense.cut_grad(x.grad, gen=ctx.gen),
+                                               y_all[idx], gen=ctx.gen)
                     if ctx.hook is not None:
                         g = ctx.hook.cut_grad(k, msgs[k], g)
                     ctx.link.give(k, {"g": g}, GRAD)

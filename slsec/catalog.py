@@ -44,6 +44,12 @@ ATTACKS: dict[str, dict[str, Any]] = {
                  "unsplit": frozenset({ARCH}), "prior": frozenset({AUX})},
         default_order=("whitebox", "decoder", "unsplit", "prior"),
         contenders=("whitebox", "decoder", "prior")),
+    "feature-reconstruction": dict(
+        roles={"vertical": "server"},
+        methods={"whitebox": frozenset({ARCH, HEAD}), "inverse": frozenset({ARCH, HEAD, AUX}),
+                 "substitute": frozenset({ARCH, AUX}), "prior": frozenset({AUX})},
+        default_order=("inverse", "whitebox", "substitute", "prior"),
+        contenders=("inverse", "whitebox", "substitute", "prior")),
     "label-inference": dict(
         roles={"ushaped": "server", "vanilla": "client", "splitfed": "client",
                "vertical": "client"},

@@ -54,6 +54,15 @@ class GradientScaling(Mechanism):
 
 
 @dataclass(frozen=True)
+class ClassGradientNoise(Mechanism):
+    """Marvell: each returned gradient row gets Gaussian noise along the batch's class-mean
+    difference, with a variance per label, optimised under the power budget
+    `power` * ||mean_1 - mean_0||^2 (binary labels)."""
+
+    power: float
+
+
+@dataclass(frozen=True)
 class LabelNoise(Mechanism):
     """Randomized response on the labels with parameter `epsilon` per use."""
 

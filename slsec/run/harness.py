@@ -138,7 +138,7 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
         info = guess.info
         out.methods[method] = MethodGuess(
             present(guess.images), present(guess.label_scores), seconds,
-            info.get("hijack_steps"), info.get("hijack_converged_at"))
+            info.get("hijack_steps"), info.get("hijack_converged_at"), present(guess.rows))
         if method == PRIOR:   # the prior's labels (held or predicted) and their source
             out.prior_labels = present(info.get("labels"))
             out.prior_label_source = LABEL_SOURCES[int(info.get("label_source", 0))]
