@@ -54,6 +54,10 @@ class Vertical(Protocol):
     labels_to_server = False      # labels never travel: the active party owns them
     server_holds = frozenset({"head_weights"})   # the bottoms' initial weights
     params = (
+        Param("parties", "int", None, "vertical: passive parties K (the clients; MPI: K+1 "
+              "ranks; not set: --clients)", check=("at_least_one",),
+              outside="(passive parties) is for {owners}; protocol '{protocol}' has clients "
+              "(--clients)"),
         Param("feature_split", "str", "equal", "vertical: columns of each passive party, "
               "'equal' contiguous groups or 'A,B|C,D' (one '|'-separated list per party)",
               outside="(the columns of each party) is for {owners}; protocol '{protocol}' "

@@ -262,6 +262,11 @@ def make_config(values: dict[str, Any] | None = None, *, source: str | None = No
         if name not in known:
             raise UserError(f"{where}: unknown key '{key}'" + _suggest(name, known))
         clean[name] = _coerce(name, value, where)
+    if clean.get("parties") is not None:   # vertical SL names its clients passive parties
+        if clean.get("clients") not in (None, clean["parties"]):
+            raise UserError(f"{where}: --parties {clean['parties']} and --clients "
+                            f"{clean['clients']} disagree (give one)")
+        clean["clients"] = clean["parties"]
     for key, value in run_defaults(clean.get("attack"), clean.get("protocol")).items():
         clean.setdefault(key, value)   # the attack's own defaults, below what was given
     return _validate(RunConfig(**clean, source=source))

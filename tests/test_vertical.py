@@ -217,3 +217,14 @@ def test_mpi_equals_local(tmp_path):
     for k, v in server.model.state_dict().items():   # the top the active party trained
         if k.startswith("blocks.top"):
             np.testing.assert_array_equal(v.numpy(), mpi[f"w:{k}"])
+
+
+def test_three_passive_parties_with_sum_aggregation():
+    small = {k: v for k, v in SMALL.items() if k != "clients"}
+    cfg = make_config({**small, "parties": "3", "aggregate": "sum", "rounds": "1"})
+    setup = prepare(cfg)
+    assert cfg.clients == 3 and [len(g) for g in setup.model_groups()] == [19, 19, 19]
+    server = run_local(cfg, setup)[0]
+    assert len(server.records) == 1 and server.records[0].accuracy > 0.5
+    with pytest.raises(UserError, match="--parties 3 and --clients 2 disagree"):
+        make_config({**SMALL, "parties": "3", "clients": "2"})
