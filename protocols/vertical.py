@@ -88,7 +88,6 @@ class Vertical(Protocol):
     def client_data(setup: Any, rank: int, split: Any) -> Any:
         """Party `rank`'s view of `split`: its columns only, no labels, and its columns of the
         test rows (joint inference)."""
-        from slsec.data import Split
         cols = torch.as_tensor(setup.model_groups()[rank - 1])
         return PartySplit(split.inputs[:, cols], torch.full((len(split),), -1, dtype=torch.long),
                           setup.data.test.inputs[:, cols])

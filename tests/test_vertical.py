@@ -228,3 +228,15 @@ def test_three_passive_parties_with_sum_aggregation():
     assert len(server.records) == 1 and server.records[0].accuracy > 0.5
     with pytest.raises(UserError, match="--parties 3 and --clients 2 disagree"):
         make_config({**SMALL, "parties": "3", "clients": "2"})
+
+
+@pytest.mark.parametrize("extra,match", [
+    ({"partition": "dirichlet"}, "every party holds the same records"),
+    ({"label_party": "client"}, "the active party"),
+    ({"dataset": "mnist"}, "splits the columns of tabular data"),
+    ({"model": "cnn"}, "needs one bottom per party"),
+    ({"feature_split": "make|address"}, "every feature column exactly once"),
+])
+def test_vertical_refuses_what_it_cannot_honour(extra, match):
+    with pytest.raises(UserError, match=match):
+        prepare(make_config({**SMALL, **extra})).model_groups()

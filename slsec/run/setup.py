@@ -106,6 +106,13 @@ def prepare(cfg: RunConfig) -> Setup:
         private = private[:cfg.max_train]
     labels = data.train.y.numpy()[private]
     if PROTOCOLS.get(cfg.protocol).splits_columns:   # vertical: every party, the same records
+        if data.kind != "tabular":
+            raise UserError(f"--dataset {cfg.dataset}: protocol '{cfg.protocol}' splits the "
+                            "columns of tabular data (spam, csv:FILE, a 2-D npz:FILE); this set "
+                            f"is {data.kind}")
+        if cfg.partition != "iid":
+            raise UserError(f"--partition {cfg.partition}: in protocol '{cfg.protocol}' every "
+                            "party holds the same records (their columns are split)")
         shards = [private] * cfg.clients
     else:
         shards = [private[s] for s in partition(cfg.partition, labels, cfg.clients, cfg.seed,
@@ -116,9 +123,22 @@ def prepare(cfg: RunConfig) -> Setup:
         import slsec.attacks  # noqa: F401  (registration)
         from slsec.attacks.base import ATTACKS
         label_party = ATTACKS.get(cfg.attack).label_party.get(cfg.protocol, label_party)
+    if PROTOCOLS.get(cfg.protocol).splits_columns and label_party != "server":
+        raise UserError(f"--label-party {label_party}: in protocol '{cfg.protocol}' the active "
+                        "party (the server) holds the labels")
     setup = Setup(cfg, data, (), data.train.subset(aux_idx), shards,
                   data.test.subset(probe_idx), label_party)
-    setup.cuts = resolve_cuts(cfg, setup.build())
+    columns = PROTOCOLS.get(cfg.protocol).splits_columns
+    try:
+        model = setup.build()
+    except (ValueError, TypeError, RuntimeError):   # an image model on table rows, say
+        if not columns:
+            raise
+        model = None
+    if columns and not hasattr(model, "party_head"):
+        raise UserError(f"--model {cfg.model_name}: protocol '{cfg.protocol}' needs one bottom "
+                        "per party (the built-in model 'mlp')")
+    setup.cuts = resolve_cuts(cfg, model)
     return setup
 
 
