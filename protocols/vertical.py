@@ -79,8 +79,11 @@ class Vertical(Protocol):
 
     @staticmethod
     def model_options(cfg: Any, data: Any) -> dict[str, Any]:
-        """What the vertical model needs beyond the data's shape: parties and column groups."""
-        return dict(parties=cfg.clients, encoding=getattr(data, "encoding", None),
+        """What the vertical model needs beyond the data's shape: parties and column groups
+        (and the user's bottoms: `--model FILE.py:FACTORY`, see slsec.data.tabular_models)."""
+        spec = cfg.model if cfg.model and ":" in cfg.model else None
+        user = {"model": "mlp", "bottom_spec": spec} if spec else {}
+        return dict(user, parties=cfg.clients, encoding=getattr(data, "encoding", None),
                     feature_split=cfg.feature_split, bottom_widths=cfg.bottom_widths,
                     top_widths=cfg.top_widths, aggregate=cfg.aggregate)
 

@@ -240,3 +240,22 @@ def test_three_passive_parties_with_sum_aggregation():
 def test_vertical_refuses_what_it_cannot_honour(extra, match):
     with pytest.raises(UserError, match=match):
         prepare(make_config({**SMALL, **extra})).model_groups()
+
+
+def test_user_bottoms_per_party_or_as_a_list(tmp_path):
+    f = tmp_path / "bottoms.py"
+    f.write_text("from torch import nn\n"
+                 "def one(party, num_features):\n"
+                 "    return nn.Sequential(nn.Linear(num_features, 12), nn.Tanh(), nn.Linear(12, 6))\n"
+                 "def many(parties):\n"
+                 "    return [nn.Linear(d, 5) for d in (28, 29)[:parties]]\n"
+                 "def bad(party, num_features):\n"
+                 "    return nn.Linear(num_features, 4 + party)\n")
+    for name, emb in (("one", 6), ("many", 5)):
+        cfg = make_config({**SMALL, "model": f"{f}:{name}", "rounds": "1"})
+        setup = prepare(cfg)
+        model = setup.build()
+        assert model.emb == emb and len(model.blocks["bottoms"].nets) == 2
+        assert run_local(cfg, setup)[0].records[0].accuracy > 0.5
+    with pytest.raises(UserError, match="embeddings differ in width"):
+        prepare(make_config({**SMALL, "model": f"{f}:bad"}))

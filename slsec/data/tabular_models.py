@@ -71,11 +71,10 @@ class ColumnBottom(nn.Module):
 class Bottoms(nn.Module):
     """Every party's bottom on full rows, aggregated (concatenation or sum)."""
 
-    def __init__(self, groups: list[list[int]], widths: Sequence[int], emb: int,
-                 aggregate: str) -> None:
+    def __init__(self, groups: list[list[int]], nets: Sequence[nn.Module], aggregate: str) -> None:
         super().__init__()
         self.groups, self.aggregate = groups, aggregate
-        self.nets = nn.ModuleList(dense(len(g), widths, emb, last_relu=True) for g in groups)
+        self.nets = nn.ModuleList(nets)
 
     def forward(self, feats: dict[str, Tensor]) -> dict[str, Tensor]:
         outs = [ColumnBottom(g, n)(feats)["x"] for g, n in zip(self.groups, self.nets)]
@@ -91,10 +90,14 @@ class VerticalModel(SplitModel):
     """K bottoms (one per column group) and a top; cut after "bottoms"."""
 
     def __init__(self, groups: list[list[int]], num_classes: int, bottom: Sequence[int],
-                 top: Sequence[int], aggregate: str) -> None:
+                 top: Sequence[int], aggregate: str, spec: str | None = None) -> None:
         emb, hidden = int(bottom[-1]), [int(w) for w in bottom[:-1]]
+        nets = [dense(len(g), hidden, emb, last_relu=True) for g in groups] if spec is None \
+            else user_bottoms(spec, groups)
+        if spec is not None:
+            emb = embedding_size(nets, groups, spec)
         d_top = emb * len(groups) if aggregate == "concat" else emb
-        super().__init__("mlp", [("bottoms", Bottoms(groups, hidden, emb, aggregate)),
+        super().__init__("mlp", [("bottoms", Bottoms(groups, nets, aggregate)),
                                  ("top", Block(dense(d_top, top, num_classes, last_relu=False)))])
         self.groups, self.emb, self.top_widths = groups, emb, [int(w) for w in top]
         self.num_classes = num_classes
@@ -113,6 +116,47 @@ class VerticalModel(SplitModel):
             ("top", Block(dense(self.emb, self.top_widths, self.num_classes, last_relu=False)))])
 
 
+def user_bottoms(spec: str, groups: list[list[int]]) -> list[nn.Module]:
+    """The user's bottoms: `FACTORY(party=k, num_features=d_k)` called once per party (k from
+    1), or a factory returning a list of one module per party; each maps [B, d_k] -> [B, E]."""
+    from slsec.data.usermodel import _call, _load_factory
+    factory = _load_factory(spec)
+    first = _call(factory, spec, {"party": 1, "num_features": len(groups[0]),
+                                  "parties": len(groups)})
+    if isinstance(first, (list, tuple)):
+        nets = list(first)
+        if len(nets) != len(groups) or not all(isinstance(n, nn.Module) for n in nets):
+            raise UserError(f"--model {spec}: a list of bottoms needs one nn.Module per party "
+                            f"({len(groups)})")
+        return nets
+    rest = [_call(factory, spec, {"party": k, "num_features": len(g), "parties": len(groups)})
+            for k, g in enumerate(groups[1:], start=2)]
+    nets = [first, *rest]
+    if not all(isinstance(n, nn.Module) for n in nets):
+        raise UserError(f"--model {spec}: the factory must return an nn.Module (a party's "
+                        "bottom) or a list of one per party")
+    return nets
+
+
+def embedding_size(nets: Sequence[nn.Module], groups: list[list[int]], spec: str) -> int:
+    """Every user bottom's embedding width (they must agree), from one row of zeros."""
+    sizes = set()
+    with torch.no_grad():
+        for net, g in zip(nets, groups):
+            try:
+                out = net(torch.zeros(2, len(g)))
+            except Exception as e:   # noqa: BLE001 - the user's code: one line
+                raise UserError(f"--model {spec}: a bottom fails on rows of {len(g)} columns "
+                                f"({type(e).__name__}: {e})") from None
+            if not isinstance(out, torch.Tensor) or out.dim() != 2:
+                raise UserError(f"--model {spec}: a bottom must return [batch, embedding]")
+            sizes.add(int(out.shape[1]))
+    if len(sizes) != 1:
+        raise UserError(f"--model {spec}: the parties' embeddings differ in width "
+                        f"({sorted(sizes)})")
+    return sizes.pop()
+
+
 def _widths(v: Any, flag: str) -> list[int]:
     items = [v] if isinstance(v, (int, str)) else list(v or ())
     try:
@@ -128,7 +172,7 @@ def _widths(v: Any, flag: str) -> list[int]:
 def mlp(*, num_classes: int = 2, num_features: int | None = None, parties: int = 0,
         encoding: list[dict[str, Any]] | None = None, feature_split: str = "equal",
         bottom_widths: Any = ("64", "16"), top_widths: Any = ("32",),
-        aggregate: str = "concat", **_: object) -> SplitModel:
+        aggregate: str = "concat", bottom_spec: str | None = None, **_: object) -> SplitModel:
     """MLP for tabular rows (vertical with `parties` > 0; see the module docstring)."""
     if not num_features or num_features < 1:
         raise UserError("model 'mlp' is for tabular data (rows of features): use --dataset "
@@ -137,7 +181,7 @@ def mlp(*, num_classes: int = 2, num_features: int | None = None, parties: int =
     top = _widths(top_widths, "--top-widths")
     if parties:
         groups = column_groups(encoding, num_features, parties, feature_split)
-        return VerticalModel(groups, num_classes, bottom, top, aggregate)
+        return VerticalModel(groups, num_classes, bottom, top, aggregate, bottom_spec)
     return SplitModel("mlp", [
         ("fc1", Block(nn.Sequential(nn.Linear(num_features, bottom[0]), nn.ReLU()))),
         *[(f"fc{i + 2}", Block(nn.Sequential(nn.Linear(a, b), nn.ReLU())))

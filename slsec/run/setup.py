@@ -69,9 +69,9 @@ class Setup:
     def build(self) -> SplitModel:
         """A fresh model of the public architecture (random init): what attackers can build."""
         d = self.data
-        return build_model(self.cfg.model_name, num_classes=d.num_classes,
-                           input_shape=d.input_shape, num_features=d.num_features,
-                           **PROTOCOLS.get(self.cfg.protocol).model_options(self.cfg, d))
+        options = dict(PROTOCOLS.get(self.cfg.protocol).model_options(self.cfg, d))
+        return build_model(options.pop("model", self.cfg.model_name), num_classes=d.num_classes,
+                           input_shape=d.input_shape, num_features=d.num_features, **options)
 
     @cached_property
     def train_mean(self) -> torch.Tensor:
