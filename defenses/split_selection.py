@@ -9,7 +9,7 @@ from slsec.threat import PreTraining
 
 @DEFENSES.register("split-select")
 class SplitSelect(Defense):
-    """Before training: choose the cut that leaks least (see `slsec.cli.runs.choose_cut`)."""
+    """Before training: choose the cut that leaks least (see `slsec.study.runs.choose_cut`)."""
 
     name = "split-select"
     protocols = frozenset({"vanilla", "ushaped", "splitfed"})

@@ -15,7 +15,7 @@ __all__ = ["Result", "evaluate", "sweep", "train"]
 
 
 def __getattr__(name: str):
-    """Load the Python API lazily (the sweep command's module is slsec.cli.sweeps)."""
+    """Load the Python API lazily (the sweep command's module is slsec.study.sweeps)."""
     import importlib
     if name in ("Result", "evaluate", "sweep", "train"):
         return getattr(importlib.import_module("slsec.api"), name)

@@ -4,8 +4,9 @@ Importing torch, PyG and opacus takes seconds; `slsec list`, `--help` and a mist
 answer at once. So the names the registries hold (protocols, attacks and their roles and
 methods, defenses, datasets, models and their cut points) are also declared here, as plain data.
 `precheck` raises the same UserError, in the same order, that the training path would raise
-later for a bad name. tests/test_catalog.py checks this file against the live registries: a new
-plug-in registers as usual and adds its line here.
+later for a bad name. The plug-in tables (protocols, attacks, defenses) are read from the
+plug-ins' own declarations (slsec.plugins), so a new plug-in, built-in or in SLSEC_PLUGINS,
+needs no edit here; tests/test_catalog.py checks this file against the live registries.
 """
 from __future__ import annotations
 
@@ -15,48 +16,20 @@ from slsec import plugins
 from slsec.config import PARAMS
 from slsec.errors import UserError
 
-# name -> (cuts needed, labels reach the server)
+# name -> (cuts needed, labels reach the server), as each protocol declares them in its own
+# file (slsec.protocols.base.Protocol's defaults: one cut, labels sent)
 PROTOCOLS: dict[str, tuple[int, bool]] = {
-    "fedavg": (0, False), "splitfed": (1, True), "splitfed-async": (1, True),
-    "ushaped": (2, False), "vanilla": (1, True), "vertical": (1, False),
-}
+    d.name: (d.attrs.get("cuts_needed", 1), d.attrs.get("labels_to_server", True))
+    for d in plugins.declarations("protocol")}
 
 ARCH, HEAD, QUERY, AUX = "architecture", "head_weights", "query_head", "aux_data"
-# name -> roles (protocol -> role), methods (method -> knowledge needed), default order, contenders
+# name -> roles (protocol -> role), methods (method -> knowledge needed), default order,
+# contenders, as each attack declares them in its own file
 ATTACKS: dict[str, dict[str, Any]] = {
-    "gradient-inversion": dict(
-        roles={"fedavg": "aggregator"},
-        methods={"dlg": frozenset({ARCH}), "idlg": frozenset({ARCH}), "ig": frozenset({ARCH})},
-        default_order=("ig", "idlg", "dlg"), contenders=()),
-    "fora": dict(
-        roles={"vanilla": "server", "ushaped": "server", "splitfed": "server",
-               "splitfed-async": "server"},
-        methods={"fora": frozenset({ARCH, AUX}), "prior": frozenset({AUX})},
-        default_order=("fora", "prior"), contenders=()),
-    "hijack": dict(
-        roles={"vanilla": "server", "splitfed": "server"},
-        methods={"fsha": frozenset({ARCH, AUX}), "prior": frozenset({AUX})},
-        default_order=("fsha", "prior"), contenders=()),
-    "inversion": dict(
-        roles={"vanilla": "server", "ushaped": "server", "splitfed": "server",
-               "splitfed-async": "server"},
-        methods={"whitebox": frozenset({ARCH, HEAD}), "decoder": frozenset({ARCH, AUX, QUERY}),
-                 "unsplit": frozenset({ARCH}), "prior": frozenset({AUX})},
-        default_order=("whitebox", "decoder", "unsplit", "prior"),
-        contenders=("whitebox", "decoder", "prior")),
-    "feature-reconstruction": dict(
-        roles={"vertical": "server"},
-        methods={"whitebox": frozenset({ARCH, HEAD}), "inverse": frozenset({ARCH, HEAD, AUX}),
-                 "substitute": frozenset({ARCH, AUX}), "prior": frozenset({AUX})},
-        default_order=("inverse", "whitebox", "substitute", "prior"),
-        contenders=("inverse", "whitebox", "substitute", "prior")),
-    "label-inference": dict(
-        roles={"ushaped": "server", "vanilla": "client", "splitfed": "client",
-               "vertical": "client"},
-        methods={"completion": frozenset({ARCH, AUX}), "cluster": frozenset({ARCH}),
-                 "cosine": frozenset({ARCH}), "norm": frozenset({ARCH})},
-        default_order=("completion", "cluster", "cosine", "norm"), contenders=()),
-}
+    d.name: dict(roles=d.attrs["roles"], methods=d.attrs["methods"],
+                 default_order=tuple(d.attrs["default_order"]),
+                 contenders=tuple(d.attrs.get("contenders", ())))
+    for d in plugins.declarations("attack")}
 
 # what the attacked role holds by default (the harness uses these)
 DEFAULT_KNOWLEDGE = {

@@ -2,6 +2,9 @@
 
 Precedence: defaults < TOML file (`--config`) < flags given on the command line. Every bad
 value is a UserError naming the flag (or the TOML key and file); inner code trusts the config.
+
+Over 300 lines: the core's parameter declarations (one Param per option, with its help line)
+are a third of it; the rest is their coercion and the checks across fields.
 """
 from __future__ import annotations
 
@@ -61,7 +64,7 @@ CORE: tuple[Param, ...] = (
           "mpiexec if not under one)", choices=("local", "mpi")),
     Param("device", "str", "auto", "auto (CUDA when available) | cpu | cuda",
           choices=("auto", "cpu", "cuda")),
-    Param("threads", "int", 1, "torch threads per rank", check=("at_least_one",)),
+    Param("threads", "int", 1, "torch threads per rank", check=("at_least_one", "at_most_1024")),
     Param("timeout", "float", 120.0, "seconds a rank waits for a peer before it gives up",
           check=("positive",)),
     Param("data_root", "str", None, "folder of the torchvision/PyG data sets (not set: the "
@@ -78,7 +81,7 @@ CORE: tuple[Param, ...] = (
     Param("knowledge", "list", None, "restrict the attacker's knowledge: "
           "architecture,head_weights,query_head,aux_data"),
     Param("attack_iters", "int", None, "optimisation steps of the attack (not set: the "
-          "method's own)"),
+          "method's own)", check=("at_least_one",)),
     Param("probe_size", "int", 64, "held-out test samples client 1 sends as private queries "
           "(what inversion reconstructs)", check=("at_least_one",)),
     Param("probe_batch", "int", 1, "probe samples per query", check=("at_least_one",)),
@@ -89,13 +92,17 @@ CORE: tuple[Param, ...] = (
     # how every DP defense's epsilon is accounted (the defenses with reports_epsilon get these)
     Param("delta", "float", 1e-5, "DP delta of the reported epsilon",
           check=("positive", "below_one")),
-    Param("accountant", "str", "rdp", "privacy accountant (Opacus)", choices=("rdp", "prv")),
+    Param("accountant", "str", "prv", "privacy accountant (Opacus): prv, the tight PRV accountant "
+          "(Gopi et al. 2021); rdp, Renyi DP, is printed beside it", choices=("prv", "rdp")),
 )
 TAIL: tuple[Param, ...] = (
     Param("out", "str", "reports", "folder for reports (a run writes <out>/<run-id>/)"),
     Param("run_id", "str", None, "name of the run's folder under --out (not set: derived "
           "from the config)"),
 )
+
+
+plugins.RESERVED.update({p.name for p in (*CORE, *TAIL)} | {"config", "source"})
 
 
 def _declared() -> dict[str, tuple[Param, tuple[str, ...]]]:
@@ -143,6 +150,7 @@ def _plain(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
+MAX_INT = 2**63 - 1        # an int field torch or numpy can hold
 MAX_SEED = 2**32 - 1       # every RNG (numpy, torch, per-rank offsets) takes it without overflow
 MAX_CONFIG_BYTES = 1 << 20  # a TOML experiment file is a few lines; /dev/zero is not one
 
@@ -196,8 +204,15 @@ def _validate(cfg: Any) -> Any:
     if cfg.seed > MAX_SEED:
         raise UserError(f"--seed must be a whole number from 0 to {MAX_SEED} (32 bits), "
                         f"got {cfg.seed}")
+    for p, _ in PARAMS.values():
+        value = getattr(cfg, p.name)
+        if p.type == "int" and value is not None and abs(value) > MAX_INT:
+            raise UserError(f"{p.flag} must be a whole number of at most 64 bits (below "
+                            f"2**63), got {value}")
     if cfg.target_accuracy is not None and not 0 < cfg.target_accuracy <= 1:
         raise UserError(f"--target-accuracy must be in (0, 1], got {cfg.target_accuracy}")
+    for name in ("defense", "straggler", "knowledge"):
+        _no_repeats(name, [v.partition(":")[0] for v in getattr(cfg, name) or ()])
     for s in cfg.straggler:
         k, _, d = s.partition(":")
         if not (k.isdigit() and 1 <= int(k) <= cfg.clients and _is_float(d) and float(d) >= 0
@@ -209,9 +224,39 @@ def _validate(cfg: Any) -> Any:
         raise UserError(f"--run-id names a folder under --out: letters, digits, '.', '_' and "
                         f"'-' only (no '/'), starting with a letter or digit, at most 120 "
                         f"characters; got {cfg.run_id!r}")
+    _check_launch(cfg)
     if cfg.data_root is not None and not Path(cfg.data_root).is_dir():
         raise UserError(f"--data-root {cfg.data_root} is not a folder")
     return cfg
+
+
+# what mpiexec (MPICH's hydra, Open MPI, PMIx launchers) sets in every rank it starts
+MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
+
+
+def _check_launch(cfg: Any) -> None:
+    """Started as several MPI ranks without --backend mpi: each rank would run the whole
+    command (K+1 trainings writing one folder). Refused in one line (printed by rank 0)."""
+    import os
+    import sys
+    pool = sys.modules.get("mpi4py.futures._core")   # `python -m mpi4py.futures`: rank 0 runs
+    if getattr(pool, "SharedPool", None) is not None:  # the command, the others are its workers
+        return
+    sizes = [os.environ[v] for v in MPI_SIZE_VARS if v in os.environ]
+    ranks = int(sizes[0]) if sizes and sizes[0].isdigit() else 1
+    if ranks > 1 and cfg.backend != "mpi":
+        raise UserError(f"started as {ranks} MPI ranks (mpiexec) but --backend is "
+                        f"{cfg.backend}: every rank would run the whole command; add "
+                        f"--backend mpi (K+1 ranks for K clients), or run without mpiexec")
+
+
+def _no_repeats(name: str, items: list[str]) -> None:
+    """A comma list names each item once (a repeat is a typo or an ambiguity, never meant)."""
+    seen = {i for i in items if items.count(i) > 1}
+    if seen:
+        what = "client" if name == "straggler" else "item"
+        raise UserError(f"--{name} names the same {what} twice ({', '.join(sorted(seen))}); "
+                        "give each once")
 
 
 def _is_float(s: str) -> bool:
@@ -231,7 +276,11 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         if len(data) > MAX_CONFIG_BYTES:
             raise UserError(f"config file {p} is larger than {MAX_CONFIG_BYTES >> 20} MiB; "
                             "an experiment file is a few lines of TOML")
-        raw = tomllib.loads(data.decode())
+        text = data.decode()
+        raw = tomllib.loads(text.removeprefix("\ufeff"))   # a BOM some editors write
+    except RecursionError:
+        raise UserError(f"config file {p} nests tables or arrays too deeply; an experiment "
+                        "file is flat keys or one [run] table") from None
     except FileNotFoundError:
         raise UserError(f"config file {p} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -254,6 +303,7 @@ def run_defaults(attack: str | None, protocol: str | None = None) -> dict[str, A
 
 def make_config(values: dict[str, Any] | None = None, *, source: str | None = None) -> Any:
     """Build and validate a RunConfig from raw values (TOML types or CLI strings)."""
+    plugins.check()   # a broken SLSEC_PLUGINS file is named before anything runs
     where = f"config file {source}" if source else "option"
     known = {f.name for f in fields(RunConfig)} - {"source"}
     clean: dict[str, Any] = {}
@@ -286,6 +336,10 @@ def merged_config(toml_path: str | None, flags: dict[str, Any]) -> Any:
         run = raw.pop("run", {})
         if not isinstance(run, dict):
             raise UserError(f"config file {toml_path}: [run] must be a table")
+        both = sorted(set(raw) & set(run))
+        if both:
+            raise UserError(f"config file {toml_path}: '{both[0]}' is given both at the top "
+                            "level and in [run]; give it once")
         for k, v in {**raw, **run}.items():
             if isinstance(v, dict):
                 raise UserError(f"config file {toml_path}: unknown table [{k}]")

@@ -11,11 +11,14 @@ Checks (`check`, applied in order; each names the flag and the value in its mess
   "at_least_one"  >= 1 (None allowed)           "zero_or_more"  >= 0
   "below_one"     < 1 (with "positive": in (0, 1))
   "at_most_one"   <= 1 (with "positive": in (0, 1])    "unit_interval"  in (0, 1]
-  "positive_or_inf"  > 0, inf allowed (clipping off)
+  "positive_or_inf"  > 0, inf allowed (clipping off)      "at_most_1024"  <= 1024
+Every float is refused below the smallest normal float (1e-320 divides to inf), whatever its
+checks.
 """
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -33,6 +36,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "below_one": (lambda v: v < 1, "in (0, 1)"),
     "at_most_one": (lambda v: v <= 1, "in (0, 1]"),
     "unit_interval": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "at_most_1024": (lambda v: v <= 1024, "at most 1024"),
 }
 
 
@@ -99,6 +103,9 @@ class Param:
         if self.choices and value not in self.choices:
             raise UserError(f"{self.flag} must be one of {', '.join(self.choices)}, "
                             f"got {value!r}")
+        if isinstance(value, float) and value != 0 and abs(value) < sys.float_info.min:
+            raise UserError(f"{self.flag} {value} is too small to compute with (below "
+                            f"{sys.float_info.min:.1e}, the smallest normal float)")
         for rule in self.check:
             holds, what = RULES[rule]
             if not holds(value):

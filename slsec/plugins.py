@@ -9,6 +9,15 @@ defenses also declare `point` and `protocols`. `declarations()` reads all of tha
 imports from its package's base module, e.g. a parameter two protocols share), so `slsec list`,
 `--help` and the config never wait for torch. `load_extra()` imports the SLSEC_PLUGINS files
 so they register.
+
+A user's plug-in file that cannot be used (missing, not a regular file, not UTF-8 text, a
+syntax error, a declaration without the attributes its kind needs, a name a built-in already
+has, a parameter named like a core option) is left out of the declarations and recorded:
+`problems()` lists one line per file, `check()` raises the first as a UserError (every command
+calls it when it builds its config), and `slsec list` shows them.
+
+Over 300 lines: the source reader (literal evaluation) and the checks of a user's file are
+one concern, reading declarations without importing; split, each would import the other.
 """
 from __future__ import annotations
 
@@ -21,11 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slsec.errors import UserError
 from slsec.params import Param
 
 KINDS = {"PROTOCOLS": "protocol", "ATTACKS": "attack", "DEFENSES": "defense"}
 PACKAGES = ("slsec.protocols", "slsec.attacks", "slsec.defenses")
 ENV = "SLSEC_PLUGINS"
+RESERVED: set[str] = set()   # the core's option names, filled in by slsec.config (no plug-in
+                             # parameter may take one)
+MAX_PLUGIN_BYTES = 1 << 20   # a plug-in is one source file, not a data set
+# class attributes a plug-in of each kind must declare (the others have defaults in its base)
+REQUIRED = {"attack": ("roles", "methods", "default_order"),
+            "defense": ("point", "protocols"), "protocol": ()}
 
 
 @dataclass(frozen=True)
@@ -121,6 +137,10 @@ def _imported(tree: ast.Module) -> dict[str, Any]:
 def read_file(path: Path) -> list[Declared]:
     """The plug-ins one source file registers, with their declarations."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return _read_tree(tree, path)
+
+
+def _read_tree(tree: ast.Module, path: Path) -> list[Declared]:
     imported = _imported(tree)
     env = {**imported, **_assigns(tree.body, imported)}
     out = []
@@ -152,16 +172,110 @@ def extra_files() -> list[Path]:
     return files
 
 
+def _read_user_file(path: Path) -> list[Declared]:
+    """read_file for a user's plug-in: every problem is a UserError naming the file."""
+    if not path.exists():
+        raise UserError(f"{ENV}: plug-in {path} does not exist")
+    if not path.is_file():
+        raise UserError(f"{ENV}: plug-in {path} is not a regular file (a Python source file "
+                        "or a folder of them)")
+    try:
+        data = path.read_bytes()[:MAX_PLUGIN_BYTES + 1]
+    except OSError as e:
+        raise UserError(f"{ENV}: plug-in {path} cannot be read: {e.strerror or e}") from None
+    if len(data) > MAX_PLUGIN_BYTES:
+        raise UserError(f"{ENV}: plug-in {path} is larger than 1 MiB; a plug-in is one "
+                        "Python source file")
+    try:
+        tree = ast.parse(data.decode("utf-8"), filename=str(path))
+    except UnicodeDecodeError:
+        raise UserError(f"{ENV}: plug-in {path} is not UTF-8 text (a Python source file)") \
+            from None
+    except (SyntaxError, ValueError) as e:
+        line = f" at line {e.lineno}" if getattr(e, "lineno", None) else ""
+        raise UserError(f"{ENV}: plug-in {path} is not valid Python{line}: "
+                        f"{getattr(e, 'msg', None) or e}") from None
+    found = _read_tree(tree, path)
+    if not found:
+        raise UserError(f"{ENV}: plug-in {path} registers nothing (a class decorated with "
+                        "@PROTOCOLS.register, @ATTACKS.register or @DEFENSES.register)")
+    return found
+
+
+def _check_user(found: list[Declared], known: list[Declared], reserved: frozenset[str]) -> None:
+    """A user's declarations: the attributes their kind needs, no name or core option taken."""
+    for d in found:
+        missing = [a for a in REQUIRED[d.kind] if a not in d.attrs]
+        if missing:
+            raise UserError(f"{ENV}: plug-in {d.path}: {d.kind} '{d.name}' does not declare "
+                            f"{', '.join(missing)} (class attributes, literals)")
+        if d.kind == "attack" and not _attack_shape(d.attrs):
+            raise UserError(f"{ENV}: plug-in {d.path}: attack '{d.name}' must declare roles "
+                            "{protocol: role}, methods {method: frozenset(knowledge)} and "
+                            "default_order (a tuple of those methods)")
+        if d.kind == "defense" and not (isinstance(d.attrs["point"], str) and isinstance(
+                d.attrs["protocols"], frozenset | tuple)):
+            raise UserError(f"{ENV}: plug-in {d.path}: defense '{d.name}' must declare point "
+                            "(a string) and protocols (a frozenset of protocol names)")
+        if any(k.kind == d.kind and k.name == d.name for k in known):
+            raise UserError(f"{ENV}: plug-in {d.path}: {d.kind} '{d.name}' is already "
+                            "registered; choose another name")
+        for p in d.params:
+            if not isinstance(p, Param):
+                raise UserError(f"{ENV}: plug-in {d.path}: {d.kind} '{d.name}': params must "
+                                "be Param(...) declarations")
+            if p.name in reserved:
+                raise UserError(f"{ENV}: plug-in {d.path}: parameter '{p.name}' of {d.kind} "
+                                f"'{d.name}' clashes with the core option {p.flag}")
+        known.append(d)
+
+
+def _attack_shape(a: dict[str, Any]) -> bool:
+    roles, methods, order = a["roles"], a["methods"], a["default_order"]
+    return (isinstance(roles, dict) and all(isinstance(v, str) for v in roles.values())
+            and isinstance(methods, dict) and bool(methods)
+            and all(isinstance(v, frozenset) for v in methods.values())
+            and isinstance(order, tuple) and bool(order) and set(order) <= set(methods)
+            and set(a.get("contenders", ())) <= set(methods))
+
+
 @functools.lru_cache(maxsize=None)
-def _declarations(extra: tuple[str, ...]) -> tuple[Declared, ...]:
-    files = [f for pkg in PACKAGES for f in _package_files(pkg)] + [Path(e) for e in extra]
-    return tuple(d for f in files for d in read_file(f))
+def _declarations(extra: tuple[str, ...], reserved: frozenset[str]
+                  ) -> tuple[tuple[Declared, ...], tuple[str, ...]]:
+    found = [d for pkg in PACKAGES for f in _package_files(pkg) for d in read_file(f)]
+    problems: list[str] = []
+    for e in extra:
+        try:
+            mine = _read_user_file(Path(e))
+            _check_user(mine, list(found), reserved)
+        except UserError as err:
+            problems.append(str(err))
+            continue
+        found += mine
+    return tuple(found), tuple(problems)
+
+
+def _found() -> tuple[tuple[Declared, ...], tuple[str, ...]]:
+    return _declarations(tuple(str(f) for f in extra_files()), frozenset(RESERVED))
 
 
 def declarations(kind: str | None = None) -> list[Declared]:
-    """Every declared plug-in (of `kind`), built-ins first, in file order."""
-    found = _declarations(tuple(str(f) for f in extra_files()))
+    """Every declared plug-in (of `kind`), built-ins first, in file order (a broken user
+    plug-in is left out: see problems())."""
+    found = _found()[0]
     return [d for d in found if kind is None or d.kind == kind]
+
+
+def problems() -> list[str]:
+    """One line per SLSEC_PLUGINS file that cannot be used (naming the file and why)."""
+    return list(_found()[1])
+
+
+def check() -> None:
+    """Refuse to run with a broken plug-in: its first problem, as a UserError."""
+    found = problems()
+    if found:
+        raise UserError(found[0])
 
 
 def import_all(package: str, path: Any) -> None:
@@ -173,13 +287,24 @@ def import_all(package: str, path: Any) -> None:
 
 
 def load_extra() -> None:
-    """Import the SLSEC_PLUGINS files once, so their classes register."""
+    """Import the SLSEC_PLUGINS files once, so their classes register; a file that fails (or
+    exits) at import is a UserError naming it, as is one that registers other than it declares."""
+    check()
     for path in extra_files():
-        name = "slsec_plugin_" + path.stem.replace("-", "_")
+        name = "slsec_plugin_" + path.stem.replace("-", "_").replace(".", "_")
         if name in sys.modules:
             continue
         spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
+        if spec is None or spec.loader is None:
+            raise UserError(f"{ENV}: plug-in {path} cannot be imported as a Python module")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except UserError as e:
+            del sys.modules[name]
+            raise UserError(f"{ENV}: plug-in {path} failed at import: {e}") from None
+        except (Exception, SystemExit) as e:   # its own bug: one line, not its traceback
+            del sys.modules[name]
+            what = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            raise UserError(f"{ENV}: plug-in {path} failed at import ({what})") from None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from slsec.cli.benchmark import DATASET_DEFAULTS, plan_grid, verdicts
+from slsec.study.benchmark import DATASET_DEFAULTS, plan_grid, verdicts
 from slsec.cli import main
 from slsec.errors import UserError
 from slsec.report.results import read_rows

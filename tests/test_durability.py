@@ -118,7 +118,7 @@ def test_sweep_killed_five_times_then_resumed_loses_and_duplicates_no_rows(tmp_p
     or a spawned child on a machine with CUDA: once this process has asked CUDA anything (an
     earlier test's `torch.cuda.is_available()` does), a forked child cannot use torch at all,
     not even its CPU optimisers ("CUDA error: initialization error")."""
-    import slsec.cli.commands, slsec.report.frontier, slsec.run.harness, slsec.cli.sweeps  # noqa: F401,E401
+    import slsec.cli.commands, slsec.report.frontier, slsec.run.harness, slsec.study.sweeps  # noqa: F401,E401
     monkeypatch.chdir(tmp_path)              # (imported once here, not in every child)
     out, run_id = tmp_path / "reports", "killed"
     lrs = ["0.001", "0.002", "0.003", "0.004", "0.005", "0.006", "0.007", "0.008"]

@@ -27,7 +27,7 @@ def _check(path) -> None:
 def test_every_figure_as_svg_and_pdf(tmp_path, all_formats) -> None:
     from slsec.report.frontier import frontier_plot
     from slsec.report.plots import reconstruction_grid, training_curves
-    from slsec.cli.review import leakage_plot
+    from slsec.study.review import leakage_plot
 
     reconstruction_grid(torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28), tmp_path / "rec.png",
                         title="t")

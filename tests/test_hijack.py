@@ -162,7 +162,7 @@ def test_pool1_hijack_reaches_ssim_070():
 
 
 def test_verdict_says_the_hijacked_run_does_not_learn_the_task():
-    from slsec.cli.summary import verdict_lines
+    from slsec.report.summary import verdict_lines
     cfg = make_config({"attack": "hijack"})
     m = {"malicious_server": True, "hijack_steps": 1120, "hijack_converged_at": 983,
          "accuracy": 0.969}

@@ -13,7 +13,7 @@ import slsec.protocols  # noqa: F401  (registers protocols)
 from slsec.attacks.base import ATTACKS
 from slsec.cli import main
 from slsec.defenses.base import DEFENSES
-from slsec.cli.hints import PROMPT
+from slsec.report.hints import PROMPT
 
 TINY = ["--max-train", "64", "--aux-size", "64", "--rounds", "1", "--probe-size", "2",
         "--attack-iters", "1", "--observe-samples", "16", "--batch-size", "32"]
@@ -74,7 +74,7 @@ def test_matrix_covers_every_protocol_and_defense() -> None:
 def test_hint_is_built_from_the_run() -> None:
     """The issue's example: a FedAvg + DP-SGD run suggests a --noise-multiplier sweep, never dp."""
     from slsec.config import make_config
-    from slsec.cli.hints import frontier_command
+    from slsec.report.hints import frontier_command
     cmd = frontier_command(make_config({"protocol": "fedavg", "attack": "gradient-inversion",
                                         "defense": "dpsgd", "noise_multiplier": 0.5}))
     assert cmd is not None and "--defense dpsgd" in cmd and "--noise-multiplier 0.3," in cmd
@@ -93,7 +93,7 @@ def _check_until_training(words: list[str], capsys: pytest.CaptureFixture,
                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Run a printed command through the real CLI up to its first training (every cell of a
     sweep is validated before that), without training."""
-    import slsec.cli.commands
+    import slsec.study.runs
     import slsec.run.harness
 
     def stop(*_a, **_k):
@@ -101,7 +101,7 @@ def _check_until_training(words: list[str], capsys: pytest.CaptureFixture,
 
     with monkeypatch.context() as m:
         m.setattr(slsec.run.harness, "evaluate", stop)
-        m.setattr(slsec.cli.commands, "start_baseline", lambda cfg: None)
+        m.setattr(slsec.study.runs, "start_baseline", lambda cfg: None)
         capsys.readouterr()
         with pytest.raises(_Validated):
             rc = main(words)
@@ -139,8 +139,8 @@ def test_every_printed_hint_runs(protocol: str, attack: str, defense: str, tmp_p
     # checked is the printed commands, not the twin's process (a fresh interpreter per
     # evaluate cost ~4 s of start-up for ~1 s of tiny training; the evaluate tests with a
     # defense elsewhere, e.g. tests/test_browser.py, still run the twin)
-    import slsec.cli.commands
-    monkeypatch.setattr(slsec.cli.commands, "start_baseline", lambda cfg: None)
+    import slsec.study.runs
+    monkeypatch.setattr(slsec.study.runs, "start_baseline", lambda cfg: None)
     argv = ["evaluate", "--protocol", protocol, "--attack", attack, "--defense", defense,
             "--out", str(tmp_path), *TINY]
     if defense == "label-rr":

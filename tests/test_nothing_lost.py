@@ -21,7 +21,7 @@ import pytest
 from slsec.cli import main
 from slsec.config import make_config
 from slsec.errors import UserError
-from slsec.report.folders import claim, folder_kind, mark
+from slsec.report.folders import LOCK_FILE, claim, folder_kind, mark, release_unused
 from slsec.report.results import (REJECTED, append_row, quarantine, read_rows, row_hash, rows_csv,
                            scan_rows, write_json)
 
@@ -55,7 +55,9 @@ def files(folder: Path) -> dict[str, bytes]:
 
 def test_claim_refuses_existing_results_and_other_kinds(tmp_path):
     f = tmp_path / "r"
-    claim(f, "run")                      # new folder: fine, nothing written
+    claim(f, "run")                      # new folder: fine, only held (its lock file)
+    assert [p.name for p in f.iterdir()] == [LOCK_FILE]
+    release_unused()                     # a command that ends without writing: removed
     assert not f.exists()
     mark(f, "run")
     claim(f, "run")                      # only the kind file: still empty

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from slsec.cli import main
-from slsec.cli.review import input_grade, label_grade, overall_grade
+from slsec.study.review import input_grade, label_grade, overall_grade
 
 @pytest.mark.parametrize("gain, reid, prior_reid, grade", [
     (0.3, 0.0, 0.0, "HIGH"), (0.2, math.nan, 0.0, "HIGH"), (0.0, 0.5, 0.0, "HIGH"),
@@ -84,7 +84,7 @@ def test_review_of_the_cnn_recommends_a_cut_and_writes_the_report(cnn_review) ->
 
 
 def test_malicious_server_cell_says_what_each_detector_did() -> None:
-    from slsec.cli.review_malicious import cell, detectors, note
+    from slsec.study.review_malicious import cell, detectors, note
     assert detectors() == ["gradient-check", "splitguard"]
     r = {"hijack_ssim": 0.634, "hijack_steps": 110,
          "detected_by": {"gradient-check": 35, "splitguard": None}}

@@ -93,7 +93,7 @@ def test_plain_progress_is_rate_limited(monkeypatch) -> None:
 def test_labels_say_what_was_measured() -> None:
     import slsec
     from slsec.cli.commands import command_seconds, shown
-    from slsec.cli.sweeps import axis_text, methods_text
+    from slsec.study.sweeps import axis_text, methods_text
     # a run whose best accuracy stayed at chance has not converged
     assert shown({"rounds_to_convergence": 1, "best_accuracy": 0.12, "chance_accuracy": 0.1},
                  "rounds_to_convergence") == "not reached"

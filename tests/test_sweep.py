@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from slsec.cli import sweeps as sweep
+from slsec.study import sweeps as sweep
 from slsec.config import merged_config
 from slsec.errors import UserError
 from slsec.report.frontier import attack_performance, dcs, pareto_mask, row_dcs
@@ -205,6 +205,23 @@ def test_dcs_follows_vflair() -> None:
     assert dcs(ap=0.0, mp=0.95, mp_ideal=0.9) == 1.0                       # no credit above ideal
 
 
+def test_type_and_comprehensive_dcs_follow_vflair() -> None:
+    """T-DCS: the mean DCS over one type's attacks at a setting; C-DCS: the mean over types."""
+    from slsec.report.frontier import comprehensive_dcs, type_dcs
+    rows = [{"defense": "mid", "mid_weight": 0.1, "attack_kind": "inversion", "dcs": 0.8},
+            {"defense": "mid", "mid_weight": 0.1, "attack_kind": "inversion", "dcs": 0.6},
+            {"defense": "mid", "mid_weight": 0.1, "attack_kind": "label", "dcs": 0.9},
+            {"defense": "mid", "mid_weight": 1.0, "attack_kind": "label", "dcs": 1.0},
+            {"defense": "mid", "mid_weight": 1.0, "attack_kind": "label", "dcs": None}]
+    t = type_dcs(rows, ["defense", "mid_weight"])
+    assert t == {("mid", 0.1): {"inversion": pytest.approx(0.7), "label": 0.9},
+                 ("mid", 1.0): {"label": 1.0}}
+    assert comprehensive_dcs(t[("mid", 0.1)]) == pytest.approx(0.8)
+    assert comprehensive_dcs(t[("mid", 0.1)], {"inversion": 3, "label": 1}) == \
+        pytest.approx(0.75)
+    assert math.isnan(comprehensive_dcs({}))
+
+
 def test_attack_performance_is_normalised_to_the_attack_baseline() -> None:
     assert attack_performance({"attack_ssim_mean": 0.2, "baseline_ssim_mean": 0.2}) == 0.0
     assert attack_performance({"attack_ssim_mean": 0.6, "baseline_ssim_mean": 0.2}) == \
@@ -251,7 +268,7 @@ def test_every_documented_config_loads() -> None:
 
 
 def test_benchmark_config_loads_in_the_benchmark_command() -> None:
-    benchmark = pytest.importorskip("slsec.cli.benchmark")
+    benchmark = pytest.importorskip("slsec.study.benchmark")
     cells = benchmark.plan_grid(str(CONFIGS / "benchmark.toml"), {})
     assert len(cells) == 12 and {c.clients for c in cells} == {4}
 
@@ -263,7 +280,7 @@ KILL_FLAGS = {"run_id": "k", "sigma": "0.1,0.5", "seed": "0,1,2", "defense": "dp
 KILL_SCRIPT = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(1)
-    from slsec.cli.sweeps import run_sweep
+    from slsec.study.sweeps import run_sweep
     run_sweep(None, {**eval(sys.argv[2]), "out": sys.argv[1]}, resume=True)
 """)
 

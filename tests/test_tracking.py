@@ -28,7 +28,7 @@ def test_event_file_reads_back(tmp_path) -> None:
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from slsec.cli.tracking import write
+    from slsec.report.tracking import write
     curve = [{"round": r, "accuracy": 0.5 + r / 10, "loss": 1.0 / r, "wall_s": r, "bytes": 10 * r}
              for r in (1, 2)]
     result = {"curve": curve, "metrics": {"accuracy": 0.7, "epsilon": float("inf")},

@@ -146,6 +146,7 @@ def scan_rows(path: str | Path) -> tuple[list[dict[str, str]], list[dict[str, An
     reader = csv.reader(iter(lines))
     good: list[dict[str, str]] = []
     bad: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}   # row text -> its first line (a copy is not a second result)
     try:
         header = next(reader, None)
     except csv.Error as e:
@@ -172,8 +173,10 @@ def scan_rows(path: str | Path) -> tuple[list[dict[str, str]], list[dict[str, An
                         "reason": f"{len(rec)} of {len(header)} fields (cut short or garbled)"})
             continue
         row = dict(zip(header, rec))
-        if checked and row.get(ROW_CHECK) != row_hash(row):
-            bad.append({"line": line, "raw": raw, "reason": "integrity check failed"})
+        first = seen.setdefault(raw.rstrip("\r\n"), line)   # timings make each row unique
+        if (checked and row.get(ROW_CHECK) != row_hash(row)) or first != line:
+            bad.append({"line": line, "raw": raw, "reason": "integrity check failed" if
+                        first == line else f"a copy of line {first} (each row is written once)"})
             continue
         row.pop(ROW_CHECK, None)
         good.append(row)

@@ -93,7 +93,7 @@ def malicious_attack(cfg: RunConfig, setup: Setup,
                 build_model=setup.build, cuts=setup.cuts,
                 aux=setup.aux if "aux_data" in knowledge else None,
                 public={**exp.public(), "train_steps": train_steps(cfg, setup)})
-    attack = plan.cls(method=plan.method, seed=cfg.seed)
+    attack = plan.cls(method=plan.method, seed=cfg.seed, **declared_params(cfg, plan.cls))
     hook = attack.hijack(view)
     # its progress over the client steps: a note on the open training phase, if any
     hook.on_step = on_step or (   # type: ignore[attr-defined]
@@ -107,6 +107,12 @@ def attack_methods(cfg: RunConfig) -> list[str]:
     return list(plan_attack(cfg).methods)  # type: ignore[union-attr]
 
 
+def declared_params(cfg: RunConfig, cls: type[Attack]) -> dict[str, Any]:
+    """The attack's declared parameters (`Attack.params`) the config sets, by keyword."""
+    return {p.keyword: getattr(cfg, p.name) for p in cls.params
+            if getattr(cfg, p.name) is not None}
+
+
 def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
                instance: Attack | None = None) -> Guesses:
     """Run the configured attack (each method of `attack_methods`, then the prior as the
@@ -115,7 +121,8 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
     assert plan is not None
     cls = plan.cls
     view = make_view(cfg, setup, outcome, plan.role, plan.knowledge)
-    params = {"iterations": cfg.attack_iters} if cfg.attack_iters else {}
+    params = {"iterations": cfg.attack_iters} if cfg.attack_iters is not None else {}
+    params.update(declared_params(cfg, cls))
     torch.set_num_threads(cfg.threads)   # the attack runs after training: the rank's cores are free
     methods = list(plan.methods)
     reference = PRIOR not in methods and PRIOR in cls.methods \
@@ -168,6 +175,12 @@ def privacy_budget(cfg: RunConfig, setup: Setup) -> dict[str, Any]:
             out[f"epsilon_{d.name}"] = eps
             out["epsilon"] = out.get("epsilon", 0.0) + eps
             out["delta"] = cfg.delta
+            if getattr(d, "accountant", "rdp") != "rdp":     # RDP beside the tight accountant
+                from slsec.privacy.accounting import used
+                rdp = d.epsilon(steps=steps, sample_rate=rate, delta=cfg.delta, accountant="rdp")
+                out[f"epsilon_{d.name}_rdp"] = rdp
+                out["epsilon_rdp"] = out.get("epsilon_rdp", 0.0) + rdp
+                out[f"accountant_{d.name}"] = used(eps_rdp=rdp, accountant=d.accountant)
             if getattr(d, "sigma", None) is not None:
                 out["sigma_used"] = d.sigma
             out.update(d.used())

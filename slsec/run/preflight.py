@@ -13,11 +13,12 @@ import math
 from dataclasses import fields
 from typing import Any, Callable
 
-from slsec.catalog import pre_training
+from slsec.catalog import PROTOCOLS as _PROTOCOLS, pre_training
 from slsec.config import PARAMS, RunConfig
 from slsec.errors import UserError
 
 _DEFAULTS = RunConfig()
+CUTS = {name: cuts for name, (cuts, _) in _PROTOCOLS.items()}   # cuts each protocol takes
 # fields prepare() derives the public setup from (one setup per distinct tuple)
 SETUP_KEY = ("protocol", "dataset", "data_root", "download", "model", "cut", "cut2", "clients",
              "partition", "alpha", "seed", "aux_size", "max_train", "probe_size", "label_party",
@@ -39,6 +40,11 @@ def inapplicable(cfg: RunConfig) -> dict[str, str]:
              for p, owners in PARAMS.values() if p.unused]
     rules += [(a, cfg.attack is not None, "configures the attack (--attack)")
               for a in ("method", "knowledge", "attack_iters")]
+    rules.append(("alpha", cfg.partition == "dirichlet",
+                  "is the concentration of --partition dirichlet"))
+    cuts = CUTS.get(cfg.protocol, 1)
+    rules.append(("cut", cuts > 0, "places the cut of a split-learning protocol"))
+    rules.append(("cut2", cuts > 1, "places the second cut of U-shaped SL"))
     out = {}
     for name, used, what in rules:
         if not used and _given(cfg, name):
@@ -50,6 +56,9 @@ def inapplicable(cfg: RunConfig) -> dict[str, str]:
 
 def check_options(cfg: RunConfig, command: str) -> None:
     """Option combinations of one `slsec train` / `evaluate` run."""
+    if command == "train" and cfg.attack is not None:
+        raise UserError(f"--attack {cfg.attack}: slsec train runs no attack; use slsec "
+                        "evaluate to attack the run")
     for name in pre_training(cfg):
         if command == "train":
             raise UserError(f"--defense {name} chooses the cut by attacking every cut; "

@@ -96,6 +96,7 @@ def resolve_cuts(cfg: RunConfig, model: SplitModel) -> tuple[str, ...]:
 def prepare(cfg: RunConfig) -> Setup:
     """Derive the public setup from the config (same result on every rank)."""
     data = load_dataset(cfg.dataset, data_root=cfg.data_root, download=cfg.download,
+                        need_train=None if cfg.max_train is None else cfg.aux_size + cfg.max_train,
                         label_column=cfg.label_column)
     n = len(data.train)
     if cfg.aux_size >= n:
@@ -139,7 +140,25 @@ def prepare(cfg: RunConfig) -> Setup:
         raise UserError(f"--model {cfg.model_name}: protocol '{cfg.protocol}' needs one bottom "
                         "per party (the built-in model 'mlp')")
     setup.cuts = resolve_cuts(cfg, model)
+    if setup.cuts and not columns and (":" in cfg.model_name or cfg.model_name.endswith(".py")):
+        from slsec.data.usermodel import check_parts   # the user's own model
+        check_parts(model, list(setup.cuts), cfg.model_name,
+                    data.input_shape if data.kind != "graph" else None)
+    _check_batch_norm(cfg, model, shards)
     return setup
+
+
+def _check_batch_norm(cfg: RunConfig, model: SplitModel, shards: list[np.ndarray]) -> None:
+    """A BatchNorm1d layer cannot train on a batch of one sample (one value per channel):
+    refuse a shard whose last batch would be one, before training (not a traceback at its last
+    step). BatchNorm2d has H*W values per channel even then."""
+    if not any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()):
+        return
+    for k, shard in enumerate(shards, 1):
+        if len(shard) % cfg.batch_size == 1:
+            raise UserError(f"--batch-size {cfg.batch_size} leaves client {k} ({len(shard)} "
+                            "samples) a last batch of one sample, which the model's BatchNorm "
+                            "cannot train on; choose another --batch-size or --max-train")
 
 
 def probe_indices(cfg: RunConfig, n_test: int) -> np.ndarray:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from slsec.errors import UserError
-from slsec.report.results import check_writable, read_json, read_rows
+from slsec.report.folders import read_result
+from slsec.report.results import check_writable, read_rows
 
 LEAKS = [("attack_ssim_mean", "attack SSIM", "lower = less leakage"),
          ("label_auc", "label-inference AUC", "0.5 = no leakage")]
@@ -46,8 +47,8 @@ def _plain(v: Any) -> str:
 
 
 def _run_rows(folder: Path) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    stored = read_json(folder / "result.json")
-    cfg, m = stored.get("config", {}), stored.get("metrics", {})
+    stored = read_result(folder / "result.json")
+    cfg, m = stored["config"], stored["metrics"]
     common = {k: _plain(cfg.get(k)) for k in SETTING if k != "cut"}
     common["cut"] = ",".join(m.get("cuts") or []) or "–"
     rows = [{"source": folder.name, "kind": "run", "seed": cfg.get("seed"),
@@ -164,14 +165,14 @@ def overlay_plot(rows: list[dict[str, Any]], metric: str, label: str, hint: str,
 def run_compare(paths: Sequence[str], *, out: str = "reports", run_id: str | None = None) -> Path:
     """Write the comparison folder; returns it."""
     from slsec import report as rpt
-    from slsec.cli.console import console
+    from slsec.report.console import console
     from slsec.report.plots import training_curves
 
     rows, curves = collect(paths)
     check_writable(out)
     if run_id and ("/" in run_id or run_id in (".", "..")):
         raise UserError(f"--run-id must be a plain folder name, got {run_id!r}")
-    folder = Path(out) / (run_id or f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    folder = _compare_folder(out, run_id)
     check_writable(folder)
     cols = [(k, n) for k, n in COLUMNS if any(not math.isnan(_num(r.get(k))) for r in rows)]
     header = ["source", "protocol", "attack", "method", "defense", "cut", "seed"] + [n for _, n in cols]
@@ -206,6 +207,20 @@ def run_compare(paths: Sequence[str], *, out: str = "reports", run_id: str | Non
         blocks.append(("p", "Sweeps keep no per-round curves; compare runs to overlay them."))
     rpt.write_document(folder, "slsec comparison", blocks)
     console.print(f"compared {len(rows)} row(s) · report: {folder}/report.html")
+    return folder
+
+
+def _compare_folder(out: str, run_id: str | None) -> Path:
+    """A new folder, held by this process: never an earlier comparison, run or sweep."""
+    from slsec.report.folders import has_results, hold, unique_folder
+    if not run_id:
+        return unique_folder(out, f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    folder = Path(out) / run_id
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} exists and is not a folder; choose another --run-id")
+    if not hold(folder) or has_results(folder):
+        raise UserError(f"--run-id {run_id} already exists ({folder}); slsec compare writes a "
+                        "new folder: choose another --run-id")
     return folder
 
 

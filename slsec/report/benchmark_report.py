@@ -9,7 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from slsec import report as rpt
-from slsec.cli.console import console, warn
+from slsec.report.console import console, warn
 from slsec.errors import UserError
 from slsec.report.results import intact_rows
 

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from slsec import report as rpt
 from slsec.config import RunConfig
-from slsec.cli.console import console
+from slsec.report.console import console
 
 
 # (label, metric key, digits) rows of the evaluate summary
@@ -44,6 +44,7 @@ SUMMARY_ROWS = [
     ("label prior (majority) accuracy", "label_baseline_accuracy", 3),
     ("label leak (labels sent)", "label_leak", 2),
     ("epsilon", "epsilon", 3),
+    ("epsilon (RDP accountant, beside)", "epsilon_rdp", 3),
     ("rounds", "rounds", 0),
     ("rounds to convergence", "rounds_to_convergence", 0),
     ("train wall-clock s", "train_seconds", 1),
@@ -102,7 +103,7 @@ def print_summary(cfg: RunConfig, result: dict[str, Any], base: dict[str, Any] |
 def verdict_lines(cfg: RunConfig, result: dict[str, Any], base: dict[str, Any] | None) -> list[str]:
     """Plain-language lines: what the defense cost and bought; where to look next. A line
     starting with hints.PROMPT is a command built from this run's own settings."""
-    from slsec.cli.hints import PROMPT, frontier_command, keep_labels_command
+    from slsec.report.hints import PROMPT, frontier_command, keep_labels_command
     m = result["metrics"]
     lines = []
     if m.get("labels_sent_to_server"):
