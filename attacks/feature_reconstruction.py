@@ -31,9 +31,6 @@ from slsec.threat import View
 
 from .inverse import CutChannel
 
-ARCH, HEAD, AUX = "architecture", "head_weights", "aux_data"
-
-
 def party_columns(view: View) -> tuple[nn.Module, Tensor]:
     """The attacked party's bottom (as the role holds it) and which encoded columns it reads."""
     head = view.parts.get("head")
@@ -74,10 +71,10 @@ class FeatureReconstruction(Attack):
     kind = "tabular"
     roles = {"vertical": "server"}
     methods = {
-        "whitebox": frozenset({ARCH, HEAD}),
-        "inverse": frozenset({ARCH, HEAD, AUX}),
-        "substitute": frozenset({ARCH, AUX}),
-        "prior": frozenset({AUX}),
+        "whitebox": frozenset({"architecture", "head_weights"}),
+        "inverse": frozenset({"architecture", "head_weights", "aux_data"}),
+        "substitute": frozenset({"architecture", "aux_data"}),
+        "prior": frozenset({"aux_data"}),
     }
     default_order = ("inverse", "whitebox", "substitute", "prior")
     contenders = ("inverse", "whitebox", "substitute", "prior")

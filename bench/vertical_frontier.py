@@ -34,7 +34,10 @@ SETTINGS = [("none", {})] + \
     [(f"dp sigma={s}", {"defense": "dp", "sigma": s}) for s in (0.5, 1.0, 2.0, 4.0)] + \
     [(f"label-rr eps={e}", {"defense": "label-rr", "label_epsilon": e}) for e in (2.0, 1.0, 0.5)] + \
     [("max-norm", {"defense": "max-norm"})] + \
-    [(f"marvell s={p}", {"defense": "marvell", "marvell_power": p}) for p in (0.25, 1.0, 4.0, 16.0)]
+    [(f"marvell s={p}", {"defense": "marvell", "marvell_power": p}) for p in (0.25, 1.0, 4.0, 16.0)] + \
+    [(f"mid lambda={w}", {"defense": "mid", "mid_weight": w}) for w in (0.01, 0.1, 1.0)] + \
+    [(f"grad-sparsify keep={k}", {"defense": "grad-sparsify", "grad_keep": k})
+     for k in (0.5, 0.1, 0.01)]
 METHODS = ("completion", "cluster", "cosine", "norm")
 
 
@@ -61,15 +64,19 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--observe", type=int, default=1024)
+    p.add_argument("--only", default="", help="comma list of defenses to run (with 'none')")
     args = p.parse_args()
     one_thread()
     table: dict[str, dict[str, list[float]]] = {}
+    only = set(args.only.split(",")) - {""}
     for name, extra in SETTINGS:
+        if only and extra and extra["defense"] not in only:
+            continue
         for seed in range(args.seeds):
             for k, v in run_setting(extra, seed, args).items():
                 table.setdefault(name, {}).setdefault(k, []).append(v)
         row = table[name]
-        print(f"{name:18s} utility ROC AUC {fmt_ci(*t_interval(row['utility AUC']))}  "
+        print(f"{name:22s} utility ROC AUC {fmt_ci(*t_interval(row['utility AUC']))}  "
               f"acc {fmt_ci(*t_interval(row['accuracy']))}  strongest label AUC "
               f"{fmt_ci(*t_interval(row['label AUC']))}  separation "
               f"{fmt_ci(*t_interval(row['separation']))}  ("
