@@ -249,7 +249,8 @@ class DPCut(Defense):
                 + "; every sample is released once per epoch (no subsampling amplification).")
         if isinstance(eps, (int, float)):
             text += (f" epsilon = {eps:.3f} at delta = {m.get('delta', cfg.get('delta')):g} per "
-                     f"training sample ({cfg.get('accountant', 'prv')} accountant"
+                     f"training sample ({m.get('accountant_dp', cfg.get('accountant', 'prv'))} "
+                     "accountant"
                      + (f"; RDP gives {m['epsilon_dp_rdp']:.3f}"
                         if isinstance(m.get("epsilon_dp_rdp"), (int, float)) else "") + ")"
                      + (" — no guarantee: without noise (sigma = 0) or without clipping the "

@@ -230,7 +230,8 @@ class DPSGD(Defense):
                 "steps of all rounds compose.")
         if isinstance(eps, (int, float)):
             text += (f" epsilon = {eps:.3f} at delta = {m.get('delta', cfg.get('delta')):g} per "
-                     f"sample of a client's shard ({cfg.get('accountant', 'prv')} accountant"
+                     f"sample of a client's shard "
+                     f"({m.get('accountant_dpsgd', cfg.get('accountant', 'prv'))} accountant"
                      + (f"; RDP gives {m['epsilon_dpsgd_rdp']:.3f}"
                         if isinstance(m.get("epsilon_dpsgd_rdp"), (int, float)) else "") + ").")
         text += (" It covers everything the aggregator sees (the weights are post-processing of "

@@ -2,6 +2,9 @@
 
 Precedence: defaults < TOML file (`--config`) < flags given on the command line. Every bad
 value is a UserError naming the flag (or the TOML key and file); inner code trusts the config.
+
+Over 300 lines: the core's parameter declarations (one Param per option, with its help line)
+are a third of it; the rest is their coercion and the checks across fields.
 """
 from __future__ import annotations
 
@@ -95,6 +98,9 @@ TAIL: tuple[Param, ...] = (
     Param("run_id", "str", None, "name of the run's folder under --out (not set: derived "
           "from the config)"),
 )
+
+
+plugins.RESERVED.update({p.name for p in (*CORE, *TAIL)} | {"config", "source"})
 
 
 def _declared() -> dict[str, tuple[Param, tuple[str, ...]]]:

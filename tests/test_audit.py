@@ -155,8 +155,8 @@ def test_the_auditor_sees_only_the_release():
 @pytest.mark.slow   # ~3 s on one core
 def test_white_box_cut_audit_at_eps_2_reaches_eps_lower_1():
     """The acceptance line: DP at the cut at eps ~ 2 (PRV), 95% confidence. With m = 100,000
-    canaries the f-DP bound reaches 1.14-1.16 (bench/audit.py, 3 seeds); with m = 1,000 it
-    reaches only ~0.69 (one run cannot get closer with so few canaries)."""
+    canaries the f-DP bound reaches 1.10-1.12 (bench/audit.py, 3 seeds); with m = 1,000 it
+    reaches only ~0.61 (one run cannot get closer with so few canaries)."""
     d, kw = _dp(2.0, 1)
     r = audit_defense(d, canaries_n=100_000, seed=7, delta=1e-5, confidence=0.95, **kw)
     print(f"eps {r['epsilon']:.3f}: eps_lower one-run {r['eps_lower_one_run']:.3f}, "

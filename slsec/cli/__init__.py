@@ -27,7 +27,8 @@ from slsec.config import PARAMS, RunConfig, merged_config
 from slsec.params import Param
 from slsec import plugins
 from slsec.errors import PeerError, UserError
-from slsec.cli.launch import ARGV, is_rank0, launch_under_mpiexec
+from slsec.cli.launch import ARGV, interrupted, is_rank0, launch_under_mpiexec, on_sigterm
+from slsec.cli.audit import AUDIT_OPTIONS
 from slsec.run.convergence import CONVERGENCE_FLAGS, parse_rule
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -265,54 +266,13 @@ def benchmark(**kw: Any) -> None:
                        force=force, rule=rule, jobs=jobs)
 
 
-def _on_sigterm() -> list[int]:
-    """SIGTERM (a batch scheduler's time limit, `kill`) is handled as Ctrl-C: the command
-    stops where Ctrl-C would, keeping what it finished, and exits 143. Returns the list the
-    handler marks (empty until a SIGTERM arrives)."""
-    import signal
-    import threading
-    seen: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        return seen
-
-    def handler(signum: int, frame: Any) -> None:
-        seen.append(signum)
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)
-    return seen
-
-
-def _interrupted(terminated: list[int]) -> int:
-    if terminated:
-        print("error: terminated (SIGTERM); finished results are kept, nothing is "
-              "half-written", file=sys.stderr)
-        return 143
-    print("error: interrupted", file=sys.stderr)
-    return 130
-
-
-def _text_option(name: str, flag: str, metavar: str, help: str) -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-                             default=typer.Option(None, flag, metavar=metavar, help=help,
-                                                  show_default=False))
-
-
 @app.command()
-@with_run_options(
-    _text_option("canaries", "--canaries", "INT", "canaries per audited defense [default: 1000]"),
-    _text_option("confidence", "--confidence", "FLOAT",
-                 "confidence of the lower bounds [default: 0.95]"),
-    _text_option("broken", "--broken", "weak-noise|clip-after-noise|reused-noise",
-                 "audit a deliberately broken copy of the mechanism (same claim) "
-                 "[default: the real one]"),
-    _force())
+@with_run_options(*AUDIT_OPTIONS, _force())
 def audit(**kw: Any) -> None:
-    """One-run privacy audit of each DP defense: eps_lower from canaries (two methods)
-    beside the claimed eps (accountant and RDP) and the reconstruction bound."""
+    """One-run privacy audit of each DP defense: eps_lower beside eps and its bounds."""
     from slsec.cli.audit import run_audit
     extra = {k: kw.pop(k) for k in ("canaries", "confidence", "broken", "force")}
-    cfg = _config(kw)
-    _precheck(cfg, attack=False)
+    _precheck(cfg := _config(kw), attack=False)
     run_audit(cfg, **extra)
 
 
@@ -333,15 +293,15 @@ def main(argv: list[str] | None = None) -> int:
     # the same thread-safety caveat); the bound it gives is still a valid upper bound
     warnings.filterwarnings("ignore", message="Optimal order is the", category=UserWarning)
     ARGV[:] = sys.argv[1:] if argv is None else list(argv)
-    terminated = _on_sigterm()
+    terminated = on_sigterm()
     try:
         # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns that code
         if app(args=argv, standalone_mode=False, prog_name="slsec") == 130:
-            return _interrupted(terminated)
+            return interrupted(terminated)
     except typer.Exit as e:
-        return _interrupted(terminated) if e.exit_code == 130 else e.exit_code
+        return interrupted(terminated) if e.exit_code == 130 else e.exit_code
     except typer.Abort:
-        return _interrupted(terminated)
+        return interrupted(terminated)
     except click.ClickException as e:
         print(f"error: {e.format_message()}", file=sys.stderr)
         return 2
@@ -357,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
               "unchanged: every write is a temp file renamed into place)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return _interrupted(terminated)
+        return interrupted(terminated)
     finally:
         from slsec.report.folders import release_unused
         release_unused()   # a folder held for a run that never wrote is removed again

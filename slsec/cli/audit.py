@@ -1,11 +1,28 @@
 """`slsec audit`: parse the audit's own options, run it, write and print its report."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+import typer
 
 from slsec.errors import UserError
+
+
+def _option(name: str, metavar: str, help: str) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                             default=typer.Option(None, f"--{name}", metavar=metavar, help=help,
+                                                  show_default=False))
+
+
+AUDIT_OPTIONS = (
+    _option("canaries", "INT", "canaries per audited defense [default: 1000]"),
+    _option("confidence", "FLOAT", "confidence of the lower bounds [default: 0.95]"),
+    _option("broken", "weak-noise|clip-after-noise|reused-noise",
+            "audit a deliberately broken copy of the mechanism (same claim) [default: the "
+            "real one]"))
 
 
 def _number(flag: str, text: str | None, default: float, kind: type) -> Any:
@@ -21,7 +38,7 @@ def _number(flag: str, text: str | None, default: float, kind: type) -> Any:
 
 def run_audit(cfg: Any, *, canaries: str | None, confidence: str | None, broken: str | None,
               force: bool = False) -> list[dict[str, Any]]:
-    from slsec.cli.console import console
+    from slsec.report.console import console
     from slsec.report.folders import claim, unique_folder
     m = _number("--canaries", canaries, 1000, int)
     if m < 2:

@@ -194,15 +194,16 @@ def eps_lower(score_sets: Sequence[np.ndarray], secrets: np.ndarray, *, delta: f
     """Both methods' lower bounds from the auditor's scores (score > 0: guess S = +1).
 
     `curve` is the trade-off curve the f-DP method tests (see `eps_lower_fdp`).
-    Several score functions, guess policies and numbers of guesses are tried; the significance is
-    split evenly over all of them (Bonferroni), so each method's maximum holds at `confidence`.
+    Several score functions, guess policies and numbers of guesses are tried, by both methods;
+    the significance is split evenly over all of them (Bonferroni), so both methods' maxima
+    (and so the larger of the two) hold together at `confidence`.
     Returns {method: {"eps_lower", "guesses", "correct", "score"}}.
     """
     if not 0 < confidence < 1:
         raise UserError(f"--confidence must be in (0, 1), got {confidence}")
     m = len(secrets)
     rs = sorted({max(1, int(round(f * m))) for f in fractions})
-    tries = max(1, len(score_sets) * len(rs) * len(POLICIES))
+    tries = max(1, len(score_sets) * len(rs) * len(POLICIES) * len(METHODS))
     level = 1.0 - (1.0 - confidence) / tries
     out: dict[str, dict] = {}
     for name, bound in METHODS.items():

@@ -41,8 +41,8 @@ def explanation(results: list[dict[str, Any]]) -> list[str]:
             f"in with probability 1/2, one run; one-run bound (Steinke et al. 2023) from "
             f"{g['one-run']['correct']} right of {g['one-run']['guesses']} guesses, f-DP bound "
             f"(Mahloujifar et al. 2025, {r['fdp_curve']} curve) from {g['f-dp']['correct']} right "
-            f"of {g['f-dp']['guesses']}; both at {r['confidence']:.0%} confidence after a "
-            f"Bonferroni split over the guess counts, policies and scores tried, at delta = "
+            f"of {g['f-dp']['guesses']}; both together at {r['confidence']:.0%} confidence (a "
+            f"Bonferroni split over the methods, guess counts, policies and scores tried), at delta = "
             f"{r['delta']:g}. A lower bound above the claim proves the claim false; one below "
             f"it proves nothing about the claim, only that this auditor found no more.")
     return out

@@ -22,8 +22,11 @@ from typing import Any
 from slsec.privacy import canaries
 from slsec.privacy.audit import eps_lower
 from slsec.errors import UserError
+from slsec.threat import ClippedGradientNoise, CutNoise, LabelNoise
 
-AUDITED = ("dp", "dpsgd", "label-rr")
+# the public mechanisms the audit has canaries for (dispatch on the mechanism, never the name)
+AUDITED = (CutNoise, ClippedGradientNoise, LabelNoise)
+AUDITED_TEXT = "dp, dpsgd or label-rr (DP noise at the cut, DP-SGD, randomized-response labels)"
 KAPPA = 0.01              # the reconstruction bound's prior: one record among 100 candidates
 
 
@@ -32,9 +35,12 @@ def claim(d: Any, *, steps: int, sample_rate: float, delta: float,
     """The defense's claimed epsilon (its accountant), RDP beside it, and the bounds it implies."""
     out: dict[str, Any] = {"accountant": getattr(d, "accountant", "pure")}
     out["epsilon"] = d.epsilon(steps=steps, sample_rate=sample_rate, delta=delta)
-    if d.name in ("dp", "dpsgd"):
+    out["epsilon_rdp"] = None
+    if hasattr(d, "accountant"):          # an Opacus-accounted defense: RDP beside its own
+        from slsec.privacy.accounting import used
         out["epsilon_rdp"] = d.epsilon(steps=steps, sample_rate=sample_rate, delta=delta,
                                        accountant="rdp")
+        out["accountant"] = used(eps_rdp=out["epsilon_rdp"], accountant=d.accountant)
     bounds = d.guess_bounds(eps=out["epsilon"], steps=steps, sample_rate=sample_rate,
                             kappa=KAPPA, num_classes=num_classes) if hasattr(d, "guess_bounds") else {}
     out["reconstruction_bound"] = bounds.get("reid_bound", bounds.get("label_guess_bound"))
@@ -47,17 +53,19 @@ def audit_defense(d: Any, *, steps: int, sample_rate: float, canaries_n: int, se
                   num_classes: int = 10, claimed: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one defense's canaries once and bound its epsilon from below (both methods);
     `claimed`: the defense's `claim(...)` when already computed (it does not depend on the seed)."""
-    if d.name not in AUDITED:
-        raise UserError(f"slsec audit covers --defense {', '.join(AUDITED)}, not {d.name!r}")
-    if d.name == "dp" and (d.mechanism != "gaussian" or not math.isfinite(d.clip)):
+    mech = d.public_mechanism()
+    if not isinstance(mech, AUDITED):
+        raise UserError(f"slsec audit covers --defense {AUDITED_TEXT}, not {d.name!r}")
+    if isinstance(mech, CutNoise) and (mech.mechanism != "gaussian" or not math.isfinite(mech.clip)):
         raise UserError("slsec audit needs --defense dp with --mechanism gaussian and a finite --clip")
     start = time.perf_counter()
-    if d.name == "dp":
+    delta_used = delta
+    if isinstance(mech, CutNoise):
         n = d.releases(steps, sample_rate)
         scores, secrets = canaries.cut_canaries(d, m=canaries_n, releases=n, seed=seed,
                                                 row_shape=row_shape)
         curve, role = "gaussian", f"the server, watching {n} noisy smashed release(s) per canary"
-    elif d.name == "dpsgd":
+    elif isinstance(mech, ClippedGradientNoise):
         scores, secrets = canaries.gradient_canaries(d, m=canaries_n, steps=steps,
                                                      sample_rate=sample_rate, seed=seed)
         curve, role = "eps-delta", (f"the aggregator, watching {steps} noisy DP-SGD steps at "
@@ -67,7 +75,7 @@ def audit_defense(d: Any, *, steps: int, sample_rate: float, canaries_n: int, se
         scores, secrets = canaries.label_canaries(d, m=canaries_n, uses=uses, seed=seed,
                                                   num_classes=num_classes)
         curve, role = "eps-delta", f"an observer of the randomized labels ({uses} use(s) each)"
-    delta_used = 0.0 if d.name == "label-rr" else delta
+        delta_used = 0.0                  # randomized response is pure eps-DP
     bounds = eps_lower(scores, secrets, delta=delta_used, confidence=confidence, curve=curve)
     out = {"defense": d.name, "canaries": canaries_n, "seed": seed, "confidence": confidence,
            "auditor": role, "fdp_curve": curve, "delta": delta_used,
@@ -75,8 +83,6 @@ def audit_defense(d: Any, *, steps: int, sample_rate: float, canaries_n: int, se
            "eps_lower_fdp": bounds["f-dp"]["eps_lower"], "guesses": bounds,
            **(claimed or claim(d, steps=steps, sample_rate=sample_rate, delta=delta,
                                num_classes=num_classes))}
-    if d.name == "label-rr":
-        out["epsilon_rdp"] = None
     out["eps_lower"] = max(out["eps_lower_one_run"], out["eps_lower_fdp"])
     out["violated"] = bool(out["eps_lower"] > out["epsilon"])
     out["seconds"] = time.perf_counter() - start
@@ -93,11 +99,11 @@ def audit_config(cfg: Any, *, canaries_n: int, confidence: float,
     torch.manual_seed(cfg.seed)
     setup = prepare(cfg)
     stack = build_defense(cfg, setup)
-    audited = [d for d in stack.defenses if d.name in AUDITED]
+    audited = [d for d in stack.defenses if isinstance(d.public_mechanism(), AUDITED)]
     if not audited:
-        raise UserError(f"slsec audit needs a DP defense: --defense one of {', '.join(AUDITED)}")
+        raise UserError(f"slsec audit needs a DP defense: --defense {AUDITED_TEXT}")
     row_shape = None
-    if any(d.name == "dp" for d in audited) and setup.cuts:
+    if any(isinstance(d.public_mechanism(), CutNoise) for d in audited) and setup.cuts:
         head = setup.fresh_model().split([setup.cuts[0]])[0]
         feats, _ = setup.aux.batch(torch.arange(1))
         with torch.no_grad():

@@ -11,7 +11,8 @@ from slsec.catalog import pre_training
 from slsec.config import RunConfig
 from slsec.report.console import console
 from slsec.errors import UserError
-from slsec.report.results import config_key, read_result, write_json
+from slsec.report.folders import read_result
+from slsec.report.results import config_key, write_json
 
 
 def _is_main_rank(cfg: RunConfig) -> bool:
