@@ -154,3 +154,23 @@ def test_two_runs_with_one_run_id_at_once_one_is_refused(tmp_path):
     assert codes[2:] == [0, 0], outs[2:]
     results = sorted(tmp_path.glob("*/result.json"))
     assert len(results) == 3   # 'same' once, and two distinct generated folders
+
+
+def test_attack_settings_are_declared_params():
+    """fora's and hijack's settings are Params (flags, TOML keys, help, checks); the value
+    given reaches the attack, and the defaults are the declarations'."""
+    import slsec.attacks  # noqa: F401
+    from conftest import one_line_user_error
+    from slsec.attacks.base import ATTACKS
+    from slsec.config import make_config
+    from slsec.run.harness import declared_params
+    fora, hijack = ATTACKS.get("fora"), ATTACKS.get("hijack")
+    assert fora.DEFAULTS["steps"] == 600 and hijack.DEFAULTS["patience"] == 200
+    cfg = make_config({"attack": "fora", "fora_steps": "7", "fora_width": 8})
+    given = declared_params(cfg, fora)
+    assert given["steps"] == 7 and given["width"] == 8 and given["lr"] == 1e-3
+    one_line_user_error(lambda: make_config({"attack": "fora", "fora_steps": 0}), "--fora-steps")
+    one_line_user_error(lambda: make_config({"attack": "hijack", "hijack_pilot": "x"}),
+                        "--hijack-pilot must be one of auto, model, pca")
+    from slsec.run.preflight import inapplicable
+    assert "fora_lr" in inapplicable(make_config({"fora_lr": 0.5}))
