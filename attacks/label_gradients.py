@@ -210,3 +210,47 @@ def two_means_threshold(s: Tensor) -> Tensor:
             break
         t = new
     return t
+
+
+def bayes_threshold(s: Tensor, q: float, iters: int = 200) -> Tensor:
+    """Threshold of a 1-D score under the public positive rate q: a two-Gaussian mixture of the
+    scores with its weights fixed at (1 - q, q) (EM on the means and variances, started from
+    the top-q split); label 1 where the posterior of label 1 exceeds 1/2 (the Bayes rule).
+    A score that separates the classes splits at its gap; one that barely does labels few or
+    none positive, so the accuracy stays near the majority prior, not below; where one Gaussian
+    fits the scores as well (BIC), none.
+    With unequal variances the posterior is not monotone in the score: the k samples it labels 1
+    are replaced by the k top scores."""
+    s = s.double()
+    order = torch.sort(s, descending=True).values
+    n = len(s)
+    top = max(1, min(n - 1, int(round(q * n))))
+    hi = s >= order[top - 1]
+    if hi.all() or len(s) < 4:
+        return order[-1] - 1.0
+    parts = (s[~hi], s[hi])
+    mean = torch.stack([p.mean() for p in parts])
+    var = torch.stack([p.var() if len(p) > 1 else s.var() for p in parts]) \
+        + 1e-12 * (1 + float(s.var()))
+    logw = torch.tensor([1 - q, q], dtype=s.dtype).log()
+    for _ in range(iters):
+        ll = -0.5 * (s[:, None] - mean) ** 2 / var - 0.5 * var.log() + logw
+        r = torch.softmax(ll, 1)
+        mass = r.sum(0).clamp_min(1e-12)
+        mean = (r * s[:, None]).sum(0) / mass
+        var = (r * (s[:, None] - mean) ** 2).sum(0) / mass + 1e-12 * (1 + float(s.var()))
+    # one Gaussian explains the scores as well (BIC, 2 more parameters): no evidence of two
+    # groups, so every sample gets the majority label
+    mixed = float(torch.logsumexp(-0.5 * (s[:, None] - mean) ** 2 / var - 0.5 * var.log()
+                                  + logw, 1).sum())
+    single = float(-0.5 * n * (1 + s.var(unbiased=False).clamp_min(1e-300).log()))
+    if mixed - single <= math.log(n):
+        return order[0] + 1.0
+    ll = -0.5 * (order[:, None] - mean) ** 2 / var - 0.5 * var.log() + logw
+    positive = torch.softmax(ll, 1)[:, 1] > 0.5
+    k = int(positive.sum())   # as many labelled 1, taken from the top (the rule stays monotone)
+    if k == 0:
+        return order[0] + 1.0
+    if k == n:
+        return order[-1] - 1.0
+    return (order[k - 1] + order[k]) / 2

@@ -20,6 +20,13 @@ Methods (strongest first in `default_order`):
 - `cosine` (Li et al. 2022, direction scoring): binary, cosine of each gradient with the
   principal gradient direction; multi-class, cosine with the (named) cluster directions.
 - `norm` (Li et al. 2022, norm scoring): binary, the gradient norm.
+- `embedding` (Sun et al. 2022, SecretFlow's similarity attack; architecture + aux_data):
+  no gradient at all: a few labelled public samples per class (default 10), embedded the way
+  the role can, label the observed embeddings by similarity (`label_embedding.py`).
+- `prior`: the public class frequencies (the majority guess), the reference for the others.
+With no --method every contender the role's knowledge allows runs on the same observations
+and the scorer reports the most leaking (and the most accurate hard labels, never below the
+prior's).
 Binary tasks give [N] scores in [0, 1] (probability of label 1); the side of the split that is
 "label 1" is unidentifiable from gradients alone, so it is taken from a labelled reference
 when the role holds one, else Li et al.'s prior (the positive class has the larger norms).
@@ -43,8 +50,11 @@ from slsec.attacks.base import ATTACKS, Attack, Guess
 from slsec.errors import UserError
 from slsec.threat import View
 
-from .label_gradients import (Observed, cluster_gradients, fuse, name_clusters, observe,
-                              sign_structure, two_means_threshold, unit)
+PRIOR = "prior"   # the public majority guess, the reference every method must beat
+
+from . import label_embedding as embedding
+from .label_gradients import (Observed, bayes_threshold, cluster_gradients, fuse, name_clusters,
+                              observe, sign_structure, two_means_threshold, unit)
 from .label_surrogate import (aux_batch, grad_match, identity, predict, projector, tail_for,
                               train_surrogate)
 
@@ -63,21 +73,39 @@ class LabelInference(Attack):
         "cluster": frozenset({"architecture"}),
         "cosine": frozenset({"architecture"}),
         "norm": frozenset({"architecture"}),
+        "embedding": frozenset({"architecture", "aux_data"}),
+        PRIOR: frozenset({"aux_data"}),
     }
-    default_order = ("completion", "cluster", "cosine", "norm")
+    default_order = ("completion", "cluster", "cosine", "norm", "embedding", PRIOR)
+    # none is strongest everywhere (gradient defenses leave `embedding` whole, a head the role
+    # cannot embed with leaves only the gradient methods): with no --method every one the
+    # role's knowledge allows runs and the most leaking is reported; the prior (the public
+    # majority class) keeps the reported accuracy from falling below a guess. `norm` scores
+    # binary tasks only: pick it with --method
+    contenders = ("completion", "embedding", "cluster", "cosine", PRIOR)
 
     def __init__(self, *, method: str | None = None, aux_labels: int = 40, seed: int = 0,
                  surrogate_steps: int = 300, surrogate_lr: float = 3e-3, adaptive: bool = True,
-                 **params: Any) -> None:
+                 labels_per_class: int = 10, **params: Any) -> None:
         super().__init__(method=method, **params)
         if int(aux_labels) < 1:
             raise UserError(f"--aux-labels must be >= 1, got {aux_labels}")
+        if int(labels_per_class) < 1:
+            raise UserError(f"labels_per_class must be >= 1, got {labels_per_class}")
         self.aux_labels, self.seed = int(aux_labels), int(seed)
+        self.per_class = int(labels_per_class)
         self.steps, self.lr, self.adaptive = int(surrogate_steps), float(surrogate_lr), adaptive
 
     def run(self, view: View) -> Guess:
         """Label scores for every observed gradient row, in the order of `view.grads`."""
         method = self.pick_method(view.knowledge, self.method)
+        if method == "embedding":   # forward messages only: no gradient is read
+            scores, info = embedding.scores(view, self.per_class, self.seed)
+            k = int(view.public["num_classes"])
+            out = scores[:, 1] if k == 2 else scores
+            return Guess(label_scores=out.float(), info={"method": method, **info})
+        if method == PRIOR:
+            return Guess(label_scores=self._prior(view), info={"method": method})
         obs = observe(view)
         if not self.adaptive:
             obs.mechanisms = []
@@ -85,6 +113,17 @@ class LabelInference(Attack):
                                 "adapted_to": sorted(m.name for m in obs.mechanisms)}
         scores = getattr(self, f"_{method}")(view, obs, info)
         return Guess(label_scores=scores.float(), info=info)
+
+    def _prior(self, view: View) -> Tensor:
+        """The public class frequencies for every observed sample (argmax: the majority class)."""
+        k = int(view.public.get("num_classes") or 0)
+        y = getattr(view.aux, "y", None)
+        if y is None or len(y) == 0 or k < 2:
+            raise UserError("method 'prior' needs labelled aux samples and num_classes >= 2")
+        freq = torch.bincount(torch.as_tensor(y).long(), minlength=k).double() / len(y)
+        n = len(embedding.observed(view))   # one row per observed sample, as the others
+        out = freq.expand(n, k)
+        return (out[:, 1] if k == 2 else out).float().clone()
 
     # -- what the role holds that names classes
     def _teacher(self, view: View, obs: Observed, info: dict[str, Any]) -> Tensor | None:
@@ -198,7 +237,8 @@ class LabelInference(Attack):
         if obs.num_classes != 2:
             raise UserError(f"method 'norm' scores binary labels; this task has "
                             f"{obs.num_classes} classes (use cluster, cosine or completion)")
-        n = obs.grads.norm(dim=1).clamp_min(1e-300).log()
+        n = obs.grads.norm(dim=1)
+        n = (n + 1e-3 * n.median().clamp_min(1e-300)).log()   # zero rows: no -inf outliers
         return self._binary(view, obs, info, n, norm_score=True)
 
     def _binary(self, view: View, obs: Observed, info: dict[str, Any], score: Tensor,
@@ -218,6 +258,26 @@ class LabelInference(Attack):
                 if hi.any() and (~hi).any() and norms[hi].mean() < norms[~hi].mean():
                     sign = -1.0
         s = sign * score
-        t = two_means_threshold(s)
+        t = self._threshold(view, s, info)
         spread = (s - t).abs().median().clamp_min(1e-12)
         return torch.sigmoid(4.0 * (s - t) / spread)
+
+    def _threshold(self, view: View, s: Tensor, info: dict[str, Any]) -> Tensor:
+        """Where the hard labels split a binary score, set from what the role holds: with
+        labelled public data, the Bayes rule under its positive rate (`bayes_threshold`: the
+        class frequencies a majority guess would use); without, a 2-means split."""
+        q = public_rate(view)
+        if q is not None and 0.0 < q < 1.0:
+            info["threshold"] = f"Bayes rule, public positive rate {q:.3f}"
+            return bayes_threshold(s, q).to(s.dtype)
+        info["threshold"] = "2-means split of the scores"
+        return two_means_threshold(s)
+
+
+def public_rate(view: View) -> float | None:
+    """The positive rate of the role's labelled public data (None: it holds none)."""
+    aux = view.aux if "aux_data" in view.knowledge else None
+    y = getattr(aux, "y", None)
+    if y is None or len(y) == 0:
+        return None
+    return float((torch.as_tensor(y).long() == 1).float().mean())

@@ -145,10 +145,16 @@ def ratio(reps: int, keep: bool = False, other: Path | None = None, device: str 
 
 
 def diff(a: str, b: str) -> None:
-    """Print every metric of two result.json files (the card before/after a change), timings
-    and paths aside, and whether they are identical."""
+    """Print every metric of two result.json files (the card before/after a change), the
+    defended run's and its twin's, timings and paths aside, and whether they are identical."""
     import json
-    ma, mb = (json.loads(Path(p).read_text())["metrics"] for p in (a, b))
+
+    def metrics(p: str) -> dict:
+        """The defended run's metrics and its undefended twin's (as `undefended.<key>`)."""
+        stored = json.loads(Path(p).read_text())
+        twin = (stored.get("undefended") or {}).get("metrics") or {}
+        return {**stored["metrics"], **{f"undefended.{k}": v for k, v in twin.items()}}
+    ma, mb = metrics(a), metrics(b)
     skip = ("seconds", "wall", "report")
     keys = [k for k in dict.fromkeys([*ma, *mb]) if not any(s in k for s in skip)]
     same = [k for k in keys if json.dumps(ma.get(k)) == json.dumps(mb.get(k))]

@@ -109,7 +109,7 @@ class DPCut(Defense):
         "target_epsilon": "target-epsilon"}
 
     def __init__(self, *, sigma: float | None = None, clip: float | None = None,
-                 mechanism: str = "gaussian", delta: float = 1e-5, accountant: str = "rdp",
+                 mechanism: str = "gaussian", delta: float = 1e-5, accountant: str = "prv",
                  target_epsilon: float | None = None) -> None:
         f = self.flags
         if sigma is not None and target_epsilon is not None:
@@ -207,8 +207,10 @@ class DPCut(Defense):
             out = out + _noise(h.shape, mechanism=self.mechanism, std=std, like=h, gen=gen)
         return out
 
-    def epsilon(self, *, steps: int, sample_rate: float, delta: float) -> float | None:
-        """Per-sample epsilon of the smashed releases (see the module doc for what it covers)."""
+    def epsilon(self, *, steps: int, sample_rate: float, delta: float,
+                accountant: str | None = None) -> float | None:
+        """Per-sample epsilon of the smashed releases (see the module doc for what it covers);
+        `accountant` overrides the defense's own (RDP is printed beside the tight one)."""
         sigma = self._sigma()
         n = self.releases(steps, sample_rate)
         if n == 0:
@@ -220,7 +222,7 @@ class DPCut(Defense):
                 raise RuntimeError("Laplace epsilon needs the row size; it is recorded by smashed()")
             return n * 2.0 * math.sqrt(2.0) * math.sqrt(self.dim) / sigma
         return accounting.epsilon(noise_multiplier=sigma / 2.0, sample_rate=1.0, steps=n,
-                                  delta=delta, accountant=self.accountant)
+                                  delta=delta, accountant=accountant or self.accountant)
 
     def public_mechanism(self) -> CutNoise:
         return CutNoise(self.name, clip=self.clip, sigma=self.sigma, mechanism=self.mechanism,
@@ -247,7 +249,10 @@ class DPCut(Defense):
                 + "; every sample is released once per epoch (no subsampling amplification).")
         if isinstance(eps, (int, float)):
             text += (f" epsilon = {eps:.3f} at delta = {m.get('delta', cfg.get('delta')):g} per "
-                     f"training sample ({cfg.get('accountant', 'rdp')} accountant)"
+                     f"training sample ({m.get('accountant_dp', cfg.get('accountant', 'prv'))} "
+                     "accountant"
+                     + (f"; RDP gives {m['epsilon_dp_rdp']:.3f}"
+                        if isinstance(m.get("epsilon_dp_rdp"), (int, float)) else "") + ")"
                      + (" — no guarantee: without noise (sigma = 0) or without clipping the "
                         "sensitivity is unbounded" if eps == math.inf else "") + ".")
         text += (" The claim covers the smashed data only: not the labels, the returned "

@@ -88,7 +88,7 @@ class DPSGD(Defense):
     )
 
     def __init__(self, *, noise_multiplier: float | None = None, max_grad_norm: float = 1.0,
-                 delta: float = 1e-5, accountant: str = "rdp", poisson_sampling: bool = True,
+                 delta: float = 1e-5, accountant: str = "prv", poisson_sampling: bool = True,
                  target_epsilon: float | None = None) -> None:
         if noise_multiplier is not None and target_epsilon is not None:
             raise UserError("--noise-multiplier and --target-epsilon exclude each "
@@ -151,18 +151,31 @@ class DPSGD(Defense):
         if not grads:
             raise ValueError("the model has no trainable parameters")
         batch = grads[0][1].shape[0]
-        norms = torch.stack([g.reshape(batch, -1).norm(dim=1) for _, g in grads], 1).norm(dim=1)
-        factor = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)   # as Opacus' flat clipping
-        std = self._nm() * self.max_grad_norm
-        for p, g in grads:
-            summed = torch.einsum("i,i...->...", factor, g)
-            if std > 0:
-                device = gen.device if gen is not None else p.device
-                noise = torch.randn(p.shape, generator=gen, device=device, dtype=p.dtype)
-                summed = summed + std * noise.to(p.device)
+        sums, norms, factor = self.noisy_sum([g for _, g in grads], gen=gen)
+        for (p, _), summed in zip(grads, sums):
             p.grad = summed / batch
         return {"loss": float(loss), "batch": batch, "norms": norms,
-                "clipped_norms": norms * factor, "noise_std": std / batch}
+                "clipped_norms": norms * factor,
+                "noise_std": self._nm() * self.max_grad_norm / batch}
+
+    def noisy_sum(self, per_sample: list[Tensor], *, gen: torch.Generator | None = None
+                  ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """The mechanism itself: clip each sample's gradient (all tensors of `per_sample`
+        [B, ...] together) to L2 norm C, sum over the batch, add N(0, (z*C)^2) per coordinate.
+        Returns (noisy sums, per-sample norms, clip factors); the audit calls it directly."""
+        batch = per_sample[0].shape[0]
+        norms = torch.stack([g.reshape(batch, -1).norm(dim=1) for g in per_sample], 1).norm(dim=1)
+        factor = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)   # as Opacus' flat clipping
+        std = self._nm() * self.max_grad_norm
+        sums = []
+        for g in per_sample:
+            summed = torch.einsum("i,i...->...", factor, g)
+            if std > 0:
+                device = gen.device if gen is not None else g.device
+                noise = torch.randn(g.shape[1:], generator=gen, device=device, dtype=g.dtype)
+                summed = summed + std * noise.to(g.device)
+            sums.append(summed)
+        return sums, norms, factor
 
     def private_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: Any,
                      y: Tensor, *, gen: torch.Generator | None = None,
@@ -176,10 +189,12 @@ class DPSGD(Defense):
         optimizer.step()
         return stats
 
-    def epsilon(self, *, steps: int, sample_rate: float, delta: float) -> float | None:
-        """Per-sample epsilon of one client's T = steps DP-SGD steps at sampling rate q."""
+    def epsilon(self, *, steps: int, sample_rate: float, delta: float,
+                accountant: str | None = None) -> float | None:
+        """Per-sample epsilon of one client's T = steps DP-SGD steps at sampling rate q;
+        `accountant` overrides the defense's own (RDP is printed beside the tight one)."""
         return accounting.epsilon(noise_multiplier=self._nm(), sample_rate=sample_rate,
-                                  steps=steps, delta=delta, accountant=self.accountant)
+                                  steps=steps, delta=delta, accountant=accountant or self.accountant)
 
     def check_numbers(self) -> None:
         overflow_check("--noise-multiplier", self.noise_multiplier, self.max_grad_norm)
@@ -215,7 +230,10 @@ class DPSGD(Defense):
                 "steps of all rounds compose.")
         if isinstance(eps, (int, float)):
             text += (f" epsilon = {eps:.3f} at delta = {m.get('delta', cfg.get('delta')):g} per "
-                     f"sample of a client's shard ({cfg.get('accountant', 'rdp')} accountant).")
+                     f"sample of a client's shard "
+                     f"({m.get('accountant_dpsgd', cfg.get('accountant', 'prv'))} accountant"
+                     + (f"; RDP gives {m['epsilon_dpsgd_rdp']:.3f}"
+                        if isinstance(m.get("epsilon_dpsgd_rdp"), (int, float)) else "") + ").")
         text += (" It covers everything the aggregator sees (the weights are post-processing of "
                  "the noisy gradients). Not covered: batches here are shuffled fixed-size "
                  "batches, not Poisson samples, so the accountant's number is the common "

@@ -90,7 +90,8 @@ CORE: tuple[Param, ...] = (
     # how every DP defense's epsilon is accounted (the defenses with reports_epsilon get these)
     Param("delta", "float", 1e-5, "DP delta of the reported epsilon",
           check=("positive", "below_one")),
-    Param("accountant", "str", "rdp", "privacy accountant (Opacus)", choices=("rdp", "prv")),
+    Param("accountant", "str", "prv", "privacy accountant (Opacus): prv, the tight PRV accountant "
+          "(Gopi et al. 2021); rdp, Renyi DP, is printed beside it", choices=("prv", "rdp")),
 )
 TAIL: tuple[Param, ...] = (
     Param("out", "str", "reports", "folder for reports (a run writes <out>/<run-id>/)"),
@@ -233,6 +234,10 @@ def _check_launch(cfg: Any) -> None:
     """Started as several MPI ranks without --backend mpi: each rank would run the whole
     command (K+1 trainings writing one folder). Refused in one line (printed by rank 0)."""
     import os
+    import sys
+    pool = sys.modules.get("mpi4py.futures._core")   # `python -m mpi4py.futures`: rank 0 runs
+    if getattr(pool, "SharedPool", None) is not None:  # the command, the others are its workers
+        return
     sizes = [os.environ[v] for v in MPI_SIZE_VARS if v in os.environ]
     ranks = int(sizes[0]) if sizes and sizes[0].isdigit() else 1
     if ranks > 1 and cfg.backend != "mpi":

@@ -77,6 +77,24 @@ def match_order(truth: Any, guess: Any) -> np.ndarray:
     return cols
 
 
+def match_labels(y_true: Any, scores: Any) -> np.ndarray:
+    """Permutation `perm` so that scores[perm] best matches the true labels of one unordered
+    batch: the most hard labels right (the recovered multiset's overlap with the true one),
+    then the largest score at the true label (Hungarian).
+
+    Gradient inversion of a batch recovers its labels as a multiset in no order; scoring them
+    in their original order would count a right multiset as wrong."""
+    y, s = _labels(y_true), _scores(scores)
+    if s.ndim == 1:   # binary: one score per sample, P(label 1)
+        s = np.stack([1 - s, s], 1)
+    hit = (s.argmax(1)[None, :] == y[:, None]).astype(np.float64)   # [truth i, guess j]
+    at_true = s[:, y].T                                              # score of guess j at y_i
+    span = np.ptp(at_true) if at_true.size else 0.0
+    tie = 0.5 / max(len(y), 1) * (at_true - at_true.min()) / (span or 1.0)   # sums to < 1 hit
+    _, cols = linear_sum_assignment(-(hit + tie))
+    return cols
+
+
 def _scores(scores: Any) -> np.ndarray:
     if isinstance(scores, torch.Tensor):
         scores = scores.detach().cpu().double().numpy()

@@ -32,6 +32,13 @@ def torch_threads() -> None:
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def one_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grids in this process run their cells one after another unless a test passes --jobs
+    (the suite already runs tests side by side; tests/test_grid.py covers the workers)."""
+    monkeypatch.setattr("slsec.study.executor.default_jobs", lambda: 1)
+
+
 @pytest.fixture(scope="session")
 def cnn_review(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """One real `slsec review` of the CNN on MNIST (every cut, both default protocols, the

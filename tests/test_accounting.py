@@ -68,3 +68,29 @@ def test_unreachable_target_is_a_user_error():
     with pytest.raises(UserError, match="--target-epsilon") as e:
         accounting.noise_for_epsilon(target_epsilon=1e-9, delta=1e-12, sample_rate=1.0, steps=10**6)
     assert "\n" not in str(e.value)
+
+
+def test_prv_is_the_default_and_falls_back_to_rdp_where_it_cannot_run():
+    """PRV (tighter) at ordinary points; far beyond any useful guarantee (RDP eps > 50) PRV
+    would take minutes and gigabytes or fail inside Opacus, so RDP's value is returned and
+    `used` names it."""
+    from slsec.config import RunConfig
+    assert RunConfig().accountant == "prv"
+    kw = dict(sample_rate=1.0, steps=1, delta=1e-5)
+    tight = accounting.epsilon(noise_multiplier=0.25, accountant="prv", **kw)
+    loose = accounting.epsilon(noise_multiplier=0.25, accountant="rdp", **kw)
+    assert tight < loose and accounting.used(eps_rdp=loose, accountant="prv") == "prv"
+    for nm in (0.1, 0.01, 1e-3):
+        rdp = accounting.epsilon(noise_multiplier=nm, accountant="rdp", **kw)
+        assert accounting.epsilon(noise_multiplier=nm, accountant="prv", **kw) == rdp > 50
+        assert accounting.used(eps_rdp=rdp, accountant="prv") == "rdp"
+
+
+def test_prv_epsilons_share_one_composed_prv_and_stay_upper_bounds():
+    deltas = [1e-9, 1e-7, 1e-5, 1e-3]
+    kw = dict(noise_multiplier=1.0, sample_rate=0.1, steps=50)
+    many = accounting.epsilons(deltas=deltas, accountant="prv", **kw)
+    rdp = accounting.epsilons(deltas=deltas, accountant="rdp", **kw)
+    for d, e, r in zip(deltas, many, rdp):
+        one = accounting.epsilon(delta=d, accountant="prv", **kw)
+        assert e <= r and e == pytest.approx(one, abs=0.02)   # Opacus' eps_error is 0.01

@@ -184,7 +184,7 @@ def test_bad_model_or_data_is_one_line_exit_2(files, tmp_path, capsys, argv, pat
 
 
 def test_api_bad_arguments_are_user_errors():
-    with pytest.raises(UserError, match=r"unknown key 'sigmaa' \(did you mean 'sigma'\?\)"):
+    with pytest.raises(UserError, match=r"unknown keyword 'sigmaa' \(did you mean sigma\?\)"):
         slsec.evaluate(sigmaa=0.5)
     with pytest.raises(UserError, match=r"dataset= must be .* of length 3"):
         slsec.evaluate(dataset=(1, 2, 3))

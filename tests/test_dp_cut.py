@@ -97,7 +97,7 @@ def test_target_epsilon_solves_sigma():
     assert d.public()["sigma"] is None
     sigma = d.calibrate(epochs=5)
     assert sigma / 2 == get_noise_multiplier(target_epsilon=4.0, target_delta=1e-5,
-                                             sample_rate=1.0, steps=5)
+                                             sample_rate=1.0, steps=5, accountant="prv")
     eps = d.epsilon(steps=5, sample_rate=1.0, delta=1e-5)
     print(f"target 4.0 -> sigma={sigma:.3f}, epsilon={eps:.3f} at delta=1e-05")
     assert 4.0 - 0.02 <= eps <= 4.0

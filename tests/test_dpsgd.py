@@ -124,12 +124,16 @@ def test_privacy_engine_accountant_agrees_with_epsilon():
 
 
 def test_epsilon_is_the_rdp_accountant_and_calibration_hits_target():
-    d = DPSGD(noise_multiplier=1.1, max_grad_norm=1.0)
+    d = DPSGD(noise_multiplier=1.1, max_grad_norm=1.0, accountant="rdp")
     ref = RDPAccountant()
     ref.history = [(1.1, 0.02, 500)]
     eps = d.epsilon(steps=500, sample_rate=0.02, delta=1e-5)
     print(f"dpsgd nm=1.1 q=0.02 steps=500: epsilon={eps:.3f} at delta=1e-05")
     assert eps == pytest.approx(ref.get_epsilon(delta=1e-5))
+    # the default is the tight PRV accountant, with RDP beside it on request
+    tight = DPSGD(noise_multiplier=1.1, max_grad_norm=1.0)
+    assert tight.epsilon(steps=500, sample_rate=0.02, delta=1e-5, accountant="rdp") == eps
+    assert tight.epsilon(steps=500, sample_rate=0.02, delta=1e-5) < eps
     t = DPSGD(target_epsilon=3.0)
     nm = t.calibrate(epochs=10, sample_rate=0.02)
     assert 3.0 - 0.02 <= t.epsilon(steps=500, sample_rate=0.02, delta=1e-5) <= 3.0

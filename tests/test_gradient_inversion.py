@@ -179,3 +179,32 @@ def test_ig_batch_of_one_reaches_25db_and_ssim_080(world):
     assert acc == 1.0
     assert s["psnr_mean"] >= 25 and s["ssim_mean"] >= 0.80
     assert cpu < 15
+
+
+@pytest.mark.parametrize("b", [2, 4, 8])
+def test_recovered_label_multisets_score_one(world, b):
+    """Labels of a batch come back as a multiset in no order: scored, the label accuracy is the
+    multiset's overlap with the truth, 1.0 where every batch's labels are recovered (scored in
+    the order the rule returns them, as before, it was not)."""
+    from collections import Counter
+
+    from slsec.run.scoring import label_scores
+    names = [n for n, _ in world.model.named_parameters()]
+    y = world.y[:2 * b]
+    ruled, overlap = [], 0
+    for k, batch in enumerate(y.split(b)):
+        u = sgd_update(world.model, world.x[k * b:(k + 1) * b], batch)
+        w, bias = last_layer(list(zip(names, update_gradient(u, names))), 10)
+        labels = infer_labels(w, bias, b)
+        overlap += sum((Counter(labels.tolist()) & Counter(batch.tolist())).values())
+        ruled.append(torch.nn.functional.one_hot(labels, 10).float())
+    m, _ = label_scores(y, torch.cat(ruled), b, world.y)
+    assert m["label_accuracy"] == pytest.approx(overlap / len(y))
+    # every batch's multiset recovered, in an order other than the truth's: 1.0
+    shuffled = torch.cat([batch.roll(1) for batch in y.split(b)])
+    scores = torch.nn.functional.one_hot(shuffled, 10).float()
+    m, paired = label_scores(y, scores, b, world.y)
+    assert m["label_accuracy"] == 1.0 and m["label_pairing"] == "multiset per batch"
+    assert m["label_auc"] == 1.0 and (paired.argmax(1) == y).all()
+    assert (scores.argmax(1) == y).float().mean() < 1.0   # unpaired it read lower
+    assert label_scores(y, scores, 1, world.y)[0]["label_accuracy"] < 1.0

@@ -93,7 +93,7 @@ def _check_until_training(words: list[str], capsys: pytest.CaptureFixture,
                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Run a printed command through the real CLI up to its first training (every cell of a
     sweep is validated before that), without training."""
-    import slsec.cli.commands
+    import slsec.study.runs
     import slsec.run.harness
 
     def stop(*_a, **_k):
@@ -101,7 +101,7 @@ def _check_until_training(words: list[str], capsys: pytest.CaptureFixture,
 
     with monkeypatch.context() as m:
         m.setattr(slsec.run.harness, "evaluate", stop)
-        m.setattr(slsec.cli.commands, "start_baseline", lambda cfg: None)
+        m.setattr(slsec.study.runs, "start_baseline", lambda cfg: None)
         capsys.readouterr()
         with pytest.raises(_Validated):
             rc = main(words)
@@ -139,8 +139,8 @@ def test_every_printed_hint_runs(protocol: str, attack: str, defense: str, tmp_p
     # checked is the printed commands, not the twin's process (a fresh interpreter per
     # evaluate cost ~4 s of start-up for ~1 s of tiny training; the evaluate tests with a
     # defense elsewhere, e.g. tests/test_browser.py, still run the twin)
-    import slsec.cli.commands
-    monkeypatch.setattr(slsec.cli.commands, "start_baseline", lambda cfg: None)
+    import slsec.study.runs
+    monkeypatch.setattr(slsec.study.runs, "start_baseline", lambda cfg: None)
     argv = ["evaluate", "--protocol", protocol, "--attack", attack, "--defense", defense,
             "--out", str(tmp_path), *TINY]
     if defense == "label-rr":

@@ -178,6 +178,41 @@ def test_completion_without_any_way_to_embed_aux_is_a_user_error():
         LabelInference(method="completion").run(view)
 
 
+class _NoGradients(list):
+    """The returned gradients as the gradient-free method must leave them: any read raises."""
+
+    def __iter__(self):
+        raise AssertionError("the embedding method read a returned gradient")
+
+    __getitem__ = __iter__
+
+
+def test_embedding_labels_from_forward_messages_alone():
+    """10 labelled public samples per class, embedded through the held head and body, label the
+    observed body outputs; the returned gradients are never read (a gradient defense cannot
+    touch it); the prior is the public majority."""
+    base, parts, aux, y = _toy(seed=8)
+    base = dict(base, grads=_NoGradients(base["grads"]))
+    view = View(**base, parts={"head": parts["head"], "body": parts["body"]}, aux=aux,
+                knowledge=AUX)
+    guess = LabelInference(method="embedding", labels_per_class=10).run(view)
+    assert guess.info["public_embedded"] == 40 and guess.label_scores.shape == (len(y), 4)
+    acc = label_accuracy(y, guess.label_scores)
+    prior = LabelInference(method="prior").run(View(**base, aux=aux, knowledge=AUX))
+    majority = int(torch.bincount(aux.y).argmax())
+    assert (prior.label_scores.argmax(1) == majority).all() and len(prior.label_scores) == len(y)
+    assert acc >= 0.95 > label_accuracy(y, prior.label_scores)
+    # without a way to embed the public samples it says so
+    with pytest.raises(UserError, match="embedding"):
+        LabelInference(method="embedding").run(View(**base, parts={"body": parts["body"]},
+                                                    aux=aux, knowledge=AUX))
+
+
+def test_every_allowed_method_contends_with_the_prior():
+    assert LabelInference.contenders == ("completion", "embedding", "cluster", "cosine", "prior")
+    assert LabelInference.pick_method(frozenset({"aux_data"})) == "prior"
+
+
 # ------------------------------------------------------------------ MNIST acceptance (slow)
 
 _CACHE: dict = {}
@@ -263,3 +298,23 @@ def test_mnist_label_defenses_lower_the_auc():
         print(f"{defense.name}: cosine AUC before {before:.3f} after {after:.3f}; "
               f"adaptive attacks after: {adaptive}")
         assert after < before - 0.05
+
+
+@pytest.mark.parametrize("gap", [0.0, 1.0, 2.0, 4.0])
+def test_bayes_threshold_never_falls_below_the_majority_prior(gap):
+    """Hard labels from a binary score, threshold set from the public positive rate alone:
+    at least the majority prior (a useless score labels almost nothing positive) and at least
+    the min-max-normalised 0.5 rule, on scores from separable to useless; 3 seeds."""
+    from slsec.attacks.label_gradients import bayes_threshold
+    for seed in range(3):
+        gen = torch.Generator().manual_seed(seed)
+        y = (torch.rand(2000, generator=gen) < 0.1).long()
+        s = torch.randn(2000, generator=gen).double() + gap * y
+        t = bayes_threshold(s, 0.1)
+        acc = float(((s > t).long() == y).float().mean())
+        prior = float((y == 0).float().mean())
+        mm = (s - s.min()) / (s.max() - s.min())
+        minmax = float(((mm > 0.5).long() == y).float().mean())
+        assert acc >= prior - 0.01 and acc >= minmax - 0.01, (seed, acc, prior, minmax)
+        if gap >= 4.0:
+            assert acc >= 0.97

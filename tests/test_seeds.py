@@ -139,20 +139,22 @@ def test_evaluate_with_seeds_stores_per_seed_results_and_the_aggregate(
     replaced here by made-up metrics; a real two-seed run is in the slow test above)."""
     import json
 
+    import slsec.cli.commands  # noqa: F401  (imported before the patch: it binds write_run)
     import slsec.report.runreport
-    import slsec.study.seeds
+    import slsec.study.twin
     from slsec.cli import main
     from slsec.report.results import write_json
 
-    def fake_seed(cfg):
+    def fake_seed(cfg, **kw):
         assert cfg.seeds == 1
         m = fake_metrics(cfg)
-        return ({"config": cfg.to_dict(), "metrics": m},
-                {"config": cfg.to_dict(), "metrics": {**m, "accuracy": 0.95}})
+        return slsec.study.twin.Evaluation(
+            cfg, {"config": cfg.to_dict(), "metrics": m},
+            {"config": cfg.to_dict(), "metrics": {**m, "accuracy": 0.95}})
 
-    def fake_write(folder, result, base):
+    def fake_write(folder, result, base, images=None):
         write_json(folder / "result.json", {**result, "undefended": base})
-    monkeypatch.setattr(slsec.study.seeds, "run_seed", fake_seed)
+    monkeypatch.setattr(slsec.study.twin, "evaluate_with_twin", fake_seed)
     monkeypatch.setattr(slsec.report.runreport, "write_run", fake_write)
     assert main(["evaluate", "--attack", "inversion", "--defense", "dp", "--sigma", "0.1",
                  "--seed", "2", "--seeds", "3", "--out", str(tmp_path), "--run-id", "e"]) == 0

@@ -3,8 +3,10 @@
     python tools/build_embedded.py [--src ../shared/data]
 
 Writes slsec/_data/mnist.npz (the real 5k MNIST subset: 4,000 train / 1,000 test, uint8
-images and labels, np.savez_compressed, no pickle) and copies the raw MUTAG txt files to
-slsec/_data/MUTAG/raw/.
+images and labels, np.savez_compressed, no pickle), slsec/_data/fashion-mnist.npz (a real
+Fashion-MNIST subset: the first 400 training and the first 100 test images of each class, in
+file order, with their indices into the full set; ~2.2 MB) and copies the raw MUTAG txt files
+to slsec/_data/MUTAG/raw/.
 """
 from __future__ import annotations
 
@@ -47,6 +49,16 @@ def main() -> None:
     np.savez_compressed(OUT / "mnist.npz", **arrays)
     print(f"wrote {OUT / 'mnist.npz'} ({(OUT / 'mnist.npz').stat().st_size} bytes): "
           + ", ".join(f"{k} {v.shape}" for k, v in arrays.items()))
+
+    fm = args.src / "FashionMNIST" / "raw"
+    x, y = read_idx(fm / "train-images-idx3-ubyte", 3), read_idx(fm / "train-labels-idx1-ubyte", 1)
+    xt, yt = read_idx(fm / "t10k-images-idx3-ubyte", 3), read_idx(fm / "t10k-labels-idx1-ubyte", 1)
+    first = lambda lab, k: np.sort(np.concatenate(  # noqa: E731
+        [np.flatnonzero(lab == c)[:k] for c in range(10)]))
+    i, j = first(y, 400), first(yt, 100)
+    np.savez_compressed(OUT / "fashion-mnist.npz", x_train=x[i], y_train=y[i], x_test=xt[j],
+                        y_test=yt[j], train_index=i.astype(np.int32), test_index=j.astype(np.int32))
+    print(f"wrote {OUT / 'fashion-mnist.npz'} ({(OUT / 'fashion-mnist.npz').stat().st_size} bytes)")
 
     src = args.src / "TUDataset" / "MUTAG" / "raw"
     dst = OUT / "MUTAG" / "raw"

@@ -26,6 +26,8 @@ from slsec.params import Param
 from slsec import plugins
 from slsec.errors import PeerError, UserError
 from slsec.cli.launch import ARGV, interrupted, is_rank0, launch_under_mpiexec, on_sigterm
+from slsec.cli.audit import AUDIT_OPTIONS
+from slsec.run.convergence import CONVERGENCE_FLAGS, parse_rule
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
@@ -96,6 +98,15 @@ def _resume(what: str) -> inspect.Parameter:
                                                      "[default: off]", show_default=False))
 
 
+def _jobs() -> inspect.Parameter:
+    return inspect.Parameter(
+        "jobs", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+        default=typer.Option(None, "--jobs", metavar="N",
+                             help="cells run at once, in worker processes (under `python -m "
+                                  "mpi4py.futures`: its ranks instead) [default: the cores "
+                                  "available to this process]"))
+
+
 def _config(kw: dict[str, Any]) -> RunConfig:
     flags = {k: v for k, v in kw.items() if k in {f.name for f in fields(RunConfig)}}
     return merged_config(kw.get("config"), flags)
@@ -144,19 +155,19 @@ LOG_OPTION = inspect.Parameter(
 
 
 @app.command()
-@with_run_options(_force(), JSON_OPTION, LOG_OPTION)
+@with_run_options(_force(), JSON_OPTION, LOG_OPTION, _jobs())
 def evaluate(**kw: Any) -> None:
     """Train, attack from the attacked role, defend; compare with the undefended run."""
     from pathlib import Path
 
     from slsec.cli import commands
     from slsec.report import tracking
-    as_json, log = kw.pop("json"), tracking.check(kw.pop("log"))
+    as_json, log, jobs = kw.pop("json"), tracking.check(kw.pop("log")), kw.pop("jobs")
     cfg = _config(kw)
     _precheck(cfg)
     launch_under_mpiexec(cfg)
     with commands.json_stdout(as_json):
-        result = commands.evaluate(cfg, force=kw["force"])
+        result = commands.evaluate(cfg, force=kw["force"], jobs=jobs)
     if log and result is not None:
         folder = Path(cfg.out) / "tensorboard" / commands.run_id(cfg)
         stored = {**result, "undefended": None}
@@ -168,12 +179,13 @@ def evaluate(**kw: Any) -> None:
 
 
 @app.command()
-@with_run_options(_resume("cells"), _force())
+@with_run_options(_resume("cells"), _force(), _jobs())
 def sweep(**kw: Any) -> None:
     """Privacy/utility frontier: every comma list in a flag becomes a grid axis."""
     from slsec.cli import commands
-    commands.sweep(kw.pop("config"), {k: v for k, v in kw.items() if k not in ("resume", "force")},
-                   resume=kw["resume"], force=kw["force"])
+    commands.sweep(kw.pop("config"), {k: v for k, v in kw.items()
+                                      if k not in ("resume", "force", "jobs")},
+                   resume=kw["resume"], force=kw["force"], jobs=kw["jobs"])
 
 
 @app.command()
@@ -191,16 +203,23 @@ def sweep(**kw: Any) -> None:
     default=typer.Option(None, "--hijack-steps", metavar="INT",
                          help="malicious-server column: client steps of hijacking per cut; 0: "
                               "no column [default: 110]")),
-    _force())
+    inspect.Parameter(
+    "privacy_target", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+    default=typer.Option(None, "--privacy-target", metavar="gain=G",
+                         help="also search cut x defense (none, DP at the cut, NoPeek) x seeds "
+                              "and recommend the cheapest meeting SSIM gain over the prior <= G "
+                              "at the upper 95% bound [default: not set]")),
+    _force(), _jobs())
 def review(**kw: Any) -> None:
     """Security review of every cut of a model: leakage, cost, risk grade, recommendation,
     and what a malicious (hijacking) server reaches and whether the client detects it."""
     from slsec.cli import commands
     commands.review(_config({k: v for k, v in kw.items()
                              if k not in ("min_accuracy", "max_client_flops", "force",
-                                          "hijack_steps")}),
+                                          "hijack_steps", "jobs", "privacy_target")}),
                     min_accuracy=kw["min_accuracy"], max_client_flops=kw["max_client_flops"],
-                    force=kw["force"], hijack_steps=kw["hijack_steps"])
+                    force=kw["force"], hijack_steps=kw["hijack_steps"], jobs=kw["jobs"],
+                    privacy_target=kw["privacy_target"])
 
 
 @app.command()
@@ -228,14 +247,31 @@ def compare(paths: list[str] = typer.Argument(..., help="run and/or sweep folder
     run_compare(paths, out=out, run_id=run_id)
 
 
+def _text(name: str, help: str) -> inspect.Parameter:
+    return inspect.Parameter(name.replace("-", "_"), inspect.Parameter.KEYWORD_ONLY,
+                             annotation=Optional[str], default=typer.Option(None, f"--{name}", help=help))
+
+
 @app.command()
-@with_run_options(_resume("cells"), _force())
+@with_run_options(_resume("cells"), _force(), _jobs(),
+                  *(_text(n, h) for n, h in CONVERGENCE_FLAGS))
 def benchmark(**kw: Any) -> None:
     """SLPerf-style table: architectures x partitions x datasets (accuracy, rounds, time, MB)."""
     from slsec.cli import commands
-    resume, force = kw.pop("resume"), kw.pop("force")
+    resume, force, jobs = kw.pop("resume"), kw.pop("force"), kw.pop("jobs")
+    rule = parse_rule(*(kw.pop(n.replace("-", "_")) for n, _ in CONVERGENCE_FLAGS))
     commands.benchmark(kw.pop("config"), {k: v for k, v in kw.items()}, resume=resume,
-                       force=force)
+                       force=force, rule=rule, jobs=jobs)
+
+
+@app.command()
+@with_run_options(*AUDIT_OPTIONS, _force())
+def audit(**kw: Any) -> None:
+    """One-run privacy audit of each DP defense: eps_lower beside eps and its bounds."""
+    from slsec.cli.audit import run_audit
+    extra = {k: kw.pop(k) for k in ("canaries", "confidence", "broken", "force")}
+    _precheck(cfg := _config(kw), attack=False)
+    run_audit(cfg, **extra)
 
 
 def main(argv: list[str] | None = None) -> int:

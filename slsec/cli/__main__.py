@@ -3,4 +3,5 @@ import sys
 
 from slsec.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":    # not when a spawned worker or an MPI rank imports it
+    sys.exit(main())

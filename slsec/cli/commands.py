@@ -9,7 +9,6 @@ from typing import Any, Iterator
 
 from rich.table import Table
 
-from slsec.catalog import pre_training
 from slsec.config import RunConfig
 from slsec.report.console import console, err
 from slsec.errors import UserError
@@ -21,6 +20,7 @@ from slsec.study.runs import (baseline_config, baseline_path, cached_baseline,  
                         run_folder, run_id, start_baseline)
 from slsec.report.summary import (SUMMARY_ROWS, print_summary, run_title_parts,  # noqa: F401  (ditto)
                            shown)
+from slsec.report.training import print_training
 
 
 _JSON = {"on": False}
@@ -107,19 +107,7 @@ def train(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
                      setup=setup if cfg.attack is None else None)
     if result is None:
         return None
-    cuts = result.metrics["cuts"]
-    t = Table(title=f"{cfg.protocol} on {cfg.dataset} ({cfg.model_name})"
-                    + (f", cut{'s' if len(cuts) > 1 else ''} {','.join(cuts)}" if cuts else ""))
-    for c in ("round", "test acc", "loss", "wall-clock s", "MB on wire"):
-        t.add_column(c, justify="right")
-    for r in result.curve:
-        t.add_row(str(r["round"]), f"{r['accuracy']:.4f}", f"{r['loss']:.4f}",
-                  f"{r['wall_s']:.1f}", f"{r['bytes'] / 1e6:.2f}")
-    console.print(t)
-    m = result.metrics
-    console.print(f"rounds to convergence: {shown(m, 'rounds_to_convergence')} "
-                  f"(first round with accuracy >= {m['convergence_threshold']:.4f}: "
-                  f"{'--target-accuracy' if cfg.target_accuracy else '98% of the best accuracy'})")
+    print_training(cfg, result)
     write_run(folder, result, None, force=force)
     console.print(f"report: {folder}/report.html")
     if _JSON["on"]:
@@ -127,52 +115,22 @@ def train(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
     return result.to_dict()
 
 
-def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
+def evaluate(cfg: RunConfig, *, force: bool = False, jobs: str | None = None
+             ) -> dict[str, Any] | None:
     """The card's command: defended run beside the cached undefended run of the same seed."""
     from slsec.run.preflight import check_options, check_run
     check_options(cfg, "evaluate")           # before the heavy imports: refused in a second
     check_writable(cfg.out)
     folder = run_folder(cfg, force)          # named before split-select replaces the cut
-    from slsec.run.harness import evaluate as run
-
     if cfg.seeds > 1:                # mean and 95% CI over seeds (slsec/study/seeds.py)
         from slsec.study.seeds import evaluate_seeds
-        return evaluate_seeds(cfg, folder, force=force)
-    # start the undefended run first, so its start-up overlaps ours (a bad config fails below
-    # with one line; the daemon child dies with us)
-    side = start_baseline(cfg) if not pre_training(cfg) else None
-    try:
-        setup = check_run(cfg, "evaluate")
-    except BaseException:
-        if side is not None:
-            join_baseline(side, failed=True)
-        raise
-    if pre_training(cfg):
-        cfg = choose_cut(cfg)
-        side = start_baseline(cfg)
-    bar, on_round = progress_bar(cfg, "defended" if cfg.defense else "train")
-    try:
-        with bar:
-            result = run(cfg, progress=on_round,
-                         setup=setup if cfg.cut == setup.cfg.cut else None)
-    except BaseException:
-        if side is not None:
-            join_baseline(side, failed=True)
-        raise
-    base = None
-    if side is not None:
-        from slsec.report.plots import pyplot
-        pyplot()   # the report's imports while the twin still runs: off the critical path
-        join_baseline(side)
-    if cfg.defense:
-        bar, on_round = progress_bar(cfg, "undefended")
-        with bar:  # reads the cache the side process wrote (computes it here if that failed)
-            base = cached_baseline(cfg, on_round)
+        return evaluate_seeds(cfg, folder, force=force, jobs=jobs)
+    from slsec.study.twin import evaluate_with_twin
+    done = evaluate_with_twin(cfg, bars=True, check=lambda c: check_run(c, "evaluate"))
+    cfg, result, base = done.cfg, done.result, done.twin
     if result is None:
         return None
-    write_run(folder, result, base,
-              load_images(baseline_path(cfg).with_suffix(".pt")) if base else None,
-              force=force)
+    write_run(folder, result, base, done.twin_images if base else None, force=force)
     print_summary(cfg, result.to_dict(), base)
     console.print(f"single seed (seed {cfg.seed}): no confidence interval; --seeds 3 gives "
                   "mean ± 95% CI")
@@ -186,20 +144,22 @@ def evaluate(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- split selection
 
 
-def sweep(config: str | None, flags: dict[str, Any], *, resume: bool, force: bool = False) -> None:
+def sweep(config: str | None, flags: dict[str, Any], *, resume: bool, force: bool = False,
+          jobs: str | None = None) -> None:
     from slsec.study.sweeps import run_sweep
-    run_sweep(config, flags, resume=resume, force=force)
+    run_sweep(config, flags, resume=resume, force=force, jobs=jobs)
 
 
 def review(cfg: RunConfig, *, min_accuracy: str | None, max_client_flops: str | None,
-           force: bool = False, hijack_steps: int | None = None) -> None:
+           force: bool = False, hijack_steps: int | None = None, jobs: str | None = None,
+           privacy_target: str | None = None) -> None:
     from slsec.study.review import run_review
     from slsec.study.review_malicious import DEFAULT_STEPS
     steps = DEFAULT_STEPS if hijack_steps is None else hijack_steps
     if steps < 0:
         raise UserError(f"--hijack-steps must be >= 0 (0: no malicious-server column), got {steps}")
     run_review(cfg, min_accuracy=min_accuracy, max_client_flops=max_client_flops, force=force,
-               hijack_steps=steps)
+               hijack_steps=steps, jobs=jobs, privacy_target=privacy_target)
 
 
 def rerender(path: str) -> None:
@@ -217,7 +177,7 @@ def rerender(path: str) -> None:
         with keeping(kept):
             try:
                 if "per_seed" in stored:
-                    from slsec.study.seeds import render_seeds
+                    from slsec.report.seeds_report import render_seeds
                     render_seeds(folder, stored)
                 else:
                     render_run(folder, stored)
@@ -231,6 +191,10 @@ def rerender(path: str) -> None:
         from slsec.study.benchmark import render_benchmark
         with keeping(kept):
             render_benchmark(folder)
+    elif kind == "audit":
+        from slsec.report.audit import render_audit
+        with keeping(kept):
+            render_audit(folder)
     elif kind == "sweep":
         from slsec.study.sweeps import render_sweep
         with keeping(kept):
@@ -264,6 +228,6 @@ def check_result_shape(stored: Any, path: Path) -> None:
 
 
 def benchmark(config: str | None, flags: dict[str, Any], *, resume: bool = False,
-              force: bool = False) -> None:
+              force: bool = False, rule: Any = None, jobs: str | None = None) -> None:
     from slsec.study.benchmark import run_benchmark
-    run_benchmark(config, flags, resume=resume, force=force)
+    run_benchmark(config, flags, resume=resume, force=force, rule=rule, jobs=jobs)

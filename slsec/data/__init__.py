@@ -2,15 +2,18 @@
 splittable models (models), the client partitioners (partitioners) and the user's own model
 and data (usermodel, userdata, imagefolder).
 
-Embedded (no network, no ../shared): `mnist` (the real 5k MNIST subset, 4,000/1,000) and
-`mutag` (raw TU files). From `--data-root` (or `--download`): `mnist-full`, `fashion-mnist`,
-`cifar10` through torchvision; `proteins` and any `tu:<NAME>` TU graph set from raw txt files.
+Embedded (no network, no ../shared): `mnist` (the real 5k MNIST subset, 4,000/1,000), `mutag`
+(raw TU files) and a real Fashion-MNIST subset (fashion: also --data-root, Debian's folder,
+--download). From `--data-root` (or `--download`): `mnist-full` through torchvision, `cifar10`
+(cifar: binary batches, or md5-checked python ones); `proteins` and any `tu:<NAME>` TU graph
+set from raw txt files.
 Graph sets are read into memory (nothing written, read-only roots work, no pickle cache).
 Over 300 lines on purpose: one small loader per built-in set, each with its one-line errors
 for a missing, partial or corrupt file, read together.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import zipfile
@@ -89,9 +92,11 @@ DATASET_SCHEMES: Registry[Callable[[str], Dataset]] = Registry("dataset scheme")
 
 
 def load_dataset(name: str, *, data_root: str | Path | None = None,
-                 download: bool = False) -> Dataset:
+                 download: bool = False, need_train: int | None = None) -> Dataset:
     """Load a registered dataset, any TU graph set as `tu:<NAME>` (e.g. tu:ENZYMES), or the
-    user's own as `images:DIR` / `npz:FILE` (see slsec.data.userdata)."""
+    user's own as `images:DIR` / `npz:FILE` (see slsec.data.userdata). `need_train`: how many
+    training samples the run will use (a loader with an embedded subset, fashion-mnist, then
+    goes to the full set when the subset is too small)."""
     scheme, sep, _ = name.partition(":")
     if sep and scheme in DATASET_SCHEMES:
         return DATASET_SCHEMES.get(scheme)(name)
@@ -103,7 +108,10 @@ def load_dataset(name: str, *, data_root: str | Path | None = None,
                             "'-' (e.g. tu:ENZYMES, tu:IMDB-BINARY); it names a folder under "
                             "--data-root and a file to download, so no '/', '.' or spaces")
         return _tu_dataset(name, tu, _tu_raw_dir(tu, root, download))
-    return DATASETS.get(name)(root, download)
+    loader = DATASETS.get(name)
+    if need_train is not None and "need_train" in inspect.signature(loader).parameters:
+        return loader(root, download, need_train=need_train)
+    return loader(root, download)
 
 
 # ---------------------------------------------------------------- images
@@ -217,37 +225,6 @@ def _torchvision_mnist(name: str, cls_name: str, root: Path | None, download: bo
 def mnist_full(data_root: Path | None = None, download: bool = False) -> Dataset:
     """Full MNIST (60k/10k) from <data_root>/MNIST/raw via torchvision."""
     return _torchvision_mnist("mnist-full", "MNIST", data_root, download)
-
-
-@DATASETS.register("fashion-mnist")
-def fashion_mnist(data_root: Path | None = None, download: bool = False) -> Dataset:
-    """Fashion-MNIST (60k/10k) from <data_root>/FashionMNIST/raw via torchvision."""
-    return _torchvision_mnist("fashion-mnist", "FashionMNIST", data_root, download)
-
-
-@DATASETS.register("cifar10")
-def cifar10(data_root: Path | None = None, download: bool = False) -> Dataset:
-    """CIFAR-10 (50k/10k, 3x32x32) from <data_root>/cifar-10-batches-py via torchvision."""
-    from torchvision.datasets import CIFAR10
-    from torchvision.datasets.utils import check_integrity
-    root = _need_root("cifar10", data_root, download, CIFAR10.base_folder)
-    if download:
-        _download("cifar10", root, CIFAR10)
-    # CIFAR-10's python batches are pickles. Only the official bytes may be unpickled: every
-    # file must match torchvision's md5 list before torchvision (which checks again) opens it.
-    folder = root / CIFAR10.base_folder
-    for fname, md5 in CIFAR10.train_list + CIFAR10.test_list + [
-            (CIFAR10.meta["filename"], CIFAR10.meta["md5"])]:
-        path = folder / fname
-        if not path.is_file():
-            raise DataError(f"data file {path} is missing; pass --data-root or --download")
-        if not check_integrity(str(path), md5):
-            raise DataError(f"data file {path} failed its md5 check (corrupt or not the official "
-                            f"CIFAR-10 file); it was not loaded")
-    tr, te = CIFAR10(root, train=True), CIFAR10(root, train=False)
-    to_chw = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2)  # noqa: E731
-    return _images("cifar10", to_chw(tr.data), tr.targets, to_chw(te.data), te.targets,
-                   model="resnet18", num_classes=len(tr.classes))
 
 
 # ---------------------------------------------------------------- graphs
@@ -380,3 +357,6 @@ def mutag(data_root: Path | None = None, download: bool = False) -> Dataset:
 def proteins(data_root: Path | None = None, download: bool = False) -> Dataset:
     """PROTEINS (1,113 graphs, 2 classes) from <data_root>/PROTEINS/raw; stratified 80/20."""
     return _tu_dataset("proteins", "PROTEINS", _tu_raw_dir("PROTEINS", data_root, download))
+
+
+from slsec.data import cifar, fashion  # noqa: E402,F401  (registration: cifar10, fashion-mnist)

@@ -28,10 +28,10 @@ KIND_FILE = ".slsec-kind"
 LOCK_FILE = ".slsec.lock"
 _HELD: dict[str, tuple[int, list[Path]]] = {}   # folder -> (lock descriptor, folders made)
 _RANK_VARS = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")
-KINDS = ("run", "sweep", "review", "benchmark")
+KINDS = ("run", "sweep", "review", "benchmark", "audit")
 # written by `slsec train` / `evaluate`, `sweep`, `review`, `benchmark`
 COMMANDS = {"run": "train/evaluate", "sweep": "sweep", "review": "review",
-            "benchmark": "benchmark"}
+            "benchmark": "benchmark", "audit": "audit"}
 
 
 def folder_kind(folder: str | Path) -> str | None:

@@ -192,7 +192,9 @@ def defense_sections(cfg: dict[str, Any], m: dict[str, Any]) -> list[tuple[str, 
 
 def dp_text(cfg: dict[str, Any], m: dict[str, Any]) -> str:
     return (f"epsilon = {rpt.fmt(m['epsilon'], 3)} at delta = {m['delta']:g} per training sample "
-            f"({cfg['accountant']} accountant). DP at the cut: replace-one adjacency; each sample's "
+            f"({m.get('accountant_dp', cfg['accountant'])} accountant"
+            + (f"; RDP gives {rpt.fmt(m['epsilon_rdp'], 3)}" if "epsilon_rdp" in m else "")
+            + "). DP at the cut: replace-one adjacency; each sample's "
             f"smashed tensor is clipped to L2 norm C"
             + (f" = {rpt.fmt(m['clip_used'], 4)}" if "clip_used" in m else "")
             + (" (the median row norm of public aux data at the cut)" if cfg.get("clip") is None

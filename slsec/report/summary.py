@@ -36,6 +36,7 @@ SUMMARY_ROWS = [
     ("label attack AUC", "label_auc", 3),
     ("label leak (labels sent)", "label_leak", 2),
     ("epsilon", "epsilon", 3),
+    ("epsilon (RDP accountant, beside)", "epsilon_rdp", 3),
     ("rounds", "rounds", 0),
     ("rounds to convergence", "rounds_to_convergence", 0),
     ("train wall-clock s", "train_seconds", 1),

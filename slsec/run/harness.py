@@ -172,6 +172,12 @@ def privacy_budget(cfg: RunConfig, setup: Setup) -> dict[str, Any]:
             out[f"epsilon_{d.name}"] = eps
             out["epsilon"] = out.get("epsilon", 0.0) + eps
             out["delta"] = cfg.delta
+            if getattr(d, "accountant", "rdp") != "rdp":     # RDP beside the tight accountant
+                from slsec.privacy.accounting import used
+                rdp = d.epsilon(steps=steps, sample_rate=rate, delta=cfg.delta, accountant="rdp")
+                out[f"epsilon_{d.name}_rdp"] = rdp
+                out["epsilon_rdp"] = out.get("epsilon_rdp", 0.0) + rdp
+                out[f"accountant_{d.name}"] = used(eps_rdp=rdp, accountant=d.accountant)
             if getattr(d, "sigma", None) is not None:
                 out["sigma_used"] = d.sigma
             out.update(d.used())

@@ -36,6 +36,17 @@ def score(cfg: RunConfig, setup: Setup, guess: Guesses, truth_inputs: Tensor,
         out["methods_compared"] = ",".join(methods)
         key = "attack_ssim_mean" if "attack_ssim_mean" in out else "label_auc"
         out[f"{key}_by_method"] = {m: scored[m].get(key) for m in methods}
+    if "label_accuracy" in out and len(methods) > 1:
+        # hard labels: the method with the most right is reported too (the defender's worst
+        # case for each metric; a method with a high AUC may threshold worse than another, or
+        # than the prior's majority guess)
+        acc = {m: scored[m].get("label_accuracy") for m in methods}
+        out["label_accuracy_by_method"] = acc
+        top = max(methods, key=lambda m: (leak_or_nan(acc[m]), m == best))
+        if top != best:
+            out["label_accuracy"], out["label_accuracy_method"] = acc[top], top
+    if "label_accuracy" in out and "label_baseline_accuracy" in out:
+        out["label_accuracy_gain"] = out["label_accuracy"] - out["label_baseline_accuracy"]
     images = guess.methods[best].images
     if images is None:
         return out, None
@@ -54,6 +65,10 @@ def score(cfg: RunConfig, setup: Setup, guess: Guesses, truth_inputs: Tensor,
 
 
 PRIOR = "prior"   # the inversion method that only guesses from what the role holds
+
+
+def leak_or_nan(v: float | None) -> float:
+    return -math.inf if v is None or math.isnan(v) else v
 
 
 REID_OTHERS = 1000   # re-identification: the probes plus at least this many other records
@@ -154,8 +169,28 @@ def _score_one(cfg: RunConfig, setup: Setup, guess: MethodGuess, truth_inputs: T
         out.update({f"baseline_{k}": v for k, v in
                     metrics.mean_image_baseline(truth, setup.train_mean).items()})
     if scores is not None:
-        y = truth_labels[: len(scores)]
-        out["label_accuracy"] = metrics.label_accuracy(y, scores)
-        out["label_auc"] = metrics.label_auc(y, scores)
-        out["label_baseline_accuracy"] = metrics.majority_baseline(y, setup.aux.y)
+        batch = cfg.probe_batch if resolve(cfg, setup).attack.cls.unordered_batches else 1  # type: ignore[union-attr]
+        m, guess.label_scores = label_scores(truth_labels[: len(scores)], scores, batch,
+                                             setup.aux.y)
+        out.update(m)
     return out
+
+
+def label_scores(y: Tensor, scores: Tensor, batch: int, public_labels: Tensor
+                 ) -> tuple[dict[str, Any], Tensor]:
+    """Label accuracy and AUC of `scores` against the true labels `y`, beside the prior (the
+    majority class of the role's public labels). `batch` > 1: the scores come in unordered
+    batches of that size (a batch's labels recovered as a multiset in no order); they are
+    paired with the truth batch by batch on their own, not through the images' pairing (which
+    a poor reconstruction makes random), so the accuracy is the multiset's overlap.
+    Returns the metrics and the scores in the order they were scored in."""
+    from slsec import metrics
+    out: dict[str, Any] = {}
+    if batch > 1:
+        scores = torch.cat([s[torch.as_tensor(metrics.match_labels(t, s))] for t, s in zip(
+            y.split(batch), scores.split(batch))])
+        out["label_pairing"] = "multiset per batch"
+    out["label_accuracy"] = metrics.label_accuracy(y, scores)
+    out["label_auc"] = metrics.label_auc(y, scores)
+    out["label_baseline_accuracy"] = metrics.majority_baseline(y, public_labels)
+    return out, scores

@@ -85,7 +85,8 @@ def resolve_cuts(cfg: RunConfig, model: SplitModel) -> tuple[str, ...]:
 
 def prepare(cfg: RunConfig) -> Setup:
     """Derive the public setup from the config (same result on every rank)."""
-    data = load_dataset(cfg.dataset, data_root=cfg.data_root, download=cfg.download)
+    data = load_dataset(cfg.dataset, data_root=cfg.data_root, download=cfg.download,
+                        need_train=None if cfg.max_train is None else cfg.aux_size + cfg.max_train)
     n = len(data.train)
     if cfg.aux_size >= n:
         raise UserError(f"--aux-size {cfg.aux_size} leaves no training data ({n} samples)")

@@ -69,7 +69,10 @@ def baseline_path(cfg: RunConfig) -> Path:
 def cached_baseline(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
     """The undefended run of this config and seed as result.json stores it, computed once and
     cached under <out>/.cache (its reconstructions beside it, for the report's grid)."""
-    from slsec.run.harness import evaluate as run
+    import contextlib
+    import fcntl
+    import os
+
     base = baseline_config(cfg)
     path = baseline_path(cfg)
     if path.exists():
@@ -77,6 +80,22 @@ def cached_baseline(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
             return read_result(path)   # a cache entry of the wrong shape ({}) is recomputed
         except UserError:
             path.unlink(missing_ok=True)
+    with contextlib.ExitStack() as held:
+        if cfg.backend == "local":      # grid workers sharing a twin compute it once
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+            held.callback(os.close, fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)      # released with the fd (or by the OS on a kill)
+            if path.exists():
+                try:
+                    return read_result(path)
+                except UserError:
+                    path.unlink(missing_ok=True)
+        return _compute_baseline(base, path, progress)
+
+
+def _compute_baseline(base: RunConfig, path: Path, progress: Any) -> dict[str, Any]:
+    from slsec.run.harness import evaluate as run
     result = run(base, progress=progress)
     if result is None:    # not rank 0 under MPI
         return None       # type: ignore[return-value]

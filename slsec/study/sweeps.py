@@ -75,12 +75,36 @@ def result_row(cfg: RunConfig, result: RunResult,
 
 def run_cell(cfg: RunConfig) -> dict[str, Any]:
     """Evaluate one cell (+ its cached undefended twin when it has defenses) into a row."""
-    from slsec.study.runs import cached_baseline
-    from slsec.run.harness import evaluate
+    from slsec.study.twin import evaluate_with_twin
+    done = evaluate_with_twin(cfg, parallel_twin=False)
+    return result_row(done.cfg, done.result, done.twin)  # type: ignore[arg-type]
 
-    result = evaluate(cfg)
-    base = cached_baseline(cfg) if cfg.defense else None
-    return result_row(cfg, result, base)  # type: ignore[arg-type]
+
+def sweep_task(task: dict[str, Any]) -> dict[str, Any] | None:
+    """One task of the grid (in this process or a worker): {"twin": values} computes and
+    caches an undefended twin ahead of its cells (no row); {"cell": values} is a cell's row."""
+    from slsec.study.runs import cached_baseline
+    with progress.training("train"):
+        if "twin" in task:
+            cached_baseline(make_config(task["twin"]))
+            return None
+        return {**run_cell(make_config(task["cell"])), "row_kind": "seed"}
+
+
+def run_grid(todo: list[RunConfig], task: Any, jobs: int,
+             done: Any) -> list[int]:
+    """The cells through the executor; with several workers the missing undefended twins go
+    first (each once: cells sharing a twin then read it from the cache)."""
+    from slsec.study.executor import grid_jobs, run_cells
+    from slsec.study.runs import baseline_config, baseline_path
+    jobs = grid_jobs(todo, jobs)
+    tasks: list[dict[str, Any]] = []
+    if jobs > 1:
+        twins = {str(baseline_path(c)): baseline_config(c) for c in todo
+                 if c.defense and not baseline_path(c).exists()}
+        tasks = [{"twin": c.to_dict()} for c in twins.values()]
+    tasks += [{"cell": c.to_dict()} for c in todo]
+    return run_cells(task, tasks, jobs=jobs, on_done=done)
 
 
 # --------------------------------------------------------------------------- seeds
@@ -177,10 +201,13 @@ def _clean_temp(folder: Path) -> None:
 # --------------------------------------------------------------------------- the command
 
 def run_sweep(config_path: str | None, flags: dict[str, str | None], resume: bool,
-              force: bool = False) -> Path:
-    """Run every cell of the grid not yet in results.csv, then render the report; the folder."""
+              force: bool = False, jobs: Any = None) -> Path:
+    """Run every cell of the grid not yet in results.csv (`jobs` at once, see
+    slsec.study.executor), then render the report; the folder."""
     from slsec.report.folders import claim, keeping, mark
+    from slsec.study.executor import check_jobs
 
+    jobs = check_jobs(jobs)
     grid = parse_grid(config_path, flags)
     cells = grid_cells(grid)
     check_writable(cells[0].out)
@@ -210,18 +237,21 @@ def run_sweep(config_path: str | None, flags: dict[str, str | None], resume: boo
         console.print(f"sweep {folder.name}: {len(cells)} cell(s) × {cells[0].seeds} seed(s) = "
                       f"{len(runs)} run(s), {len(runs) - len(todo)} already done, {len(todo)} to "
                       f"run; {'single seed' if cells[0].seeds == 1 else 'per-seed rows + one aggregate row (mean, 95% CI) per cell'}")
-        # cells with ETA on stderr (slsec.progress: a status line, or plain lines when piped)
+        # cells done across workers, with ETA, on stderr (slsec.progress)
         with progress.phase("sweep", total=len(todo), unit="cells"):
-            for cfg in todo:
-                progress.tick("sweep", 0, note=cell_label(
-                    {a: getattr(cfg, a) for a in grid.axes}
-                    | ({"seed": cfg.seed} if cells[0].seeds > 1 else {})))
-                with progress.training("train"):
-                    row = {**run_cell(cfg), "row_kind": "seed"}
+            def done(i: int, row: dict[str, Any] | None) -> None:
+                if row is None:                       # a twin computed ahead of its cells
+                    return
                 with keeping(f"the {len(read_rows(results))} finished row(s) in {results} are "
                              f"kept; free space and rerun with --resume --run-id {folder.name}"):
                     append_row(results, row)
-                progress.tick("sweep")
+                progress.tick("sweep", note=cell_label(
+                    {a: row.get(a) for a in grid.axes}
+                    | ({"seed": row.get("seed")} if cells[0].seeds > 1 else {})))
+            lost = run_grid(todo, sweep_task, jobs, done)
+            if lost:
+                warn(f"{len(lost)} cell(s) lost to a worker that died twice; rerun with "
+                     f"--resume --run-id {folder.name} to run them")
         with keeping(f"the per-seed rows in {results} are kept; free space and rerun with "
                      f"--resume --run-id {folder.name}"):
             append_aggregates(results, cells)
@@ -263,27 +293,3 @@ def check_same_base(folder: Path, grid: Grid) -> None:
         raise UserError(f"--resume: the base options differ from {path}: " + ", ".join(
             f"{_flag(n)} {norm(n, old)} → {norm(n, grid.base)}" for n in diff)
             + "; rerun with the sweep's options, or start a new sweep with another --run-id")
-
-
-# --------------------------------------------------------------------------- the report
-
-
-# --------------------------------------------------------------------------- Python API
-
-
-def sweep_rows(*, model: Any = None, dataset: Any = None, config: str | Path | None = None,
-               resume: bool = False, **options: Any) -> Any:
-    """`slsec.sweep(...)` (see slsec.api.sweep): run the grid, return results.csv as a DataFrame."""
-    import pandas as pd
-
-    from slsec.data.userdata import as_dataset_spec
-    from slsec.data.usermodel import as_model_spec
-    unknown = sorted(set(options) - set(FIELDS))
-    if unknown:
-        make_config({unknown[0]: None})   # raises the config's "unknown key" message
-    flags = {k: _grid_text(k, v) for k, v in options.items() if v is not None}
-    for key, spec in (("model", as_model_spec(model)), ("dataset", as_dataset_spec(dataset))):
-        if spec is not None:
-            flags[key] = spec
-    folder = run_sweep(str(config) if config is not None else None, flags, resume=resume)
-    return pd.read_csv(folder / "results.csv")
