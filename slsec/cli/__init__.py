@@ -9,6 +9,8 @@ undefended twin), summary and runreport (one evaluation's console and files), sw
 grid and sweep_report, review with review_report, benchmark with benchmark_report, seeds,
 compare, hints, tracking, the consoles and launch (a command run as MPI ranks). It calls the
 engine (slsec.run), never the reverse.
+
+Over 300 lines: each command's typer options are declared here, beside its function.
 """
 from __future__ import annotations
 
