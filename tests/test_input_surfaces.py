@@ -112,6 +112,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
 
 
+@pytest.mark.slow
 def test_sigterm_is_handled_like_ctrl_c_and_keeps_finished_rows(tmp_path):
     """SIGTERM mid-sweep: one line, exit 143, the finished rows stay in results.csv."""
     argv = [str(SLSEC), "sweep", "--max-train", "300", "--aux-size", "64", "--probe-size", "4",
@@ -138,6 +139,7 @@ def test_sigterm_is_handled_like_ctrl_c_and_keeps_finished_rows(tmp_path):
     assert not list((tmp_path / "s").glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_two_runs_with_one_run_id_at_once_one_is_refused(tmp_path):
     argv = [str(SLSEC), "train", "--max-train", "64", "--aux-size", "64", "--probe-size", "4",
             "--out", str(tmp_path)]
