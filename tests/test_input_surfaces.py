@@ -176,3 +176,10 @@ def test_attack_settings_are_declared_params():
                         "--hijack-pilot must be one of auto, model, pca")
     from slsec.run.preflight import inapplicable
     assert "fora_lr" in inapplicable(make_config({"fora_lr": 0.5}))
+    gi = ATTACKS.get("gradient-inversion")    # per-method defaults: not set = the method's own
+    assert declared_params(make_config({"protocol": "fedavg", "attack": "gradient-inversion"}),
+                           gi) == {}
+    attack = gi(method="ig", **declared_params(make_config(
+        {"protocol": "fedavg", "attack": "gradient-inversion", "gi_tv": 0.5}), gi))
+    attack._method = "ig"
+    assert attack._p("tv") == 0.5 and attack._p("lr") == 0.1
