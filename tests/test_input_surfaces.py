@@ -183,3 +183,9 @@ def test_attack_settings_are_declared_params():
         {"protocol": "fedavg", "attack": "gradient-inversion", "gi_tv": 0.5}), gi))
     attack._method = "ig"
     assert attack._p("tv") == 0.5 and attack._p("lr") == 0.1
+    inv = ATTACKS.get("inversion")
+    attack = inv(method="whitebox", **declared_params(make_config(
+        {"attack": "inversion", "inv_whitebox_tv": 0.3, "attack_iters": 7}), inv),
+        iterations=7)
+    assert attack._p("whitebox", "tv") == 0.3 and attack._p("decoder", "lr") == 3e-3
+    assert attack._p("decoder", "steps") == 7 and inv.DEFAULTS["whitebox"]["iterations"] == 600
