@@ -8,7 +8,8 @@ The package holds what each command does: commands (the dispatch), runs (folders
 undefended twin), summary and runreport (one evaluation's console and files), sweeps with
 grid and sweep_report, review with review_report, benchmark with benchmark_report, seeds,
 compare, hints, tracking, the consoles and launch (a command run as MPI ranks). It calls the
-engine (slsec.run), never the reverse.
+engine (slsec.run), never the reverse. Over 300 lines on purpose: every command's typer
+signature (its flags and their help) sits here, one after another, as `slsec --help` lists them.
 """
 from __future__ import annotations
 
