@@ -84,7 +84,10 @@ def audit_defense(d: Any, *, steps: int, sample_rate: float, canaries_n: int, se
            **(claimed or claim(d, steps=steps, sample_rate=sample_rate, delta=delta,
                                num_classes=num_classes))}
     out["eps_lower"] = max(out["eps_lower_one_run"], out["eps_lower_fdp"])
+    out["eps_lower_max"] = max(b["eps_lower_max"] for b in bounds.values())
     out["violated"] = bool(out["eps_lower"] > out["epsilon"])
+    # a claim above what m canaries can ever prove cannot be refuted by this audit
+    out["conclusive"] = bool(out["violated"] or out["eps_lower_max"] > out["epsilon"])
     out["seconds"] = time.perf_counter() - start
     return out
 
