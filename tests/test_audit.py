@@ -178,7 +178,7 @@ def test_a_claim_beyond_what_the_canaries_can_prove_is_inconclusive_not_consiste
     d, kw = _dp(15.0, 1)
     r = audit_defense(broken(d, "weak-noise"), canaries_n=300, seed=0, delta=1e-5,
                       confidence=0.95, **kw)
-    assert r["eps_lower_fdp"] == pytest.approx(r["eps_lower_max"])
+    assert r["eps_lower_fdp"] == pytest.approx(r["eps_lower_max"], rel=1e-3)   # bisection tolerance
     assert r["eps_lower_max"] < r["epsilon"]
     assert not r["violated"] and not r["conclusive"]
     from slsec.report.audit import verdict
