@@ -183,3 +183,16 @@ def test_a_claim_beyond_what_the_canaries_can_prove_is_inconclusive_not_consiste
     assert not r["violated"] and not r["conclusive"]
     from slsec.report.audit import verdict
     assert verdict(r).startswith("inconclusive: 300 canaries prove at most")
+
+
+def test_bad_python_api_input_is_one_line_user_error():
+    from conftest import one_line_user_error
+    d, kw = _dp(2.0, 1)
+    for n in (1, 2.5, True):
+        one_line_user_error(lambda: audit_defense(d, canaries_n=n, seed=0, delta=1e-5,
+                                                  confidence=0.95, **kw), "--canaries")
+    one_line_user_error(lambda: audit_defense(d, canaries_n=10, seed=0, delta=1e-5,
+                                              confidence=1.0, **kw), "--confidence")
+    from slsec.defenses.nopeek import NoPeek
+    one_line_user_error(lambda: audit_defense(NoPeek(), canaries_n=10, seed=0, delta=1e-5,
+                                              confidence=0.95, **kw), "slsec audit covers")

@@ -53,6 +53,10 @@ def audit_defense(d: Any, *, steps: int, sample_rate: float, canaries_n: int, se
                   num_classes: int = 10, claimed: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one defense's canaries once and bound its epsilon from below (both methods);
     `claimed`: the defense's `claim(...)` when already computed (it does not depend on the seed)."""
+    if isinstance(canaries_n, bool) or not isinstance(canaries_n, int) or canaries_n < 2:
+        raise UserError(f"--canaries must be a whole number >= 2, got {canaries_n!r}")
+    if not 0 < confidence < 1:
+        raise UserError(f"--confidence must be in (0, 1), got {confidence}")
     mech = d.public_mechanism()
     if not isinstance(mech, AUDITED):
         raise UserError(f"slsec audit covers --defense {AUDITED_TEXT}, not {d.name!r}")
