@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slsec.errors import UserError
-from slsec.threat import CutNoise, View
+from slsec.threat import CutCompression, CutNoise, View
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,19 @@ class CutChannel:
     clip: float | None = None      # per-sample L2 clipping bound C (None: no clipping)
     noise_std: float = 0.0         # per-coordinate noise std (sigma * C)
     mechanism: str = "gaussian"    # "gaussian" | "laplace"
+    keep: float = 1.0              # compression: top-k fraction kept per row (1: all)
+    bits: int | None = None        # compression: quantisation bits per coordinate
 
     @classmethod
     def from_public(cls, public: dict[str, Any]) -> "CutChannel":
-        """Compose the public cut mechanisms (`CutNoise`) of `view.public['defenses']`."""
-        clip, std, mech = None, 0.0, "gaussian"
+        """Compose the public cut mechanisms (`CutNoise`, `CutCompression`) of
+        `view.public['defenses']` (compression modelled after clipping, before noise)."""
+        clip, std, mech, keep, bits = None, 0.0, "gaussian", 1.0, None
         for d in public.get("defenses", []) or []:
+            if isinstance(d, CutCompression):
+                keep = min(keep, float(d.keep))
+                bits = d.bits if bits is None else (min(bits, d.bits) if d.bits else bits)
+                continue
             if not isinstance(d, CutNoise):
                 continue
             c = d.clip
@@ -40,15 +47,19 @@ class CutChannel:
                 scale = float(c) if c is not None and math.isfinite(float(c)) else 1.0
                 std = math.hypot(std, sigma * scale)
                 mech = d.mechanism
-        return cls(clip=clip, noise_std=std, mechanism=mech)
+        return cls(clip=clip, noise_std=std, mechanism=mech, keep=keep, bits=bits)
 
     def forward(self, h: Tensor) -> Tensor:
-        """The deterministic part the attacker can model: per-sample clipping."""
-        if self.clip is None:
-            return h
-        norm = h.flatten(1).norm(dim=1).clamp_min(1e-12)
-        scale = (self.clip / norm).clamp(max=1.0)
-        return h * scale.view(-1, *([1] * (h.dim() - 1)))
+        """The deterministic part the attacker can model: per-sample clipping, then the public
+        compression (top-k, quantisation; the gradient passes straight through the rounding)."""
+        if self.clip is not None:
+            norm = h.flatten(1).norm(dim=1).clamp_min(1e-12)
+            scale = (self.clip / norm).clamp(max=1.0)
+            h = h * scale.view(-1, *([1] * (h.dim() - 1)))
+        if self.keep < 1.0 or self.bits:
+            from slsec.defenses.compression import compress
+            h = compress(h, self.keep, self.bits)
+        return h
 
     def sample(self, h: Tensor, gen: torch.Generator | None = None) -> Tensor:
         """Clip and add the mechanism's noise (to simulate the defense on attacker data)."""

@@ -2,6 +2,10 @@
 
     python bench/bad_inputs.py [--only SUBSTRING] [--keep DIR]
 
+(bench/bad_inputs_more.py adds the cases of plug-ins, own models and data, config files,
+numbers at the edges, options that do not apply, results and MPI launches; a case may set
+environment variables, e.g. SLSEC_PLUGINS or an mpiexec's PMI_SIZE.)
+
 Each case is a command line (run in a scratch folder that holds earlier results: a finished
 run, a sweep, a benchmark), the exit code it gave, and the first line of stderr. A case passes
 when: no traceback, a non-zero exit (or exit 0 with a warning for the cases marked "warn" /
@@ -24,17 +28,20 @@ import tempfile
 import time
 from pathlib import Path
 
+import bad_inputs_more as more   # plug-ins, own models and data, edges, MPI (bench/)
+
 SLSEC = str(Path(sys.executable).parent / "slsec")
 TINY = ["--max-train", "200", "--rounds", "1", "--probe-size", "4", "--aux-size", "100",
         "--batch-size", "64"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
 
 
-def run(argv: list[str], cwd: Path, timeout: int = 300) -> tuple[int, str, str, float]:
+def run(argv: list[str], cwd: Path, timeout: int = 300,
+        env: dict[str, str] | None = None) -> tuple[int, str, str, float]:
     t0 = time.perf_counter()
     try:
         p = subprocess.run([SLSEC, *argv], cwd=cwd, capture_output=True, text=True,
-                           timeout=timeout, env=ENV)
+                           timeout=timeout, env={**ENV, **(env or {})})
         return p.returncode, p.stdout, p.stderr, time.perf_counter() - t0
     except subprocess.TimeoutExpired:
         return -9, "", f"TIMEOUT after {timeout} s", time.perf_counter() - t0
@@ -297,15 +304,17 @@ def main() -> int:
     w.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     setup_scratch(w)
+    more.prepare(w)
     print(f"scratch folder {w} prepared in {time.perf_counter() - t0:.0f} s", flush=True)
-    todo = [c for c in cases() + disk_full_cases(w) if args.only in c[0]]
+    todo = [c for c in cases() + more.cases(w) + disk_full_cases(w) if args.only in c[0]]
     rows, failures = [], 0
     try:
         for i, (name, argv, expect, *rest) in enumerate(todo, 1):
             may_change = rest[0] if rest else []
+            env = rest[1] if len(rest) > 1 else None
             before = snapshot(w / "o") | {f"../{k}": v for k, v in snapshot(w).items()
                                           if not k.startswith("o/")}
-            code, out, err, secs = run(argv, w)
+            code, out, err, secs = run(argv, w, env=env)
             after = snapshot(w / "o") | {f"../{k}": v for k, v in snapshot(w).items()
                                          if not k.startswith("o/")}
             changed = [k for k, v in before.items() if after.get(k) != v

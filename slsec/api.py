@@ -12,12 +12,14 @@ validated exactly as the CLI's (a bad one raises slsec.errors.UserError with the
 message). `model=` also takes an nn.Module (a template: each build is a copy with its layers
 re-initialised under the run's seed) or a factory; `dataset=` also takes arrays or tensors
 `(x, y)` or `(x, y, x_test, y_test)` (rules as for `npz:FILE`, see slsec.data.userdata). Such
-in-memory objects live in this process and run on the local backend. Runs happen in this
-process, one after another: calls from several threads are serialised by one process-wide
-lock (a run seeds torch's global generator, which every thread shares, so two at once could
-not each give the numbers of the same call alone). Nothing is written unless you call `save`
-or give `out=` / `run_id=` to `evaluate` or `train` (a new folder, as the CLI writes;
-`sweep` writes its results folder, as the CLI does). `save` never replaces an earlier folder.
+in-memory objects live in this process and run on the local backend. `evaluate` and `train`
+run in this process, one after another: calls from several threads are serialised by one
+process-wide lock (a run seeds torch's global generator, which every thread shares, so two at
+once could not each give the numbers of the same call alone); `sweep` spreads its cells over
+worker processes as `slsec sweep --jobs` does (not when a model or data set is a Python
+object). Nothing is written unless you call `save` or give `out=` / `run_id=` to `evaluate` or
+`train` (a new folder, as the CLI writes; `sweep` writes its results folder, as the CLI does).
+`save` never replaces an earlier folder. Built on slsec.study.
 """
 from __future__ import annotations
 
@@ -221,11 +223,25 @@ def sweep(*, model: Any = None, dataset: Any = None, config: str | Path | None =
     sigma=[0, 0.1, 0.5], cut=["conv1", "fc1"])`; for list options (defense, knowledge,
     straggler) each alternative is a name, a comma list or a list of names
     (`defense=["none", "dp", ["dp", "nopeek"]]`). Rows are appended to
-    <out>/<run_id>/results.csv (resume=True skips finished cells), as the CLI does."""
-    from slsec.study.sweeps import sweep_rows
-    _check_keywords("sweep", options, ("model", "dataset", "config", "resume"))
+    <out>/<run_id>/results.csv (resume=True skips finished cells), as the CLI does. jobs=N:
+    cells run N at once in worker processes (default: the cores available; models and data
+    sets given as Python objects keep their cells in this process)."""
+    import pandas as pd
+
+    from slsec.data.userdata import as_dataset_spec
+    from slsec.data.usermodel import as_model_spec
+    from slsec.study.grid import _grid_text
+    from slsec.study.sweeps import run_sweep
+    jobs = options.pop("jobs", None)
+    _check_keywords("sweep", options, ("model", "dataset", "config", "resume", "jobs"))
+    flags = {k: _grid_text(k, v) for k, v in options.items() if v is not None}
+    for key, spec in (("model", as_model_spec(model)), ("dataset", as_dataset_spec(dataset))):
+        if spec is not None:
+            flags[key] = spec
     with _RUNS:
-        return sweep_rows(model=model, dataset=dataset, config=config, resume=resume, **options)
+        folder = run_sweep(str(config) if config is not None else None, flags, resume=resume,
+                           jobs=jobs)
+    return pd.read_csv(folder / "results.csv")
 
 
 def load(path: str | Path) -> dict[str, Any]:

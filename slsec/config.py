@@ -2,6 +2,9 @@
 
 Precedence: defaults < TOML file (`--config`) < flags given on the command line. Every bad
 value is a UserError naming the flag (or the TOML key and file); inner code trusts the config.
+
+Over 300 lines: the core's parameter declarations (one Param per option, with its help line)
+are a third of it; the rest is their coercion and the checks across fields.
 """
 from __future__ import annotations
 
@@ -95,6 +98,9 @@ TAIL: tuple[Param, ...] = (
     Param("run_id", "str", None, "name of the run's folder under --out (not set: derived "
           "from the config)"),
 )
+
+
+plugins.RESERVED.update({p.name for p in (*CORE, *TAIL)} | {"config", "source"})
 
 
 def _declared() -> dict[str, tuple[Param, tuple[str, ...]]]:
@@ -228,6 +234,10 @@ def _check_launch(cfg: Any) -> None:
     """Started as several MPI ranks without --backend mpi: each rank would run the whole
     command (K+1 trainings writing one folder). Refused in one line (printed by rank 0)."""
     import os
+    import sys
+    pool = sys.modules.get("mpi4py.futures._core")   # `python -m mpi4py.futures`: rank 0 runs
+    if getattr(pool, "SharedPool", None) is not None:  # the command, the others are its workers
+        return
     sizes = [os.environ[v] for v in MPI_SIZE_VARS if v in os.environ]
     ranks = int(sizes[0]) if sizes and sizes[0].isdigit() else 1
     if ranks > 1 and cfg.backend != "mpi":

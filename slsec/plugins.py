@@ -15,6 +15,9 @@ syntax error, a declaration without the attributes its kind needs, a name a buil
 has, a parameter named like a core option) is left out of the declarations and recorded:
 `problems()` lists one line per file, `check()` raises the first as a UserError (every command
 calls it when it builds its config), and `slsec list` shows them.
+
+Over 300 lines: the source reader (literal evaluation) and the checks of a user's file are
+one concern, reading declarations without importing; split, each would import the other.
 """
 from __future__ import annotations
 
@@ -33,6 +36,8 @@ from slsec.params import Param
 KINDS = {"PROTOCOLS": "protocol", "ATTACKS": "attack", "DEFENSES": "defense"}
 PACKAGES = ("slsec.protocols", "slsec.attacks", "slsec.defenses")
 ENV = "SLSEC_PLUGINS"
+RESERVED: set[str] = set()   # the core's option names, filled in by slsec.config (no plug-in
+                             # parameter may take one)
 MAX_PLUGIN_BYTES = 1 << 20   # a plug-in is one source file, not a data set
 # class attributes a plug-in of each kind must declare (the others have defaults in its base)
 REQUIRED = {"attack": ("roles", "methods", "default_order"),
@@ -197,17 +202,8 @@ def _read_user_file(path: Path) -> list[Declared]:
     return found
 
 
-def _core_names() -> set[str]:
-    """The core's option names (a plug-in parameter may not take one)."""
-    config = sys.modules.get("slsec.config")
-    if config is None or not hasattr(config, "TAIL"):
-        import slsec.config as config
-    return {p.name for p in (*config.CORE, *config.TAIL)} | {"config", "source"}
-
-
-def _check_user(found: list[Declared], known: list[Declared]) -> None:
+def _check_user(found: list[Declared], known: list[Declared], reserved: frozenset[str]) -> None:
     """A user's declarations: the attributes their kind needs, no name or core option taken."""
-    core = _core_names()
     for d in found:
         missing = [a for a in REQUIRED[d.kind] if a not in d.attrs]
         if missing:
@@ -228,7 +224,7 @@ def _check_user(found: list[Declared], known: list[Declared]) -> None:
             if not isinstance(p, Param):
                 raise UserError(f"{ENV}: plug-in {d.path}: {d.kind} '{d.name}': params must "
                                 "be Param(...) declarations")
-            if p.name in core:
+            if p.name in reserved:
                 raise UserError(f"{ENV}: plug-in {d.path}: parameter '{p.name}' of {d.kind} "
                                 f"'{d.name}' clashes with the core option {p.flag}")
         known.append(d)
@@ -244,13 +240,14 @@ def _attack_shape(a: dict[str, Any]) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _declarations(extra: tuple[str, ...]) -> tuple[tuple[Declared, ...], tuple[str, ...]]:
+def _declarations(extra: tuple[str, ...], reserved: frozenset[str]
+                  ) -> tuple[tuple[Declared, ...], tuple[str, ...]]:
     found = [d for pkg in PACKAGES for f in _package_files(pkg) for d in read_file(f)]
     problems: list[str] = []
     for e in extra:
         try:
             mine = _read_user_file(Path(e))
-            _check_user(mine, list(found))
+            _check_user(mine, list(found), reserved)
         except UserError as err:
             problems.append(str(err))
             continue
@@ -258,20 +255,20 @@ def _declarations(extra: tuple[str, ...]) -> tuple[tuple[Declared, ...], tuple[s
     return tuple(found), tuple(problems)
 
 
-def _extra() -> tuple[str, ...]:
-    return tuple(str(f) for f in extra_files())
+def _found() -> tuple[tuple[Declared, ...], tuple[str, ...]]:
+    return _declarations(tuple(str(f) for f in extra_files()), frozenset(RESERVED))
 
 
 def declarations(kind: str | None = None) -> list[Declared]:
     """Every declared plug-in (of `kind`), built-ins first, in file order (a broken user
     plug-in is left out: see problems())."""
-    found = _declarations(_extra())[0]
+    found = _found()[0]
     return [d for d in found if kind is None or d.kind == kind]
 
 
 def problems() -> list[str]:
     """One line per SLSEC_PLUGINS file that cannot be used (naming the file and why)."""
-    return list(_declarations(_extra())[1])
+    return list(_found()[1])
 
 
 def check() -> None:

@@ -54,6 +54,33 @@ class GradientScaling(Mechanism):
 
 
 @dataclass(frozen=True)
+class Bottleneck(CutNoise):
+    """A variational information bottleneck at the cut (MID): what is sent is sampled,
+    mean + sigma * N(0, I), the sender's loss has `weight` times the KL to N(0, I); an attacker
+    models it as the noise it is (a `CutNoise` without clipping)."""
+
+    weight: float = 0.0
+
+
+@dataclass(frozen=True)
+class CutCompression(Mechanism):
+    """Each smashed row compressed before it leaves: its `keep` fraction of coordinates of
+    largest magnitude kept, the rest zero (1.0: all kept), then, with `bits`, quantised to
+    2**bits evenly spaced levels between the row's min and max (sent alongside)."""
+
+    keep: float = 1.0
+    bits: int | None = None
+
+
+@dataclass(frozen=True)
+class GradientSparsification(Mechanism):
+    """Each returned cut-gradient row keeps its `keep` fraction of coordinates of largest
+    magnitude; the rest are zero."""
+
+    keep: float
+
+
+@dataclass(frozen=True)
 class LabelNoise(Mechanism):
     """Randomized response on the labels with parameter `epsilon` per use."""
 

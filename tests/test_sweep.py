@@ -205,6 +205,23 @@ def test_dcs_follows_vflair() -> None:
     assert dcs(ap=0.0, mp=0.95, mp_ideal=0.9) == 1.0                       # no credit above ideal
 
 
+def test_type_and_comprehensive_dcs_follow_vflair() -> None:
+    """T-DCS: the mean DCS over one type's attacks at a setting; C-DCS: the mean over types."""
+    from slsec.report.frontier import comprehensive_dcs, type_dcs
+    rows = [{"defense": "mid", "mid_weight": 0.1, "attack_kind": "inversion", "dcs": 0.8},
+            {"defense": "mid", "mid_weight": 0.1, "attack_kind": "inversion", "dcs": 0.6},
+            {"defense": "mid", "mid_weight": 0.1, "attack_kind": "label", "dcs": 0.9},
+            {"defense": "mid", "mid_weight": 1.0, "attack_kind": "label", "dcs": 1.0},
+            {"defense": "mid", "mid_weight": 1.0, "attack_kind": "label", "dcs": None}]
+    t = type_dcs(rows, ["defense", "mid_weight"])
+    assert t == {("mid", 0.1): {"inversion": pytest.approx(0.7), "label": 0.9},
+                 ("mid", 1.0): {"label": 1.0}}
+    assert comprehensive_dcs(t[("mid", 0.1)]) == pytest.approx(0.8)
+    assert comprehensive_dcs(t[("mid", 0.1)], {"inversion": 3, "label": 1}) == \
+        pytest.approx(0.75)
+    assert math.isnan(comprehensive_dcs({}))
+
+
 def test_attack_performance_is_normalised_to_the_attack_baseline() -> None:
     assert attack_performance({"attack_ssim_mean": 0.2, "baseline_ssim_mean": 0.2}) == 0.0
     assert attack_performance({"attack_ssim_mean": 0.6, "baseline_ssim_mean": 0.2}) == \

@@ -25,7 +25,7 @@ from slsec.config import PARAMS, RunConfig, merged_config
 from slsec.params import Param
 from slsec import plugins
 from slsec.errors import PeerError, UserError
-from slsec.cli.launch import ARGV, is_rank0, launch_under_mpiexec
+from slsec.cli.launch import ARGV, interrupted, is_rank0, launch_under_mpiexec, on_sigterm
 from slsec.cli.audit import AUDIT_OPTIONS
 from slsec.run.convergence import CONVERGENCE_FLAGS, parse_rule
 
@@ -203,16 +203,23 @@ def sweep(**kw: Any) -> None:
     default=typer.Option(None, "--hijack-steps", metavar="INT",
                          help="malicious-server column: client steps of hijacking per cut; 0: "
                               "no column [default: 110]")),
-    _force())
+    inspect.Parameter(
+    "privacy_target", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+    default=typer.Option(None, "--privacy-target", metavar="gain=G",
+                         help="also search cut x defense (none, DP at the cut, NoPeek) x seeds "
+                              "and recommend the cheapest meeting SSIM gain over the prior <= G "
+                              "at the upper 95% bound [default: not set]")),
+    _force(), _jobs())
 def review(**kw: Any) -> None:
     """Security review of every cut of a model: leakage, cost, risk grade, recommendation,
     and what a malicious (hijacking) server reaches and whether the client detects it."""
     from slsec.cli import commands
     commands.review(_config({k: v for k, v in kw.items()
                              if k not in ("min_accuracy", "max_client_flops", "force",
-                                          "hijack_steps")}),
+                                          "hijack_steps", "jobs", "privacy_target")}),
                     min_accuracy=kw["min_accuracy"], max_client_flops=kw["max_client_flops"],
-                    force=kw["force"], hijack_steps=kw["hijack_steps"])
+                    force=kw["force"], hijack_steps=kw["hijack_steps"], jobs=kw["jobs"],
+                    privacy_target=kw["privacy_target"])
 
 
 @app.command()
@@ -246,40 +253,15 @@ def _text(name: str, help: str) -> inspect.Parameter:
 
 
 @app.command()
-@with_run_options(_resume("cells"), _force(), *(_text(n, h) for n, h in CONVERGENCE_FLAGS))
+@with_run_options(_resume("cells"), _force(), _jobs(),
+                  *(_text(n, h) for n, h in CONVERGENCE_FLAGS))
 def benchmark(**kw: Any) -> None:
     """SLPerf-style table: architectures x partitions x datasets (accuracy, rounds, time, MB)."""
     from slsec.cli import commands
-    resume, force = kw.pop("resume"), kw.pop("force")
+    resume, force, jobs = kw.pop("resume"), kw.pop("force"), kw.pop("jobs")
     rule = parse_rule(*(kw.pop(n.replace("-", "_")) for n, _ in CONVERGENCE_FLAGS))
     commands.benchmark(kw.pop("config"), {k: v for k, v in kw.items()}, resume=resume,
-                       force=force, rule=rule)
-
-
-def _on_sigterm() -> list[int]:
-    """SIGTERM (a batch scheduler's time limit, `kill`) is handled as Ctrl-C: the command
-    stops where Ctrl-C would, keeping what it finished, and exits 143. Returns the list the
-    handler marks (empty until a SIGTERM arrives)."""
-    import signal
-    import threading
-    seen: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        return seen
-
-    def handler(signum: int, frame: Any) -> None:
-        seen.append(signum)
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)
-    return seen
-
-
-def _interrupted(terminated: list[int]) -> int:
-    if terminated:
-        print("error: terminated (SIGTERM); finished results are kept, nothing is "
-              "half-written", file=sys.stderr)
-        return 143
-    print("error: interrupted", file=sys.stderr)
-    return 130
+                       force=force, rule=rule, jobs=jobs)
 
 
 @app.command()
@@ -309,15 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     # the same thread-safety caveat); the bound it gives is still a valid upper bound
     warnings.filterwarnings("ignore", message="Optimal order is the", category=UserWarning)
     ARGV[:] = sys.argv[1:] if argv is None else list(argv)
-    terminated = _on_sigterm()
+    terminated = on_sigterm()
     try:
         # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns that code
         if app(args=argv, standalone_mode=False, prog_name="slsec") == 130:
-            return _interrupted(terminated)
+            return interrupted(terminated)
     except typer.Exit as e:
-        return _interrupted(terminated) if e.exit_code == 130 else e.exit_code
+        return interrupted(terminated) if e.exit_code == 130 else e.exit_code
     except typer.Abort:
-        return _interrupted(terminated)
+        return interrupted(terminated)
     except click.ClickException as e:
         print(f"error: {e.format_message()}", file=sys.stderr)
         return 2
@@ -333,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
               "unchanged: every write is a temp file renamed into place)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return _interrupted(terminated)
+        return interrupted(terminated)
     finally:
         from slsec.report.folders import release_unused
         release_unused()   # a folder held for a run that never wrote is removed again

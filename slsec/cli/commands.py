@@ -9,7 +9,6 @@ from typing import Any, Iterator
 
 from rich.table import Table
 
-from slsec.catalog import pre_training
 from slsec.config import RunConfig
 from slsec.report.console import console, err
 from slsec.errors import UserError
@@ -21,6 +20,7 @@ from slsec.study.runs import (baseline_config, baseline_path, cached_baseline,  
                         run_folder, run_id, start_baseline)
 from slsec.report.summary import (SUMMARY_ROWS, print_summary, run_title_parts,  # noqa: F401  (ditto)
                            shown)
+from slsec.report.training import print_training
 
 
 _JSON = {"on": False}
@@ -107,19 +107,7 @@ def train(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:
                      setup=setup if cfg.attack is None else None)
     if result is None:
         return None
-    cuts = result.metrics["cuts"]
-    t = Table(title=f"{cfg.protocol} on {cfg.dataset} ({cfg.model_name})"
-                    + (f", cut{'s' if len(cuts) > 1 else ''} {','.join(cuts)}" if cuts else ""))
-    for c in ("round", "test acc", "loss", "wall-clock s", "MB on wire"):
-        t.add_column(c, justify="right")
-    for r in result.curve:
-        t.add_row(str(r["round"]), f"{r['accuracy']:.4f}", f"{r['loss']:.4f}",
-                  f"{r['wall_s']:.1f}", f"{r['bytes'] / 1e6:.2f}")
-    console.print(t)
-    m = result.metrics
-    console.print(f"rounds to convergence: {shown(m, 'rounds_to_convergence')} "
-                  f"(first round with accuracy >= {m['convergence_threshold']:.4f}: "
-                  f"{'--target-accuracy' if cfg.target_accuracy else '98% of the best accuracy'})")
+    print_training(cfg, result)
     write_run(folder, result, None, force=force)
     console.print(f"report: {folder}/report.html")
     if _JSON["on"]:
@@ -163,14 +151,15 @@ def sweep(config: str | None, flags: dict[str, Any], *, resume: bool, force: boo
 
 
 def review(cfg: RunConfig, *, min_accuracy: str | None, max_client_flops: str | None,
-           force: bool = False, hijack_steps: int | None = None) -> None:
+           force: bool = False, hijack_steps: int | None = None, jobs: str | None = None,
+           privacy_target: str | None = None) -> None:
     from slsec.study.review import run_review
     from slsec.study.review_malicious import DEFAULT_STEPS
     steps = DEFAULT_STEPS if hijack_steps is None else hijack_steps
     if steps < 0:
         raise UserError(f"--hijack-steps must be >= 0 (0: no malicious-server column), got {steps}")
     run_review(cfg, min_accuracy=min_accuracy, max_client_flops=max_client_flops, force=force,
-               hijack_steps=steps)
+               hijack_steps=steps, jobs=jobs, privacy_target=privacy_target)
 
 
 def rerender(path: str) -> None:
@@ -188,7 +177,7 @@ def rerender(path: str) -> None:
         with keeping(kept):
             try:
                 if "per_seed" in stored:
-                    from slsec.study.seeds import render_seeds
+                    from slsec.report.seeds_report import render_seeds
                     render_seeds(folder, stored)
                 else:
                     render_run(folder, stored)
@@ -239,6 +228,6 @@ def check_result_shape(stored: Any, path: Path) -> None:
 
 
 def benchmark(config: str | None, flags: dict[str, Any], *, resume: bool = False,
-              force: bool = False, rule: Any = None) -> None:
+              force: bool = False, rule: Any = None, jobs: str | None = None) -> None:
     from slsec.study.benchmark import run_benchmark
-    run_benchmark(config, flags, resume=resume, force=force, rule=rule)
+    run_benchmark(config, flags, resume=resume, force=force, rule=rule, jobs=jobs)

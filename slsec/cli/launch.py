@@ -1,9 +1,11 @@
 """Running under mpiexec: whether this process is a launched rank (and rank 0), and launching
-`slsec train|evaluate --backend mpi` as K+1 ranks when it was typed without mpiexec."""
+`slsec train|evaluate --backend mpi` as K+1 ranks when it was typed without mpiexec; how the
+process ends when it is stopped (Ctrl-C, or SIGTERM from a scheduler or `kill`)."""
 from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from slsec.config import RunConfig
 from slsec.errors import UserError
@@ -52,3 +54,29 @@ def is_rank0() -> bool:
         if var in os.environ:
             return os.environ[var] == "0"
     return True
+
+
+def on_sigterm() -> list[int]:
+    """SIGTERM (a batch scheduler's time limit, `kill`) is handled as Ctrl-C: the command
+    stops where Ctrl-C would, keeping what it finished, and exits 143. Returns the list the
+    handler marks (empty until a SIGTERM arrives)."""
+    import signal
+    import threading
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        return seen
+
+    def handler(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+    return seen
+
+
+def interrupted(terminated: list[int]) -> int:
+    if terminated:
+        print("error: terminated (SIGTERM); finished results are kept, nothing is "
+              "half-written", file=sys.stderr)
+        return 143
+    print("error: interrupted", file=sys.stderr)
+    return 130

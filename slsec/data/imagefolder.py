@@ -12,13 +12,17 @@ import numpy as np
 from slsec.errors import DataError
 
 MAX_IMAGES = 200_000
+MAX_PIXELS = 4096 * 4096   # per image: a 10,500 x 10,500 PNG is a mistake (or a bomb), not data
 
 
 def read_image_folder(root: Path, where: str, max_bytes: int) -> dict[str, np.ndarray]:
     """The uint8 arrays x, y (and x_test, y_test with train/ and test/) of an image folder;
     `max_bytes` caps the images as float32 before any is decoded."""
     if not root.is_dir():
-        raise DataError(f"{where}: folder {root} does not exist")
+        what = "is a file, not a folder of images (<class>/<image>)" if root.exists() \
+            else "does not exist"
+        raise DataError(f"{where}: {root} {what}")
+    _no_folder_links(root, where)
     if (root / "test").is_dir():
         if not (root / "train").is_dir():
             raise DataError(f"{where}: {root} has test/ but no train/ folder (give both, or "
@@ -49,6 +53,18 @@ def read_image_folder(root: Path, where: str, max_bytes: int) -> dict[str, np.nd
     return {"x": x[:n], "y": y[:n], "x_test": x[n:], "y_test": y[n:]}
 
 
+def _no_folder_links(root: Path, where: str) -> None:
+    """A link to a folder inside the image folder is refused: followed, a loop (a link to a
+    parent) counts the same images many times."""
+    import os
+    for here, dirs, _ in os.walk(root):   # does not follow links itself
+        for d in dirs:
+            if os.path.islink(os.path.join(here, d)):
+                raise DataError(f"{where}: {os.path.join(here, d)} is a link to a folder; "
+                                "image folders are read without following folder links "
+                                "(copy the images in, or link the image files)")
+
+
 def _samples(folder: Path, where: str) -> tuple[list[tuple[str, int]], list[str]]:
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
     try:
@@ -75,6 +91,12 @@ def _mode(path: str, where: str) -> str:
 
 def _size(path: str, where: str) -> tuple[int, int]:
     with _open(path, where) as im:
+        if im.size[0] * im.size[1] > MAX_PIXELS:
+            raise DataError(f"{where}: image {path} is {im.size[0]}x{im.size[1]} pixels; at "
+                            f"most {MAX_PIXELS // 2**20} Mpixel per image are read (resize it)")
+        if im.mode in ("I", "F"):
+            raise DataError(f"{where}: image {path} has {im.mode} (32-bit) pixels of no fixed "
+                            "range; store 8- or 16-bit images")
         return im.size
 
 
@@ -82,6 +104,9 @@ def _pixels(path: str, gray: bool, size: tuple[int, int], where: str) -> np.ndar
     from PIL import Image
     try:
         with _open(path, where) as im:
+            _size(path, where)
+            if im.mode.startswith("I;16"):   # 16-bit: its top 8 bits, never saturated
+                im = Image.fromarray((np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8))
             im = im.convert("L" if gray else "RGB")
             if im.size != size:
                 im = im.resize(size, Image.BILINEAR)

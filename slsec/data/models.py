@@ -95,6 +95,9 @@ def cnn(*, num_classes: int = 10, input_shape: tuple[int, int, int] = (1, 28, 28
         **_: object) -> SplitModel:
     """Small CNN for 28x28 (or 32x32) images: two conv blocks, two dense layers."""
     c, h, w = input_shape
+    if h < 4 or w < 4:
+        raise UserError(f"model 'cnn' needs images of at least 4x4 pixels (it pools twice by "
+                        f"2), got {h}x{w}; use your own --model for smaller inputs")
     flat = 64 * (h // 4) * (w // 4)
     return SplitModel("cnn", [
         ("conv1", Block(nn.Sequential(nn.Conv2d(c, 32, 3, padding=1), nn.ReLU()))),

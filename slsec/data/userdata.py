@@ -144,7 +144,9 @@ def user_fingerprint(model: str | None, dataset: str) -> dict[str, str]:
 
 def _read_npz(name: str, path: Path) -> Dataset:
     if not path.is_file():
-        raise DataError(f"--dataset {name}: file {path} does not exist")
+        what = "is a folder, not an .npz file" if path.is_dir() else \
+            "is not a regular file" if path.exists() else "does not exist"
+        raise DataError(f"--dataset {name}: {path} {what}")
     if not os.access(path, os.R_OK):
         raise DataError(f"--dataset {name}: file {path} is not readable")
     try:
@@ -156,6 +158,10 @@ def _read_npz(name: str, path: Path) -> Dataset:
         with np.load(path, allow_pickle=False) as z:
             arrs = {k: z[k] for k in ("x", "y", "x_test", "y_test") if k in z.files}
             other = sorted(set(z.files) - set(arrs))
+        for k, v in arrs.items():   # a member without the .npy header comes back as bytes
+            if not isinstance(v, np.ndarray):
+                raise DataError(f"--dataset {name}: {path}: member '{k}' is not a .npy array "
+                                "(no npy header; a pickle is never loaded)")
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:

@@ -87,15 +87,17 @@ def _file_version(where: str) -> tuple:
 def _import_file(where: str) -> Any:
     path = Path(where).expanduser()
     if not path.is_file():
-        raise UserError(f"--model: file {path} does not exist")
+        what = "is a folder, not a Python file" if path.is_dir() else \
+            "is not a regular file" if path.exists() else "does not exist"
+        raise UserError(f"--model: {path} {what}")
     name = "slsec_user_model_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
     try:
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
         sys.modules[name] = module
         spec.loader.exec_module(module)  # type: ignore[union-attr]
-    except Exception as e:  # the user's code: any error becomes one line naming the file
-        sys.modules.pop(name, None)
+    except (Exception, SystemExit, KeyboardInterrupt) as e:   # the user's code (an exit or
+        sys.modules.pop(name, None)                            # an interrupt it raises too)
         raise UserError(f"--model: importing {path} failed: {_line(e)}") from None
     return module
 
@@ -111,7 +113,7 @@ def _import_module(where: str) -> Any:
             raise UserError(f"--model: no module named '{where}' (nor a file; a file spec "
                             f"ends in .py)") from None
         raise UserError(f"--model: importing {where} failed: {_line(e)}") from None
-    except Exception as e:
+    except (Exception, SystemExit, KeyboardInterrupt) as e:
         raise UserError(f"--model: importing {where} failed: {_line(e)}") from None
     finally:
         if added:
@@ -119,6 +121,8 @@ def _import_module(where: str) -> Any:
 
 
 def _line(e: BaseException) -> str:
+    if isinstance(e, SystemExit):
+        return f"SystemExit (it called sys.exit({e.code!r}))"
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
@@ -145,7 +149,7 @@ def _call(factory: Callable[..., Any], spec: str, kwargs: dict[str, Any]) -> Any
         return factory(**given)
     except UserError:
         raise
-    except Exception as e:
+    except (Exception, SystemExit, KeyboardInterrupt) as e:   # sys.exit(3) in it, too
         raise UserError(f"--model {spec}: the factory raised {_line(e)}") from None
 
 
@@ -196,6 +200,39 @@ def _check_output(model: SplitModel, spec: str, num_classes: int | None,
     if tuple(out.shape) != (2, num_classes):
         raise UserError(f"--model {spec}: outputs shape {list(out.shape)} for input {shape}; "
                         f"the dataset has {num_classes} classes (expected [N, {num_classes}])")
+
+
+def check_parts(model: SplitModel, cuts: list[str], spec: str,
+                input_shape: tuple[int, ...] | None) -> None:
+    """Each party's part must have weights to train, and one training step on a batch of two
+    (zeros) must run across the cut as the protocol runs it (the received tensor a fresh leaf):
+    one line instead of a traceback at the first step (an in-place op on the cut tensor, a
+    block returning a tuple in training mode). Graph models are checked by their first step."""
+    parts = model.split(cuts)
+    for i, part in enumerate(parts):
+        if not any(p.requires_grad for p in part.parameters()):
+            where = (f"before cut '{cuts[0]}'" if i == 0 else f"after cut '{cuts[i - 1]}'")
+            raise UserError(f"--model {spec}: the part {where} (blocks {', '.join(part.names)}) "
+                            "has no trainable parameters, and each party trains its part; "
+                            "cut after a block with weights")
+    if input_shape is None:
+        return
+    with torch.random.fork_rng(devices=[]):   # dropout draws: the run's numbers stay the same
+        try:
+            feats: Any = {"x": torch.zeros([2, *input_shape])}
+            for part in parts:
+                out = part(feats)
+                feats = {k: (v.detach().requires_grad_() if torch.is_tensor(v)
+                             and v.is_floating_point() else v) for k, v in out.items()}
+            loss = feats["x"].float().sum()
+            loss.backward()
+        except Exception as e:
+            hint = " (a block modifies the received cut tensor in place: use out-of-place " \
+                "ops, e.g. relu() not relu_())" if "in-place" in str(e) else ""
+            raise UserError(f"--model {spec}: a training step across cut(s) "
+                            f"{', '.join(cuts)} fails: {_line(e)}{hint}") from None
+        finally:
+            model.zero_grad(set_to_none=True)
 
 
 def build_user_model(spec: str, *, num_classes: int | None = None,

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from slsec.errors import UserError
-from slsec.report.results import check_writable, read_result, read_rows
+from slsec.report.folders import read_result
+from slsec.report.results import check_writable, read_rows
 
 LEAKS = [("attack_ssim_mean", "attack SSIM", "lower = less leakage"),
          ("label_auc", "label-inference AUC", "0.5 = no leakage")]

@@ -19,10 +19,10 @@ import fcntl
 import os
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from slsec.errors import UserError
-from slsec.report.results import REJECTED, atomic_write, quarantine
+from slsec.report.results import REJECTED, atomic_write, quarantine, read_json
 
 KIND_FILE = ".slsec-kind"
 LOCK_FILE = ".slsec.lock"
@@ -210,3 +210,18 @@ def quarantine_warned(path: Path, warn: Callable[[str], None]) -> None:
     if rejected:
         warn(f"warning: {rejected} damaged row(s) of {path} moved to "
              f"{path.with_name(REJECTED)}; their cells run again")
+
+
+def read_result(path: str | Path) -> dict[str, Any]:
+    """A run's stored result (result.json, a cached undefended twin): an object with a config
+    object and a metrics object holding the accuracy, or one line saying what it lacks."""
+    stored = read_json(path)
+    if not isinstance(stored, dict):
+        raise UserError(f"{path} is not an slsec result (a JSON {type(stored).__name__}, "
+                        "expected an object with config and metrics)")
+    for part in ("config", "metrics"):
+        if not isinstance(stored.get(part), dict):
+            raise UserError(f"{path} is not an slsec result: no '{part}' object")
+    if "accuracy" not in stored["metrics"]:
+        raise UserError(f"{path} is not an slsec result: its metrics lack the accuracy")
+    return stored

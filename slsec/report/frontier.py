@@ -18,6 +18,8 @@ its baseline). Attack performance is normalised so that 0 is the baseline and 1 
   when the protocol sends the labels to the server in the clear, AP = 1.
 
 Both terms lie in [0, 1], so D <= 1 and DCS lies in [0.5, 1]; 1 is the ideal defense.
+Across attacks (VFLAIR's benchmark): T-DCS of an attack type = the mean DCS over the attacks of
+that type at one defense setting; C-DCS = the mean of the T-DCS over the types (equal weights).
 """
 from __future__ import annotations
 
@@ -105,6 +107,29 @@ def row_dcs(row: dict[str, Any]) -> float:
     mp = num(row.get("accuracy"))
     ideal = num(row.get("undefended_accuracy"))
     return dcs(ap=attack_performance(row), mp=mp, mp_ideal=mp if math.isnan(ideal) else ideal)
+
+
+def type_dcs(rows: Sequence[dict[str, Any]], setting: Sequence[str]
+             ) -> dict[tuple, dict[str, float]]:
+    """VFLAIR's type-level score per defense setting: T-DCS_t = the mean DCS over the rows of
+    attack type t (`attack_kind`: inversion, label, gradient) at that setting (the values of
+    the `setting` keys, e.g. the defense and its strength). NaN DCS rows are left out."""
+    acc: dict[tuple, dict[str, list[float]]] = {}
+    for r in rows:
+        d, kind = num(r.get("dcs")), r.get("attack_kind")
+        if math.isnan(d) or not kind:
+            continue
+        key = tuple(r.get(k) for k in setting)
+        acc.setdefault(key, {}).setdefault(str(kind), []).append(d)
+    return {k: {t: sum(v) / len(v) for t, v in kinds.items()} for k, kinds in acc.items()}
+
+
+def comprehensive_dcs(t_dcs: dict[str, float], weights: dict[str, float] | None = None) -> float:
+    """VFLAIR's comprehensive score: C-DCS = sum_t w_t T-DCS_t, equal weights by default."""
+    if not t_dcs:
+        return float("nan")
+    w = weights or {t: 1.0 / len(t_dcs) for t in t_dcs}
+    return sum(w[t] * v for t, v in t_dcs.items()) / sum(w[t] for t in t_dcs)
 
 
 def leakage(metric: str, value: float) -> float:

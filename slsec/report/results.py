@@ -146,6 +146,7 @@ def scan_rows(path: str | Path) -> tuple[list[dict[str, str]], list[dict[str, An
     reader = csv.reader(iter(lines))
     good: list[dict[str, str]] = []
     bad: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}   # row text -> its first line (a copy is not a second result)
     try:
         header = next(reader, None)
     except csv.Error as e:
@@ -153,7 +154,6 @@ def scan_rows(path: str | Path) -> tuple[list[dict[str, str]], list[dict[str, An
     if not header:
         return [], []
     checked = ROW_CHECK in header
-    seen: dict[str, int] = {}   # row text -> its first line
     start = reader.line_num
     while True:
         try:
@@ -173,13 +173,10 @@ def scan_rows(path: str | Path) -> tuple[list[dict[str, str]], list[dict[str, An
                         "reason": f"{len(rec)} of {len(header)} fields (cut short or garbled)"})
             continue
         row = dict(zip(header, rec))
-        if checked and row.get(ROW_CHECK) != row_hash(row):
-            bad.append({"line": line, "raw": raw, "reason": "integrity check failed"})
-            continue
-        first = seen.setdefault(raw.rstrip("\r\n"), line)
-        if first != line:   # timings make every written row unique: a copy is not a result
-            bad.append({"line": line, "raw": raw, "reason": f"a copy of line {first} (each "
-                        "row is written once)"})
+        first = seen.setdefault(raw.rstrip("\r\n"), line)   # timings make each row unique
+        if (checked and row.get(ROW_CHECK) != row_hash(row)) or first != line:
+            bad.append({"line": line, "raw": raw, "reason": "integrity check failed" if
+                        first == line else f"a copy of line {first} (each row is written once)"})
             continue
         row.pop(ROW_CHECK, None)
         good.append(row)
@@ -285,21 +282,6 @@ def write_json(path: str | Path, obj: Any) -> Path:
     """Strict JSON (NaN/inf become null), written atomically."""
     return atomic_write(path, json.dumps(finite(obj), indent=2, default=_json_default,
                                          allow_nan=False) + "\n")
-
-
-def read_result(path: str | Path) -> dict[str, Any]:
-    """A run's stored result (result.json, a cached undefended twin): an object with a config
-    object and a metrics object holding the accuracy, or one line saying what it lacks."""
-    stored = read_json(path)
-    if not isinstance(stored, dict):
-        raise UserError(f"{path} is not an slsec result (a JSON {type(stored).__name__}, "
-                        "expected an object with config and metrics)")
-    for part in ("config", "metrics"):
-        if not isinstance(stored.get(part), dict):
-            raise UserError(f"{path} is not an slsec result: no '{part}' object")
-    if "accuracy" not in stored["metrics"]:
-        raise UserError(f"{path} is not an slsec result: its metrics lack the accuracy")
-    return stored
 
 
 def read_json(path: str | Path) -> Any:

@@ -9,7 +9,6 @@ from typing import Any
 
 from rich.table import Table
 
-from slsec.study import review_malicious as malicious
 from slsec.config import RunConfig
 from slsec.report.results import atomic_write, legend_outside, save_figure
 from slsec.report.stats import CI_SUFFIX, fmt_ci, seeds_text
@@ -149,9 +148,11 @@ def review_table(cfg: RunConfig, rows: list[dict[str, Any]]) -> Table:
 def write_outputs(folder: Path, cfg: RunConfig, rows: list[dict[str, Any]],
                   rankings: dict[str, Any], best: dict[str, Any] | None, reason: str,
                   acc_budget: float | None, relative: bool, flops_budget: float | None,
-                  per_seed: list[dict[str, Any]] | None = None) -> None:
+                  per_seed: list[dict[str, Any]] | None = None,
+                  target: list[tuple] | None = None) -> None:
     """results.csv (one row per protocol and cut; several seeds: those rows are the aggregate
-    rows, followed by one raw row per seed), a leakage plot, report.md + report.html."""
+    rows, followed by one raw row per seed), a leakage plot, report.md + report.html.
+    `target`: the --privacy-target section's blocks (slsec.study.privacy_target)."""
     import pandas as pd
 
     from slsec import report as rpt
@@ -194,7 +195,7 @@ def write_outputs(folder: Path, cfg: RunConfig, rows: list[dict[str, Any]],
         ("h", "Every configuration"),
         ("table", [n for _, n in columns(rows)], [_cells(r, columns(rows)) for r in rows]),
         ("p", RISK_RULE),
-        *([("p", legend)] if (legend := malicious.note(rows)) is not None else []),
+        *([("p", legend)] if (legend := note(rows)) is not None else []),
         ("img", str(png), "inversion SSIM per cut (with the mean-image baseline and the grade "
                           "thresholds)"),
         ("p", "Bytes per sample: what crosses the (first) cut per sample, float32. Client "
@@ -202,6 +203,7 @@ def write_outputs(folder: Path, cfg: RunConfig, rows: list[dict[str, Any]],
               "U-shaped clients also run the tail). Accuracy comes from short review runs: "
               "compare cuts with each other, not with fully trained models."),
         ("p", "Rows: results.csv in this folder (one per protocol and cut)."),
+        *(target or []),
     ]
     rpt.write_document(folder, f"slsec security review: {cfg.model_name} / {cfg.dataset}",
                        blocks)
@@ -244,3 +246,26 @@ def leakage_plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- malicious-server column
+
+def cell(r: dict[str, Any]) -> str:
+    """'SSIM 0.63; splitguard @41, gradient-check @35' (or '–' where it does not apply)."""
+    if "hijack_ssim" not in r:
+        return "–"
+    caught = ", ".join(f"{n} @{s}" if s is not None else f"{n} missed"
+                       for n, s in r["detected_by"].items())
+    return f"SSIM {r['hijack_ssim']:.3f}" + (f"; {caught}" if caught else "")
+
+
+def note(rows: list[dict[str, Any]]) -> str | None:
+    """The bound and the legend of the column (None when no row has it)."""
+    ran = [int(r["hijack_steps"]) for r in rows if r.get("hijack_steps") is not None]
+    if not ran:
+        return None
+    steps = max(ran)
+    return (f"Malicious server: feature-space hijacking (FSHA) for {steps} client steps per cut "
+            f"(one client), reconstruction SSIM of the probe without a detector; '<detector> @s': "
+            f"the client flagged the server at its step s and stopped sending; 'missed': not "
+            f"within the {steps} steps.")

@@ -5,14 +5,19 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
+from dataclasses import fields
 from typing import Any
 
 from rich.table import Table
 
+from slsec.config import RunConfig
+
 from slsec.report.console import console, warn
 from slsec.errors import UserError
-from slsec.study.grid import FIELDS
 from slsec.report.results import intact_rows, read_json, read_rows, rows_csv
+
+# the config columns of a row, in order (as slsec.study.grid.FIELDS)
+FIELDS = [f.name for f in fields(RunConfig) if f.name != "source"]
 
 
 def axis_text(row: dict[str, Any], axis: str) -> str:
@@ -177,6 +182,7 @@ def render_sweep(folder: Path) -> None:
                             f"{point_label(best, axes)} (accuracy {num(best.get('accuracy')):.3f}, "
                             f"normalised attack performance "
                             f"{num(best.get('attack_performance')):.3f})."))
+    blocks += tdcs_blocks(records, axes)
     cols = [("accuracy", "accuracy"), ("undefended_accuracy", "undefended acc"),
             ("attack_ssim_mean", "SSIM"), ("baseline_ssim_mean", "SSIM mean-image"),
             ("attack_psnr_mean", "PSNR dB"), ("label_auc", "label AUC"),
@@ -210,6 +216,23 @@ def render_sweep(folder: Path) -> None:
                      f"with the same options plus --resume --run-id {folder.name}.")]
     title = "slsec sweep: privacy/utility frontier" + (f" ({folder.name})")
     rpt.write_document(folder, title, blocks)
+
+
+def tdcs_blocks(records: list[dict[str, Any]], axes: list[str]) -> list[tuple]:
+    """VFLAIR's T-DCS per attack type and C-DCS per defense setting (the grid's axes other
+    than the attack and its method)."""
+    from slsec.report.frontier import comprehensive_dcs, show, type_dcs
+    setting = [a for a in axes if a not in ("attack", "method", "knowledge")]
+    per = type_dcs(records, setting)
+    if not per:
+        return []
+    kinds = sorted({t for v in per.values() for t in v})
+    rows = [[", ".join(f"{a}={show(v)}" for a, v in zip(setting, key)) or "all"]
+            + [f"{v[t]:.3f}" if t in v else "–" for t in kinds]
+            + [f"{comprehensive_dcs(v):.3f}"] for key, v in per.items()]
+    return [("p", "T-DCS (VFLAIR): the mean DCS over the attacks of one type at one defense "
+                  "setting; C-DCS: the mean of the T-DCS over the types present."),
+            ("table", ["setting"] + [f"T-DCS {t}" for t in kinds] + ["C-DCS"], rows)]
 
 
 def seed_text(records: list[dict[str, Any]], n_all: int) -> str:

@@ -105,8 +105,27 @@ def prepare(cfg: RunConfig) -> Setup:
         label_party = ATTACKS.get(cfg.attack).label_party.get(cfg.protocol, label_party)
     setup = Setup(cfg, data, (), data.train.subset(aux_idx), shards,
                   data.test.subset(probe_idx), label_party)
-    setup.cuts = resolve_cuts(cfg, setup.build())
+    model = setup.build()
+    setup.cuts = resolve_cuts(cfg, model)
+    if setup.cuts and (":" in cfg.model_name or cfg.model_name.endswith(".py")):   # the user's
+        from slsec.data.usermodel import check_parts
+        check_parts(model, list(setup.cuts), cfg.model_name,
+                    data.input_shape if data.kind != "graph" else None)
+    _check_batch_norm(cfg, model, shards)
     return setup
+
+
+def _check_batch_norm(cfg: RunConfig, model: SplitModel, shards: list[np.ndarray]) -> None:
+    """A BatchNorm1d layer cannot train on a batch of one sample (one value per channel):
+    refuse a shard whose last batch would be one, before training (not a traceback at its last
+    step). BatchNorm2d has H*W values per channel even then."""
+    if not any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()):
+        return
+    for k, shard in enumerate(shards, 1):
+        if len(shard) % cfg.batch_size == 1:
+            raise UserError(f"--batch-size {cfg.batch_size} leaves client {k} ({len(shard)} "
+                            "samples) a last batch of one sample, which the model's BatchNorm "
+                            "cannot train on; choose another --batch-size or --max-train")
 
 
 def probe_indices(cfg: RunConfig, n_test: int) -> np.ndarray:

@@ -104,6 +104,17 @@ def evaluate_cached(cfg: RunConfig) -> dict[str, Any]:
     return _MEASURED[key]
 
 
+def remember(cfg: RunConfig, metrics: dict[str, Any]) -> None:
+    """Metrics of `cfg` computed elsewhere (a grid worker): evaluate_cached returns them."""
+    from slsec.report.results import config_key
+    _MEASURED[config_key(cfg.to_dict())] = dict(metrics)
+
+
+def is_measured(cfg: RunConfig) -> bool:
+    from slsec.report.results import config_key
+    return config_key(cfg.to_dict()) in _MEASURED
+
+
 def measure(cfg: RunConfig, progress: Callable[[str, int, int], None] | None = None
             ) -> list[dict[str, Any]]:
     """Evaluate every candidate cut once (cached per config in this process); one row per cut."""

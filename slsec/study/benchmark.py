@@ -9,6 +9,11 @@ neither the TOML file nor a flag sets the value.
 Output: <out>/benchmark-<run-id or timestamp>/results.csv (one row per cell, appended
 atomically; rerunning with the same --run-id skips finished cells), report.md and report.html.
 The seed's published CIFAR-10 / ResNet-18 figures are printed beside ours, labelled as the seed's.
+Cells run `--jobs` at once through slsec.study.executor (one after another with --backend mpi,
+where every rank runs the grid and rank 0 writes).
+
+Over 300 lines: the grid's plan, its run (rank-0 rules under MPI, the executor, the convergence
+rule's columns) and the aggregate rows are one sequence, read top to bottom.
 """
 from __future__ import annotations
 
@@ -150,15 +155,35 @@ def cell_row(cfg: RunConfig, result: RunResult, cpu_s: float, n_test: int) -> di
     }
 
 
-def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,
-                  resume: bool = False, force: bool = False, rule: Any = None) -> Path:
-    """Run the grid, append one row per cell, write report.md/html; return the folder.
-    `rule` (slsec.run.convergence.Rule): train to convergence, learning rate chosen per protocol."""
-    from slsec.report.folders import claim, keeping, mark, unique_folder
+def bench_cell(task: dict[str, Any], on_round: Any = None) -> dict[str, Any] | None:
+    """One cell (in this process or a worker): train it, its row (None off rank 0 under MPI);
+    task: {"cfg": config values, "rule": the convergence Rule or None}."""
     from slsec.run.harness import evaluate
-    from slsec.run.preflight import check_grid
     from slsec.run.setup import prepare
+    cfg, rule = make_config(task["cfg"]), task.get("rule")
+    setup = prepare(cfg)
+    cpu0 = time.process_time()
+    result = evaluate(cfg, progress=on_round, setup=setup)
+    if result is None:
+        return None
+    row = cell_row(cfg, result, time.process_time() - cpu0, len(setup.data.test))
+    if rule is not None:   # the columns at the stopping round
+        from slsec.run.convergence import converged_row
+        row.update(converged_row(result.curve, rule))
+    return row
 
+
+def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,
+                  resume: bool = False, force: bool = False, rule: Any = None,
+                  jobs: Any = None) -> Path:
+    """Run the grid (`jobs` cells at once, slsec.study.executor), append one row per cell,
+    write report.md/html; return the folder. `rule` (slsec.run.convergence.Rule): train to
+    convergence, learning rate chosen per protocol."""
+    from slsec.report.folders import claim, keeping, mark, unique_folder
+    from slsec.run.preflight import check_grid
+    from slsec.study.executor import check_jobs, grid_jobs, run_cells
+
+    jobs = check_jobs(jobs)
     if rule is not None:
         if flags.get("rounds") is not None:
             raise UserError("--rounds and --max-rounds: give one (a converging cell runs up to "
@@ -211,36 +236,38 @@ def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,
                    TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                    transient=True, disable=not (main and err.is_terminal))
     runs = seed_runs(cells)
-    task = bar.add_task("", total=len(runs))
-    with bar:
-        for cfg in runs:
-            key = config_key(cfg.to_dict())
-            label = f"{cfg.protocol}/{cfg.partition}/{cfg.dataset}"
-            if key in done:
-                bar.update(task, advance=1, description=f"{label} (already in results.csv)")
-                continue
-            bar.update(task, description=f"{label} round 0/{cfg.rounds}")
-            setup = prepare(cfg)
+    todo = [c for c in runs if config_key(c.to_dict()) not in done]
+    jobs = grid_jobs(todo, jobs)
+    task = bar.add_task("", total=len(runs), completed=len(runs) - len(todo))
 
-            def on_round(rec: Any, label: str = label, total: int = cfg.rounds) -> None:
-                bar.update(task, description=f"{label} round {rec.round}/{total} "
-                                             f"acc {rec.accuracy:.3f}")
-            cpu0 = time.process_time()
-            result = evaluate(cfg, progress=on_round, setup=setup)
-            bar.update(task, advance=1)
-            if result is None or not main:
-                continue
-            row = cell_row(cfg, result, time.process_time() - cpu0, len(setup.data.test))
-            if rule is not None:   # the columns at the stopping round
-                from slsec.run.convergence import converged_row
-                row.update(converged_row(result.curve, rule))
-            with keeping(f"the {len(read_rows(folder / CSV_NAME))} finished row(s) in "
-                         f"{folder / CSV_NAME} are kept; free space and rerun with --resume"):
-                append_row(folder / CSV_NAME, {**row, "row_kind": "seed"})
-            bar.console.print(f"{row['architecture']:<14} {_partition_label(cfg.partition, cfg.alpha):<17} "
-                              f"{cfg.dataset:<8} acc {row['test_accuracy']:.4f}  "
-                              f"conv {row['rounds_to_convergence']}  "
-                              f"{row['wall_clock_s']:.1f} s  {row['mb_on_wire']:.1f} MB")
+    def sequential(one: dict[str, Any]) -> dict[str, Any] | None:
+        cfg = make_config(one["cfg"])
+        label = f"{cfg.protocol}/{cfg.partition}/{cfg.dataset}"
+        bar.update(task, description=f"{label} round 0/{cfg.rounds}")
+
+        def on_round(rec: Any) -> None:
+            bar.update(task, description=f"{label} round {rec.round}/{cfg.rounds} "
+                                         f"acc {rec.accuracy:.3f}")
+        return bench_cell(one, on_round)
+
+    def finished(i: int, row: dict[str, Any] | None) -> None:
+        bar.update(task, advance=1)
+        if row is None or not main:
+            return
+        cfg = todo[i]
+        with keeping(f"the {len(read_rows(folder / CSV_NAME))} finished row(s) in "
+                     f"{folder / CSV_NAME} are kept; free space and rerun with --resume"):
+            append_row(folder / CSV_NAME, {**row, "row_kind": "seed"})
+        bar.console.print(f"{row['architecture']:<14} {_partition_label(cfg.partition, cfg.alpha):<17} "
+                          f"{cfg.dataset:<8} acc {row['test_accuracy']:.4f}  "
+                          f"conv {row['rounds_to_convergence']}  "
+                          f"{row['wall_clock_s']:.1f} s  {row['mb_on_wire']:.1f} MB")
+    with bar:
+        lost = run_cells(sequential if jobs == 1 else bench_cell,
+                         [{"cfg": c.to_dict(), "rule": rule} for c in todo], jobs=jobs,
+                         on_done=finished)
+    if lost:
+        warn(f"{len(lost)} cell(s) lost to a worker that died twice; rerun with --resume")
     if not main:
         return folder
     total = {"wall_s": time.perf_counter() - start_wall, "cpu_s": time.process_time() - start_cpu}
@@ -289,9 +316,6 @@ def append_aggregates(path: Path, cells: list[RunConfig]) -> None:
         append_row(path, {**{k: mine[0][k] for k in FIXED if k in mine[0]},
                           **mean_row(mine, skip=skip), "seed": c.seed, "seeds": c.seeds,
                           "n_seeds": len(mine), "key": key, "row_kind": "aggregate"})
-
-
-# --------------------------------------------------------------------------- reporting
 
 
 __all__ = ["run_benchmark", "plan_grid", "render_benchmark", "SEED_PUBLISHED", "DATASET_DEFAULTS"]

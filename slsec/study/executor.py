@@ -21,6 +21,7 @@ rows) that travel between this study's own processes.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -88,47 +89,77 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
     from slsec import progress
     progress.REPORTER.enabled = False
+    progress.REPORTER.stream = open(os.devnull, "w")
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
 
 
 def _call(fn: Fn, index: int, arg: Any, marks: str | None) -> Any:
-    if marks:
-        Path(marks, str(index)).touch()       # started: a break while it runs makes it a suspect
+    if marks:   # started (by this pid): a break while it runs makes it a suspect
+        Path(marks, str(index)).write_text(str(os.getpid()))
     return fn(arg)
+
+
+class Workers:
+    """Spawned worker processes kept for several batches of cells (a review's two phases);
+    `with Workers(jobs) as w: run_cells(..., workers=w)`."""
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs, self.main, self.pools = jobs, None, []
+
+    def pool(self, workers: int | None = None, fresh: bool = False) -> ProcessPoolExecutor:
+        """The shared pool (`fresh`: a new one, after a break), or a new pool of `workers`."""
+        if workers is None and self.main is not None and not fresh:
+            return self.main
+        import multiprocessing
+        n = workers or self.jobs
+        pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker,
+                                   initargs=(max(1, default_jobs() // n),))
+        self.pools.append(pool)
+        if workers is None:
+            self.main = pool
+        return pool
+
+    def close(self, stop: bool = False) -> None:
+        """Wait for the workers to end (`stop`: end their cells now, e.g. on Ctrl-C or
+        SIGTERM, so that no worker goes on computing a cell nobody will write)."""
+        for p in self.pools:
+            if stop:   # the executor has no public way to stop a running call
+                for proc in list(getattr(p, "_processes", {}).values()):
+                    proc.terminate()
+            p.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        self.close(stop=kind is not None and not issubclass(kind, Exception))
 
 
 def run_cells(fn: Fn, args: Sequence[Any], *, jobs: int,
               on_done: Callable[[int, Any], None],
-              on_lost: Callable[[int, str], None] | None = None) -> list[int]:
+              on_lost: Callable[[int, str], None] | None = None,
+              workers: Workers | None = None) -> list[int]:
     """fn(args[i]) for every i; on_done(i, result) in the parent, in index order. Returns the
     indices lost to a worker that died twice. The first cell error is raised after every
-    finished cell was delivered (cells not yet started are cancelled)."""
+    finished cell was delivered (cells not yet started are cancelled). `workers`: processes to
+    reuse (else this call starts and stops its own)."""
     if not args:
         return []
-    if jobs <= 1 or len(args) == 1:
+    if jobs <= 1 or (len(args) == 1 and workers is None):
         for i, a in enumerate(args):
             on_done(i, fn(a))
         return []
     if mpi_pooled():
         from mpi4py.futures import MPIPoolExecutor
         with MPIPoolExecutor() as pool:
-            return _drive(lambda *_: pool, fn, list(args), on_done, on_lost, None)
-    import multiprocessing
-    n = min(jobs, len(args))
-    ctx = multiprocessing.get_context("spawn")
-    pools: list[ProcessPoolExecutor] = []
-
-    def new_pool(workers: int = n) -> ProcessPoolExecutor:
-        pools.append(ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                         initargs=(max(1, default_jobs() // workers),)))
-        return pools[-1]
-    with tempfile.TemporaryDirectory(prefix="slsec-cells-") as marks:
-        try:
-            return _drive(new_pool, fn, list(args), on_done, on_lost, marks)
-        finally:
-            for p in pools:
-                p.shutdown(wait=True, cancel_futures=True)
+            return _drive(lambda **_: pool, fn, list(args), on_done, on_lost, None)
+    with contextlib.ExitStack() as stack:
+        if workers is None:
+            workers = stack.enter_context(Workers(min(jobs, len(args))))
+        marks = stack.enter_context(tempfile.TemporaryDirectory(prefix="slsec-cells-"))
+        return _drive(workers.pool, fn, list(args), on_done, on_lost, marks)
 
 
 def _drive(new_pool: Callable[..., Any], fn: Fn, args: list[Any],
@@ -148,8 +179,10 @@ def _drive(new_pool: Callable[..., Any], fn: Fn, args: list[Any],
 
     todo = list(range(len(args)))
     error: BaseException | None = None
+    rounds = 0
     while todo and error is None:
-        pool = new_pool()
+        pool = new_pool(fresh=rounds > 0)
+        rounds += 1
         futures: dict[Future, int] = {pool.submit(_call, fn, i, args[i], marks): i for i in todo}
         broken: list[int] = []
         pending = set(futures)
@@ -157,6 +190,8 @@ def _drive(new_pool: Callable[..., Any], fn: Fn, args: list[Any],
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in sorted(done, key=futures.__getitem__):
                 i = futures[f]
+                if f.cancelled():               # not started: an earlier cell failed
+                    continue
                 exc = f.exception()
                 if exc is None:
                     ready[i] = f.result()
@@ -176,13 +211,15 @@ def _drive(new_pool: Callable[..., Any], fn: Fn, args: list[Any],
         elif broken and error is None:
             started = {i for i in broken if marks and Path(marks, str(i)).exists()}
             for i in sorted(started):           # each suspect alone: only the culprit dies again
-                alone = new_pool(1)
+                alone = new_pool(workers=1)
                 try:
                     ready[i] = alone.submit(_call, fn, i, args[i], None).result()
                 except BrokenProcessPool:
                     lost.add(i)
                     if on_lost is not None:
                         on_lost(i, "its worker process died twice (killed, or out of memory)")
+                finally:
+                    alone.shutdown(wait=True)
                 deliver()
             todo = [i for i in broken if i not in started]
     deliver()

@@ -22,7 +22,7 @@ from slsec import progress
 from slsec.study import review_malicious as malicious
 from slsec.config import RunConfig
 from slsec.errors import UserError
-from slsec.report.results import check_writable
+from slsec.report.results import check_writable, config_key
 from slsec.report.review_report import (GRADES, RISK_RULE, SEED_KEYS, _n,  # noqa: F401  (re-exported)
                                  input_grade, label_grade, leakage_plot, overall_grade,
                                  review_table, write_outputs)
@@ -66,9 +66,15 @@ def review_folder(cfg: RunConfig) -> Path:
 
 def run_review(cfg: RunConfig, *, min_accuracy: str | None,
                max_client_flops: str | None, force: bool = False,
-               hijack_steps: int = malicious.DEFAULT_STEPS) -> Path:
+               hijack_steps: int = malicious.DEFAULT_STEPS, jobs: Any = None,
+               privacy_target: str | None = None) -> Path:
     """Measure every (protocol, cut), grade it, recommend one; print and write the report.
-    `hijack_steps` > 0: the malicious-server column (slsec.study.review_malicious) with that bound."""
+    `hijack_steps` > 0: the malicious-server column (slsec.study.review_malicious) with that bound.
+    `jobs` > 1: the evaluations run first, that many at once (slsec.study.review_cells)."""
+    from slsec.study import privacy_target as pt
+    from slsec.study.executor import Workers, check_jobs
+    jobs = check_jobs(jobs)
+    target = pt.parse_target(privacy_target)
     from slsec.report.console import console
     from slsec.run.split_search import (choose, evaluate_cached, measure,
                                                 parse_flops, parse_min_accuracy)
@@ -89,9 +95,22 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
         check_defenses(inv)
         plans.append((p, inv, lab))
     check_grid([inv for _, inv, _ in plans], lambda c: f"protocol {c.protocol}")
+    searched = [c for _, inv, _ in plans for c in pt.cells(inv)] if target is not None else []
+    for c in {config_key(c.replace(cut=None, seed=cfg.seed).to_dict()): c.replace(cut=None)
+              for c in searched}.values():
+        check_defenses(c)                        # the searched defenses, before any training
     check_writable(cfg.out)
     check_writable(folder)
 
+    if jobs > 1 or searched:   # the cells first, in workers (slsec/study/review_cells.py)
+        from slsec.study.review_cells import inversion_cells, later_cells, prefetch
+        with Workers(jobs) as workers:
+            prefetch([c for _, inv, _ in plans for c in inversion_cells(inv)] + searched, jobs,
+                     workers)
+            if jobs > 1:
+                prefetch([c for p, inv, lab in plans
+                          for c in later_cells(p, inv, lab, _label_roles(), hijack_steps)],
+                         jobs, workers)
     rows: list[dict[str, Any]] = []
     per_seed: list[dict[str, Any]] = []         # --seeds > 1: one raw row per seed and cut
     rankings = {}
@@ -150,11 +169,17 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
     best, reason = recommend(rows, rankings)
     for r in rows:
         r["recommended"] = best is not None and r is best
+    section, target_text = None, None
+    if target is not None:
+        found = [c for _, inv, _ in plans
+                 for c in pt.search(inv, target, acc_budget, relative, flops_budget)]
+        _, target_text = pt.recommend(found, target)
+        section = pt.blocks(target, found, target_text, cfg.seeds)
     with keeping(f"nothing of this review was kept in {folder}; free space and "
                  "run it again"):
         moved = mark(folder, "review", force=force)
         write_outputs(folder, cfg, rows, rankings, best, reason, acc_budget, relative,
-                      flops_budget, per_seed)
+                      flops_budget, per_seed, section)
     if moved:
         console.print(f"--force: the earlier files of {folder.name} are kept in {moved}")
     out = console if console.is_terminal else Console(width=220, highlight=False)  # logs: wide (no wrapped cells)
@@ -162,6 +187,9 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
     if (legend := malicious.note(rows)) is not None:
         out.print(legend, markup=False)
     out.print(("Recommended: " if best else "No recommendation: ") + reason, markup=False)
+    if section is not None:
+        out.print(f"Privacy target (gain over the prior <= {target:g}): " + target_text,
+                  markup=False)
     out.print(seeds_text(cfg.seeds, cfg.seed) + (" (grades and recommendation on the means)"
                                                  if cfg.seeds > 1 else ""), markup=False)
     out.print(f"report: {folder}/report.html", markup=False)

@@ -60,22 +60,4 @@ def measure(cfg: RunConfig, cut: str, steps: int) -> dict[str, Any]:
     return out
 
 
-def cell(r: dict[str, Any]) -> str:
-    """'SSIM 0.63; splitguard @41, gradient-check @35' (or '–' where it does not apply)."""
-    if "hijack_ssim" not in r:
-        return "–"
-    caught = ", ".join(f"{n} @{s}" if s is not None else f"{n} missed"
-                       for n, s in r["detected_by"].items())
-    return f"SSIM {r['hijack_ssim']:.3f}" + (f"; {caught}" if caught else "")
-
-
-def note(rows: list[dict[str, Any]]) -> str | None:
-    """The bound and the legend of the column (None when no row has it)."""
-    ran = [int(r["hijack_steps"]) for r in rows if r.get("hijack_steps") is not None]
-    if not ran:
-        return None
-    steps = max(ran)
-    return (f"Malicious server: feature-space hijacking (FSHA) for {steps} client steps per cut "
-            f"(one client), reconstruction SSIM of the probe without a detector; '<detector> @s': "
-            f"the client flagged the server at its step s and stopped sending; 'missed': not "
-            f"within the {steps} steps.")
+from slsec.report.review_report import cell, note  # noqa: E402,F401  (rendering, re-exported)

@@ -11,7 +11,8 @@ from slsec.catalog import pre_training
 from slsec.config import RunConfig
 from slsec.report.console import console
 from slsec.errors import UserError
-from slsec.report.results import config_key, read_result, write_json
+from slsec.report.folders import read_result
+from slsec.report.results import config_key, write_json
 
 
 def _is_main_rank(cfg: RunConfig) -> bool:
@@ -87,7 +88,7 @@ def cached_baseline(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
             fcntl.flock(fd, fcntl.LOCK_EX)      # released with the fd (or by the OS on a kill)
             if path.exists():
                 try:
-                    return read_json(path)
+                    return read_result(path)
                 except UserError:
                     path.unlink(missing_ok=True)
         return _compute_baseline(base, path, progress)

@@ -293,27 +293,3 @@ def check_same_base(folder: Path, grid: Grid) -> None:
         raise UserError(f"--resume: the base options differ from {path}: " + ", ".join(
             f"{_flag(n)} {norm(n, old)} → {norm(n, grid.base)}" for n in diff)
             + "; rerun with the sweep's options, or start a new sweep with another --run-id")
-
-
-# --------------------------------------------------------------------------- the report
-
-
-# --------------------------------------------------------------------------- Python API
-
-
-def sweep_rows(*, model: Any = None, dataset: Any = None, config: str | Path | None = None,
-               resume: bool = False, **options: Any) -> Any:
-    """`slsec.sweep(...)` (see slsec.api.sweep): run the grid, return results.csv as a DataFrame."""
-    import pandas as pd
-
-    from slsec.data.userdata import as_dataset_spec
-    from slsec.data.usermodel import as_model_spec
-    unknown = sorted(set(options) - set(FIELDS))
-    if unknown:
-        make_config({unknown[0]: None})   # raises the config's "unknown key" message
-    flags = {k: _grid_text(k, v) for k, v in options.items() if v is not None}
-    for key, spec in (("model", as_model_spec(model)), ("dataset", as_dataset_spec(dataset))):
-        if spec is not None:
-            flags[key] = spec
-    folder = run_sweep(str(config) if config is not None else None, flags, resume=resume)
-    return pd.read_csv(folder / "results.csv")

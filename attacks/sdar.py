@@ -1,0 +1,157 @@
+"""SDAR (Zhu et al., "Passive Inference Attacks on Split Learning via Adversarial
+Regularization", NDSS 2025): the honest-but-curious server without the head's weights or
+queries (knowledge: the public architecture and its aux data) reconstructs the inputs behind
+the smashed data it observed. FORA's sibling (`fora.py`); what differs:
+
+1. simulator: a fresh head of the public architecture (and, where the server holds no tail,
+   a simulated tail) is trained on the task with the labelled aux data, with an adversarial
+   regulariser: a feature discriminator tells the simulator's features from the observed
+   smashed data and the simulator learns to fool it (class-conditional, a projection
+   discriminator, where the observations arrived with labels). Where the server holds its
+   trained tail, the simulator serves the task through it (it was trained on the client's
+   features, which ties the simulator to their meaning).
+2. decoder: trained at the same time to invert the simulator on aux data (MSE), with its own
+   adversarial regulariser: an image discriminator tells the decoder's outputs on the
+   *observed* smashed data from real aux images (label-conditioned where labels arrived), so
+   the decoder is also fitted to the observations it will invert, not only to the simulator.
+3. attack: the decoder applied to the observed smashed data.
+
+Adaptive to the public cut mechanisms (`CutChannel`: clipping, compression, noise, MID's
+sampling): the simulator's features pass through them before the discriminator and the decoder
+see them. Scored like every inversion (prior, gain, re-identification; `prior` is its reference).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slsec import progress
+from slsec.errors import UserError
+from slsec.threat import View
+
+from . import prior as priors
+from .base import ATTACKS, Attack, Guess
+from .fora import Fora, _Discriminator, server_rest
+from .inverse import CutChannel, Decoder, fresh_head, shift
+
+
+def _simulated_tail(view: View, shape: tuple[int, ...]) -> nn.Module:
+    """A small classifier from the cut to the classes, for a server without a tail."""
+    k = int(view.public.get("num_classes") or 10)
+    d = int(torch.tensor(shape).prod())
+    return nn.Sequential(nn.Flatten(), nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, k))
+
+
+@ATTACKS.register("sdar")
+class Sdar(Attack):
+    """Invert the observed smashed data through a simulator and a decoder, both regularised
+    adversarially against the observations."""
+
+    name = "sdar"
+    kind = "inversion"
+    roles = {"vanilla": "server", "ushaped": "server", "splitfed": "server",
+             "splitfed-async": "server"}
+    methods = {"sdar": frozenset({"architecture", "aux_data"}),
+               "prior": frozenset({"aux_data"})}
+    default_order = ("sdar", "prior")
+
+    # `iterations` (the harness's --attack-iters) sets `steps`
+    DEFAULTS: dict[str, Any] = {
+        "steps": 800, "lr": 1e-3, "lr_d": 2e-4, "batch": 64, "feat_weight": 0.1,
+        "img_weight": 0.02, "width": 16, "decoder_lr": 2e-3, "conditional": True,
+    }
+
+    def _p(self, key: str) -> Any:
+        if key == "steps" and self.params.get("iterations") is not None:
+            return int(self.params["iterations"])
+        return self.params.get(key, self.DEFAULTS[key])
+
+    def run(self, view: View) -> Guess:
+        method = self.pick_method(view.knowledge, self.method)
+        if not view.smashed:
+            raise UserError("sdar: the view holds no smashed data to invert")
+        if view.aux is None or len(view.aux) == 0:
+            raise UserError("attack 'sdar' needs public auxiliary data (knowledge aux_data)")
+        obs = torch.cat([m["x"] for m in view.smashed]).detach().float().cpu()
+        channel = CutChannel.from_public(view.public)
+        seed = int(self.params.get("seed", 0))
+        gen = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            prior = priors.build_prior(view, obs, channel, seed + 7)
+            if method == "prior":
+                images, info = prior.images, {}
+            else:
+                images, info = self._sdar(view, obs, channel, gen)
+        info.update(prior.info, method=method, channel=channel.__dict__,
+                    label_source=prior.source)
+        if prior.labels is not None:
+            info["labels"] = prior.labels
+        return Guess(images=images.clamp(0, 1).detach(), info=info)
+
+    def _sdar(self, view: View, obs: Tensor, channel: CutChannel,
+              gen: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
+        aux_x, aux_y = view.aux.inputs.float().cpu(), view.aux.y.long().cpu()
+        obs_y = priors.received_labels(view) if self._p("conditional") else None
+        classes = int(view.public.get("num_classes") or 0) if obs_y is not None else 0
+        shape = tuple(obs.shape[1:])
+        steps = int(self._p("steps"))
+        progress.attack_total(steps)
+        sim = fresh_head(view).train()
+        rest = server_rest(view)
+        tail = None if rest is not None else _simulated_tail(view, shape)
+        d_feat = _Discriminator(shape, classes)
+        d_img = _Discriminator(tuple(aux_x.shape[1:]), classes)
+        dec = Decoder(shape, tuple(aux_x.shape[1:]), int(self._p("width")))
+        with torch.no_grad():   # materialise lazy layers; the decoder's input scale
+            y2 = obs_y[:2] if obs_y is not None else None
+            d_feat(obs[:2], y2), d_img(aux_x[:2], y2)
+            scale = float(channel.forward(obs).flatten(1).norm(dim=1).mean().clamp_min(1e-12)) \
+                / math.sqrt(obs[0].numel())
+        gen_params = list(sim.parameters()) + (list(tail.parameters()) if tail else [])
+        opt = torch.optim.Adam(gen_params, lr=self._p("lr"))
+        opt_dec = torch.optim.Adam(dec.parameters(), lr=self._p("decoder_lr"))
+        opt_d = torch.optim.Adam(list(d_feat.parameters()) + list(d_img.parameters()),
+                                 lr=self._p("lr_d"), betas=(0.5, 0.999))
+        bs = min(int(self._p("batch")), len(obs))
+        w_f, w_i = float(self._p("feat_weight")), float(self._p("img_weight"))
+        task = rec = torch.tensor(0.0)
+        for _ in range(steps):
+            progress.tick_attack()
+            pick = torch.randperm(len(obs), generator=gen)[:bs]
+            zo, yo = obs[pick], (obs_y[pick] if obs_y is not None else None)
+            idx = Fora._aux_batch(aux_y, yo, bs, gen)
+            xa, ya = shift(aux_x[idx], gen, 1), aux_y[idx]
+            yc = ya if obs_y is not None else None
+            za = channel.sample(sim({"x": xa})["x"], gen)
+            xo = dec(zo / scale)
+            # discriminators: observed features and aux images are real
+            loss_d = (F.softplus(-d_feat(zo, yo)).mean() + F.softplus(d_feat(za.detach(), yc)).mean()
+                      + F.softplus(-d_img(xa, yc)).mean() + F.softplus(d_img(xo.detach(), yo)).mean())
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            # simulator: the task on aux data, and features the feature discriminator takes for real
+            logits = rest(za) if rest is not None else tail(za)
+            task = F.cross_entropy(logits, ya)
+            loss = task + w_f * F.softplus(-d_feat(za, yc)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            # decoder: invert the simulator on aux data; its outputs on the observations must
+            # look like real images to the image discriminator
+            rec = F.mse_loss(dec(za.detach() / scale), xa)
+            loss_g = rec + w_i * F.softplus(-d_img(dec(zo / scale), yo)).mean()
+            opt_dec.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_dec.step()
+        dec.eval()
+        with torch.no_grad():
+            images = torch.cat([dec(obs[i:i + 256] / scale) for i in range(0, len(obs), 256)])
+        return images, {"final_task_ce": float(task.detach()),
+                        "decoder_train_mse": float(rec.detach()),
+                        "conditional": obs_y is not None, "task_anchor": rest is not None}
