@@ -20,6 +20,9 @@ release shares across rows or steps (a noise draw reused where it must be fresh)
   samples have gradients in other coordinates. Score: the log-likelihood ratio of the
   subsampled Gaussian, sum over steps of log(1 - q + q exp((x_t - 1/2) / z^2)) with
   x_t = coordinate i / C (the second score first subtracts x's median over the steps).
+- DP-SGD through training (`training_canaries`): the same Dirac canaries as inputs A*e_i of a
+  linear model trained by the defense's own `private_step`; the aggregator reads the weights
+  after every step and projects the update on the canary's known gradient direction.
 - Label DP (`label_canaries`, replace-one on a label): the auditor sees the labels after
   randomized response (everything downstream is post-processing of them). Canary i has label
   a_i or b_i = a_i + 1; score: uses that came out a_i minus uses that came out b_i (the second
