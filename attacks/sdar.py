@@ -10,7 +10,7 @@ the smashed data it observed. FORA's sibling (`fora.py`); what differs:
    discriminator, where the observations arrived with labels). Where the server holds its
    trained tail, the simulator serves the task through it (it was trained on the client's
    features, which ties the simulator to their meaning).
-2. decoder: trained at the same time to invert the simulator on aux data (MSE), with its own
+2. decoder: trained after it to invert the (frozen) simulator on aux data (MSE), with its own
    adversarial regulariser: an image discriminator tells the decoder's outputs on the
    *observed* smashed data from real aux images (label-conditioned where labels arrived), so
    the decoder is also fitted to the observations it will invert, not only to the simulator.
@@ -59,14 +59,15 @@ class Sdar(Attack):
                "prior": frozenset({"aux_data"})}
     default_order = ("sdar", "prior")
 
-    # `iterations` (the harness's --attack-iters) sets `steps`
+    # `iterations` (the harness's --attack-iters) sets `steps` and `decoder_steps`
     DEFAULTS: dict[str, Any] = {
-        "steps": 800, "lr": 1e-3, "lr_d": 2e-4, "batch": 64, "feat_weight": 0.1,
-        "img_weight": 0.02, "width": 16, "decoder_lr": 2e-3, "conditional": True,
+        "steps": 600, "decoder_steps": 600, "lr": 1e-3, "lr_d": 2e-4, "batch": 32,
+        "feat_weight": 0.1, "img_weight": 0.01, "width": 16, "decoder_lr": 3e-3,
+        "conditional": True,
     }
 
     def _p(self, key: str) -> Any:
-        if key == "steps" and self.params.get("iterations") is not None:
+        if key in ("steps", "decoder_steps") and self.params.get("iterations") is not None:
             return int(self.params["iterations"])
         return self.params.get(key, self.DEFAULTS[key])
 
@@ -93,14 +94,24 @@ class Sdar(Attack):
             info["labels"] = prior.labels
         return Guess(images=images.clamp(0, 1).detach(), info=info)
 
+    @staticmethod
+    def _batch(obs: Tensor, obs_y: Tensor | None, aux_x: Tensor, aux_y: Tensor, bs: int,
+               gen: torch.Generator) -> tuple:
+        """Observed features (and labels), and aux images of the same classes where labelled."""
+        pick = torch.randperm(len(obs), generator=gen)[:bs]
+        zo, yo = obs[pick], (obs_y[pick] if obs_y is not None else None)
+        idx = Fora._aux_batch(aux_y, yo, bs, gen)
+        xa, ya = shift(aux_x[idx], gen, 1), aux_y[idx]
+        return zo, yo, xa, ya, (ya if obs_y is not None else None)
+
     def _sdar(self, view: View, obs: Tensor, channel: CutChannel,
               gen: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
         aux_x, aux_y = view.aux.inputs.float().cpu(), view.aux.y.long().cpu()
         obs_y = priors.received_labels(view) if self._p("conditional") else None
         classes = int(view.public.get("num_classes") or 0) if obs_y is not None else 0
         shape = tuple(obs.shape[1:])
-        steps = int(self._p("steps"))
-        progress.attack_total(steps)
+        steps, dsteps = int(self._p("steps")), int(self._p("decoder_steps"))
+        progress.attack_total(steps + dsteps)
         sim = fresh_head(view).train()
         rest = server_rest(view)
         tail = None if rest is not None else _simulated_tail(view, shape)
@@ -114,41 +125,46 @@ class Sdar(Attack):
                 / math.sqrt(obs[0].numel())
         gen_params = list(sim.parameters()) + (list(tail.parameters()) if tail else [])
         opt = torch.optim.Adam(gen_params, lr=self._p("lr"))
-        opt_dec = torch.optim.Adam(dec.parameters(), lr=self._p("decoder_lr"))
-        opt_d = torch.optim.Adam(list(d_feat.parameters()) + list(d_img.parameters()),
-                                 lr=self._p("lr_d"), betas=(0.5, 0.999))
+        opt_f = torch.optim.Adam(d_feat.parameters(), lr=self._p("lr_d"), betas=(0.5, 0.999))
         bs = min(int(self._p("batch")), len(obs))
         w_f, w_i = float(self._p("feat_weight")), float(self._p("img_weight"))
         task = rec = torch.tensor(0.0)
-        for _ in range(steps):
+        for _ in range(steps):   # 1: the simulator, against the feature discriminator
             progress.tick_attack()
-            pick = torch.randperm(len(obs), generator=gen)[:bs]
-            zo, yo = obs[pick], (obs_y[pick] if obs_y is not None else None)
-            idx = Fora._aux_batch(aux_y, yo, bs, gen)
-            xa, ya = shift(aux_x[idx], gen, 1), aux_y[idx]
-            yc = ya if obs_y is not None else None
+            zo, yo, xa, ya, yc = self._batch(obs, obs_y, aux_x, aux_y, bs, gen)
             za = channel.sample(sim({"x": xa})["x"], gen)
-            xo = dec(zo / scale)
-            # discriminators: observed features and aux images are real
-            loss_d = (F.softplus(-d_feat(zo, yo)).mean() + F.softplus(d_feat(za.detach(), yc)).mean()
-                      + F.softplus(-d_img(xa, yc)).mean() + F.softplus(d_img(xo.detach(), yo)).mean())
-            opt_d.zero_grad(set_to_none=True)
+            loss_d = F.softplus(-d_feat(zo, yo)).mean() + F.softplus(d_feat(za.detach(), yc)).mean()
+            opt_f.zero_grad(set_to_none=True)
             loss_d.backward()
-            opt_d.step()
-            # simulator: the task on aux data, and features the feature discriminator takes for real
-            logits = rest(za) if rest is not None else tail(za)
-            task = F.cross_entropy(logits, ya)
+            opt_f.step()
+            task = F.cross_entropy(rest(za) if rest is not None else tail(za), ya)
             loss = task + w_f * F.softplus(-d_feat(za, yc)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            # decoder: invert the simulator on aux data; its outputs on the observations must
-            # look like real images to the image discriminator
-            rec = F.mse_loss(dec(za.detach() / scale), xa)
-            loss_g = rec + w_i * F.softplus(-d_img(dec(zo / scale), yo)).mean()
+        sim.eval().requires_grad_(False)
+        lr = float(self._p("decoder_lr"))
+        opt_dec = torch.optim.Adam(dec.parameters(), lr=lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_dec, max(1, dsteps), eta_min=lr / 20)
+        opt_i = torch.optim.Adam(d_img.parameters(), lr=self._p("lr_d"), betas=(0.5, 0.999))
+        dec.train()
+        for _ in range(dsteps):   # 2: the decoder, against the image discriminator
+            progress.tick_attack()
+            zo, yo, xa, ya, yc = self._batch(obs, obs_y, aux_x, aux_y, bs, gen)
+            xa = shift(xa, gen)
+            with torch.no_grad():
+                za = channel.sample(sim({"x": xa})["x"], gen)
+            xo = dec(zo / scale)   # its reconstructions of the observations
+            loss_d = F.softplus(-d_img(xa, yc)).mean() + F.softplus(d_img(xo.detach(), yo)).mean()
+            opt_i.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_i.step()
+            rec = F.mse_loss(dec(za / scale), xa)
+            loss_g = rec + w_i * F.softplus(-d_img(xo, yo)).mean()
             opt_dec.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_dec.step()
+            sched.step()
         dec.eval()
         with torch.no_grad():
             images = torch.cat([dec(obs[i:i + 256] / scale) for i in range(0, len(obs), 256)])

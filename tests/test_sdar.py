@@ -34,7 +34,7 @@ def test_uses_only_aux_data_and_observations_poisoned_aux(world):  # noqa: F811
     stamped = aux.inputs.clone()
     stamped[..., :6, :6] = 1.0
     view, vaults = server_view(world, Split(stamped, aux.y), cut="pool1")
-    guess = Sdar(method="sdar", seed=0, steps=100).run(view)
+    guess = Sdar(method="sdar", seed=0, steps=100, decoder_steps=150).run(view)
     assert not any(v.touched for v in vaults.values())
     assert guess.images.shape == probe.inputs.shape
     corner = float(guess.images[..., 1:5, 1:5].mean())
@@ -52,7 +52,7 @@ def test_simulator_features_pass_the_public_cut_defense(world, monkeypatch):  # 
         seen.append((self.clip, self.noise_std))
         return real(self, h, gen)
     monkeypatch.setattr(inversion.CutChannel, "sample", sample)
-    guess = Sdar(method="sdar", seed=0, steps=5).run(view)
+    guess = Sdar(method="sdar", seed=0, steps=5, decoder_steps=5).run(view)
     assert len(seen) >= 5 and all(c == 5.0 and s == pytest.approx(1.0) for c, s in seen)
     assert torch.isfinite(guess.images).all()
 
