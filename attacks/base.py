@@ -19,6 +19,7 @@ class Guess:
 
     images: Tensor | None = None        # [N, C, H, W] in [0, 1], same order as the probe
     label_scores: Tensor | None = None  # [N, num_classes] (or [N] for binary), higher = more likely
+    rows: Tensor | None = None          # tabular rows [N, D] (encoded columns), same order as the probe
     info: dict[str, Any] = field(default_factory=dict)
 
 

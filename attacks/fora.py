@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from slsec import progress
 from slsec.errors import UserError
+from slsec.params import Param
 from slsec.threat import View
 
 from . import prior as priors
@@ -112,12 +113,47 @@ class Fora(Attack):
                "prior": frozenset({"aux_data"})}
     default_order = ("fora", "prior")
 
+    # its parameters (flags --fora-*, TOML keys fora_*); DEFAULTS is what they default to
     # `iterations` (the harness's --attack-iters) sets both `steps` and `decoder_steps`
-    DEFAULTS: dict[str, Any] = {
-        "steps": 600, "lr": 1e-3, "lr_d": 2e-4, "batch": 64, "mmd_weight": 1.0,
-        "disc_weight": 0.1, "task_weight": 1.0, "conditional": True,
-        "decoder_steps": 600, "decoder_lr": 3e-3, "decoder_batch": 32, "width": 16,
-    }
+    params = (
+        Param('fora_steps', 'int', 600,
+              'fora: steps fitting the substitute head (--attack-iters sets it too)',
+              check=('at_least_one',), kw='steps', unused="configures --attack fora"),
+        Param('fora_lr', 'float', 0.001,
+              'fora: learning rate of the substitute head',
+              check=('positive',), kw='lr', unused="configures --attack fora"),
+        Param('fora_lr_d', 'float', 0.0002,
+              'fora: learning rate of its discriminator',
+              check=('positive',), kw='lr_d', unused="configures --attack fora"),
+        Param('fora_batch', 'int', 64,
+              'fora: batch size of the substitute fit',
+              check=('at_least_one',), kw='batch', unused="configures --attack fora"),
+        Param('fora_mmd_weight', 'float', 1.0,
+              'fora: weight of the MMD term',
+              check=('non_negative',), kw='mmd_weight', unused="configures --attack fora"),
+        Param('fora_disc_weight', 'float', 0.1,
+              'fora: weight of the adversarial term',
+              check=('non_negative',), kw='disc_weight', unused="configures --attack fora"),
+        Param('fora_task_weight', 'float', 1.0,
+              'fora: weight of the task term',
+              check=('non_negative',), kw='task_weight', unused="configures --attack fora"),
+        Param('fora_conditional', 'bool', True,
+              'fora: class-conditional matching where labels cross the cut',
+              kw='conditional', unused="configures --attack fora"),
+        Param('fora_decoder_steps', 'int', 600,
+              'fora: steps training the decoder (--attack-iters sets it too)',
+              check=('at_least_one',), kw='decoder_steps', unused="configures --attack fora"),
+        Param('fora_decoder_lr', 'float', 0.003,
+              'fora: learning rate of the decoder',
+              check=('positive',), kw='decoder_lr', unused="configures --attack fora"),
+        Param('fora_decoder_batch', 'int', 32,
+              'fora: batch size of the decoder',
+              check=('at_least_one',), kw='decoder_batch', unused="configures --attack fora"),
+        Param('fora_width', 'int', 16,
+              'fora: channel width of the decoder',
+              check=('at_least_one',), kw='width', unused="configures --attack fora"),
+    )
+    DEFAULTS: dict[str, Any] = {p.keyword: p.default for p in params}
 
     def _p(self, key: str) -> Any:
         if key == "steps" and self.params.get("iterations") is not None:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from slsec import progress
 from slsec.errors import UserError
+from slsec.params import Param
 from slsec.threat import ClippedGradientNoise, Update, View
 
 from .base import ATTACKS, Attack, Guess
@@ -131,8 +132,14 @@ class GradientInversion(Attack):
     DEFAULTS: dict[str, dict[str, Any]] = {
         "ig": {"iterations": 1000, "lr": 0.1, "tv": 1e-2, "restarts": 1},
         "idlg": {"iterations": 100, "lr": 1.0, "tv": 0.0, "restarts": 1},
-        "dlg": {"iterations": 100, "lr": 1.0, "tv": 0.0, "restarts": 1},
-    }
+        "dlg": {"iterations": 100, "lr": 1.0, "tv": 0.0, "restarts": 1}}
+    _U = "configures --attack gradient-inversion"   # --gi-* override each method's own
+    params = (Param("gi_lr", "float", None, "gradient-inversion: input step size (not set: ig "
+                    "0.1, idlg/dlg 1.0)", check=("positive",), kw="lr", unused=_U),
+              Param("gi_tv", "float", None, "gradient-inversion: total-variation weight (not "
+                    "set: ig 0.01, idlg/dlg 0)", check=("non_negative",), kw="tv", unused=_U),
+              Param("gi_restarts", "int", None, "gradient-inversion: random restarts, the best "
+                    "kept (not set: 1)", check=("at_least_one",), kw="restarts", unused=_U))
 
     def _p(self, key: str) -> Any:
         return self.params.get(key, self.DEFAULTS[self._method][key])

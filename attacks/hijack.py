@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slsec.errors import UserError
+from slsec.params import Param
 from slsec.threat import ServerHook, View
 
 from .base import ATTACKS, Attack, Guess
@@ -293,10 +294,56 @@ class Hijack(Attack):
     default_order = ("fsha", "prior")
     run_defaults = {"rounds": 20}   # ~1,100 client steps; the server stops early when converged
 
-    DEFAULTS: dict[str, Any] = {"lr_ae": 1e-3, "lr_d": 1e-4, "gp": 10.0, "gp_every": 2, "width": 16,
-                                "warmup": 0, "freeze_pilot": False, "ae_batch": 32,
-                                "augment": True, "conditional": True, "pilot": "auto",
-                                "match": "auto", "steps": 1500, "min_steps": 200, "patience": 200}
+    # its parameters (flags --hijack-*, TOML keys hijack_*); DEFAULTS is what they default to
+    params = (
+        Param('hijack_lr_ae', 'float', 0.001,
+              'hijack: learning rate of the pilot autoencoder',
+              check=('positive',), kw='lr_ae', unused="configures --attack hijack"),
+        Param('hijack_lr_d', 'float', 0.0001,
+              'hijack: learning rate of the critic',
+              check=('positive',), kw='lr_d', unused="configures --attack hijack"),
+        Param('hijack_gp', 'float', 10.0,
+              'hijack: gradient-penalty weight',
+              check=('non_negative',), kw='gp', unused="configures --attack hijack"),
+        Param('hijack_gp_every', 'int', 2,
+              'hijack: critic steps between gradient penalties',
+              check=('at_least_one',), kw='gp_every', unused="configures --attack hijack"),
+        Param('hijack_width', 'int', 16,
+              'hijack: channel width of pilot and decoder',
+              check=('at_least_one',), kw='width', unused="configures --attack hijack"),
+        Param('hijack_warmup', 'int', 0,
+              'hijack: autoencoder steps on aux data before the first client step',
+              check=('zero_or_more',), kw='warmup', unused="configures --attack hijack"),
+        Param('hijack_freeze_pilot', 'bool', False,
+              'hijack: keep the warmed-up pilot fixed, train only its decoder',
+              kw='freeze_pilot', unused="configures --attack hijack"),
+        Param('hijack_ae_batch', 'int', 32,
+              'hijack: batch size of the autoencoder',
+              check=('at_least_one',), kw='ae_batch', unused="configures --attack hijack"),
+        Param('hijack_augment', 'bool', True,
+              'hijack: augment the aux data',
+              kw='augment', unused="configures --attack hijack"),
+        Param('hijack_conditional', 'bool', True,
+              'hijack: label-conditioned critic where labels cross the cut',
+              kw='conditional', unused="configures --attack hijack"),
+        Param('hijack_pilot', 'str', 'auto',
+              'hijack: the pilot the head is pushed towards',
+              choices=('auto', 'model', 'pca'), kw='pilot', unused="configures --attack hijack"),
+        Param('hijack_match', 'str', 'auto',
+              "hijack: how the smashed data are matched to the pilot's",
+              choices=('auto', 'critic', 'moments'), kw='match',
+              unused="configures --attack hijack"),
+        Param('hijack_max_steps', 'int', 1500,
+              'hijack: most client steps of hijacking',
+              check=('at_least_one',), kw='steps', unused="configures --attack hijack"),
+        Param('hijack_min_steps', 'int', 200,
+              'hijack: client steps before the early stop may end it',
+              check=('zero_or_more',), kw='min_steps', unused="configures --attack hijack"),
+        Param('hijack_patience', 'int', 200,
+              'hijack: client steps without a new low before it stops',
+              check=('at_least_one',), kw='patience', unused="configures --attack hijack"),
+    )
+    DEFAULTS: dict[str, Any] = {p.keyword: p.default for p in params}
 
     def __init__(self, *, method: str | None = None, **params: Any) -> None:
         super().__init__(method=method, **params)

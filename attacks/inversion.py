@@ -36,6 +36,7 @@ from torch import Tensor
 
 from slsec import progress
 from slsec.errors import UserError
+from slsec.params import Param
 from slsec.threat import View
 
 from . import prior as priors
@@ -69,27 +70,121 @@ class Inversion(Attack):
     # decoder's initialisation); unsplit builds a fresh head from the global generator
     side_by_side = frozenset({"whitebox", "decoder", "prior"})
 
+    # Each method's settings are declared parameters (--inv-<method>-<key>, TOML keys
+    # inv_<method>_<key>); DEFAULTS is what they default to. --attack-iters sets whitebox's
+    # iterations, decoder's steps and unsplit's rounds.
+    # whitebox stops early once `check_every` iterations improve the objective by under `tol`
+    # (measured on MNIST conv1/conv2/fc1 with and without DP noise: SSIM within 0.001 of 600
+    # full iterations, stops at ~150 where it has converged, runs on where it still gains).
+    # decoder, with labels (a held-out aux split exists): at step `give_up_at` its held-out MSE
+    # must be `margin` below the class images' or training ends there (where it learns, e.g.
+    # conv1 without noise, it is ~70% below at step 50; under noise that drowns the signal it
+    # stays within a few % and falls back to the class image anyway: bench/README).
+    params = (
+        Param("inv_whitebox_lr", "float", 0.05,
+              "inversion whitebox: step size of the input search",
+              check=('positive',), kw="whitebox_lr",
+              unused="configures --attack inversion"),
+        Param("inv_whitebox_tv", "float", 0.02,
+              "inversion whitebox: total-variation weight",
+              check=('non_negative',), kw="whitebox_tv",
+              unused="configures --attack inversion"),
+        Param("inv_whitebox_restarts", "int", 1,
+              "inversion whitebox: random restarts, the best kept",
+              check=('at_least_one',), kw="whitebox_restarts",
+              unused="configures --attack inversion"),
+        Param("inv_whitebox_batch", "int", 64,
+              "inversion whitebox: probes inverted at once",
+              check=('at_least_one',), kw="whitebox_batch",
+              unused="configures --attack inversion"),
+        Param("inv_whitebox_tol", "float", 0.005,
+              "inversion whitebox: early stop: relative gain under this",
+              check=('non_negative',), kw="whitebox_tol",
+              unused="configures --attack inversion"),
+        Param("inv_whitebox_check_every", "int", 50,
+              "inversion whitebox: early stop: iterations between checks",
+              check=('at_least_one',), kw="whitebox_check_every",
+              unused="configures --attack inversion"),
+        Param("inv_whitebox_prior_weight", "float", 0.05,
+              "inversion whitebox: weight of the aux-mean prior",
+              check=('non_negative',), kw="whitebox_prior_weight",
+              unused="configures --attack inversion"),
+        Param("inv_whitebox_validate", "int", 16,
+              "inversion whitebox: aux samples that validate the search",
+              check=('zero_or_more',), kw="whitebox_validate",
+              unused="configures --attack inversion"),
+        Param("inv_decoder_lr", "float", 0.003,
+              "inversion decoder: learning rate of the decoder",
+              check=('positive',), kw="decoder_lr",
+              unused="configures --attack inversion"),
+        Param("inv_decoder_batch", "int", 32,
+              "inversion decoder: batch size of the decoder",
+              check=('at_least_one',), kw="decoder_batch",
+              unused="configures --attack inversion"),
+        Param("inv_decoder_augment", "int", 3,
+              "inversion decoder: augmented copies of each aux sample",
+              check=('zero_or_more',), kw="decoder_augment",
+              unused="configures --attack inversion"),
+        Param("inv_decoder_width", "int", 16,
+              "inversion decoder: channel width of the decoder",
+              check=('at_least_one',), kw="decoder_width",
+              unused="configures --attack inversion"),
+        Param("inv_decoder_query_defended", "bool", False,
+              "inversion decoder: query the head with the defense applied",
+              kw="decoder_query_defended",
+              unused="configures --attack inversion"),
+        Param("inv_decoder_give_up_at", "int", 150,
+              "inversion decoder: step of the held-out check",
+              check=('at_least_one',), kw="decoder_give_up_at",
+              unused="configures --attack inversion"),
+        Param("inv_decoder_margin", "float", 0.1,
+              "inversion decoder: held-out MSE gain needed to go on",
+              check=('non_negative',), kw="decoder_margin",
+              unused="configures --attack inversion"),
+        Param("inv_decoder_bf16", "bool", True,
+              "inversion decoder: train in bfloat16 autocast",
+              kw="decoder_bf16", unused="configures --attack inversion"),
+        Param("inv_unsplit_input_steps", "int", 20,
+              "inversion unsplit: input steps per round",
+              check=('at_least_one',), kw="unsplit_input_steps",
+              unused="configures --attack inversion"),
+        Param("inv_unsplit_model_steps", "int", 10,
+              "inversion unsplit: model steps per round",
+              check=('at_least_one',), kw="unsplit_model_steps",
+              unused="configures --attack inversion"),
+        Param("inv_unsplit_lr", "float", 0.05,
+              "inversion unsplit: step size of the input search",
+              check=('positive',), kw="unsplit_lr",
+              unused="configures --attack inversion"),
+        Param("inv_unsplit_model_lr", "float", 0.001,
+              "inversion unsplit: learning rate of the substitute model",
+              check=('positive',), kw="unsplit_model_lr",
+              unused="configures --attack inversion"),
+        Param("inv_unsplit_tv", "float", 0.05,
+              "inversion unsplit: total-variation weight",
+              check=('non_negative',), kw="unsplit_tv",
+              unused="configures --attack inversion"),
+        Param("inv_unsplit_restarts", "int", 1,
+              "inversion unsplit: random restarts, the best kept",
+              check=('at_least_one',), kw="unsplit_restarts",
+              unused="configures --attack inversion"),
+        Param("inv_unsplit_batch", "int", 64,
+              "inversion unsplit: probes inverted at once",
+              check=('at_least_one',), kw="unsplit_batch",
+              unused="configures --attack inversion"),
+    )
     DEFAULTS: dict[str, dict[str, Any]] = {
-        # stop early once 50 iterations improve the objective by under 0.5% (measured on MNIST
-        # conv1/conv2/fc1 with and without DP noise: SSIM within 0.001 of 600 full iterations,
-        # stops at ~150 where it has converged, runs on where it still gains, e.g. fc1)
-        "whitebox": {"iterations": 600, "lr": 0.05, "tv": 0.02, "restarts": 1, "batch": 64,
-                     "tol": 5e-3, "check_every": 50, "prior_weight": 0.05, "validate": 16},
-        # with labels (a held-out aux split exists): at step `give_up_at` the decoder's held-out
-        # MSE must be `margin` below the class images' or training ends there (it starts at the
-        # class image; where it learns, e.g. conv1 without noise, it is ~70% below at step 50;
-        # under noise that drowns the signal it stays within a few % and the held-out check
-        # below falls back to the class image anyway: MNIST conv1/conv2/fc1, bench/README)
-        "decoder": {"steps": 600, "lr": 3e-3, "batch": 32, "augment": 3, "width": 16,
-                    "query_defended": False, "give_up_at": 150, "margin": 0.1, "bf16": True},
-        "prior": {},
-        "unsplit": {"rounds": 30, "input_steps": 20, "model_steps": 10, "lr": 0.05,
-                    "model_lr": 1e-3, "tv": 0.05, "restarts": 1, "batch": 64},
-    }
+        "whitebox": {"iterations": 600}, "decoder": {"steps": 600}, "prior": {},
+        "unsplit": {"rounds": 30}}
+    for _p_ in params:
+        DEFAULTS[_p_.keyword.split("_", 1)[0]][_p_.keyword.split("_", 1)[1]] = _p_.default
+    del _p_
 
     def _p(self, method: str, key: str) -> Any:
         if key in self.params:
             return self.params[key]
+        if f"{method}_{key}" in self.params:   # a declared parameter (--inv-<method>-<key>)
+            return self.params[f"{method}_{key}"]
         it = self.params.get("iterations")  # the harness's generic --attack-iters
         if it is not None and method == "decoder" and key == "steps":
             return int(it)

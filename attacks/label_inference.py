@@ -66,8 +66,8 @@ class LabelInference(Attack):
     name = "label-inference"
     kind = "label"
     reviewed = "label"
-    label_party = {"vanilla": "server", "splitfed": "server"}   # else the labels are sent
-    roles = {"ushaped": "server", "vanilla": "client", "splitfed": "client"}
+    label_party = {"vanilla": "server", "splitfed": "server", "vertical": "server"}
+    roles = {"ushaped": "server", "vanilla": "client", "splitfed": "client", "vertical": "client"}
     methods = {
         "completion": frozenset({"architecture", "aux_data"}),
         "cluster": frozenset({"architecture"}),
@@ -258,6 +258,15 @@ class LabelInference(Attack):
                 if hi.any() and (~hi).any() and norms[hi].mean() < norms[~hi].mean():
                     sign = -1.0
         s = sign * score
+        rate = public_rate(view)
+        if not norm_score and rate is not None and abs(rate - 0.5) >= IMBALANCED:
+            # clearly imbalanced public labels: a direction score's label 1 is the cluster whose
+            # share matches the public rate of label 1 (a weak teacher's sign can flip; the norm
+            # score keeps Li et al.'s orientation)
+            above = float((s > two_means_threshold(s)).double().mean())
+            if abs(above - rate) > abs(1.0 - above - rate):
+                s = -s
+                info["oriented_by"] = "public label rate"
         t = self._threshold(view, s, info)
         spread = (s - t).abs().median().clamp_min(1e-12)
         return torch.sigmoid(4.0 * (s - t) / spread)
@@ -272,6 +281,9 @@ class LabelInference(Attack):
             return bayes_threshold(s, q).to(s.dtype)
         info["threshold"] = "2-means split of the scores"
         return two_means_threshold(s)
+
+
+IMBALANCED = 0.25   # |share of label 1 - 0.5| from which the public label rate orients
 
 
 def public_rate(view: View) -> float | None:

@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from pathlib import Path
 import bad_inputs_more as more   # plug-ins, own models and data, edges, MPI (bench/)
 
 SLSEC = str(Path(sys.executable).parent / "slsec")
+PROGRESS = re.compile(r"^[a-z][\w-]*: .* · ")   # a plain progress line (slsec/progress.py)
 TINY = ["--max-train", "200", "--rounds", "1", "--probe-size", "4", "--aux-size", "100",
         "--batch-size", "64"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
@@ -321,6 +323,10 @@ def main() -> int:
                        and not any(k.startswith(m.removeprefix("o/")) or
                                    k.startswith("../" + m) for m in may_change)]
             lines = [ln for ln in err.splitlines() if ln.strip()]
+            # a loaded machine turns the live progress bar into plain lines ("train: 0/2
+            # batches · 8 s"): not messages; the one error or warning line is what counts
+            lines = [ln for ln in lines if ln.startswith(("error:", "warning:"))
+                     or not PROGRESS.match(ln)] or lines[-1:]
             problems = []
             if "Traceback" in out + err:
                 problems.append("traceback")

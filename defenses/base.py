@@ -73,6 +73,10 @@ class Defense(ABC):
     def cut_grad(self, g: Tensor, *, gen: torch.Generator | None) -> Tensor:
         return g
 
+    def label_grad(self, g: Tensor, y: Tensor, *, gen: torch.Generator | None) -> Tensor:
+        """The label holder's returned gradient rows, given the labels (e.g. Marvell)."""
+        return g
+
     def public_mechanism(self) -> Mechanism:
         """The public mechanism (Kerckhoffs): what an adaptive attacker is told, typed."""
         return Mechanism(self.name)
@@ -160,6 +164,11 @@ class DefenseStack(Defense):
     def cut_grad(self, g: Tensor, *, gen: torch.Generator | None) -> Tensor:
         for d in self.defenses:
             g = d.cut_grad(g, gen=gen)
+        return g
+
+    def label_grad(self, g: Tensor, y: Tensor, *, gen: torch.Generator | None) -> Tensor:
+        for d in self.defenses:
+            g = d.label_grad(g, y, gen=gen)
         return g
 
     def attach(self, model: Any, cuts: tuple[str, ...]) -> None:

@@ -87,7 +87,7 @@ class DPCut(Defense):
     """Clip each smashed row to L2 norm C, then add noise of std sigma*C per coordinate."""
 
     name = "dp"
-    protocols = frozenset({"vanilla", "ushaped", "splitfed", "splitfed-async"})
+    protocols = frozenset({"vanilla", "ushaped", "splitfed", "splitfed-async", "vertical"})
     point = "cut"
     reports_epsilon = True
     sweep_param = "sigma"
@@ -168,7 +168,10 @@ class DPCut(Defense):
         if "dp_cut.public_clip" not in setup.memo:   # once per setup
             clip = 1.0
             if setup.cuts and len(setup.aux):
-                head = setup.fresh_model().split([setup.cuts[0]])[0]
+                model = setup.fresh_model()
+                # vertical SL: each passive party clips its own embedding (one party's scale)
+                head = model.party_head(1) if hasattr(model, "party_head") else \
+                    model.split([setup.cuts[0]])[0]
                 feats, _ = setup.aux.batch(torch.arange(min(256, len(setup.aux))))
                 with torch.no_grad():
                     clip = self.suggest_clip(head(feats)["x"])

@@ -33,7 +33,7 @@ class GradSparsify(Defense):
     """Top-k sparsification of each returned cut-gradient row."""
 
     name = "grad-sparsify"
-    protocols = frozenset({"vanilla", "ushaped", "splitfed", "splitfed-async"})
+    protocols = frozenset({"vanilla", "ushaped", "splitfed", "splitfed-async", "vertical"})
     point = "grad"
     sweep_param = "grad_keep"
     sweep_values = "0.5,0.1,0.01"

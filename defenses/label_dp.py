@@ -24,7 +24,7 @@ from slsec.errors import UserError
 from slsec.params import Param
 from slsec.threat import GradientScaling, LabelNoise
 
-LABEL_HOLDER_PROTOCOLS = frozenset({"vanilla", "splitfed", "ushaped"})
+LABEL_HOLDER_PROTOCOLS = frozenset({"vanilla", "splitfed", "ushaped", "vertical"})
 
 
 @DEFENSES.register("max-norm")

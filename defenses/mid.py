@@ -53,7 +53,7 @@ class MID(Defense):
     """Variational information bottleneck at the cut (MID), weight --mid-weight."""
 
     name = "mid"
-    protocols = frozenset({"vanilla", "ushaped", "splitfed", "splitfed-async"})
+    protocols = frozenset({"vanilla", "ushaped", "splitfed", "splitfed-async", "vertical"})
     point = "cut"
     sweep_param = "mid_weight"
     sweep_values = "0,0.001,0.01,0.1,1"

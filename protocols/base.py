@@ -11,6 +11,9 @@ Who holds what (documented threat model):
   hand the client part from client k to client k+1 *via the server*, in the clear; SplitFed
   averages heads on the server). So by default an honest-but-curious server knows the head.
 - Each client holds its private shard, its own model part(s) and what it received.
+
+Over 300 lines: the Protocol base with its few per-protocol hooks (vertical SL's included) sits
+beside the steps every protocol shares, so that a protocol file reads against one module.
 """
 from __future__ import annotations
 
@@ -216,6 +219,13 @@ class Protocol:
     alternating: ClassVar[bool] = False
     server_holds: ClassVar[frozenset[str]] = frozenset({"head_weights"})
     params: ClassVar[tuple[Param, ...]] = ()    # its parameters (see slsec.params)
+    # vertical SL: every client (passive party) holds the same records, its own columns of them;
+    # the hooks below say what it holds (its data, model parts, the architecture it can build)
+    splits_columns: ClassVar[bool] = False
+    model_options = staticmethod(lambda cfg, data: {})   # extra model-builder keywords
+    client_data = staticmethod(lambda setup, rank, split: split)
+    client_parts = staticmethod(lambda model, cuts, rank: {"head": model.split(list(cuts))[0]})
+    client_build = staticmethod(lambda build, rank: build)
 
     @classmethod
     def independent_clients(cls, cfg: Any) -> bool:

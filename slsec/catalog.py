@@ -54,8 +54,8 @@ def without_pre_training(cfg: Any) -> Any:
     """The config with those defenses dropped (what runs once the cut is chosen)."""
     return cfg.replace(defense=tuple(n for n in cfg.defense if n not in pre_training(cfg)))
 
-DATASETS = ("cifar10", "fashion-mnist", "mnist", "mnist-full", "mutag", "proteins")
-EMBEDDED_TRAIN = {"mnist": 4000, "mutag": 150}   # training samples of the embedded sets
+DATASETS = ("cifar10", "fashion-mnist", "mnist", "mnist-full", "mutag", "proteins", "spam")
+EMBEDDED_TRAIN = {"mnist": 4000, "mutag": 150, "spam": 1600}   # training samples of the embedded sets
 GRAPH_DATASETS = ("mutag", "proteins")   # and tu:<NAME>
 GRAPH_MODELS = ("gin",)
 
@@ -63,6 +63,7 @@ GRAPH_MODELS = ("gin",)
 MODELS: dict[str, tuple[str, ...]] = {
     "cnn": ("conv1", "pool1", "conv2", "pool2", "fc1"),
     "gin": ("gin1", "gin2", "gin3", "readout", "fc1"),
+    "mlp": ("fc1", "fc2"),   # tabular; vertical SL builds it as bottoms | top (cut: bottoms)
     "resnet18": ("stem", "layer1", "layer2", "layer3", "layer4"),
 }
 

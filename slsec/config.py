@@ -21,7 +21,8 @@ from slsec.errors import UserError
 from slsec.params import Param, merge
 
 DATASET_MODELS = {"mnist": "cnn", "mnist-full": "cnn", "fashion-mnist": "cnn",
-                  "cifar10": "resnet18", "mutag": "gin", "proteins": "gin"}
+                  "cifar10": "resnet18", "mutag": "gin", "proteins": "gin", "spam": "mlp",
+                  "csv:": "mlp"}   # "scheme:" keys: every set of that scheme
 
 
 # The core's own parameters; each plug-in declares its own (slsec.plugins), and RunConfig,
@@ -32,7 +33,8 @@ CORE: tuple[Param, ...] = (
           "`slsec list`"),
     Param("dataset", "str", "mnist", "mnist (embedded) | mutag (embedded) | mnist-full | "
           "fashion-mnist | cifar10 | proteins | tu:NAME | images:DIR (ImageFolder) | npz:FILE "
-          "(x, y[, x_test, y_test])"),
+          "(x, y[, x_test, y_test]; a 2-D x is tabular) | spam (embedded, tabular) | csv:FILE"),
+    Param("label_column", "str", None, "csv: the label column (not set: the last column)"),
     Param("model", "str", None, "cnn | resnet18 | gin | FILE.py:FACTORY | MODULE:FACTORY (a "
           "factory returning named blocks; not set: the dataset's)"),
     Param("cut", "str", None, "block after which the model is cut (not set: the shallowest); "
@@ -121,7 +123,9 @@ class _Config:
 
     @property
     def model_name(self) -> str:
-        return self.model or DATASET_MODELS.get(self.dataset, "cnn")  # type: ignore[attr-defined]
+        d = self.dataset  # type: ignore[attr-defined]
+        return self.model or DATASET_MODELS.get(d, DATASET_MODELS.get(d.partition(":")[0] + ":",
+                                                                      "cnn"))  # type: ignore[attr-defined]
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
@@ -286,11 +290,15 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def run_defaults(attack: str | None) -> dict[str, Any]:
-    """Run settings an attack declares it needs when the user gives none (`run_defaults`, a
-    literal: e.g. a malicious server needs client steps to act in)."""
-    return next((dict(d.attrs.get("run_defaults", {})) for d in plugins.declarations("attack")
-                 if d.name == attack), {})
+def run_defaults(attack: str | None, protocol: str | None = None) -> dict[str, Any]:
+    """Run settings an attack (or the protocol) declares it needs when the user gives none
+    (`run_defaults`, a literal: e.g. a malicious server needs client steps to act in; vertical
+    SL needs tabular data). The attack's win where both declare one."""
+    out = next((dict(d.attrs.get("run_defaults", {})) for d in plugins.declarations("protocol")
+                if d.name == protocol), {})
+    out.update(next((dict(d.attrs.get("run_defaults", {})) for d in
+                     plugins.declarations("attack") if d.name == attack), {}))
+    return out
 
 
 def make_config(values: dict[str, Any] | None = None, *, source: str | None = None) -> Any:
@@ -304,7 +312,12 @@ def make_config(values: dict[str, Any] | None = None, *, source: str | None = No
         if name not in known:
             raise UserError(f"{where}: unknown key '{key}'" + _suggest(name, known))
         clean[name] = _coerce(name, value, where)
-    for key, value in run_defaults(clean.get("attack")).items():
+    if clean.get("parties") is not None:   # vertical SL names its clients passive parties
+        if clean.get("clients") not in (None, clean["parties"]):
+            raise UserError(f"{where}: --parties {clean['parties']} and --clients "
+                            f"{clean['clients']} disagree (give one)")
+        clean["clients"] = clean["parties"]
+    for key, value in run_defaults(clean.get("attack"), clean.get("protocol")).items():
         clean.setdefault(key, value)   # the attack's own defaults, below what was given
     return _validate(RunConfig(**clean, source=source))
 

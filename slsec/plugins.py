@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from slsec.errors import UserError
-from slsec.params import Param
+from slsec.params import Param, _public
 
 KINDS = {"PROTOCOLS": "protocol", "ATTACKS": "attack", "DEFENSES": "defense"}
 PACKAGES = ("slsec.protocols", "slsec.attacks", "slsec.defenses")
@@ -168,7 +168,8 @@ def extra_files() -> list[Path]:
     files: list[Path] = []
     for entry in filter(None, os.environ.get(ENV, "").split(os.pathsep)):
         p = Path(entry)
-        files += sorted(p.glob("*.py")) if p.is_dir() else [p]
+        found = sorted(p.glob("*.py")) if p.is_dir() else [p]
+        files += found or [p]   # an empty folder: named as a problem, never silently nothing
     return files
 
 
@@ -176,6 +177,8 @@ def _read_user_file(path: Path) -> list[Declared]:
     """read_file for a user's plug-in: every problem is a UserError naming the file."""
     if not path.exists():
         raise UserError(f"{ENV}: plug-in {path} does not exist")
+    if path.is_dir():
+        raise UserError(f"{ENV}: plug-in folder {path} holds no .py files")
     if not path.is_file():
         raise UserError(f"{ENV}: plug-in {path} is not a regular file (a Python source file "
                         "or a folder of them)")
@@ -227,6 +230,12 @@ def _check_user(found: list[Declared], known: list[Declared], reserved: frozense
             if p.name in reserved:
                 raise UserError(f"{ENV}: plug-in {d.path}: parameter '{p.name}' of {d.kind} "
                                 f"'{d.name}' clashes with the core option {p.flag}")
+            other = next((k for k in known for q in k.params
+                          if q.name == p.name and _public(q) != _public(p)), None)
+            if other is not None:
+                raise UserError(f"{ENV}: plug-in {d.path}: parameter '{p.name}' of {d.kind} "
+                                f"'{d.name}' differs from the one {other.kind} '{other.name}' "
+                                "declares; rename it or declare it the same way")
         known.append(d)
 
 

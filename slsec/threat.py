@@ -54,6 +54,15 @@ class GradientScaling(Mechanism):
 
 
 @dataclass(frozen=True)
+class ClassGradientNoise(Mechanism):
+    """Marvell: each returned gradient row gets Gaussian noise along the batch's class-mean
+    difference, with a variance per label, optimised under the power budget
+    `power` * ||mean_1 - mean_0||^2 (binary labels)."""
+
+    power: float
+
+
+@dataclass(frozen=True)
 class Bottleneck(CutNoise):
     """A variational information bottleneck at the cut (MID): what is sent is sampled,
     mean + sigma * N(0, I), the sender's loss has `weight` times the KL to N(0, I); an attacker

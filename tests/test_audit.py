@@ -170,3 +170,49 @@ def test_broken_refuses_what_it_cannot_break():
         broken(LabelRR(epsilon=1.0), "clip-after-noise")
     with pytest.raises(UserError, match="--broken must be one of"):
         broken(LabelRR(epsilon=1.0), "nope")
+
+
+def test_a_claim_beyond_what_the_canaries_can_prove_is_inconclusive_not_consistent():
+    """300 canaries cannot refute eps ~ 15 even when every guess is right: the audit says so
+    instead of calling the (broken) mechanism consistent."""
+    d, kw = _dp(15.0, 1)
+    r = audit_defense(broken(d, "weak-noise"), canaries_n=300, seed=0, delta=1e-5,
+                      confidence=0.95, **kw)
+    assert r["eps_lower_fdp"] == pytest.approx(r["eps_lower_max"], rel=1e-3)   # bisection tolerance
+    assert r["eps_lower_max"] < r["epsilon"]
+    assert not r["violated"] and not r["conclusive"]
+    from slsec.report.audit import verdict
+    assert verdict(r).startswith("inconclusive: 300 canaries prove at most")
+
+
+def test_bad_python_api_input_is_one_line_user_error():
+    from conftest import one_line_user_error
+    d, kw = _dp(2.0, 1)
+    for n in (1, 2.5, True):
+        one_line_user_error(lambda: audit_defense(d, canaries_n=n, seed=0, delta=1e-5,
+                                                  confidence=0.95, **kw), "--canaries")
+    one_line_user_error(lambda: audit_defense(d, canaries_n=10, seed=0, delta=1e-5,
+                                              confidence=1.0, **kw), "--confidence")
+    from slsec.defenses.nopeek import NoPeek
+    one_line_user_error(lambda: audit_defense(NoPeek(), canaries_n=10, seed=0, delta=1e-5,
+                                              confidence=0.95, **kw), "slsec audit covers")
+
+
+@pytest.mark.slow   # ~8 s idle (9 audits + PRV calibration); 37 s at load 11 on 2 cores
+def test_dpsgd_audit_through_training():
+    """End to end through training: DPSGD.private_step (Opacus per-sample gradients, SGD)
+    trains a linear model on Poisson batches holding Dirac input canaries; the aggregator
+    reads every step's weights. The correct mechanism stays below its claim (3 seeds, 99%);
+    noise 10x too small and the clip after the noise are flagged (3 seeds each, 95%)."""
+    from slsec.privacy.canaries import training_canaries
+    d, kw = _sgd(2.0, 10, 0.5)
+    eps = d.epsilon(delta=1e-5, **kw)
+    for variant, conf in ((d, 0.99), (broken(d, "weak-noise"), 0.95),
+                          (broken(d, "clip-after-noise"), 0.95)):
+        for seed in range(3):
+            scores, secrets = training_canaries(variant, m=1000, seed=seed, **kw)
+            b = audit.eps_lower(scores, secrets, delta=1e-5, confidence=conf, curve="eps-delta")
+            low = max(v["eps_lower"] for v in b.values())
+            print(f"{getattr(variant, 'kind', '') or 'correct'} seed {seed}: eps {eps:.3f}, "
+                  f"eps_lower {low:.3f}")
+            assert (low <= eps) if variant is d else (low > eps)

@@ -38,7 +38,7 @@ def test_catalog_matches_the_live_registries():
     assert DATASETS.names() == sorted(catalog.DATASETS)
     assert DEFAULT_KNOWLEDGE == catalog.DEFAULT_KNOWLEDGE
     shapes = {"cnn": dict(input_shape=(1, 28, 28)), "resnet18": dict(input_shape=(3, 32, 32)),
-              "gin": dict(num_features=7)}
+              "gin": dict(num_features=7), "mlp": dict(num_features=8)}
     assert {n: tuple(build_model(n, num_classes=10, **shapes[n]).cut_points) for n, _ in MODELS} \
         == catalog.MODELS
     for name, n in catalog.EMBEDDED_TRAIN.items():

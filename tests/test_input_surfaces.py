@@ -112,6 +112,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
 
 
+@pytest.mark.slow
 def test_sigterm_is_handled_like_ctrl_c_and_keeps_finished_rows(tmp_path):
     """SIGTERM mid-sweep: one line, exit 143, the finished rows stay in results.csv."""
     argv = [str(SLSEC), "sweep", "--max-train", "300", "--aux-size", "64", "--probe-size", "4",
@@ -138,6 +139,7 @@ def test_sigterm_is_handled_like_ctrl_c_and_keeps_finished_rows(tmp_path):
     assert not list((tmp_path / "s").glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_two_runs_with_one_run_id_at_once_one_is_refused(tmp_path):
     argv = [str(SLSEC), "train", "--max-train", "64", "--aux-size", "64", "--probe-size", "4",
             "--out", str(tmp_path)]
@@ -154,3 +156,36 @@ def test_two_runs_with_one_run_id_at_once_one_is_refused(tmp_path):
     assert codes[2:] == [0, 0], outs[2:]
     results = sorted(tmp_path.glob("*/result.json"))
     assert len(results) == 3   # 'same' once, and two distinct generated folders
+
+
+def test_attack_settings_are_declared_params():
+    """fora's and hijack's settings are Params (flags, TOML keys, help, checks); the value
+    given reaches the attack, and the defaults are the declarations'."""
+    import slsec.attacks  # noqa: F401
+    from conftest import one_line_user_error
+    from slsec.attacks.base import ATTACKS
+    from slsec.config import make_config
+    from slsec.run.harness import declared_params
+    fora, hijack = ATTACKS.get("fora"), ATTACKS.get("hijack")
+    assert fora.DEFAULTS["steps"] == 600 and hijack.DEFAULTS["patience"] == 200
+    cfg = make_config({"attack": "fora", "fora_steps": "7", "fora_width": 8})
+    given = declared_params(cfg, fora)
+    assert given["steps"] == 7 and given["width"] == 8 and given["lr"] == 1e-3
+    one_line_user_error(lambda: make_config({"attack": "fora", "fora_steps": 0}), "--fora-steps")
+    one_line_user_error(lambda: make_config({"attack": "hijack", "hijack_pilot": "x"}),
+                        "--hijack-pilot must be one of auto, model, pca")
+    from slsec.run.preflight import inapplicable
+    assert "fora_lr" in inapplicable(make_config({"fora_lr": 0.5}))
+    gi = ATTACKS.get("gradient-inversion")    # per-method defaults: not set = the method's own
+    assert declared_params(make_config({"protocol": "fedavg", "attack": "gradient-inversion"}),
+                           gi) == {}
+    attack = gi(method="ig", **declared_params(make_config(
+        {"protocol": "fedavg", "attack": "gradient-inversion", "gi_tv": 0.5}), gi))
+    attack._method = "ig"
+    assert attack._p("tv") == 0.5 and attack._p("lr") == 0.1
+    inv = ATTACKS.get("inversion")
+    attack = inv(method="whitebox", **declared_params(make_config(
+        {"attack": "inversion", "inv_whitebox_tv": 0.3, "attack_iters": 7}), inv),
+        iterations=7)
+    assert attack._p("whitebox", "tv") == 0.3 and attack._p("decoder", "lr") == 3e-3
+    assert attack._p("decoder", "steps") == 7 and inv.DEFAULTS["whitebox"]["iterations"] == 600

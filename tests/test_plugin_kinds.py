@@ -144,7 +144,13 @@ BROKEN = {
                     '    protocols = frozenset({"vanilla"})\n'
                     '    params = (Param("lr", "float", 1.0),)\n',
                     "clashes with the core option --lr"),
+    "param-differs": ('from slsec.defenses.base import DEFENSES\nfrom slsec.params import '
+                      'Param\n@DEFENSES.register("z2")\nclass Y:\n    point = "cut"\n'
+                      '    protocols = frozenset({"vanilla"})\n'
+                      '    params = (Param("sigma", "int", 3),)\n',
+                      "differs from the one defense 'dp' declares"),
     "special": ("/dev/null", "is not a regular file"),
+    "empty-folder": ("<dir>", "holds no .py files"),
 }
 
 
@@ -156,6 +162,8 @@ def test_a_broken_plugin_is_one_line_naming_the_file(case, tmp_path):
     path = tmp_path / f"{case}.py"
     if body == "/dev/null":
         path = "/dev/null"
+    elif body == "<dir>":
+        path.mkdir()
     elif isinstance(body, bytes):
         path.write_bytes(body)
     elif body is not None:

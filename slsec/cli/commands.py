@@ -79,7 +79,7 @@ def list_registry() -> None:
     for name, (point, protocols) in sorted(catalog.DEFENSES.items()):
         t.add_row(name, point, ", ".join(sorted(protocols)))
     console.print(t)
-    console.print("datasets: " + ", ".join(sorted(catalog.DATASETS)) + ", tu:<NAME>, images:<DIR>, npz:<FILE>")
+    console.print("datasets: " + ", ".join(sorted(catalog.DATASETS)) + ", tu:<NAME>, images:<DIR>, npz:<FILE>, csv:<FILE>")
     t = Table(title="models and cut points")
     t.add_column("model"), t.add_column("cut points (shallow → deep)")
     for name, cuts in sorted(catalog.MODELS.items()):

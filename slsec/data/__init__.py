@@ -92,14 +92,18 @@ DATASET_SCHEMES: Registry[Callable[[str], Dataset]] = Registry("dataset scheme")
 
 
 def load_dataset(name: str, *, data_root: str | Path | None = None,
-                 download: bool = False, need_train: int | None = None) -> Dataset:
+                 download: bool = False, need_train: int | None = None,
+                 label_column: str | None = None) -> Dataset:
     """Load a registered dataset, any TU graph set as `tu:<NAME>` (e.g. tu:ENZYMES), or the
     user's own as `images:DIR` / `npz:FILE` (see slsec.data.userdata). `need_train`: how many
     training samples the run will use (a loader with an embedded subset, fashion-mnist, then
     goes to the full set when the subset is too small)."""
     scheme, sep, _ = name.partition(":")
     if sep and scheme in DATASET_SCHEMES:
-        return DATASET_SCHEMES.get(scheme)(name)
+        loader = DATASET_SCHEMES.get(scheme)
+        if getattr(loader, "takes_label_column", False):   # csv: (slsec.data.tabular)
+            return loader(name, label_column=label_column)
+        return loader(name)
     root = Path(data_root).expanduser() if data_root is not None else None
     if name.startswith("tu:") and len(name) > 3:
         tu = name[3:]

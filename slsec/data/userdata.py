@@ -223,6 +223,10 @@ def from_arrays(name: str, arrs: dict[str, np.ndarray], where: str) -> Dataset:
         raise DataError(f"{where}: give both 'x_test' and 'y_test' or neither")
     if "x" not in arrs or "y" not in arrs:
         raise UserError(f"{where}: needs 'x' and 'y'")
+    if np.asarray(arrs["x"]).ndim == 2 and "x_test" not in arrs:   # rows of features: tabular
+        from slsec.data.tabular import tabular_from_arrays
+        y = _labels(np.asarray(arrs["y"]), len(arrs["x"]), "y", where)
+        return tabular_from_arrays(name, np.asarray(arrs["x"]), y.numpy(), where)
     x = _images_nchw(arrs["x"], "x", where)
     y = _labels(arrs["y"], len(x), "y", where)
     if "x_test" in arrs:

@@ -172,16 +172,15 @@ METHODS = {"one-run": eps_lower_steinke, "f-dp": eps_lower_fdp}
 
 def guess_counts(scores: np.ndarray, secrets: np.ndarray, r: int,
                  policy: str = "both") -> tuple[int, int]:
-    """The auditor's r guesses; returns (r, right guesses). "both": scores centred at their
-    median (half the canaries are in), guess the sign on the r largest |score|; "in": guess
-    S = +1 on the r largest scores (for mechanisms where an included canary may leave no
-    trace, as when DP-SGD never samples it)."""
+    """The auditor's r guesses; returns (r, right guesses). "both": guess the sign of the
+    score on the r largest |score| (each construction's score is 0 where in and out are
+    equally likely); "in": guess S = +1 on the r largest scores (for mechanisms where an
+    included canary may leave no trace, as when DP-SGD never samples it)."""
     if policy == "in":
         order = np.argsort(-scores, kind="stable")[:r]
         return int(len(order)), int(np.sum(secrets[order] == 1))
-    centred = scores - np.median(scores)
-    order = np.argsort(-np.abs(centred), kind="stable")[:r]
-    right = int(np.sum(np.sign(centred[order]) == secrets[order]))
+    order = np.argsort(-np.abs(scores), kind="stable")[:r]
+    right = int(np.sum(np.sign(scores[order]) == secrets[order]))
     return int(len(order)), right
 
 
@@ -197,7 +196,8 @@ def eps_lower(score_sets: Sequence[np.ndarray], secrets: np.ndarray, *, delta: f
     Several score functions, guess policies and numbers of guesses are tried, by both methods;
     the significance is split evenly over all of them (Bonferroni), so both methods' maxima
     (and so the larger of the two) hold together at `confidence`.
-    Returns {method: {"eps_lower", "guesses", "correct", "score"}}.
+    Returns {method: {"eps_lower", "guesses", "correct", "score", "policy", "eps_lower_max"}},
+    eps_lower_max being what m canaries could prove at best (all m guesses right).
     """
     if not 0 < confidence < 1:
         raise UserError(f"--confidence must be in (0, 1), got {confidence}")
@@ -219,5 +219,8 @@ def eps_lower(score_sets: Sequence[np.ndarray], secrets: np.ndarray, *, delta: f
                 if e > best["eps_lower"]:
                     best = {"eps_lower": e, "guesses": r_, "correct": v, "score": k,
                             "policy": policy}
+        extra = {"curve": curve} if bound is eps_lower_fdp else {}
+        # the most these m canaries can prove: every one of m guesses right
+        best["eps_lower_max"] = bound(m, m, m, delta=delta, confidence=level, **extra)
         out[name] = best
     return out

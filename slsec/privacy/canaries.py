@@ -20,6 +20,9 @@ release shares across rows or steps (a noise draw reused where it must be fresh)
   samples have gradients in other coordinates. Score: the log-likelihood ratio of the
   subsampled Gaussian, sum over steps of log(1 - q + q exp((x_t - 1/2) / z^2)) with
   x_t = coordinate i / C (the second score first subtracts x's median over the steps).
+- DP-SGD through training (`training_canaries`): the same Dirac canaries as inputs A*e_i of a
+  linear model trained by the defense's own `private_step`; the aggregator reads the weights
+  after every step and projects the update on the canary's known gradient direction.
 - Label DP (`label_canaries`, replace-one on a label): the auditor sees the labels after
   randomized response (everything downstream is post-processing of them). Canary i has label
   a_i or b_i = a_i + 1; score: uses that came out a_i minus uses that came out b_i (the second
@@ -121,3 +124,48 @@ def label_canaries(defense: Any, *, m: int, uses: int, num_classes: int, seed: i
             decoded[k] += ((fixed == a[k]).double()
                            - (fixed == (a[k] + 1) % num_classes).double()).numpy()
     return [plain, decoded], secrets
+
+
+def training_canaries(defense: Any, *, m: int, steps: int, sample_rate: float, seed: int,
+                      num_classes: int = 10, lr: float = 0.1,
+                      background: int = 16) -> tuple[list[np.ndarray], np.ndarray]:
+    """The same Dirac canaries, but through training: `defense.private_step` (Opacus
+    per-sample gradients, the optimizer's step) trains a bias-free linear model on
+    Poisson-sampled batches of input canaries x_i = A*e_i (label y_i; in when S_i = +1) and
+    background samples in other coordinates. The white-box aggregator sees the weights after
+    every step (and the realized batch size); column i of -(W_t+1 - W_t) * B / lr is the noisy
+    clipped sum there, and the canary's clipped gradient points along the known unit vector
+    (softmax(W_t x_i) - e_y) / norm, so its projection is N(C, (zC)^2) when sampled, else N(0, .)."""
+    secrets = _secrets(m, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    rng = np.random.default_rng(seed + 2)
+    d, c = m + 8, defense.max_grad_norm
+    model = torch.nn.Linear(d, num_classes, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    y = torch.as_tensor(rng.integers(0, num_classes, m))
+    bg_x = torch.zeros(background, d)
+    bg_x[:, m:] = torch.randn(background, 8, generator=torch.Generator().manual_seed(seed + 3))
+    bg_y = torch.as_tensor(rng.integers(0, num_classes, background))
+    present = np.flatnonzero(secrets > 0)
+    eye = torch.eye(num_classes)
+    x = np.zeros((steps, m))
+    for t in range(steps):
+        take = present[rng.random(len(present)) < sample_rate]
+        bg = torch.as_tensor(rng.random(background) < sample_rate)
+        xs = torch.zeros(len(take), d)
+        xs[np.arange(len(take)), take] = SCALE * c
+        xb, yb = torch.cat([xs, bg_x[bg]]), torch.cat([y[take], bg_y[bg]])
+        if len(yb) == 0:
+            xb, yb = bg_x[:1], bg_y[:1]         # a step needs a batch; the auditor knows this one
+        with torch.no_grad():
+            w = model.weight.detach().clone()
+            p = torch.softmax(SCALE * c * w[:, :m].T, dim=1)     # canary i's output at W_t
+            u = p - eye[y]
+            u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        defense.private_step(model, opt, xb, yb, gen=gen)
+        with torch.no_grad():
+            g = -(model.weight.detach() - w)[:, :m] * len(yb) / lr       # [K, m]
+            x[t] = (g.T * u).sum(dim=1).double().numpy() / c
+    z = defense.noise_multiplier
+    return [_llr(x, sample_rate, z), _llr(x - np.median(x, axis=0), sample_rate, z)], secrets

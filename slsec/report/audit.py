@@ -18,6 +18,9 @@ HEADER = ["defense", "broken", "canaries", "eps (accountant)", "eps (RDP)", "eps
 def verdict(r: dict[str, Any]) -> str:
     if r["violated"]:
         return "claim violated: eps_lower > eps"
+    if not r.get("conclusive", True):
+        return (f"inconclusive: {r['canaries']} canaries prove at most "
+                f"{r['eps_lower_max']:.2f} < eps (use more)")
     return "consistent: eps_lower <= eps"
 
 

@@ -53,6 +53,10 @@ def audit_defense(d: Any, *, steps: int, sample_rate: float, canaries_n: int, se
                   num_classes: int = 10, claimed: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one defense's canaries once and bound its epsilon from below (both methods);
     `claimed`: the defense's `claim(...)` when already computed (it does not depend on the seed)."""
+    if isinstance(canaries_n, bool) or not isinstance(canaries_n, int) or canaries_n < 2:
+        raise UserError(f"--canaries must be a whole number >= 2, got {canaries_n!r}")
+    if not 0 < confidence < 1:
+        raise UserError(f"--confidence must be in (0, 1), got {confidence}")
     mech = d.public_mechanism()
     if not isinstance(mech, AUDITED):
         raise UserError(f"slsec audit covers --defense {AUDITED_TEXT}, not {d.name!r}")
@@ -84,7 +88,10 @@ def audit_defense(d: Any, *, steps: int, sample_rate: float, canaries_n: int, se
            **(claimed or claim(d, steps=steps, sample_rate=sample_rate, delta=delta,
                                num_classes=num_classes))}
     out["eps_lower"] = max(out["eps_lower_one_run"], out["eps_lower_fdp"])
+    out["eps_lower_max"] = max(b["eps_lower_max"] for b in bounds.values())
     out["violated"] = bool(out["eps_lower"] > out["epsilon"])
+    # a claim above what m canaries can ever prove cannot be refuted by this audit
+    out["conclusive"] = bool(out["violated"] or out["eps_lower_max"] > out["epsilon"])
     out["seconds"] = time.perf_counter() - start
     return out
 

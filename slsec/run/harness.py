@@ -46,8 +46,11 @@ def make_view(cfg: RunConfig, setup: Setup, outcome: RankOutcome, role: str,
               knowledge: frozenset[str]) -> View:
     """Freeze what the attacked role observed and legitimately holds into a View."""
     model = outcome.model
+    proto = PROTOCOLS.get(cfg.protocol)
+    build = setup.build
     if role == "client":
-        parts = {"head": model.split(list(setup.cuts))[0]}
+        parts = proto.client_parts(model, setup.cuts, outcome.rank)
+        build = proto.client_build(setup.build, outcome.rank)
     else:
         parts = dict(PROTOCOLS.get(cfg.protocol).server_parts(model, setup.cuts))
         if "head_weights" not in knowledge:
@@ -61,7 +64,7 @@ def make_view(cfg: RunConfig, setup: Setup, outcome: RankOutcome, role: str,
                 return {k: v.detach() for k, v in head(feats).items()}
 
     public = resolve(cfg, setup).public()
-    return outcome.observer.view(parts=parts, knowledge=knowledge, build_model=setup.build,
+    return outcome.observer.view(parts=parts, knowledge=knowledge, build_model=build,
                                  cuts=setup.cuts, query_head=query, public=public,
                                  aux=setup.aux if "aux_data" in knowledge else None)
 
@@ -142,7 +145,7 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
         info = guess.info
         out.methods[method] = MethodGuess(
             present(guess.images), present(guess.label_scores), seconds,
-            info.get("hijack_steps"), info.get("hijack_converged_at"))
+            info.get("hijack_steps"), info.get("hijack_converged_at"), present(guess.rows))
         if method == PRIOR:   # the prior's labels (held or predicted) and their source
             out.prior_labels = present(info.get("labels"))
             out.prior_label_source = LABEL_SOURCES[int(info.get("label_source", 0))]
@@ -249,4 +252,13 @@ def summarize(cfg: RunConfig, setup: Setup, server: RankOutcome, guess: Guesses 
                 m["hijack_converged_at"] = reported.hijack_converged_at
     return RunResult(cfg.to_dict(), m, [r.__dict__ for r in records],
                      {"slsec": slsec.__version__, "torch": torch.__version__,
-                      "python": platform.python_version()}, cfg.seed, shown)
+                      "python": platform.python_version()}, cfg.seed, shown,
+                     tabular_encoding(setup))
+
+
+def tabular_encoding(setup: Setup) -> dict[str, Any] | None:
+    """A tabular set's column encoding and class names (None for images and graphs)."""
+    enc = getattr(setup.data, "encoding", None)
+    if enc is None:
+        return None
+    return {"columns": enc, "classes": list(getattr(setup.data, "classes", []))}

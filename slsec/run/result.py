@@ -31,6 +31,7 @@ class MethodGuess:
     seconds: float = 0.0
     hijack_steps: int | None = None      # a malicious server: client steps it served
     hijack_converged_at: int | None = None   # ... and the step where it stopped (converged)
+    rows: Tensor | None = None           # tabular rows [N, D] (encoded columns), probe order
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Guesses:
         for name, g in self.methods.items():
             out[f"{name}.images"], out[f"{name}.label_scores"] = t(g.images), t(g.label_scores)
             out[f"{name}.seconds"] = torch.tensor(g.seconds, dtype=torch.float64)
+            out[f"{name}.rows"] = t(g.rows)
             for key in ("hijack_steps", "hijack_converged_at"):
                 if getattr(g, key) is not None:
                     out[f"{name}.{key}"] = torch.tensor(int(getattr(g, key)))
@@ -75,7 +77,7 @@ class Guesses:
             methods[n] = MethodGuess(opt(f"{n}.images"), opt(f"{n}.label_scores"),
                                      float(wire[f"{n}.seconds"]),
                                      None if steps is None else int(steps),
-                                     None if stop is None else int(stop))
+                                     None if stop is None else int(stop), opt(f"{n}.rows"))
         source = int(wire.get("prior.label_source", torch.tensor(0)))
         return cls(methods, opt("prior.labels"), LABEL_SOURCES[source],
                    bool(int(wire.get("prior.reference", torch.tensor(0)))))
@@ -111,7 +113,12 @@ class RunResult:
     versions: dict[str, str]
     seed: int
     reconstructions: Reconstructions | None = None
+    # tabular data: how each column was encoded (slsec.data.tabular), to decode reconstructions
+    encoding: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": self.config, "metrics": self.metrics, "curve": self.curve,
-                "versions": self.versions, "seed": self.seed}
+        out = {"config": self.config, "metrics": self.metrics, "curve": self.curve,
+               "versions": self.versions, "seed": self.seed}
+        if self.encoding is not None:
+            out["encoding"] = self.encoding
+        return out

@@ -103,6 +103,9 @@ class DeviceSplit:
     def __len__(self) -> int:
         return len(self._split)
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._split, name)
+
     def batch(self, idx: Any) -> tuple[dict[str, Tensor], Tensor]:
         feats, y = self._split.batch(idx)
         return {k: v.to(self.device) for k, v in feats.items()}, y.to(self.device)
@@ -160,7 +163,13 @@ def make_plan(cfg: RunConfig, setup: Setup) -> Plan:
 
 
 def evaluate_model(model: torch.nn.Module, split: Any, batch_size: int = 500) -> tuple[float, float]:
-    """Test accuracy and mean loss of the assembled model (the experimenter's measurement)."""
+    """Test accuracy and mean loss of the assembled model (the experimenter's measurement), or
+    of the test logits a joint inference produced (vertical SL: `joint_logits`)."""
+    joint = getattr(model, "joint_logits", None)
+    if joint is not None:
+        y = split.y.to(joint.device)
+        loss = float(torch.nn.functional.cross_entropy(joint, y, reduction="sum"))
+        return int((joint.argmax(1) == y).sum()) / max(len(y), 1), loss / max(len(y), 1)
     was = model.training
     device = next(model.parameters()).device
     model.eval()
@@ -190,7 +199,8 @@ def rank_context(cfg: RunConfig, setup: Setup, rank: int, link: Any, defense: An
                       if setup.label_party == "server" else None)
     else:
         ctx.shard = on_device_split(setup.shard(rank), device)
-        ctx.probe = on_device_split(setup.probe, device) if rank == 1 else None
+        probe = PROTOCOLS.get(cfg.protocol).client_data(setup, rank, setup.probe)
+        ctx.probe = on_device_split(probe, device) if rank == 1 else None
     return ctx
 
 

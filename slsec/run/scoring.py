@@ -26,7 +26,8 @@ def score(cfg: RunConfig, setup: Setup, guess: Guesses, truth_inputs: Tensor,
     methods = [m for m in guess.methods if m not in reference]
 
     def leak(r: dict[str, Any]) -> float:
-        v = r.get("attack_ssim_mean", r.get("label_auc", float("nan")))
+        v = r.get("attack_ssim_mean", r.get("label_auc", r.get("attack_numeric_r2", r.get(
+            "attack_categorical_accuracy", float("nan")))))
         return -math.inf if v is None or math.isnan(v) else v
     # on a tie the prior is reported: the attack learned nothing beyond it
     best = max(methods, key=lambda m: (leak(scored[m]), m == PRIOR))
@@ -34,8 +35,11 @@ def score(cfg: RunConfig, setup: Setup, guess: Guesses, truth_inputs: Tensor,
                attack_seconds=sum(guess.methods[m].seconds for m in methods))
     if len(methods) > 1:
         out["methods_compared"] = ",".join(methods)
-        key = "attack_ssim_mean" if "attack_ssim_mean" in out else "label_auc"
+        key = next((k for k in ("attack_ssim_mean", "label_auc", "attack_numeric_r2",
+                                "attack_categorical_accuracy") if k in out), "label_auc")
         out[f"{key}_by_method"] = {m: scored[m].get(key) for m in methods}
+    if guess.methods[best].rows is not None:   # tabular records (vertical SL)
+        out.update(rows_beyond_prior(setup, guess, best, truth_inputs))
     if "label_accuracy" in out and len(methods) > 1:
         # hard labels: the method with the most right is reported too (the defender's worst
         # case for each metric; a method with a high AUC may threshold worse than another, or
@@ -65,6 +69,22 @@ def score(cfg: RunConfig, setup: Setup, guess: Guesses, truth_inputs: Tensor,
 
 
 PRIOR = "prior"   # the inversion method that only guesses from what the role holds
+
+
+def rows_beyond_prior(setup: Setup, guess: Guesses, best: str, truth: Tensor) -> dict[str, Any]:
+    """A tabular reconstruction of party 1's columns scored per column type and per record
+    beside the prior (the `prior` method: public column means), re-identified among the targets
+    and REID_OTHERS other training records outside the aux set (slsec/run/tabular_scoring.py)."""
+    from slsec.run.tabular_scoring import party_encoding, record_scores
+    rows = guess.methods[best].rows
+    prior = guess.methods[PRIOR].rows if PRIOR in guess.methods else None
+    cols = setup.model_groups()[0]
+    truth = truth[: len(rows)]
+    if prior is None:
+        prior = setup.aux.inputs[:, cols].float().mean(0).expand_as(rows)
+    private = setup.shards[0][-REID_OTHERS:]
+    others = setup.data.train.inputs[torch.as_tensor(private)][:, cols]
+    return record_scores(truth, rows, prior, party_encoding(setup.data.encoding, cols), others)
 
 
 def leak_or_nan(v: float | None) -> float:
@@ -157,6 +177,12 @@ def _score_one(cfg: RunConfig, setup: Setup, guess: MethodGuess, truth_inputs: T
 
     out: dict[str, Any] = {}
     images, scores = guess.images, guess.label_scores
+    if guess.rows is not None:   # tabular: the leak() key; the rest in rows_beyond_prior
+        from slsec.run.tabular_scoring import column_scores, party_encoding
+        cols = setup.model_groups()[0]
+        out.update({f"attack_{k}": v for k, v in column_scores(
+            truth_inputs[: len(guess.rows)], guess.rows,
+            party_encoding(setup.data.encoding, cols)).items()})
     if images is not None:
         truth = truth_inputs[: len(images)]
         if resolve(cfg, setup).attack.cls.unordered_batches and cfg.probe_batch > 1:  # type: ignore[union-attr]

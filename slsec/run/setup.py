@@ -20,6 +20,8 @@ import slsec.defenses  # noqa: F401  (registers defenses)
 import slsec.protocols  # noqa: F401  (registers protocols)
 import slsec.data.userdata  # noqa: F401  (registers images:DIR and npz:FILE datasets)
 import slsec.data.usermodel  # noqa: F401  (registers FILE.py:FACTORY and MODULE:FACTORY models)
+import slsec.data.tabular  # noqa: F401  (registers csv:FILE and the embedded spam set)
+import slsec.data.tabular_models  # noqa: F401  (registers the mlp model)
 from slsec import plugins
 from slsec.catalog import PRE_TRAINING
 from slsec.config import RunConfig
@@ -45,7 +47,14 @@ class Setup:
     memo: dict[Any, Any] = field(default_factory=dict)   # what is derived from it once
 
     def shard(self, rank: int) -> Split:
-        return self.data.train.subset(self.shards[rank - 1])
+        split = self.data.train.subset(self.shards[rank - 1])
+        return PROTOCOLS.get(self.cfg.protocol).client_data(self, rank, split)
+
+    def model_groups(self) -> list[list[int]]:
+        """Vertical SL: the encoded columns each party holds (from the public model)."""
+        if "groups" not in self.memo:
+            self.memo["groups"] = self.build().groups
+        return self.memo["groups"]
 
     def shard_labels(self) -> dict[int, torch.Tensor]:
         """Two-party SL: the server owns the labels of every client's samples (by position)."""
@@ -60,8 +69,9 @@ class Setup:
     def build(self) -> SplitModel:
         """A fresh model of the public architecture (random init): what attackers can build."""
         d = self.data
-        return build_model(self.cfg.model_name, num_classes=d.num_classes,
-                           input_shape=d.input_shape, num_features=d.num_features)
+        options = dict(PROTOCOLS.get(self.cfg.protocol).model_options(self.cfg, d))
+        return build_model(options.pop("model", self.cfg.model_name), num_classes=d.num_classes,
+                           input_shape=d.input_shape, num_features=d.num_features, **options)
 
     @cached_property
     def train_mean(self) -> torch.Tensor:
@@ -86,7 +96,8 @@ def resolve_cuts(cfg: RunConfig, model: SplitModel) -> tuple[str, ...]:
 def prepare(cfg: RunConfig) -> Setup:
     """Derive the public setup from the config (same result on every rank)."""
     data = load_dataset(cfg.dataset, data_root=cfg.data_root, download=cfg.download,
-                        need_train=None if cfg.max_train is None else cfg.aux_size + cfg.max_train)
+                        need_train=None if cfg.max_train is None else cfg.aux_size + cfg.max_train,
+                        label_column=cfg.label_column)
     n = len(data.train)
     if cfg.aux_size >= n:
         raise UserError(f"--aux-size {cfg.aux_size} leaves no training data ({n} samples)")
@@ -95,20 +106,42 @@ def prepare(cfg: RunConfig) -> Setup:
     if cfg.max_train is not None:
         private = private[:cfg.max_train]
     labels = data.train.y.numpy()[private]
-    shards = [private[s] for s in partition(cfg.partition, labels, cfg.clients, cfg.seed,
-                                            alpha=cfg.alpha)]
+    if PROTOCOLS.get(cfg.protocol).splits_columns:   # vertical: every party, the same records
+        if data.kind != "tabular":
+            raise UserError(f"--dataset {cfg.dataset}: protocol '{cfg.protocol}' splits the "
+                            "columns of tabular data (spam, csv:FILE, a 2-D npz:FILE); this set "
+                            f"is {data.kind}")
+        if cfg.partition != "iid":
+            raise UserError(f"--partition {cfg.partition}: in protocol '{cfg.protocol}' every "
+                            "party holds the same records (their columns are split)")
+        shards = [private] * cfg.clients
+    else:
+        shards = [private[s] for s in partition(cfg.partition, labels, cfg.clients, cfg.seed,
+                                                alpha=cfg.alpha)]
     probe_idx = probe_indices(cfg, len(data.test))
     label_party = cfg.label_party
     if cfg.attack is not None:   # e.g. label inference: two-party SL, or the labels are sent
         import slsec.attacks  # noqa: F401  (registration)
         from slsec.attacks.base import ATTACKS
         label_party = ATTACKS.get(cfg.attack).label_party.get(cfg.protocol, label_party)
+    if PROTOCOLS.get(cfg.protocol).splits_columns and label_party != "server":
+        raise UserError(f"--label-party {label_party}: in protocol '{cfg.protocol}' the active "
+                        "party (the server) holds the labels")
     setup = Setup(cfg, data, (), data.train.subset(aux_idx), shards,
                   data.test.subset(probe_idx), label_party)
-    model = setup.build()
+    columns = PROTOCOLS.get(cfg.protocol).splits_columns
+    try:
+        model = setup.build()
+    except (ValueError, TypeError, RuntimeError):   # an image model on table rows, say
+        if not columns:
+            raise
+        model = None
+    if columns and not hasattr(model, "party_head"):
+        raise UserError(f"--model {cfg.model_name}: protocol '{cfg.protocol}' needs one bottom "
+                        "per party (the built-in model 'mlp')")
     setup.cuts = resolve_cuts(cfg, model)
-    if setup.cuts and (":" in cfg.model_name or cfg.model_name.endswith(".py")):   # the user's
-        from slsec.data.usermodel import check_parts
+    if setup.cuts and not columns and (":" in cfg.model_name or cfg.model_name.endswith(".py")):
+        from slsec.data.usermodel import check_parts   # the user's own model
         check_parts(model, list(setup.cuts), cfg.model_name,
                     data.input_shape if data.kind != "graph" else None)
     _check_batch_norm(cfg, model, shards)

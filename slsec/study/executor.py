@@ -88,15 +88,16 @@ def _init_worker(threads: int) -> None:
     import torch
     torch.set_num_threads(threads)
     from slsec import progress
-    progress.REPORTER.enabled = False
-    progress.REPORTER.stream = open(os.devnull, "w")
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
+    progress.REPORTER.enabled = False
+    progress.REPORTER.stream = sys.stdout           # fd 1: the null device now
 
 
 def _call(fn: Fn, index: int, arg: Any, marks: str | None) -> Any:
     if marks:   # started (by this pid): a break while it runs makes it a suspect
-        Path(marks, str(index)).write_text(str(os.getpid()))
+        from slsec.report.results import atomic_write
+        atomic_write(Path(marks, str(index)), str(os.getpid()))
     return fn(arg)
 
 
