@@ -48,6 +48,10 @@ CASES = [
          r"--knowledge names the same item twice", "knowledge-twice"),
     case("train --attack inversion", r"--attack inversion: slsec train runs no attack",
          "train-attack"),
+    case("train --label-epsilon 1", r"--label-epsilon is the epsilon of --defense label-rr; it "
+         r"does not apply", "plugin-flag-at-its-default"),
+    case("evaluate --attack inversion --max-grad-norm 1", r"--max-grad-norm is the clip of "
+         r"--defense dpsgd; it does not apply", "plugin-flag-at-its-default-evaluate"),
     # config files
     case("train --config {d}/deep.toml", r"deep.toml nests tables or arrays too deeply",
          "toml-deep-arrays"),
