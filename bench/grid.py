@@ -2,7 +2,7 @@
 
 Usage (from the repo root):
 
-    .venv/bin/python bench/grid.py [--reps 3] [--mpi] [--max-train 256] [--attack-iters 20]
+    .venv/bin/python bench/grid.py [--reps 3] [--mpi] [--max-train 1000] [--attack-iters 100]
 
 Each repetition runs the sweep (8 DP noise levels on the CNN/MNIST, inversion attack, one round,
 a shared undefended twin) as `slsec sweep --jobs 1` and `--jobs 2`, each into a fresh --out
@@ -69,9 +69,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--mpi", action="store_true", help="also 1 + 2 MPI ranks (mpi4py.futures)")
-    ap.add_argument("--max-train", type=int, default=256)
-    ap.add_argument("--aux-size", type=int, default=128)
-    ap.add_argument("--attack-iters", type=int, default=20)
+    # cells of several seconds each: at 256 / 128 / 20 a worker's start-up outweighs a cell
+    ap.add_argument("--max-train", type=int, default=1000)
+    ap.add_argument("--aux-size", type=int, default=256)
+    ap.add_argument("--attack-iters", type=int, default=100)
     ap.add_argument("--method", default="decoder")
     a = ap.parse_args()
     kinds = ["jobs1", "jobs2"] + (["mpi"] if a.mpi else [])

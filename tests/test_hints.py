@@ -67,7 +67,7 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
 def test_matrix_covers_every_protocol_and_defense() -> None:
     combos = _matrix()
     assert {p for p, _, _ in combos} == {"vanilla", "ushaped", "splitfed", "splitfed-async",
-                                         "fedavg"}
+                                         "fedavg", "vertical"}
     assert {d for _, _, d in combos} == {n for n, _ in DEFENSES} - {"split-select"}
 
 
