@@ -299,7 +299,8 @@ def disk_full_cases(w: Path) -> list[tuple]:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="")
+    ap.add_argument("--only", default="", help="run the cases whose name holds one of these "
+                    "comma-separated substrings")
     ap.add_argument("--keep", default=None, help="scratch folder to use (kept afterwards)")
     args = ap.parse_args()
     w = Path(args.keep or tempfile.mkdtemp(prefix="slsec-bad-"))
@@ -308,7 +309,9 @@ def main() -> int:
     setup_scratch(w)
     more.prepare(w)
     print(f"scratch folder {w} prepared in {time.perf_counter() - t0:.0f} s", flush=True)
-    todo = [c for c in cases() + more.cases(w) + disk_full_cases(w) if args.only in c[0]]
+    only = args.only.split(",")   # several substrings, comma-separated
+    todo = [c for c in cases() + more.cases(w) + disk_full_cases(w)
+            if any(o in c[0] for o in only)]
     rows, failures = [], 0
     try:
         for i, (name, argv, expect, *rest) in enumerate(todo, 1):

@@ -328,6 +328,19 @@ def _suggest(name: str, known: set[str]) -> str:
     return f" (did you mean '{near[0].replace('_', '-')}'?)" if near else ""
 
 
+def check_given(cfg: Any, names: Any) -> None:
+    """A plug-in's option given explicitly (even at its default value) to a run without that
+    plug-in is refused, as one at another value is (slsec.run.preflight)."""
+    selected = {f"protocol {cfg.protocol}", *(f"defense {d}" for d in cfg.defense),
+                *([f"attack {cfg.attack}"] if cfg.attack else [])}
+    for name in names:
+        p, owners = PARAMS.get(name, (None, ()))
+        if p is not None and p.unused and not selected & set(owners):
+            raise UserError(f"{p.flag} {p.unused}; it does not apply to this run (protocol "
+                            f"{cfg.protocol}, defense {'+'.join(cfg.defense) or 'none'}, attack "
+                            f"{cfg.attack or 'none'}): drop it")
+
+
 def merged_config(toml_path: str | None, flags: dict[str, Any]) -> Any:
     """Defaults < TOML file < flags that were actually given (not None)."""
     values: dict[str, Any] = {}

@@ -313,7 +313,7 @@ def load_extra() -> None:
         except UserError as e:
             del sys.modules[name]
             raise UserError(f"{ENV}: plug-in {path} failed at import: {e}") from None
-        except (Exception, SystemExit) as e:   # its own bug: one line, not its traceback
+        except (Exception, SystemExit, KeyboardInterrupt) as e:   # its own bug: one line
             del sys.modules[name]
             what = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             raise UserError(f"{ENV}: plug-in {path} failed at import ({what})") from None

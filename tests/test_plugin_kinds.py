@@ -186,10 +186,13 @@ def test_a_broken_plugin_is_one_line_naming_the_file(case, tmp_path):
             os.environ[plugins.ENV] = old
 
 
-def test_an_exception_or_exit_at_import_is_one_line(tmp_path):
-    """Importing runs the user's code: an exception or sys.exit there names the file."""
+@pytest.mark.parametrize("first,what", [("import sys\nsys.exit(0)", "SystemExit: 0"),
+                                        ("raise KeyboardInterrupt", "KeyboardInterrupt")])
+def test_an_exception_or_exit_at_import_is_one_line(first, what, tmp_path):
+    """Importing runs the user's code: an exception, sys.exit or an interrupt it raises there
+    names the file (not a silent exit, not a Ctrl-C)."""
     bad = tmp_path / "boom.py"
-    bad.write_text('import sys\nsys.exit(0)\nfrom slsec.defenses.base import DEFENSES\n'
+    bad.write_text(first + '\nfrom slsec.defenses.base import DEFENSES\n'
                    '@DEFENSES.register("boom")\nclass B:\n    point = "cut"\n'
                    '    protocols = frozenset({"vanilla"})\n')
     env = {**os.environ, "SLSEC_PLUGINS": str(bad)}
@@ -198,7 +201,7 @@ def test_an_exception_or_exit_at_import_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, env=env)
     assert proc.returncode == 0 and proc.stderr == ""
-    assert proc.stdout == f"SLSEC_PLUGINS: plug-in {bad} failed at import (SystemExit: 0)\n"
+    assert proc.stdout == f"SLSEC_PLUGINS: plug-in {bad} failed at import ({what})\n"
 
 
 def test_slsec_list_names_a_broken_plugin(tmp_path):

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from slsec.config import PARAMS, RunConfig, merged_config
+from slsec.config import PARAMS, RunConfig, check_given, merged_config
 from slsec.params import Param
 from slsec import plugins
 from slsec.errors import PeerError, UserError
@@ -109,9 +109,12 @@ def _jobs() -> inspect.Parameter:
                                   "available to this process]"))
 
 
-def _config(kw: dict[str, Any]) -> RunConfig:
+def _config(kw: dict[str, Any], *, one_run: bool = False) -> RunConfig:
     flags = {k: v for k, v in kw.items() if k in {f.name for f in fields(RunConfig)}}
-    return merged_config(kw.get("config"), flags)
+    cfg = merged_config(kw.get("config"), flags)
+    if one_run:   # train/evaluate: a plug-in's flag without its plug-in, even at its default
+        check_given(cfg, [k for k, v in flags.items() if v is not None])
+    return cfg
 
 
 def _precheck(cfg: RunConfig, *, attack: bool = True) -> None:
@@ -142,7 +145,7 @@ def train(**kw: Any) -> None:
     """Train with a protocol (no attack) and print the accuracy curve."""
     from slsec.cli import commands
     as_json = kw.pop("json")
-    cfg = _config(kw)
+    cfg = _config(kw, one_run=True)
     _precheck(cfg, attack=False)
     launch_under_mpiexec(cfg)
     with commands.json_stdout(as_json):
@@ -165,7 +168,7 @@ def evaluate(**kw: Any) -> None:
     from slsec.cli import commands
     from slsec.report import tracking
     as_json, log, jobs = kw.pop("json"), tracking.check(kw.pop("log")), kw.pop("jobs")
-    cfg = _config(kw)
+    cfg = _config(kw, one_run=True)
     _precheck(cfg)
     launch_under_mpiexec(cfg)
     with commands.json_stdout(as_json):
