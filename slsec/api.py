@@ -16,10 +16,10 @@ in-memory objects live in this process and run on the local backend. `evaluate` 
 run in this process, one after another: calls from several threads are serialised by one
 process-wide lock (a run seeds torch's global generator, which every thread shares, so two at
 once could not each give the numbers of the same call alone); `sweep` spreads its cells over
-worker processes as `slsec sweep --jobs` does (not when a model or data set is a Python
-object). Nothing is written unless you call `save` or give `out=` / `run_id=` to `evaluate` or
-`train` (a new folder, as the CLI writes; `sweep` writes its results folder, as the CLI does).
-`save` never replaces an earlier folder. Built on slsec.study.
+worker processes when given `jobs=N`, as `slsec sweep --jobs` does (not when a model or data
+set is a Python object). Nothing is written unless you call `save` or give `out=` / `run_id=`
+to `evaluate` or `train` (a new folder, as the CLI writes; `sweep` writes its results folder,
+as the CLI does). `save` never replaces an earlier folder. Built on slsec.study.
 """
 from __future__ import annotations
 
@@ -224,15 +224,17 @@ def sweep(*, model: Any = None, dataset: Any = None, config: str | Path | None =
     straggler) each alternative is a name, a comma list or a list of names
     (`defense=["none", "dp", ["dp", "nopeek"]]`). Rows are appended to
     <out>/<run_id>/results.csv (resume=True skips finished cells), as the CLI does. jobs=N:
-    cells run N at once in worker processes (default: the cores available; models and data
-    sets given as Python objects keep their cells in this process)."""
+    cells run N at once in worker processes (default 1: in this process; models and data sets
+    given as Python objects keep their cells in this process). Worker processes are spawned
+    and import your script again, so a script that passes jobs > 1 must call slsec.sweep under
+    `if __name__ == "__main__":`."""
     import pandas as pd
 
     from slsec.data.userdata import as_dataset_spec
     from slsec.data.usermodel import as_model_spec
     from slsec.study.grid import _grid_text
     from slsec.study.sweeps import run_sweep
-    jobs = options.pop("jobs", None)
+    jobs = options.pop("jobs", 1)
     _check_keywords("sweep", options, ("model", "dataset", "config", "resume", "jobs"))
     flags = {k: _grid_text(k, v) for k, v in options.items() if v is not None}
     for key, spec in (("model", as_model_spec(model)), ("dataset", as_dataset_spec(dataset))):

@@ -19,9 +19,9 @@ def read_image_folder(root: Path, where: str, max_bytes: int) -> dict[str, np.nd
     """The uint8 arrays x, y (and x_test, y_test with train/ and test/) of an image folder;
     `max_bytes` caps the images as float32 before any is decoded."""
     if not root.is_dir():
-        what = "is a file, not a folder of images (<class>/<image>)" if root.exists() \
-            else "does not exist"
-        raise DataError(f"{where}: {root} {what}")
+        what = f"{root} is a file, not a folder of images (<class>/<image>)" if root.exists() \
+            else f"folder {root} does not exist"
+        raise DataError(f"{where}: {what}")
     _no_folder_links(root, where)
     if (root / "test").is_dir():
         if not (root / "train").is_dir():

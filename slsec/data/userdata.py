@@ -144,9 +144,9 @@ def user_fingerprint(model: str | None, dataset: str) -> dict[str, str]:
 
 def _read_npz(name: str, path: Path) -> Dataset:
     if not path.is_file():
-        what = "is a folder, not an .npz file" if path.is_dir() else \
-            "is not a regular file" if path.exists() else "does not exist"
-        raise DataError(f"--dataset {name}: {path} {what}")
+        what = f"{path} is a folder, not an .npz file" if path.is_dir() else \
+            f"{path} is not a regular file" if path.exists() else f"file {path} does not exist"
+        raise DataError(f"--dataset {name}: {what}")
     if not os.access(path, os.R_OK):
         raise DataError(f"--dataset {name}: file {path} is not readable")
     try:

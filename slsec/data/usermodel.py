@@ -87,9 +87,9 @@ def _file_version(where: str) -> tuple:
 def _import_file(where: str) -> Any:
     path = Path(where).expanduser()
     if not path.is_file():
-        what = "is a folder, not a Python file" if path.is_dir() else \
-            "is not a regular file" if path.exists() else "does not exist"
-        raise UserError(f"--model: {path} {what}")
+        what = f"{path} is a folder, not a Python file" if path.is_dir() else \
+            f"{path} is not a regular file" if path.exists() else f"file {path} does not exist"
+        raise UserError(f"--model: {what}")
     name = "slsec_user_model_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
     try:
         spec = importlib.util.spec_from_file_location(name, path)

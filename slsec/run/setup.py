@@ -144,15 +144,18 @@ def prepare(cfg: RunConfig) -> Setup:
         from slsec.data.usermodel import check_parts   # the user's own model
         check_parts(model, list(setup.cuts), cfg.model_name,
                     data.input_shape if data.kind != "graph" else None)
-    _check_batch_norm(cfg, model, shards)
+    _check_batch_norm(cfg, model, shards, data.kind)
     return setup
 
 
-def _check_batch_norm(cfg: RunConfig, model: SplitModel, shards: list[np.ndarray]) -> None:
+def _check_batch_norm(cfg: RunConfig, model: SplitModel, shards: list[np.ndarray],
+                      data_kind: str) -> None:
     """A BatchNorm1d layer cannot train on a batch of one sample (one value per channel):
     refuse a shard whose last batch would be one, before training (not a traceback at its last
-    step). BatchNorm2d has H*W values per channel even then."""
-    if not any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()):
+    step). BatchNorm2d has H*W values per channel even then, and a graph model's BatchNorm1d
+    normalises over the nodes of the batch's graphs, many even for one graph."""
+    if data_kind == "graph" or not any(isinstance(m, torch.nn.BatchNorm1d)
+                                       for m in model.modules()):
         return
     for k, shard in enumerate(shards, 1):
         if len(shard) % cfg.batch_size == 1:

@@ -58,8 +58,9 @@ def candidate_cuts(cfg: RunConfig) -> list[str]:
     from slsec.data.models import build_model
     from slsec.protocols.base import PROTOCOLS
 
-    need = PROTOCOLS.get(cfg.protocol).cuts_needed
-    if need == 0:
+    proto = PROTOCOLS.get(cfg.protocol)
+    need = proto.cuts_needed
+    if need == 0 or proto.splits_columns:   # FedAvg; vertical SL (each party's whole bottom)
         raise UserError(f"protocol '{cfg.protocol}' has no cut to select")
     d = load_dataset(cfg.dataset, data_root=cfg.data_root, download=cfg.download)
     points = build_model(cfg.model_name, num_classes=d.num_classes, input_shape=d.input_shape,

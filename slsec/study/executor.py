@@ -25,6 +25,8 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -81,9 +83,18 @@ def grid_jobs(cells: Sequence[Any], jobs: int) -> int:
     return jobs
 
 
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once its parent is gone (SIGKILLed, say): an orphan would wait for
+    cells forever, holding the parent's stderr open. Its cell is lost, as the parent's is."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
 def _init_worker(threads: int) -> None:
     """A spawned worker: its torch threads, quiet progress (the parent counts cells), stdout
-    away from the parent's document (results travel back as values)."""
+    away from the parent's document (results travel back as values); it ends with its parent."""
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
     torch.set_num_threads(threads)
