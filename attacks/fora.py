@@ -164,27 +164,7 @@ class Fora(Attack):
 
     def run(self, view: View) -> Guess:
         """Reconstruct the inputs behind `view.smashed` from aux data and the observations."""
-        method = self.pick_method(view.knowledge, self.method)
-        if not view.smashed:
-            raise UserError("fora: the view holds no smashed data to invert")
-        if view.aux is None or len(view.aux) == 0:
-            raise UserError("attack 'fora' needs public auxiliary data (knowledge aux_data)")
-        obs = torch.cat([m["x"] for m in view.smashed]).detach().float().cpu()
-        channel = CutChannel.from_public(view.public)
-        seed = int(self.params.get("seed", 0))
-        gen = torch.Generator().manual_seed(seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            prior = priors.build_prior(view, obs, channel, seed + 7)
-            if method == "prior":
-                images, info = prior.images, {}
-            else:
-                images, info = self._fora(view, obs, channel, gen)
-        info.update(prior.info, method=method, channel=channel.__dict__,
-                    label_source=prior.source)
-        if prior.labels is not None:
-            info["labels"] = prior.labels
-        return Guess(images=images.clamp(0, 1).detach(), info=info)
+        return invert_with_prior(self, view, self._fora)
 
     def _fora(self, view: View, obs: Tensor, channel: CutChannel,
               gen: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
@@ -282,3 +262,32 @@ class Fora(Attack):
             sched.step()
         dec.eval()
         return dec, scale, float(loss.detach())
+
+
+def invert_with_prior(attack: Attack, view: View,
+                      invert: Callable[[View, Tensor, CutChannel, torch.Generator],
+                                       tuple[Tensor, dict[str, Any]]]) -> Guess:
+    """The run of a server's passive inversion from aux data (FORA, SDAR): the observations
+    and the public cut channel, the label prior built on them, and `invert` (or the prior
+    alone for method 'prior'), under the attack's seed."""
+    method = attack.pick_method(view.knowledge, attack.method)
+    if not view.smashed:
+        raise UserError(f"{attack.name}: the view holds no smashed data to invert")
+    if view.aux is None or len(view.aux) == 0:
+        raise UserError(f"attack '{attack.name}' needs public auxiliary data (knowledge aux_data)")
+    obs = torch.cat([m["x"] for m in view.smashed]).detach().float().cpu()
+    channel = CutChannel.from_public(view.public)
+    seed = int(attack.params.get("seed", 0))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        prior = priors.build_prior(view, obs, channel, seed + 7)
+        if method == "prior":
+            images, info = prior.images, {}
+        else:
+            images, info = invert(view, obs, channel, gen)
+    info.update(prior.info, method=method, channel=channel.__dict__,
+                label_source=prior.source)
+    if prior.labels is not None:
+        info["labels"] = prior.labels
+    return Guess(images=images.clamp(0, 1).detach(), info=info)

@@ -30,12 +30,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slsec import progress
-from slsec.errors import UserError
+from slsec.params import Param
 from slsec.threat import View
 
 from . import prior as priors
 from .base import ATTACKS, Attack, Guess
-from .fora import Fora, _Discriminator, server_rest
+from .fora import Fora, _Discriminator, invert_with_prior, server_rest
 from .inverse import CutChannel, Decoder, fresh_head, shift
 
 
@@ -59,12 +59,41 @@ class Sdar(Attack):
                "prior": frozenset({"aux_data"})}
     default_order = ("sdar", "prior")
 
-    # `iterations` (the harness's --attack-iters) sets `steps` and `decoder_steps`
-    DEFAULTS: dict[str, Any] = {
-        "steps": 600, "decoder_steps": 600, "lr": 1e-3, "lr_d": 2e-4, "batch": 32,
-        "feat_weight": 0.1, "img_weight": 0.01, "width": 16, "decoder_lr": 3e-3,
-        "conditional": True,
-    }
+    # its parameters (flags --sdar-*, TOML keys sdar_*); DEFAULTS is what they default to
+    # `iterations` (the harness's --attack-iters) sets both `steps` and `decoder_steps`
+    params = (
+        Param('sdar_steps', 'int', 600,
+              'sdar: steps training the simulator (--attack-iters sets it too)',
+              check=('at_least_one',), kw='steps', unused="configures --attack sdar"),
+        Param('sdar_decoder_steps', 'int', 600,
+              'sdar: steps training the decoder (--attack-iters sets it too)',
+              check=('at_least_one',), kw='decoder_steps', unused="configures --attack sdar"),
+        Param('sdar_lr', 'float', 0.001,
+              'sdar: learning rate of the simulator',
+              check=('positive',), kw='lr', unused="configures --attack sdar"),
+        Param('sdar_lr_d', 'float', 0.0002,
+              'sdar: learning rate of its discriminators',
+              check=('positive',), kw='lr_d', unused="configures --attack sdar"),
+        Param('sdar_batch', 'int', 32,
+              'sdar: batch size of the simulator and decoder fits',
+              check=('at_least_one',), kw='batch', unused="configures --attack sdar"),
+        Param('sdar_feat_weight', 'float', 0.1,
+              'sdar: weight of the feature discriminator term',
+              check=('non_negative',), kw='feat_weight', unused="configures --attack sdar"),
+        Param('sdar_img_weight', 'float', 0.01,
+              'sdar: weight of the image discriminator term',
+              check=('non_negative',), kw='img_weight', unused="configures --attack sdar"),
+        Param('sdar_width', 'int', 16,
+              'sdar: channel width of the decoder',
+              check=('at_least_one',), kw='width', unused="configures --attack sdar"),
+        Param('sdar_decoder_lr', 'float', 0.003,
+              'sdar: learning rate of the decoder',
+              check=('positive',), kw='decoder_lr', unused="configures --attack sdar"),
+        Param('sdar_conditional', 'bool', True,
+              'sdar: label-conditioned simulator and decoder where labels cross the cut',
+              kw='conditional', unused="configures --attack sdar"),
+    )
+    DEFAULTS: dict[str, Any] = {p.keyword: p.default for p in params}
 
     def _p(self, key: str) -> Any:
         if key in ("steps", "decoder_steps") and self.params.get("iterations") is not None:
@@ -72,27 +101,8 @@ class Sdar(Attack):
         return self.params.get(key, self.DEFAULTS[key])
 
     def run(self, view: View) -> Guess:
-        method = self.pick_method(view.knowledge, self.method)
-        if not view.smashed:
-            raise UserError("sdar: the view holds no smashed data to invert")
-        if view.aux is None or len(view.aux) == 0:
-            raise UserError("attack 'sdar' needs public auxiliary data (knowledge aux_data)")
-        obs = torch.cat([m["x"] for m in view.smashed]).detach().float().cpu()
-        channel = CutChannel.from_public(view.public)
-        seed = int(self.params.get("seed", 0))
-        gen = torch.Generator().manual_seed(seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            prior = priors.build_prior(view, obs, channel, seed + 7)
-            if method == "prior":
-                images, info = prior.images, {}
-            else:
-                images, info = self._sdar(view, obs, channel, gen)
-        info.update(prior.info, method=method, channel=channel.__dict__,
-                    label_source=prior.source)
-        if prior.labels is not None:
-            info["labels"] = prior.labels
-        return Guess(images=images.clamp(0, 1).detach(), info=info)
+        """Reconstruct the inputs behind `view.smashed` from aux data and the observations."""
+        return invert_with_prior(self, view, self._sdar)
 
     @staticmethod
     def _batch(obs: Tensor, obs_y: Tensor | None, aux_x: Tensor, aux_y: Tensor, bs: int,

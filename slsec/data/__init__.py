@@ -137,10 +137,10 @@ def _images(name: str, x: np.ndarray | Tensor, y, xt, yt, *, model: str,
                    model)
 
 
-@DATASETS.register("mnist")
-def mnist(data_root: Path | None = None, download: bool = False) -> Dataset:
-    """The embedded real 5k MNIST subset (4,000 train / 1,000 test, 400/100 per class)."""
-    path = EMBEDDED_DIR / "mnist.npz"
+def embedded_images(name: str, filename: str) -> Dataset:
+    """A real image subset shipped in the package (`filename` in slsec/_data: uint8 x_train,
+    y_train, x_test, y_test, ten classes), checked before use."""
+    path = EMBEDDED_DIR / filename
     keys = ("x_train", "y_train", "x_test", "y_test")
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -153,7 +153,13 @@ def mnist(data_root: Path | None = None, download: bool = False) -> Dataset:
         a, lab = arrs[k], arrs["y" + k[1:]]
         if a.dtype != np.uint8 or a.ndim != 3 or lab.ndim != 1 or len(lab) != len(a) or lab.max() > 9:
             raise DataError(f"embedded data file {path} is corrupt: bad '{k}' array")
-    return _images("mnist", arrs["x_train"], arrs["y_train"], arrs["x_test"], arrs["y_test"], model="cnn")
+    return _images(name, arrs["x_train"], arrs["y_train"], arrs["x_test"], arrs["y_test"], model="cnn")
+
+
+@DATASETS.register("mnist")
+def mnist(data_root: Path | None = None, download: bool = False) -> Dataset:
+    """The embedded real 5k MNIST subset (4,000 train / 1,000 test, 400/100 per class)."""
+    return embedded_images("mnist", "mnist.npz")
 
 
 def _line(e: BaseException) -> str:

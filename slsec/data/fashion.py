@@ -14,12 +14,12 @@ set runs offline; when more training images are asked for (`--aux-size` + `--max
 from __future__ import annotations
 
 import gzip
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from slsec.data import DATASETS, EMBEDDED_DIR, Dataset, _cache_dir, _images, _line
+from slsec.data import (DATASETS, EMBEDDED_DIR, Dataset, _cache_dir, _images,  # noqa: F401
+                        _line, embedded_images)
 from slsec.errors import DataError
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -78,20 +78,7 @@ def _from_files(files: dict[str, Path]) -> Dataset:
 
 def embedded() -> Dataset:
     """The embedded real subset (4,000 train / 1,000 test)."""
-    path = EMBEDDED_DIR / EMBEDDED
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            a = {k: z[k] for k in FILES}
-    except FileNotFoundError:
-        raise DataError(f"embedded data file {path} is missing; reinstall slsec") from None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"embedded data file {path} is unreadable or corrupt ({_line(e)})") from None
-    for k in ("x_train", "x_test"):
-        x, y = a[k], a["y" + k[1:]]
-        if x.dtype != np.uint8 or x.ndim != 3 or y.ndim != 1 or len(x) != len(y) or y.max() > 9:
-            raise DataError(f"embedded data file {path} is corrupt: bad '{k}' array")
-    return _images("fashion-mnist", a["x_train"], a["y_train"], a["x_test"], a["y_test"],
-                   model="cnn")
+    return embedded_images("fashion-mnist", EMBEDDED)
 
 
 @DATASETS.register("fashion-mnist")
