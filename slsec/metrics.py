@@ -51,9 +51,12 @@ def psnr(a: Any, b: Any) -> np.ndarray:
 
 
 def image_summary(truth: Any, guess: Any) -> dict[str, float]:
-    """Mean/median SSIM and PSNR of `guess` against `truth`, and the identifiable fraction."""
+    """Mean/median SSIM and PSNR of `guess` against `truth`, the mean per-pixel squared error,
+    and the identifiable fraction."""
     s, p = ssim(truth, guess), psnr(truth, guess)
+    t, g = _pair(truth, guess)
     return {"ssim_mean": float(s.mean()), "ssim_median": float(np.median(s)),
+            "mse_mean": float(np.mean((t - g) ** 2)),
             "psnr_mean": float(p.mean()), "psnr_median": float(np.median(p)),
             "identifiable": float((s > IDENTIFIABLE_SSIM).mean()), "n": int(len(s))}
 

@@ -128,6 +128,7 @@ def fake_cells(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         ran.append(config_key(cfg.to_dict()))
         s = cfg.sigma or 0.0
         metrics = {"accuracy": 0.9 - s, "attack_ssim_mean": 0.8 - s, "baseline_ssim_mean": 0.2,
+                   "attack_mse_mean": 0.02 + s,
                    "cuts": [cfg.cut or "conv1"], "labels_sent_to_server": True, "label_leak": 1.0}
         result = RunResult(cfg.to_dict(), metrics, [], {}, cfg.seed)
         return sweep.result_row(cfg, result, {"metrics": {"accuracy": 0.9}})
@@ -222,13 +223,31 @@ def test_type_and_comprehensive_dcs_follow_vflair() -> None:
     assert math.isnan(comprehensive_dcs({}))
 
 
-def test_attack_performance_is_normalised_to_the_attack_baseline() -> None:
-    assert attack_performance({"attack_ssim_mean": 0.2, "baseline_ssim_mean": 0.2}) == 0.0
-    assert attack_performance({"attack_ssim_mean": 0.6, "baseline_ssim_mean": 0.2}) == \
-        pytest.approx(0.5)
-    assert attack_performance({"label_auc": 0.5}) == 0.0
-    assert attack_performance({"label_auc": 0.1}) == pytest.approx(0.8)
+def test_attack_performance_is_vflairs() -> None:
+    """VFLAIR's AP (src/metrics/data_process.py): 1 - MSE for a feature reconstruction, the
+    label accuracy for label inference (norm scoring's binary accuracy as max(acc, 1 - acc))."""
+    assert attack_performance({"attack_mse_mean": 0.04, "attack_ssim_mean": 0.9}) == \
+        pytest.approx(0.96)
+    assert attack_performance({"attack_mse_mean": 1.5}) == 0.0      # negative AP is set to 0
+    assert attack_performance({"label_accuracy": 0.7, "chance_accuracy": 0.1}) == 0.7
+    assert attack_performance({"label_accuracy": 0.2, "chance_accuracy": 0.1}) == 0.2
+    assert attack_performance({"label_accuracy": 0.2, "chance_accuracy": 0.5}) == \
+        pytest.approx(0.8)
     assert attack_performance({"labels_sent_to_server": "True"}) == 1.0
+    assert math.isnan(attack_performance({"accuracy": 0.9}))
+
+
+def test_multi_seed_dcs_is_computed_from_the_means() -> None:
+    """VFLAIR averages MP and AP over the runs of a setting, then computes one DCS."""
+    from slsec.study.sweeps import aggregate_row
+    from slsec.config import make_config
+    seeds = [{"accuracy": 0.9, "undefended_accuracy": 0.9, "attack_performance": 0.0},
+             {"accuracy": 0.5, "undefended_accuracy": 0.9, "attack_performance": 0.8}]
+    for r in seeds:
+        r["dcs"] = row_dcs(r)
+    agg = aggregate_row(make_config({"seeds": 2}), seeds)
+    assert agg["dcs"] == pytest.approx(dcs(ap=0.4, mp=0.7, mp_ideal=0.9))
+    assert agg["dcs"] != pytest.approx((seeds[0]["dcs"] + seeds[1]["dcs"]) / 2)
 
 
 def test_render_draws_frontier_plots_marks_pareto_and_tabulates_cells(

@@ -3,23 +3,30 @@
 Rows are result rows (config + metrics, as in a sweep's results.csv). Utility is test accuracy
 (maximised); leakage is an attack metric (minimised): attack SSIM, attack PSNR or label AUC.
 
-Defense Capability Score (VFLAIR, Zou et al., ICLR 2024; `src/metrics/data_process.py`):
+Defense Capability Score, as VFLAIR defines and computes it (Zou et al., "VFLAIR: A Research
+Library and Benchmark for Vertical Federated Learning", ICLR 2024; FLAIR-THU/VFLAIR,
+`src/metrics/Metrics & Benchmark.md` and `src/metrics/data_process.py`, `cal_dcs`, `get_dcs`,
+`get_final`):
 
     DCS = 1 / (1 + D),  D = sqrt((1 - beta) * max(AP - AP*, 0)^2 + beta * max(MP* - MP, 0)^2)
 
-with beta = 0.5, MP the main-task accuracy, MP* the accuracy of the same configuration without
-any defense, and AP* = 0 the attack performance of an ideal defense (the attack no better than
-its baseline). Attack performance is normalised so that 0 is the baseline and 1 a perfect attack:
+with beta = 0.5, AP* = 0 (the ideal defense), MP the main-task test accuracy and MP* the
+accuracy of the same configuration with no defense and no attack (their `None_None` /
+`No_Attack` run). AP is the attack's own success measure, as their `data_process.py` reads it,
+negative values set to 0:
 
-- inversion (images): AP = clip((SSIM - SSIM_base) / (1 - SSIM_base), 0, 1), where SSIM_base is
-  the SSIM of guessing the training-set mean image for every probe (`baseline_ssim_mean`);
-- label inference: AP = clip(2 * |AUC - 0.5|, 0, 1) (AUC 0.5 = random guessing; an AUC below
-  0.5 leaks as much as its mirror image, as VFLAIR scores norm attacks by max(acc, 1 - acc));
+- feature (input) reconstruction: AP = 1 - MSE (their GRN and ResSFL rows: `1 - mse`), MSE the
+  mean squared error of the reconstruction per pixel in [0, 1] (`attack_mse_mean`);
+- label inference: AP = the attack's label accuracy (`label_accuracy`); in a binary task
+  max(acc, 1 - acc), as they score norm-based scoring (a reversed ranking is turned round);
   when the protocol sends the labels to the server in the clear, AP = 1.
 
-Both terms lie in [0, 1], so D <= 1 and DCS lies in [0.5, 1]; 1 is the ideal defense.
-Across attacks (VFLAIR's benchmark): T-DCS of an attack type = the mean DCS over the attacks of
-that type at one defense setting; C-DCS = the mean of the T-DCS over the types (equal weights).
+MP and AP are averaged over the repeated runs of one setting before the DCS is computed
+(`get_avg`, then `get_dcs`): a multi-seed row's DCS is computed from its means. T-DCS of an
+attack type (label inference, feature reconstruction, ...) = the mean DCS over the attacks of
+that type at one defense setting; C-DCS = the mean of the T-DCS over the types present (equal
+weights; `get_final` averages the types it has). DCS lies in [1 / (1 + 1), 1]; 1 is ideal.
+These scores do not subtract the attacker's prior: the privacy verdict (below) does.
 """
 from __future__ import annotations
 
@@ -53,15 +60,15 @@ PRIVACY_KEYS = ("ssim_gain_mean", "attack_ssim_mean")
 CI = "_ci95"
 
 DCS_TEXT = (
-    "Defense Capability Score (VFLAIR, Zou et al., ICLR 2024): DCS = 1 / (1 + D), "
-    "D = sqrt((1 - β)·max(AP - AP*, 0)² + β·max(MP* - MP, 0)²), β = 0.5. MP is the test accuracy "
-    "of the point and MP* the accuracy of the same configuration without any defense (the "
-    "undefended run of the same seed, data and cut). AP is the attack performance normalised so "
-    "that 0 is the attack's baseline and 1 a perfect attack, and AP* = 0: for inversion "
-    "AP = clip((SSIM - SSIM_mean-image) / (1 - SSIM_mean-image), 0, 1), SSIM_mean-image being the "
-    "SSIM of guessing the training-set mean image; for label inference AP = clip(2·|AUC - 0.5|, "
-    "0, 1) (random guessing = AUC 0.5), and AP = 1 when the protocol sends the labels to the "
-    "server. Both terms lie in [0, 1], so DCS lies in [0.5, 1]; higher is better, 1 = ideal.")
+    "Defense Capability Score as VFLAIR defines it (Zou et al., ICLR 2024; FLAIR-THU/VFLAIR "
+    "src/metrics/data_process.py): DCS = 1 / (1 + D), D = sqrt((1 - β)·max(AP - AP*, 0)² + "
+    "β·max(MP* - MP, 0)²), β = 0.5, AP* = 0. MP is the test accuracy of the point and MP* the "
+    "accuracy of the same configuration without any defense (the undefended run of the same "
+    "seed, data and cut). AP is the attack's own success: 1 - MSE of the reconstructed inputs "
+    "(pixels in [0, 1]) for inversion, the label accuracy for label inference (max(acc, 1 - acc) "
+    "in a binary task), 1 when the protocol sends the labels to the server. Over seeds, MP and "
+    "AP are averaged first and the DCS computed from the means, as VFLAIR does. DCS lies in "
+    "[0.5, 1]; higher is better, 1 = ideal. It does not subtract the attacker's prior.")
 
 
 def num(v: Any) -> float:
@@ -79,15 +86,16 @@ def _truthy(v: Any) -> bool:
 
 
 def attack_performance(row: dict[str, Any]) -> float:
-    """Normalised attack performance AP in [0, 1] (0 = attack baseline), NaN if no attack ran."""
-    ssim = num(row.get("attack_ssim_mean"))
-    if not math.isnan(ssim):
-        base = num(row.get("baseline_ssim_mean"))
-        base = 0.0 if math.isnan(base) or base >= 1 else base
-        return min(max((ssim - base) / (1 - base), 0.0), 1.0)
-    auc = num(row.get("label_auc"))
-    if not math.isnan(auc):
-        return min(max(2 * abs(auc - 0.5), 0.0), 1.0)
+    """VFLAIR's attack performance AP in [0, 1] (see the module doc), NaN if no attack ran:
+    1 - MSE for a reconstruction, the label accuracy (binary: max(acc, 1 - acc)) for labels."""
+    mse = num(row.get("attack_mse_mean"))
+    if not math.isnan(mse):
+        return min(max(1.0 - mse, 0.0), 1.0)
+    acc = num(row.get("label_accuracy"))
+    if not math.isnan(acc):
+        if num(row.get("chance_accuracy")) == 0.5:   # binary: a reversed labelling is turned round
+            acc = max(acc, 1.0 - acc)
+        return min(max(acc, 0.0), 1.0)
     if _truthy(row.get("labels_sent_to_server")) or num(row.get("label_leak")) == 1.0:
         return 1.0
     return float("nan")
@@ -103,10 +111,14 @@ def dcs(*, ap: float, mp: float, mp_ideal: float, ap_ideal: float = 0.0,
 
 
 def row_dcs(row: dict[str, Any]) -> float:
-    """DCS of a result row: MP* is `undefended_accuracy` (the row's own accuracy if undefended)."""
+    """DCS of a result row: MP* is `undefended_accuracy` (the row's own accuracy if undefended);
+    AP the row's `attack_performance` where it holds one (a multi-seed row: the mean of its
+    seeds' AP, as VFLAIR averages), else computed from the row."""
     mp = num(row.get("accuracy"))
     ideal = num(row.get("undefended_accuracy"))
-    return dcs(ap=attack_performance(row), mp=mp, mp_ideal=mp if math.isnan(ideal) else ideal)
+    ap = num(row.get("attack_performance"))
+    ap = attack_performance(row) if math.isnan(ap) else ap
+    return dcs(ap=ap, mp=mp, mp_ideal=mp if math.isnan(ideal) else ideal)
 
 
 def type_dcs(rows: Sequence[dict[str, Any]], setting: Sequence[str]

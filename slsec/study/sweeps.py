@@ -125,8 +125,11 @@ def aggregate_row(cfg: RunConfig, seed_rows: list[dict[str, Any]]) -> dict[str, 
     """The aggregate row of a multi-seed cell: every numeric column's mean over the per-seed
     rows and its 95% t half-width in `<column>_ci95` (slsec.report.stats); config columns are the
     cell's; `row_kind` = "aggregate", `cell` = the hash of the cell's config (seeds included)."""
+    from slsec.report.frontier import row_dcs
     from slsec.report.stats import mean_row
     row = mean_row(seed_rows, skip=set(FIELDS) | {"cell", "row_kind"})
+    # VFLAIR averages MP and AP over the runs first, then computes the DCS from the means
+    row["dcs"] = row_dcs(row)
     return {"cell": config_key(cfg.to_dict()), "row_kind": "aggregate",
             **{n: _plain(getattr(cfg, n)) for n in FIELDS}, "n_seeds": len(seed_rows), **row}
 
