@@ -166,8 +166,8 @@ class Fora(Attack):
         """Reconstruct the inputs behind `view.smashed` from aux data and the observations."""
         return invert_with_prior(self, view, self._fora)
 
-    def _fora(self, view: View, obs: Tensor, channel: CutChannel,
-              gen: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
+    def _fora(self, view: View, obs: Tensor, channel: CutChannel, gen: torch.Generator,
+              prior: priors.Prior) -> tuple[Tensor, dict[str, Any]]:
         aux_x, aux_y = view.aux.inputs.float().cpu(), view.aux.y.long().cpu()
         obs_y = priors.received_labels(view) if self._p("conditional") else None
         steps, dsteps = int(self._p("steps")), int(self._p("decoder_steps"))
@@ -265,11 +265,11 @@ class Fora(Attack):
 
 
 def invert_with_prior(attack: Attack, view: View,
-                      invert: Callable[[View, Tensor, CutChannel, torch.Generator],
+                      invert: Callable[[View, Tensor, CutChannel, torch.Generator, priors.Prior],
                                        tuple[Tensor, dict[str, Any]]]) -> Guess:
     """The run of a server's passive inversion from aux data (FORA, SDAR): the observations
-    and the public cut channel, the label prior built on them, and `invert` (or the prior
-    alone for method 'prior'), under the attack's seed."""
+    and the public cut channel, the label prior built on them, and `invert` (given that prior;
+    or the prior alone for method 'prior'), under the attack's seed."""
     method = attack.pick_method(view.knowledge, attack.method)
     if not view.smashed:
         raise UserError(f"{attack.name}: the view holds no smashed data to invert")
@@ -285,7 +285,7 @@ def invert_with_prior(attack: Attack, view: View,
         if method == "prior":
             images, info = prior.images, {}
         else:
-            images, info = invert(view, obs, channel, gen)
+            images, info = invert(view, obs, channel, gen, prior)
     info.update(prior.info, method=method, channel=channel.__dict__,
                 label_source=prior.source)
     if prior.labels is not None:

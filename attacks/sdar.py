@@ -14,6 +14,10 @@ the smashed data it observed. FORA's sibling (`fora.py`); what differs:
    adversarial regulariser: an image discriminator tells the decoder's outputs on the
    *observed* smashed data from real aux images (label-conditioned where labels arrived), so
    the decoder is also fitted to the observations it will invert, not only to the simulator.
+   With `decoder_labels` the decoder is also conditioned on each probe's label (the one that
+   arrived with it, else the prior's prediction) and outputs a residual over the label's class
+   image, as the paper conditions its decoder; off by default, because at pool2 of the MNIST
+   CNN it reconstructed worse than the unconditioned decoder on the same simulator (bench/README).
 3. attack: the decoder applied to the observed smashed data.
 
 Adaptive to the public cut mechanisms (`CutChannel`: clipping, compression, noise, MID's
@@ -90,8 +94,13 @@ class Sdar(Attack):
               'sdar: learning rate of the decoder',
               check=('positive',), kw='decoder_lr', unused="configures --attack sdar"),
         Param('sdar_conditional', 'bool', True,
-              'sdar: label-conditioned simulator and decoder where labels cross the cut',
+              'sdar: label-conditioned discriminators where labels cross the cut',
               kw='conditional', unused="configures --attack sdar"),
+        Param('sdar_decoder_labels', 'bool', False,
+              'sdar: decoder conditioned on each probe\'s label (held, else the prior\'s '
+              'predicted one), its output a residual over the label\'s class image (off by '
+              'default: worse at pool2, see bench/README)',
+              kw='decoder_labels', unused="configures --attack sdar"),
     )
     DEFAULTS: dict[str, Any] = {p.keyword: p.default for p in params}
 
@@ -106,16 +115,16 @@ class Sdar(Attack):
 
     @staticmethod
     def _batch(obs: Tensor, obs_y: Tensor | None, aux_x: Tensor, aux_y: Tensor, bs: int,
-               gen: torch.Generator) -> tuple:
+               gen: torch.Generator, pick: Tensor | None = None) -> tuple:
         """Observed features (and labels), and aux images of the same classes where labelled."""
-        pick = torch.randperm(len(obs), generator=gen)[:bs]
+        pick = torch.randperm(len(obs), generator=gen)[:bs] if pick is None else pick
         zo, yo = obs[pick], (obs_y[pick] if obs_y is not None else None)
         idx = Fora._aux_batch(aux_y, yo, bs, gen)
         xa, ya = shift(aux_x[idx], gen, 1), aux_y[idx]
         return zo, yo, xa, ya, (ya if obs_y is not None else None)
 
-    def _sdar(self, view: View, obs: Tensor, channel: CutChannel,
-              gen: torch.Generator) -> tuple[Tensor, dict[str, Any]]:
+    def _sdar(self, view: View, obs: Tensor, channel: CutChannel, gen: torch.Generator,
+              prior: priors.Prior) -> tuple[Tensor, dict[str, Any]]:
         aux_x, aux_y = view.aux.inputs.float().cpu(), view.aux.y.long().cpu()
         obs_y = priors.received_labels(view) if self._p("conditional") else None
         classes = int(view.public.get("num_classes") or 0) if obs_y is not None else 0
@@ -127,7 +136,12 @@ class Sdar(Attack):
         tail = None if rest is not None else _simulated_tail(view, shape)
         d_feat = _Discriminator(shape, classes)
         d_img = _Discriminator(tuple(aux_x.shape[1:]), classes)
-        dec = Decoder(shape, tuple(aux_x.shape[1:]), int(self._p("width")))
+        # the decoder's labels: aux labels for aux images; for the observations, the labels
+        # that arrived with them, else the ones the prior predicted (None: unconditioned)
+        labelled = bool(self._p("decoder_labels")) and prior.labels is not None
+        obs_l = prior.labels if labelled else None
+        dec = Decoder(shape, tuple(aux_x.shape[1:]), int(self._p("width")),
+                      prior.templates if labelled else None)
         with torch.no_grad():   # materialise lazy layers; the decoder's input scale
             y2 = obs_y[:2] if obs_y is not None else None
             d_feat(obs[:2], y2), d_img(aux_x[:2], y2)
@@ -160,15 +174,17 @@ class Sdar(Attack):
         dec.train()
         for _ in range(dsteps):   # 2: the decoder, against the image discriminator
             progress.tick_attack()
-            zo, yo, xa, ya, yc = self._batch(obs, obs_y, aux_x, aux_y, bs, gen)
+            pick = torch.randperm(len(obs), generator=gen)[:bs]
+            zo, yo, xa, ya, yc = self._batch(obs, obs_y, aux_x, aux_y, bs, gen, pick)
             with torch.no_grad():
                 za = channel.sample(sim({"x": xa})["x"], gen)
-            xo = dec(zo / scale)   # its reconstructions of the observations
+            # its reconstructions of the observations
+            xo = dec(zo / scale, obs_l[pick] if obs_l is not None else None)
             loss_d = F.softplus(-d_img(xa, yc)).mean() + F.softplus(d_img(xo.detach(), yo)).mean()
             opt_i.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_i.step()
-            rec = F.mse_loss(dec(za / scale), xa)
+            rec = F.mse_loss(dec(za / scale, ya if labelled else None), xa)
             loss_g = rec + w_i * F.softplus(-d_img(xo, yo)).mean()
             opt_dec.zero_grad(set_to_none=True)
             loss_g.backward()
@@ -176,7 +192,10 @@ class Sdar(Attack):
             sched.step()
         dec.eval()
         with torch.no_grad():
-            images = torch.cat([dec(obs[i:i + 256] / scale) for i in range(0, len(obs), 256)])
+            images = torch.cat([dec(obs[i:i + 256] / scale,
+                                    obs_l[i:i + 256] if obs_l is not None else None)
+                                for i in range(0, len(obs), 256)])
         return images, {"final_task_ce": float(task.detach()),
                         "decoder_train_mse": float(rec.detach()),
-                        "conditional": obs_y is not None, "task_anchor": rest is not None}
+                        "conditional": obs_y is not None, "decoder_labels": labelled,
+                        "task_anchor": rest is not None}

@@ -57,6 +57,15 @@ def test_simulator_features_pass_the_public_cut_defense(world, monkeypatch):  # 
     assert torch.isfinite(guess.images).all()
 
 
+def test_decoder_conditioned_on_the_held_labels_only_when_asked(world):  # noqa: F811
+    _, aux, probe = world
+    view, _ = server_view(world, aux)
+    plain = Sdar(method="sdar", seed=0, steps=3, decoder_steps=3).run(view)
+    cond = Sdar(method="sdar", seed=0, steps=3, decoder_steps=3, decoder_labels=True).run(view)
+    assert not plain.info["decoder_labels"] and cond.info["decoder_labels"]
+    assert cond.images.shape == probe.inputs.shape and torch.isfinite(cond.images).all()
+
+
 def test_slsec_evaluate_attack_sdar_end_to_end(tmp_path, capsys):
     rc = main(["evaluate", "--attack", "sdar", "--knowledge", "architecture,aux_data",
                "--cut", "pool2", "--clients", "1", "--max-train", "128", "--aux-size", "64",
