@@ -9,8 +9,12 @@ two-party SL through its own head, comparing with its own smashed data. Each obs
 embedding is labelled by similarity to the public ones: class centroids of the public
 embeddings (cosine, after centring on the observed mean), refined by a few rounds of k-means on
 the observed embeddings that start from those centroids and keep the public samples' labels
-fixed (the many unlabelled observations sharpen what ten labelled ones give). It reads only
-forward messages, so a defense of the returned gradients does not touch it.
+fixed (the many unlabelled observations sharpen what ten labelled ones give). Where the role
+also holds the model part that consumes what it observed (the U-shaped server relays the
+client's tail), it labels each observation by that part's forward pass instead: the trained
+tail separates the classes better than ten public samples per class do (U-shaped, conv1 | fc1,
+3 rounds: 0.944 / 0.953 vs similarity 0.930 / 0.893 on seeds 0 / 1; bench/README). It reads
+only forward messages, so a defense of the returned gradients does not touch it.
 """
 from __future__ import annotations
 
@@ -41,12 +45,27 @@ def observed(view: View) -> Tensor:
     return torch.cat(rows)
 
 
+def held_part_scores(view: View, n: int) -> Tensor | None:
+    """[N, K] probabilities from the forward pass of the part the role holds past what it
+    observed (the U-shaped server's relayed tail on its body outputs); None without one."""
+    tail = view.parts.get("tail")
+    if view.role != "server" or not view.outputs or tail is None:
+        return None
+    with torch.no_grad():
+        logits = [tail(m if isinstance(m, dict) else {"x": m})["x"] for m in view.outputs]
+    out = torch.cat([x.reshape(len(x), -1) for x in logits]).double()
+    return torch.softmax(out, 1) if out.shape[0] == n else None
+
+
 def scores(view: View, per_class: int, seed: int, rounds: int = 10,
            temperature: float = 20.0) -> tuple[Tensor, dict[str, Any]]:
     """Label scores [N, K] (probabilities) of every observed embedding, and what was used."""
     k = int(view.public.get("num_classes") or 0)
     if k < 2:
         raise UserError("label inference needs public num_classes >= 2")
+    held = held_part_scores(view, len(observed(view)))
+    if held is not None and held.shape[1] == k:
+        return held, {"labeler": "held tail (forward pass)"}
     aux = aux_batch(view, per_class * k, seed)
     if aux is None:
         raise UserError("method 'embedding' needs labelled aux samples this role can embed "
@@ -75,5 +94,6 @@ def scores(view: View, per_class: int, seed: int, rounds: int = 10,
             break
         cent = new
     sim = (o @ cent.T).masked_fill(missing, -2.0)
-    info = {"public_embedded": int(len(y)), "per_class": per_class, "rounds": rounds}
+    info = {"labeler": "similarity", "public_embedded": int(len(y)), "per_class": per_class,
+            "rounds": rounds}
     return torch.softmax(temperature * sim, 1), info

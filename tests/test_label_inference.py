@@ -208,6 +208,20 @@ def test_embedding_labels_from_forward_messages_alone():
                                                     aux=aux, knowledge=AUX))
 
 
+def test_embedding_labels_by_the_held_tail_forward_when_the_role_holds_it():
+    """The U-shaped server relays the client's tail: the embedding method labels the observed
+    body outputs by its forward pass (still no gradient read), as the tail's own argmax."""
+    base, parts, aux, y = _toy(seed=9)
+    base = dict(base, grads=_NoGradients(base["grads"]))
+    view = View(**base, parts=parts, aux=aux, knowledge=AUX)
+    guess = LabelInference(method="embedding").run(view)
+    assert guess.info["labeler"] == "held tail (forward pass)"
+    with torch.no_grad():
+        want = torch.cat([parts["tail"]({"x": o})["x"] for o in base["outputs"]]).argmax(1)
+    assert torch.equal(guess.label_scores.argmax(1), want)
+    assert label_accuracy(y, guess.label_scores) >= 0.95
+
+
 def test_every_allowed_method_contends_with_the_prior():
     assert LabelInference.contenders == ("completion", "embedding", "cluster", "cosine", "prior")
     assert LabelInference.pick_method(frozenset({"aux_data"})) == "prior"
