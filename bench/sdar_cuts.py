@@ -1,0 +1,101 @@
+"""SDAR beside FORA, UnSplit and the attacker's prior, per cut, on the same trained model.
+
+Embedded MNIST, CNN, vanilla SL, one client, the server knowing only the public architecture
+and its aux data (`--knowledge architecture,aux_data`). For every (cut, seed) the model is
+trained once and every attack runs on the same server view (the same 64 private probes), with
+the attack's seed = the run's seed: `sdar` and `fora` at their defaults, `inversion --method
+unsplit`, and the label prior (the class image of the label the server received). Each result
+is appended to a jsonl file as it comes (SSIM over the probes, CPU seconds); `--table` prints
+mean ± 95% CI over the seeds per cut from that file, with SDAR − FORA and SDAR − prior per seed.
+`bench/fora.py` measures the same through `slsec evaluate` (one training run per attack).
+
+    nice -n 19 .venv/bin/python bench/sdar_cuts.py --cut pool2 --seed 0 --out sdar.jsonl
+    .venv/bin/python bench/sdar_cuts.py --table sdar.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+
+from _common import one_thread, table
+
+ATTACKS = {"prior": ("sdar", {"method": "prior"}), "sdar": ("sdar", {"method": "sdar"}),
+           "fora": ("fora", {"method": "fora"}), "unsplit": ("inversion", {"method": "unsplit"})}
+
+
+def measure(cut: str, seed: int, names: list[str], out: str) -> None:
+    import torch
+
+    import slsec.attacks  # noqa: F401  (registration)
+    from slsec import metrics
+    from slsec.attacks.base import ATTACKS as REGISTRY
+    from slsec.config import make_config
+    from slsec.run import harness
+    from slsec.run.experiment import resolve
+    from slsec.run.runner import run_local
+    cfg = make_config({"cut": cut, "clients": 1, "seed": seed, "attack": "sdar",
+                       "knowledge": ("architecture", "aux_data")})
+    exp = resolve(cfg)
+    outcomes = run_local(cfg, exp.setup, None, None)
+    plan = exp.attack
+    view = harness.make_view(cfg, exp.setup, outcomes[plan.rank], plan.role, plan.knowledge)
+    truth = outcomes[0].truth_inputs
+    for name in names:
+        attack, params = ATTACKS[name]
+        t0 = time.process_time()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            guess = REGISTRY.get(attack)(seed=seed, **params).run(view)
+        ssim = float(metrics.ssim(truth[: len(guess.images)], guess.images).mean())
+        rec = {"cut": cut, "seed": seed, "name": name, "ssim": ssim,
+               "cpu": time.process_time() - t0}
+        print(json.dumps(rec), flush=True)
+        with open(out, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+def show(path: str) -> None:
+    from slsec.report.stats import t_interval
+
+    def ci(v: list[float], signed: bool = False) -> str:
+        m, h = t_interval(v)
+        return (f"{m:+.3f}" if signed else f"{m:.3f}") + (f" ± {h:.3f}" if h == h else "")
+    got: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for line in open(path):
+        r = json.loads(line)
+        got[r["cut"]][r["name"]][r["seed"]] = r["ssim"]
+    rows = []
+    for cut, by in got.items():
+        seeds = sorted(set.intersection(*(set(by[n]) for n in ATTACKS if n in by)))
+        if "prior" not in by or not seeds:
+            continue
+        col = {n: [by[n][s] for s in seeds] for n in ATTACKS if n in by}
+        rows.append([cut, str(len(seeds))] + [ci(col[n]) if n in col else "–" for n in ATTACKS]
+                    + [ci([a - b for a, b in zip(col[x], col["prior"])], True) if x in col
+                       else "–" for x in ("sdar", "fora")]
+                    + [ci([a - b for a, b in zip(col["sdar"], col["fora"])], True)
+                       if "sdar" in col and "fora" in col else "–"])
+    table("SSIM over 64 private probes, mean ± 95% CI over seeds; vanilla, 1 client, knowledge "
+          "architecture,aux_data", ["cut", "seeds"] + list(ATTACKS)
+          + ["SDAR gain", "FORA gain", "SDAR − FORA"], rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cut", default="pool2")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--attacks", default="prior,sdar,fora,unsplit")
+    ap.add_argument("--out", default="sdar_cuts.jsonl")
+    ap.add_argument("--table", metavar="JSONL", help="print the table of a results file")
+    args = ap.parse_args()
+    if args.table:
+        show(args.table)
+        return
+    one_thread()
+    measure(args.cut, args.seed, args.attacks.split(","), args.out)
+
+
+if __name__ == "__main__":
+    main()
