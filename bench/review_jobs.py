@@ -17,31 +17,19 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _common import ROOT, table
+from _common import table, timed_command
 
 
 def launch(jobs: int, extra: list[str], out: Path) -> tuple[float, float]:
     """Wall and CPU seconds (all its processes) of one review."""
     cmd = [sys.executable, "-m", "slsec", "review", "--jobs", str(jobs), "--run-id", "r",
            "--out", str(out), *extra]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode:
-        sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-2000:])
-        raise SystemExit(f"review --jobs {jobs} failed with exit code {proc.returncode}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return timed_command(cmd, f"review --jobs {jobs}")
 
 
 def rows(folder: Path) -> list[dict[str, str]]:
