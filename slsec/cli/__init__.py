@@ -264,7 +264,11 @@ def benchmark(**kw: Any) -> None:
     """SLPerf-style table: architectures x partitions x datasets (accuracy, rounds, time, MB)."""
     from slsec.cli import commands
     resume, force, jobs = kw.pop("resume"), kw.pop("force"), kw.pop("jobs")
-    rule = parse_rule(*(kw.pop(n.replace("-", "_")) for n, _ in CONVERGENCE_FLAGS))
+    from slsec.study.benchmark import rule_values
+    in_file = rule_values(kw.get("config"))   # the rule's TOML keys; a flag overrides its key
+    given = [kw.pop(n.replace("-", "_")) for n, _ in CONVERGENCE_FLAGS]
+    rule = parse_rule(*(in_file.get(n.replace("-", "_")) if v is None else v
+                        for (n, _), v in zip(CONVERGENCE_FLAGS, given)))
     commands.benchmark(kw.pop("config"), {k: v for k, v in kw.items()}, resume=resume,
                        force=force, rule=rule, jobs=jobs)
 

@@ -85,6 +85,15 @@ def _toml_values(path: str) -> dict[str, Any]:
     return values
 
 
+# the convergence rule's TOML keys ([benchmark] or top level; the flags override them)
+RULE_KEYS = ("min_delta", "patience", "max_rounds", "lr_grid")
+
+
+def rule_values(path: str | None) -> dict[str, Any]:
+    """The convergence rule's values in the TOML file at `path` (none when not given)."""
+    return {k: v for k, v in _toml_values(path).items() if k in RULE_KEYS} if path else {}
+
+
 def plan_grid(config_path: str | None, flags: dict[str, Any]) -> list[RunConfig]:
     """Every cell's validated RunConfig: defaults < dataset defaults < TOML file < flags."""
     from slsec.data import DATASETS
@@ -98,7 +107,7 @@ def plan_grid(config_path: str | None, flags: dict[str, Any]) -> list[RunConfig]
         raise UserError("slsec benchmark trains only; drop --attack (use `slsec evaluate` or "
                         "`slsec sweep` for attacks)")
     axes = {a: _axis(given.pop(a, toml.pop(a, DEFAULT_GRID[a])), a) for a in AXES}
-    toml = {k: v for k, v in toml.items() if k not in AXES}
+    toml = {k: v for k, v in toml.items() if k not in AXES and k not in RULE_KEYS}
     # name the culprit: file values against the file, flag values against the flags
     if toml:
         make_config({**BENCH_DEFAULTS, **toml}, source=config_path)
@@ -163,14 +172,33 @@ def bench_cell(task: dict[str, Any], on_round: Any = None) -> dict[str, Any] | N
     cfg, rule = make_config(task["cfg"]), task.get("rule")
     setup = prepare(cfg)
     cpu0 = time.process_time()
-    result = evaluate(cfg, progress=on_round, setup=setup)
-    if result is None:
-        return None
+    if rule is None:
+        result = evaluate(cfg, progress=on_round, setup=setup)
+        if result is None:
+            return None
+        return cell_row(cfg, result, time.process_time() - cpu0, len(setup.data.test))
+    from slsec.run.convergence import converged_row, train
+    result, curve = train(cfg, rule, setup=setup, on_round=on_round)
+    if result is None and not curve:
+        return None    # an MPI rank other than 0
+    if result is None:   # stopped at convergence: the row from the rounds that trained
+        result = stopped_result(cfg, setup, curve)
     row = cell_row(cfg, result, time.process_time() - cpu0, len(setup.data.test))
-    if rule is not None:   # the columns at the stopping round
-        from slsec.run.convergence import converged_row
-        row.update(converged_row(result.curve, rule))
+    row.update(converged_row(curve, rule))   # the columns at the stopping round
     return row
+
+
+def stopped_result(cfg: RunConfig, setup: Any, curve: list[dict[str, Any]]) -> Any:
+    """What cell_row reads of a RunResult, for a run stopped at convergence."""
+    from types import SimpleNamespace
+    from slsec.run.harness import rounds_to_convergence
+    from slsec.run.runner import RoundRecord
+    conv, thr = rounds_to_convergence([RoundRecord(**r) for r in curve], cfg.target_accuracy)
+    return SimpleNamespace(curve=curve, metrics={
+        "cuts": list(setup.cuts), "accuracy": curve[-1]["accuracy"],
+        "best_accuracy": max(r["accuracy"] for r in curve), "rounds_to_convergence": conv,
+        "convergence_threshold": thr, "train_seconds": curve[-1]["wall_s"],
+        "mb_on_wire": curve[-1]["bytes"] / 1e6})
 
 
 def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,
