@@ -31,7 +31,8 @@ head trained on them directly 0.84).
 Parameters (`Hijack(**params)`; defaults in `Hijack.DEFAULTS`): learning rates of the
 autoencoder and the critic (the critic's 4e-4 and a decoder `width` of 32, tuned on
 Fashion-MNIST seed 0 at conv1 in `bench/hijack.py`: SSIM 0.71 at step 300 where 1e-4 and 16
-gave 0.52; end to end 0.789 where the old defaults gave 0.682; bench/README.md), the gradient-penalty weight `gp` (applied every `gp_every` critic
+gave 0.52; end to end over seeds 0-2 0.685 ± 0.245, was 0.639 ± 0.099; MNIST seed 0
+0.954; bench/README.md), the gradient-penalty weight `gp` (applied every `gp_every` critic
 steps with its weight scaled to match: lazy regularisation, to save the double backward on
 CPU), `warmup` autoencoder steps on aux data before the first client step, `freeze_pilot`
 (keep the warmed-up pilot fixed and train only its decoder; measured at conv1 it plateaued
