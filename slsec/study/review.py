@@ -74,7 +74,6 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
     from slsec.study import privacy_target as pt
     from slsec.study.executor import Workers, check_jobs, prestart
     jobs = check_jobs(jobs)
-    prestart([cfg], jobs)           # the workers' imports overlap the checks below
     target = pt.parse_target(privacy_target)
     from slsec.report.console import console
     from slsec.run.split_search import (choose, evaluate_cached, measure,
@@ -85,6 +84,7 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
     acc_budget, relative = parse_min_accuracy(min_accuracy)
     flops_budget = parse_flops(max_client_flops)
     protocols = _protocols(cfg)
+    prestart([cfg], jobs)           # the workers' imports overlap the checks below
     plans = []
     from slsec.report.folders import claim, keeping, mark, unique_folder
     from slsec.run.preflight import check_grid
