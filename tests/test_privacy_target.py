@@ -128,3 +128,21 @@ def test_reid_and_label_auc_targets_on_the_cnn(tmp_path: Path,
         assert "every target met" in line and "cost" in line
     else:
         assert "no configuration searched meets" in line and "closest" in line
+
+
+def test_label_cells_pair_with_the_image_cells(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A label-auc target runs the label attack on exactly the searched cells whose labels stay
+    on the client (known from the image attack's run of the same cell)."""
+    from slsec.config import make_config
+    from slsec.run import split_search
+    from slsec.study import privacy_target as pt
+    inv = make_config({"protocol": "ushaped", "cut2": "conv2", "attack": "inversion", "seeds": 2})
+    lab = inv.replace(attack="label-inference")
+    monkeypatch.setattr(split_search, "evaluate_cached",   # as if conv1 sent its labels
+                        lambda c: {"labels_sent_to_server": c.cut == "conv1"})
+    got = pt.label_cells(inv, lab, {"label-auc": 0.7}, {"ushaped"})
+    want = [c for c in pt.cells(inv) if c.cut != "conv1"]
+    assert len(got) == len(want) == 6 * 2      # pool1 × 6 strengths × 2 seeds
+    assert [c.replace(attack="inversion") for c in got] == want
+    assert pt.label_cells(inv, lab, {"gain": 0.1}, {"ushaped"}) == []
+    assert pt.label_cells(inv, lab, {"label-auc": 0.7}, {"vanilla"}) == []

@@ -106,6 +106,7 @@ class Candidate:
 
 
 def _grid(cfg: RunConfig) -> list[RunConfig]:
+    """`cfg` at every candidate cut × strength × seed (in that order)."""
     from slsec.run.split_search import candidate_cuts
     return [cfg.replace(cut=c, defense=d, seed=s, seeds=1, **kw)
             for c in candidate_cuts(cfg) for d, kw, _ in strengths()
@@ -125,10 +126,8 @@ def label_cells(inv: RunConfig, lab: RunConfig, target: dict[str, float],
     from slsec.run.split_search import evaluate_cached
     if "label-auc" not in target or inv.protocol not in label_roles:
         return []
-    sent = {(c.cut, c.defense, c.seed, c.sigma, c.nopeek_weight):
-            evaluate_cached(c).get("labels_sent_to_server") for c in cells(inv)}
-    return [c for c in _grid(lab.replace(backend="local"))
-            if not sent[(c.cut, c.defense, c.seed, c.sigma, c.nopeek_weight)]]
+    return [lc for ic, lc in zip(cells(inv), _grid(lab.replace(backend="local")))
+            if not evaluate_cached(ic).get("labels_sent_to_server")]
 
 
 def _label_metrics(inv_metrics: dict[str, Any], lab: RunConfig | None) -> dict[str, Any]:
