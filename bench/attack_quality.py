@@ -32,7 +32,6 @@ def cell(cut: str, sigma: str) -> dict:
         values.update(defense=("dp",), sigma=float(sigma))
     cfg = make_config(values)
     exp = resolve(cfg)
-    setup = exp.setup
     outcomes = run_local(exp)
     cpu = time.process_time()
     guess = harness.run_attack(exp, outcomes[exp.attack.rank])

@@ -41,7 +41,6 @@ def main() -> None:
             values.update(defense=("dp",), sigma=float(args.sigma))
         cfg = make_config(values)
         exp = resolve(cfg)
-        setup = exp.setup
         outcome = run_local(exp)[exp.attack.rank]
         guesses: dict[str, list[dict]] = {"one by one": [], "side by side": []}
 
