@@ -104,18 +104,19 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
     check_writable(folder)
 
     if jobs > 1 or searched:   # the cells first, in workers (slsec/study/review_cells.py)
-        from slsec.study.review_cells import inversion_cells, later_cells, prefetch
+        from slsec.study.review_cells import (inversion_cells, label_cells, malicious_cells,
+                                              prefetch)
         with Workers(jobs) as workers:
-            prefetch([c for _, inv, _ in plans for c in inversion_cells(inv)] + searched, jobs,
-                     workers)
-            later = [c for p, inv, lab in plans
-                     for c in later_cells(p, inv, lab, _label_roles(), hijack_steps)] \
-                if jobs > 1 else []
+            later = [c for p, inv, _ in plans for c in malicious_cells(p, inv, hijack_steps)]
+            prefetch([c for _, inv, _ in plans for c in inversion_cells(inv)] + searched
+                     + (later if jobs > 1 else []), jobs, workers)
+            labels = [c for p, inv, lab in plans
+                      for c in label_cells(p, inv, lab, _label_roles())] if jobs > 1 else []
             if target is not None:   # the label attack where a label-auc target needs it
-                later += [c for _, inv, lab in plans
-                          for c in pt.label_cells(inv, lab, target, _label_roles())]
-            if later:
-                prefetch(later, jobs, workers)
+                labels += [c for _, inv, lab in plans
+                           for c in pt.label_cells(inv, lab, target, _label_roles())]
+            if labels:
+                prefetch(labels, jobs, workers)
     rows: list[dict[str, Any]] = []
     per_seed: list[dict[str, Any]] = []         # --seeds > 1: one raw row per seed and cut
     rankings = {}
