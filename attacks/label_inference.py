@@ -24,9 +24,8 @@ Methods (strongest first in `default_order`):
   no gradient at all: a few labelled public samples per class (default 10), embedded the way
   the role can, label the observed embeddings by similarity (`label_embedding.py`).
 - `prior`: the public class frequencies (the majority guess), the reference for the others.
-With no --method every contender the role's knowledge allows runs on the same observations
-and the scorer reports the most leaking (and the most accurate hard labels, never below the
-prior's).
+With no --method every contender the role's knowledge allows runs on the same observations and
+the scorer reports the most leaking (and the most accurate hard labels, never below the prior's).
 Binary tasks give [N] scores in [0, 1] (probability of label 1); the side of the split that is
 "label 1" is unidentifiable from gradients alone, so it is taken from a labelled reference
 when the role holds one, else Li et al.'s prior (the positive class has the larger norms).
@@ -35,8 +34,8 @@ Adaptive to public mechanisms: under `max-norm` (random scalar per row, possibly
 clustering is sign-invariant and binary direction scores project the outputs E on the
 gradient axis; under `label-rr` the gradient evidence is weighed by the public keep rate.
 
-The gradient geometry these methods share (observations, clustering, naming, the fusion) is in
-`label_gradients.py`; the surrogate of the label holder's part is in `label_surrogate.py`.
+Shared gradient geometry (observations, clustering, naming, the fusion): `label_gradients.py`;
+the surrogate of the label holder's part: `label_surrogate.py`.
 """
 from __future__ import annotations
 
@@ -48,6 +47,7 @@ from torch import Tensor
 
 from slsec.attacks.base import ATTACKS, Attack, Guess
 from slsec.errors import UserError
+from slsec.params import Param, check_given
 from slsec.threat import View
 
 PRIOR = "prior"   # the public majority guess, the reference every method must beat
@@ -78,22 +78,27 @@ class LabelInference(Attack):
     }
     default_order = ("completion", "cluster", "cosine", "norm", "embedding", PRIOR)
     # none is strongest everywhere (gradient defenses leave `embedding` whole, a head the role
-    # cannot embed with leaves only the gradient methods): with no --method every one the
-    # role's knowledge allows runs and the most leaking is reported; the prior (the public
-    # majority class) keeps the reported accuracy from falling below a guess. `norm` scores
-    # binary tasks only: pick it with --method
+    # cannot embed with leaves only the gradient methods): with no --method all the role's
+    # knowledge allows run and the most leaking is reported; the prior (the public majority
+    # class) keeps the accuracy from falling below a guess. `norm` (binary only): --method
     contenders = ("completion", "embedding", "cluster", "cosine", PRIOR)
+    _U = "configures --attack label-inference"   # its settings: flags --li-*, TOML keys li_*
+    params = (Param("li_aux_labels", "int", 40, "label-inference completion: labelled aux samples "
+                    "for the surrogate", check=("at_least_one",), kw="aux_labels", unused=_U),
+              Param("li_surrogate_steps", "int", 300, "label-inference completion: surrogate "
+                    "steps", check=("at_least_one",), kw="surrogate_steps", unused=_U),
+              Param("li_surrogate_lr", "float", 0.003, "label-inference completion: surrogate "
+                    "learning rate", check=("positive",), kw="surrogate_lr", unused=_U),
+              Param("li_labels_per_class", "int", 10, "label-inference embedding: public "
+                    "samples per class", check=("at_least_one",), kw="labels_per_class", unused=_U))
 
     def __init__(self, *, method: str | None = None, aux_labels: int = 40, seed: int = 0,
                  surrogate_steps: int = 300, surrogate_lr: float = 3e-3, adaptive: bool = True,
                  labels_per_class: int = 10, **params: Any) -> None:
         super().__init__(method=method, **params)
-        if int(aux_labels) < 1:
-            raise UserError(f"--aux-labels must be >= 1, got {aux_labels}")
-        if int(labels_per_class) < 1:
-            raise UserError(f"labels_per_class must be >= 1, got {labels_per_class}")
-        self.aux_labels, self.seed = int(aux_labels), int(seed)
-        self.per_class = int(labels_per_class)
+        check_given(type(self).params, aux_labels=aux_labels, surrogate_steps=surrogate_steps,
+                    surrogate_lr=surrogate_lr, labels_per_class=labels_per_class)
+        self.aux_labels, self.seed, self.per_class = int(aux_labels), int(seed), int(labels_per_class)
         self.steps, self.lr, self.adaptive = int(surrogate_steps), float(surrogate_lr), adaptive
 
     def run(self, view: View) -> Guess:

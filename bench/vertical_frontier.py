@@ -25,7 +25,7 @@ from _common import one_thread  # noqa: E402
 from vertical import assembled, config, test_auc  # noqa: E402
 
 from slsec.report.stats import fmt_ci, t_interval  # noqa: E402
-from slsec.run.harness import run_attack  # noqa: E402
+from slsec.run.harness import resolve, run_attack  # noqa: E402
 from slsec.run.runner import run_local  # noqa: E402
 from slsec.run.scoring import score  # noqa: E402
 from slsec.run.setup import prepare  # noqa: E402
@@ -44,12 +44,12 @@ METHODS = ("completion", "cluster", "cosine", "norm")
 def run_setting(extra: dict, seed: int, args: argparse.Namespace) -> dict[str, float]:
     cfg = config("ticdata.csv", seed, args, **extra)
     setup = prepare(cfg)
-    outcomes = run_local(cfg, setup)
+    outcomes = run_local(resolve(cfg, setup))
     server = outcomes[0]
     aucs = {}
     for method in METHODS:
         c = cfg.replace(method=method)
-        m, _ = score(c, setup, run_attack(c, setup, outcomes[1]), server.truth_inputs,
+        m, _ = score(e := resolve(c, setup), run_attack(e, outcomes[1]), server.truth_inputs,
                      server.truth_labels)
         aucs[method] = m["label_auc"]
     best = max(aucs, key=aucs.get)

@@ -23,13 +23,13 @@ SMALL = {"protocol": "vertical", "dataset": "spam", "clients": "2", "rounds": "3
 def trained():
     cfg = make_config(SMALL)
     setup = prepare(cfg)
-    return cfg, setup, run_local(cfg, setup)
+    return cfg, setup, run_local(resolve(cfg, setup))
 
 
 def test_active_party_view_holds_embeddings_and_public_rows_only(trained):
     cfg, setup, outcomes = trained
     plan = resolve(cfg, setup).attack
-    view = make_view(cfg, setup, outcomes[0], plan.role, plan.knowledge)
+    view = make_view(resolve(cfg, setup), outcomes[0], plan.role, plan.knowledge)
     truth = outcomes[0].truth_inputs          # party 1's raw columns: the scorer's alone
     cols = setup.model_groups()[0]
     assert truth.shape[1] == len(cols) and len(view.smashed)

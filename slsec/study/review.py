@@ -110,9 +110,13 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
             later = [c for p, inv, _ in plans for c in malicious_cells(p, inv, hijack_steps)]
             prefetch([c for _, inv, _ in plans for c in inversion_cells(inv)] + searched
                      + (later if jobs > 1 else []), jobs, workers)
-            if jobs > 1:
-                prefetch([c for p, inv, lab in plans
-                          for c in label_cells(p, inv, lab, _label_roles())], jobs, workers)
+            labels = [c for p, inv, lab in plans
+                      for c in label_cells(p, inv, lab, _label_roles())] if jobs > 1 else []
+            if target is not None:   # the label attack where a label-auc target needs it
+                labels += [c for _, inv, lab in plans
+                           for c in pt.label_cells(inv, lab, target, _label_roles())]
+            if labels:
+                prefetch(labels, jobs, workers)
     rows: list[dict[str, Any]] = []
     per_seed: list[dict[str, Any]] = []         # --seeds > 1: one raw row per seed and cut
     rankings = {}
@@ -173,8 +177,9 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
         r["recommended"] = best is not None and r is best
     section, target_text = None, None
     if target is not None:
-        found = [c for _, inv, _ in plans
-                 for c in pt.search(inv, target, acc_budget, relative, flops_budget)]
+        found = [c for _, inv, lab in plans
+                 for c in pt.search(inv, lab, target, acc_budget, relative, flops_budget,
+                                    _label_roles())]
         _, target_text = pt.recommend(found, target)
         section = pt.blocks(target, found, target_text, cfg.seeds)
     with keeping(f"nothing of this review was kept in {folder}; free space and "
@@ -190,7 +195,7 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
         out.print(legend, markup=False)
     out.print(("Recommended: " if best else "No recommendation: ") + reason, markup=False)
     if section is not None:
-        out.print(f"Privacy target (gain over the prior <= {target:g}): " + target_text,
+        out.print(f"Privacy target ({pt.describe(target)}): " + target_text,
                   markup=False)
     out.print(seeds_text(cfg.seeds, cfg.seed) + (" (grades and recommendation on the means)"
                                                  if cfg.seeds > 1 else ""), markup=False)
