@@ -6,8 +6,8 @@ else DEFAULT_SETTINGS: DP on the embedding, Marvell, gradient sparsification, MI
 with each seed and for each passive party i:
 
 - the labels' exposure to party i: the strongest label-inference attack party i can run from
-  the gradients it receives (every contender its knowledge allows, and norm scoring on binary
-  labels; each told the defenses' public mechanisms), as max(AUC, 1 - AUC) ("separation": a
+  the gradients it receives (every contender its knowledge allows, and norm scoring and its
+  Marvell-adaptive residual form on binary labels; each told the defenses' public mechanisms), as max(AUC, 1 - AUC) ("separation": a
   score ranked the wrong way round leaks as much once flipped) beside the majority prior;
 - party i's columns' exposure to the active party: the strongest feature reconstruction the
   active party can run from party i's embeddings (white-box, learned inverse, substitute,
@@ -33,6 +33,9 @@ from slsec.errors import UserError
 from slsec.report.stats import mean_row, seed_list
 
 LABEL_ATTACK, FEATURE_ATTACK = "label-inference", "feature-reconstruction"
+# binary scores that are not contenders of a plain evaluation: norm scoring (Li et al.) and its
+# Marvell-adaptive form (the norm off each batch's noise axis)
+BINARY_ONLY = ("norm", "residual")
 # one setting per defense at a moderate strength (the frontier benches sweep them)
 DEFAULT_SETTINGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("dp sigma=1", {"defense": ("dp",), "sigma": 1.0}),
@@ -123,11 +126,11 @@ def measure_cell(cell: dict[str, Any]) -> dict[str, Any]:
                label_baseline_accuracy=lab.get("label_baseline_accuracy", math.nan))
     tried = {lab["attack_method"]: lab["label_auc"]}
     accs = [lab.get("label_accuracy", math.nan)]
-    if setup.data.num_classes == 2:   # norm scoring (Li et al.): binary only, not a contender
-        c = cfg.replace(method="norm")
-        norm = summarize(c, setup, server, run_attack(c, setup, outcomes[1]), 0.0).metrics
-        tried["norm"] = norm["label_auc"]
-        accs.append(norm.get("label_accuracy", math.nan))
+    for method in BINARY_ONLY if setup.data.num_classes == 2 else ():
+        c = cfg.replace(method=method)
+        m = summarize(c, setup, server, run_attack(c, setup, outcomes[1]), 0.0).metrics
+        tried[method] = m["label_auc"]
+        accs.append(m.get("label_accuracy", math.nan))
     sep = {m: max(a, 1.0 - a) for m, a in tried.items()}
     best = max(sep, key=lambda m: sep[m])
     out.update(label_separation=sep[best], label_auc=tried[best], label_method=best,
