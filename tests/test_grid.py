@@ -25,7 +25,7 @@ SWEEP = ["sweep", "--protocol", "vanilla", "--attack", "inversion", "--method", 
          "--aux-size", "64", "--probe-size", "16", "--attack-iters", "5"]
 
 
-# ----------------------------------------------------------------- cells run in spawned workers
+# ------------------------------------------------- cells run in worker processes (forkserver)
 
 def slow_square(x: int) -> int:
     time.sleep(0.3 if x == 0 else 0.01)     # the first cell finishes last
@@ -127,20 +127,30 @@ def test_jobs_two_gives_the_rows_of_jobs_one(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_cell_in_a_real_sweep(tmp_path: Path) -> None:
+@pytest.mark.parametrize("start", ["forkserver", "spawn"])
+def test_a_worker_killed_mid_cell_in_a_real_sweep(tmp_path: Path, start: str) -> None:
     """SIGKILL one worker of `slsec sweep --jobs 2` while it runs a cell: the sweep finishes
-    (the cells that were running are rerun, each alone) with the rows of --jobs 1."""
+    (the cells that were running are rerun, each alone) with the rows of --jobs 1. Workers
+    come from the fork server; with a TMPDIR too deep for its socket, from spawn."""
+    import tempfile
     from slsec.cli import main
-    assert main([*SWEEP, "--out", str(tmp_path / "seq"), "--run-id", "s", "--jobs", "1"]) == 0
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "slsec", *SWEEP, "--out", str(tmp_path / "par"),
+    # cells of ~1-2 s (workers forked from a warm server start them at once): time to see one
+    sweep = [*SWEEP, "--max-train", "1500"]
+    assert main([*sweep, "--out", str(tmp_path / "seq"), "--run-id", "s", "--jobs", "1"]) == 0
+    if start == "forkserver":
+        scratch = Path(tempfile.mkdtemp(prefix="k", dir="/tmp"))
+    else:
+        scratch = tmp_path / ("deep" * 30)
+        scratch.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "slsec", *sweep, "--out", str(tmp_path / "par"),
                              "--run-id", "s", "--jobs", "2"], cwd=ROOT, text=True,
                             env=dict(os.environ, TMPDIR=str(scratch), OMP_NUM_THREADS="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     killed = None
     deadline = time.monotonic() + 300
+    server = False      # the fork server's socket was seen
     while killed is None and time.monotonic() < deadline and proc.poll() is None:
+        server = server or any(scratch.glob("pymp-*/listener-*"))
         for mark in scratch.glob("slsec-cells-*/*"):
             pid = mark.read_text().strip()
             if pid.isdigit() and mark.name != "0":      # a cell (task 0 is the shared twin)
@@ -149,9 +159,10 @@ def test_a_worker_killed_mid_cell_in_a_real_sweep(tmp_path: Path) -> None:
                 break
         time.sleep(0.05)
     out, err = proc.communicate(timeout=600)
-    assert killed is not None, "no worker was seen running a cell"
+    assert killed is not None, "no worker was seen running a cell: " + err[-2000:]
     assert proc.returncode == 0, err[-2000:]
     assert rows(tmp_path / "par" / "s") == rows(tmp_path / "seq" / "s")
+    assert server == (start == "forkserver")
 
 
 @pytest.mark.mpi
@@ -167,3 +178,35 @@ def test_mpi4py_futures_launch_gives_the_same_rows(tmp_path: Path) -> None:
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert rows(tmp_path / "mpi" / "s") == rows(tmp_path / "seq" / "s")
+
+
+@pytest.mark.slow
+def test_workers_and_fork_server_end_with_a_killed_sweep(tmp_path: Path) -> None:
+    """SIGKILL the parent of `slsec sweep --jobs 2` mid-grid: its fork server and workers end
+    too (an orphan would hold the parent's stderr pipe open and burn a core for nothing)."""
+    import tempfile
+    scratch = Path(tempfile.mkdtemp(prefix="k", dir="/tmp"))      # short: the fork server
+    proc = subprocess.Popen([sys.executable, "-m", "slsec", *SWEEP, "--max-train", "1500",
+                             "--out", str(tmp_path / "par"), "--run-id", "s", "--jobs", "2"],
+                            cwd=ROOT, env=dict(os.environ, TMPDIR=str(scratch),
+                                                OMP_NUM_THREADS="1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers: set[int] = set()
+    deadline = time.monotonic() + 300
+    while not workers and time.monotonic() < deadline and proc.poll() is None:
+        workers = {int(m.read_text()) for m in scratch.glob("slsec-cells-*/*")
+                   if m.read_text().strip().isdigit()}
+        time.sleep(0.05)
+    assert workers, "no worker was seen running a cell"
+    server = {int(Path(f"/proc/{w}/stat").read_text().split(")")[1].split()[1])
+              for w in workers if Path(f"/proc/{w}/stat").exists()}   # the workers' parent
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    alive = workers | server
+    while alive and time.monotonic() < deadline:
+        alive = {p for p in alive if Path(f"/proc/{p}").exists()
+                 and "(Z)" not in Path(f"/proc/{p}/stat").read_text().replace(") Z", "(Z)")}
+        time.sleep(0.2)
+    assert not alive, f"still running after the sweep was killed: {sorted(alive)}"
+    assert proc.stderr is not None and proc.stderr.read() is not None   # the pipe was closed

@@ -188,7 +188,7 @@ def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,
     convergence, learning rate chosen per protocol."""
     from slsec.report.folders import claim, keeping, mark, unique_folder
     from slsec.run.preflight import check_grid
-    from slsec.study.executor import check_jobs, grid_jobs, run_cells
+    from slsec.study.executor import check_jobs, grid_jobs, prestart, run_cells
 
     jobs = check_jobs(jobs)
     if rule is not None:
@@ -197,6 +197,7 @@ def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,
                             "--max-rounds rounds)")
         flags = {**flags, "rounds": str(rule.max_rounds)}
     cells = plan_grid(config_path, flags)
+    prestart(cells, jobs)           # the workers' imports overlap the checks below
     first = cells[0]
     main = _is_main_rank(first)
     # every cell (cuts, data, sizes) before the first one trains

@@ -3,9 +3,12 @@
 Cells are independent: each is a function of its config alone. `run_cells` hands them to
 
 - this process, one after another (`--jobs 1`);
-- `concurrent.futures.ProcessPoolExecutor` with the spawn context (`--jobs N`, default: the
-  cores this process may use, `len(os.sched_getaffinity(0))`; each worker gets cores ÷ N torch
-  threads, and every run still sets its own `--threads`);
+- `concurrent.futures.ProcessPoolExecutor` with the forkserver context (`--jobs N`, default:
+  the cores this process may use, `len(os.sched_getaffinity(0))`; each worker gets cores ÷ N
+  torch threads, and every run still sets its own `--threads`). The fork server is a fresh
+  Python (nothing of this process is inherited) that imports torch and slsec once, `prestart`ed
+  while this process still validates the grid; each worker is forked from it, ready in
+  milliseconds instead of the seconds a spawned interpreter spends importing torch;
 - `mpi4py.futures.MPIPoolExecutor` when the command was launched as
   `mpiexec -n K python -m mpi4py.futures -m slsec sweep ...` (K-1 worker ranks, on any hosts
   the MPI launcher reaches; any `--jobs` above 1 then means the pool's ranks).
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import sys
 import tempfile
 import threading
@@ -83,18 +87,78 @@ def grid_jobs(cells: Sequence[Any], jobs: int) -> int:
     return jobs
 
 
-def _exit_with_parent(parent: int) -> None:
-    """End this worker once its parent is gone (SIGKILLed, say): an orphan would wait for
-    cells forever, holding the parent's stderr open. Its cell is lost, as the parent's is."""
-    while os.getppid() == parent:
-        time.sleep(0.5)
+# imported once by the fork server, before any worker is forked from it: everything a cell
+# imports (torch._dynamo: an optimiser's first step imports it, ~1.5 s; opacus: accountants).
+# Importing these starts no thread, so forking from the server stays safe.
+PRELOAD = ["torch", "torch._dynamo", "opacus", "opacus.accountants", "scipy.stats",
+           "skimage.metrics", "slsec.cli", "slsec.metrics", "slsec.run.harness",
+           "slsec.wire.turns", "slsec.report.frontier", "slsec.study.runs", "slsec.study.twin",
+           "slsec.study.sweeps", "slsec.study.seeds", "slsec.study.benchmark",
+           "slsec.study.review_cells"]
+
+
+def _context() -> Any:
+    """The forkserver context; spawn where the server's socket path would not fit in AF_UNIX's
+    108 bytes (a deep TMPDIR)."""
+    import atexit
+    import multiprocessing
+    if len(os.path.join(tempfile.gettempdir(), "pymp-12345678", "listener-12345678")) > 100:
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    atexit.unregister(_stop_fork_server)
+    atexit.register(_stop_fork_server)
+    return ctx
+
+
+def _stop_fork_server() -> None:
+    """At exit, end the fork server and reap it, so that it and the workers it reaped count in
+    this command's CPU time (`time slsec sweep ...`). Without this it still ends by itself,
+    seeing this process gone."""
+    from multiprocessing import forkserver
+    stop = getattr(forkserver._forkserver, "_stop", None)     # the standard library's own
+    if stop is not None:
+        with contextlib.suppress(Exception):
+            stop()
+
+
+def prestart(cells: Sequence[Any], jobs: int) -> int:
+    """grid_jobs(cells, jobs); when that is > 1 (outside an MPI pool), start the fork server now,
+    so that its imports overlap this process's validation of the grid."""
+    jobs = grid_jobs(cells, jobs)
+    if jobs > 1 and not mpi_pooled() and _context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+        forkserver.ensure_running()     # returns at once; the server imports in the background
+    return jobs
+
+
+def _exit_with_parent(study: int) -> None:
+    """End this worker once the study's process is gone (SIGKILLed, say): an orphan would wait
+    for cells forever, holding the study's stderr open. Its cell is lost, as the study's is. A
+    worker's parent is the fork server, which lives while any of its workers does, so the
+    worker watches the study's process itself (a pidfd: readable once it has ended)."""
+    try:
+        fd = os.pidfd_open(study)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):     # no pidfd (old kernel): poll
+        fd = None
+    if fd is not None:
+        select.select([fd], [], [])
+    else:
+        while True:
+            try:
+                os.kill(study, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
     os._exit(1)
 
 
-def _init_worker(threads: int) -> None:
-    """A spawned worker: its torch threads, quiet progress (the parent counts cells), stdout
-    away from the parent's document (results travel back as values); it ends with its parent."""
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+def _init_worker(threads: int, study: int) -> None:
+    """A worker: its torch threads, quiet progress (the parent counts cells), stdout away from
+    the parent's document (results travel back as values); it ends with the study's process."""
+    threading.Thread(target=_exit_with_parent, args=(study,), daemon=True).start()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
     torch.set_num_threads(threads)
@@ -113,7 +177,7 @@ def _call(fn: Fn, index: int, arg: Any, marks: str | None) -> Any:
 
 
 class Workers:
-    """Spawned worker processes kept for several batches of cells (a review's two phases);
+    """Worker processes kept for several batches of cells (a review's two phases);
     `with Workers(jobs) as w: run_cells(..., workers=w)`."""
 
     def __init__(self, jobs: int) -> None:
@@ -123,11 +187,10 @@ class Workers:
         """The shared pool (`fresh`: a new one, after a break), or a new pool of `workers`."""
         if workers is None and self.main is not None and not fresh:
             return self.main
-        import multiprocessing
         n = workers or self.jobs
-        pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
+        pool = ProcessPoolExecutor(n, mp_context=_context(),
                                    initializer=_init_worker,
-                                   initargs=(max(1, default_jobs() // n),))
+                                   initargs=(max(1, default_jobs() // n), os.getpid()))
         self.pools.append(pool)
         if workers is None:
             self.main = pool

@@ -75,8 +75,9 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
     `hijack_steps` > 0: the malicious-server column (slsec.study.review_malicious) with that bound.
     `jobs` > 1: the evaluations run first, that many at once (slsec.study.review_cells)."""
     from slsec.study import privacy_target as pt
-    from slsec.study.executor import Workers, check_jobs
+    from slsec.study.executor import Workers, check_jobs, prestart
     jobs = check_jobs(jobs)
+    prestart([cfg], jobs)           # the workers' imports overlap the checks below
     target = pt.parse_target(privacy_target)
     from slsec.report.console import console
     from slsec.run.split_search import (choose, evaluate_cached, measure,

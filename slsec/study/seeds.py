@@ -45,10 +45,11 @@ def evaluate_seeds(cfg: RunConfig, folder: Path, *, force: bool = False,
     from slsec.report.folders import mark
     from slsec.run.harness import check_attack
     from slsec.run.setup import check_defenses
-    from slsec.study.executor import check_jobs, grid_jobs, run_cells
+    from slsec.study.executor import check_jobs, grid_jobs, prestart, run_cells
     from slsec.study.runs import choose_cut, command_seconds
 
     jobs = check_jobs(jobs)
+    prestart([cfg], jobs if cfg.seeds > 1 else 1)   # its imports overlap the checks below
     check_writable(cfg.out)
     check_attack(cfg)
     check_defenses(cfg)

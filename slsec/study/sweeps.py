@@ -205,11 +205,12 @@ def run_sweep(config_path: str | None, flags: dict[str, str | None], resume: boo
     """Run every cell of the grid not yet in results.csv (`jobs` at once, see
     slsec.study.executor), then render the report; the folder."""
     from slsec.report.folders import claim, keeping, mark
-    from slsec.study.executor import check_jobs
+    from slsec.study.executor import check_jobs, prestart
 
     jobs = check_jobs(jobs)
     grid = parse_grid(config_path, flags)
     cells = grid_cells(grid)
+    prestart(cells, jobs)           # the workers' imports overlap the checks below
     check_writable(cells[0].out)
     folder = sweep_folder(cells[0], resume)
     claim(folder, "sweep", resume=resume, force=force, can_resume=True)
