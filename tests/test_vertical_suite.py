@@ -90,6 +90,7 @@ def test_party_split_rotates_the_column_groups():
     (["--protocol", "vertical,vanilla"], "reviewed on its own"),
     (["--max-client-flops", "1e6"], "--max-client-flops does not apply"),
     (["--attack", "inversion"], "is not part of it"),
+    (["--method", "norm"], "--method does not apply"),
 ])
 def test_review_refusals_are_one_line(tmp_path, capsys, extra, match):
     args = ["review", *SMALL, *extra, "--out", str(tmp_path)]

@@ -91,6 +91,10 @@ def plan(cfg: RunConfig) -> list[dict[str, Any]]:
     if cfg.attack not in (None, LABEL_ATTACK, FEATURE_ATTACK):
         raise UserError(f"slsec review --protocol vertical runs {LABEL_ATTACK} and "
                         f"{FEATURE_ATTACK} itself; --attack {cfg.attack} is not part of it")
+    for flag, v in (("--method", cfg.method), ("--knowledge", cfg.knowledge), ("--cut", cfg.cut)):
+        if v is not None:
+            raise UserError(f"{flag} does not apply to slsec review --protocol vertical (it runs "
+                            "every method each role's default knowledge allows; no cut)")
     base = cfg.replace(attack=LABEL_ATTACK, method=None, knowledge=None, cut=None,
                        backend="local", seeds=1)
     names = column_names(base)
