@@ -151,6 +151,9 @@ def recommendation(rows: list[dict[str, Any]]) -> str:
         return "No recommendation: " + "; ".join(
             dict.fromkeys(f"{r['setting']}: {r['why']}" for r in rows if not r["eligible"]))
     key = utility_key(rows)
+    if best["setting_risk"] == "HIGH":
+        return ("No setting lowers the worst party's risk below HIGH; the least costly is "
+                f"{best['setting']}")
     return (f"Recommended: {best['setting']} (worst party's risk {best['setting_risk']}, "
             f"{'ROC AUC' if key == 'test_auc' else 'accuracy'} cost "
             f"{fmt_ci(_f(best.get(key + '_cost')), _f(best.get(key + '_cost_ci95')))}): the "
