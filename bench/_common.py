@@ -21,6 +21,23 @@ if str(ROOT) not in sys.path:  # run as `python bench/x.py` from a checkout
     sys.path.insert(0, str(ROOT))
 
 
+def timed_command(cmd: list[str], what: str) -> tuple[float, float]:
+    """Wall and CPU seconds (the command and every process it reaped) of one command run from
+    the repo root with OMP_NUM_THREADS=1; its output's tail and an exit on failure."""
+    import resource
+    import subprocess
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-2000:])
+        raise SystemExit(f"{what} failed with exit code {proc.returncode}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def one_thread() -> None:
     """One intra-op thread per process/rank (the benchmarks compare like with like)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")

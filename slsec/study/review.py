@@ -116,14 +116,15 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
     check_writable(folder)
 
     if jobs > 1 or searched:   # the cells first, in workers (slsec/study/review_cells.py)
-        from slsec.study.review_cells import inversion_cells, later_cells, prefetch
+        from slsec.study.review_cells import (inversion_cells, label_cells, malicious_cells,
+                                              prefetch)
         with Workers(jobs) as workers:
-            prefetch([c for _, inv, _ in plans for c in inversion_cells(inv)] + searched, jobs,
-                     workers)
+            later = [c for p, inv, _ in plans for c in malicious_cells(p, inv, hijack_steps)]
+            prefetch([c for _, inv, _ in plans for c in inversion_cells(inv)] + searched
+                     + (later if jobs > 1 else []), jobs, workers)
             if jobs > 1:
                 prefetch([c for p, inv, lab in plans
-                          for c in later_cells(p, inv, lab, _label_roles(), hijack_steps)],
-                         jobs, workers)
+                          for c in label_cells(p, inv, lab, _label_roles())], jobs, workers)
     rows: list[dict[str, Any]] = []
     per_seed: list[dict[str, Any]] = []         # --seeds > 1: one raw row per seed and cut
     rankings = {}
