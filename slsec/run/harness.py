@@ -5,6 +5,7 @@ holds the ground truth that arrived over the separate instrumentation channel.
 """
 from __future__ import annotations
 
+import math
 import platform
 import time
 from typing import Any, Callable
@@ -205,6 +206,8 @@ def summarize(exp: Experiment, server: RankOutcome, guess: Guesses | None,
         "chance_accuracy": 1.0 / max(1, setup.data.num_classes),
         "labels_sent_to_server": bool(proto.labels_to_server and setup.label_party == "client"),
     }
+    if not math.isnan(server.test_auc):
+        m["test_auc"] = server.test_auc   # vertical SL, binary labels: the joint model's ROC AUC
     if m["labels_sent_to_server"]:
         m["label_leak"] = 1.0   # the server receives every label in the clear
     m.update(privacy_budget(exp))

@@ -63,6 +63,9 @@ class RankOutcome:
     # client 1's defense report (a detector's verdict on the server), carried to rank 0 with
     # the scorer's truth after the protocol ends
     defense_report: dict[str, float] = field(default_factory=dict)
+    # vertical SL, binary labels: the last joint inference's test ROC AUC (the utility the
+    # review and the frontier use for imbalanced labels); NaN elsewhere
+    test_auc: float = float("nan")
 
 
 class DeviceLink:
@@ -225,6 +228,11 @@ def run_rank(exp: Experiment, rank: int, link: Any, instr: Any,
             rec = RoundRecord(rnd + 1, acc, loss, time.perf_counter() - start,
                               sum(link.bytes_sent.values()) + sum(link.bytes_recv.values()))
             outcome.records.append(rec)
+            joint = getattr(m, "joint_logits", None)
+            y_test = setup.data.test.y
+            if joint is not None and joint.shape[1] == 2 and 0 < int(y_test.sum()) < len(y_test):
+                from slsec.metrics import label_auc
+                outcome.test_auc = label_auc(y_test, torch.softmax(joint.float().cpu(), 1)[:, 1])
             if progress:
                 progress(rec)
 

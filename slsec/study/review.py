@@ -34,10 +34,13 @@ def _protocols(cfg: RunConfig) -> list[str]:
     names = [p.strip() for p in cfg.protocol.split(",")]
     if any(not p for p in names):
         raise UserError(f"--protocol: empty name in {cfg.protocol!r}")
+    if "vertical" in names and len(set(names)) > 1:
+        raise UserError("--protocol vertical is reviewed on its own (its rows are defense "
+                        "settings and parties, not cuts); drop the other protocols")
     for p in names:
-        if PROTOCOLS.get(p).cuts_needed == 0:
-            raise UserError(f"--protocol {p} has no cut to review; use vanilla, ushaped or "
-                            "splitfed")
+        if PROTOCOLS.get(p).cuts_needed == 0 and p != "vertical":
+            raise UserError(f"--protocol {p} has no cut to review; use vanilla, ushaped, "
+                            "splitfed or vertical")
     return list(dict.fromkeys(names))
 
 
@@ -90,6 +93,15 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
     from slsec.run.preflight import check_grid
     folder = (review_folder(cfg) if cfg.run_id else unique_folder(cfg.out, review_folder(cfg).name))
     claim(folder, "review", force=force)
+    if protocols == ["vertical"]:   # no cut: defense settings x parties (review_vertical.py)
+        from slsec.study.review_vertical import run_vertical_review
+        for flag, v in (("--max-client-flops", max_client_flops),
+                        ("--privacy-target", privacy_target)):
+            if v is not None:
+                raise UserError(f"{flag} does not apply to slsec review --protocol vertical "
+                                "(no cut to choose; it reviews defense settings)")
+        return run_vertical_review(cfg, folder, force=force, jobs=jobs,
+                                   min_accuracy=min_accuracy)
     for p in protocols:                          # validate everything before any training
         inv, lab = _attack_configs(cfg, p)
         check_attack(inv)
