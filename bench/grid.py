@@ -20,15 +20,12 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _common import ROOT, table
+from _common import table, timed_command
 
 SIGMAS = "0.05,0.1,0.2,0.3,0.5,0.7,1,2"
 
@@ -49,16 +46,7 @@ def launch(kind: str, args: list[str], out: Path) -> tuple[float, float]:
            "jobs2": [py, "-m", "slsec", *args, "--jobs", "2"],
            "mpi": [str(exe / "mpiexec"), "-n", "3", py, "-m", "mpi4py.futures", "-m", "slsec",
                    *args]}[kind]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd + ["--out", str(out)], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode:
-        sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-2000:])
-        raise SystemExit(f"{kind} failed with exit code {proc.returncode}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return timed_command(cmd + ["--out", str(out)], kind)
 
 
 def rows(folder: Path) -> list[dict[str, str]]:

@@ -23,7 +23,7 @@ import torch
 from slsec import metrics
 from slsec.attacks.hijack import Hijack
 from slsec.config import make_config
-from slsec.run.harness import public_mechanism, train_steps
+from slsec.run.harness import resolve, train_steps
 from slsec.run.setup import prepare
 from slsec.threat import View
 
@@ -35,7 +35,7 @@ def curve(cut: str, steps: int, every: int, seed: int, params: dict,
     setup = prepare(cfg)
     view = View(role="server", protocol="vanilla", knowledge=frozenset({"architecture", "aux_data"}),
                 build_model=setup.build, cuts=setup.cuts, aux=setup.aux,
-                public={**public_mechanism(cfg, setup), "train_steps": train_steps(cfg, setup)})
+                public={**resolve(cfg, setup).public(), "train_steps": train_steps(cfg, setup)})
     t0 = time.perf_counter()
     hook = Hijack(seed=seed, **params).hijack(view)
     hook.warm_up()

@@ -91,3 +91,21 @@ def test_malicious_server_cell_says_what_each_detector_did() -> None:
     assert cell(r) == "SSIM 0.634; gradient-check @35, splitguard missed"
     assert cell({}) == "–"
     assert "110 client steps per cut" in note([r]) and note([{}]) is None
+
+
+@pytest.mark.slow
+def test_review_rows_are_the_same_with_workers(tmp_path) -> None:
+    """--jobs 2 (inversion and malicious-server cells in one stream of workers, then label
+    inference) writes the results.csv of --jobs 1, timings aside."""
+    from slsec.cli import main
+    args = ["review", "--protocol", "vanilla", "--model", "cnn", "--dataset", "mnist",
+            "--max-train", "200", "--probe-size", "4", "--attack-iters", "5",
+            "--hijack-steps", "3", "--out", str(tmp_path)]
+    rows = {}
+    for jobs in ("1", "2"):
+        assert main([*args, "--run-id", f"j{jobs}", "--jobs", jobs]) == 0
+        with (tmp_path / f"j{jobs}" / "results.csv").open(newline="") as f:
+            rows[jobs] = [{k: v for k, v in r.items() if "seconds" not in k and "wall" not in k}
+                          for r in csv.DictReader(f)]
+    assert len(rows["1"]) == 5 and rows["2"] == rows["1"]
+    assert all(r["hijack_ssim"] for r in rows["1"])          # the malicious column was measured

@@ -210,10 +210,12 @@ def sweep(**kw: Any) -> None:
                               "no column [default: 110]")),
     inspect.Parameter(
     "privacy_target", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-    default=typer.Option(None, "--privacy-target", metavar="gain=G",
+    default=typer.Option(None, "--privacy-target", metavar="gain=G,reid=R,label-auc=A",
                          help="also search cut x defense (none, DP at the cut, NoPeek) x seeds "
-                              "and recommend the cheapest meeting SSIM gain over the prior <= G "
-                              "at the upper 95% bound [default: not set]")),
+                              "and recommend the cheapest meeting every target given at the "
+                              "upper 95% bound: SSIM gain over the prior <= G, top-1 "
+                              "re-identification <= R, label-inference AUC <= A "
+                              "[default: not set]")),
     _force(), _jobs())
 def review(**kw: Any) -> None:
     """Security review of every cut of a model: leakage, cost, risk grade, recommendation,

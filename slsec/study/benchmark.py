@@ -96,9 +96,10 @@ def rule_values(path: str | None) -> dict[str, Any]:
 
 def plan_grid(config_path: str | None, flags: dict[str, Any]) -> list[RunConfig]:
     """Every cell's validated RunConfig: defaults < dataset defaults < TOML file < flags."""
-    from slsec.data import DATASETS
+    from slsec.data import DATASET_SCHEMES, DATASETS
     from slsec.protocols.base import PROTOCOLS
 
+    import slsec.data.tabular  # noqa: F401  (registers the embedded spam set and csv:FILE)
     import slsec.protocols  # noqa: F401  (registration)
 
     toml = _toml_values(config_path) if config_path else {}
@@ -106,6 +107,7 @@ def plan_grid(config_path: str | None, flags: dict[str, Any]) -> list[RunConfig]
     if given.get("attack") or toml.get("attack"):
         raise UserError("slsec benchmark trains only; drop --attack (use `slsec evaluate` or "
                         "`slsec sweep` for attacks)")
+    chosen = {a for a in AXES if a in given or a in toml}
     axes = {a: _axis(given.pop(a, toml.pop(a, DEFAULT_GRID[a])), a) for a in AXES}
     toml = {k: v for k, v in toml.items() if k not in AXES and k not in RULE_KEYS}
     # name the culprit: file values against the file, flag values against the flags
@@ -115,12 +117,17 @@ def plan_grid(config_path: str | None, flags: dict[str, Any]) -> list[RunConfig]
     for p in axes["protocol"]:
         PROTOCOLS.get(p)
     for d in axes["dataset"]:
-        if not (d in DATASETS or (d.startswith("tu:") and len(d) > 3)):
+        scheme, sep, rest = d.partition(":")
+        if not (d in DATASETS or (sep and rest and (scheme == "tu" or scheme in DATASET_SCHEMES))):
             DATASETS.get(d)   # a UserError listing the valid names
     cells = []
     for d in axes["dataset"]:
         for p in axes["protocol"]:
-            for part in axes["partition"]:
+            # vertical SL splits columns, not records: the default partition axis is IID only
+            # there (a --partition dirichlet the user gave is refused in one line)
+            parts = axes["partition"] if "partition" in chosen or \
+                not PROTOCOLS.get(p).splits_columns else ["iid"]
+            for part in parts:
                 values = {**BENCH_DEFAULTS, **DATASET_DEFAULTS.get(d, {}), **toml, **given,
                           "dataset": d, "protocol": p, "partition": part}
                 cells.append(make_config(values, source=config_path))

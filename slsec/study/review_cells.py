@@ -2,10 +2,11 @@
 
 `slsec review` reads every evaluation through `split_search.evaluate_cached` (one result per
 config in this process). With `--jobs` above 1 the configs it will ask for are computed first,
-in workers, and remembered there, so the review itself then runs from memory and its rows are
-those of the sequential review: first the inversion attack on every candidate cut and seed,
-then (knowing from those runs whether labels reach the server) label inference on each cut and
-the malicious-server runs.
+in workers, and remembered here, so the review itself then runs from memory and its rows are
+those of the sequential review: first the inversion attack on every candidate cut and seed with
+the malicious-server runs beside them (one stream of cells, so that no worker idles between
+phases), then, knowing from the inversion runs whether labels reach the server, label
+inference on each cut.
 """
 from __future__ import annotations
 
@@ -50,18 +51,28 @@ def inversion_cells(inv: RunConfig) -> list[RunConfig]:
     return out
 
 
-def later_cells(protocol: str, inv: RunConfig, lab: RunConfig, label_roles: set[str],
-                hijack_steps: int) -> list[RunConfig]:
-    """Label inference where labels stay on the client, and the malicious-server runs."""
-    from slsec.run.split_search import evaluate_cached
+def malicious_cells(protocol: str, inv: RunConfig, hijack_steps: int) -> list[RunConfig]:
+    """The malicious-server runs on every candidate cut (hijack, then each detector): they need
+    no other cell's result, so they run beside the inversion cells."""
     from slsec.study import review_malicious as malicious
+    if hijack_steps <= 0 or not malicious.applies(protocol):
+        return []
     out: list[RunConfig] = []
     for first in inversion_cells(inv.replace(seeds=1)):
-        cut = first.cut
+        run = malicious.hijack_config(inv, first.cut, hijack_steps)
+        out += [run] + [run.replace(defense=(n,)) for n in malicious.detectors()]
+    return out
+
+
+def label_cells(protocol: str, inv: RunConfig, lab: RunConfig,
+                label_roles: set[str]) -> list[RunConfig]:
+    """Label inference on each cut where the inversion runs found that labels stay on the
+    client (read from those runs: they go first)."""
+    from slsec.run.split_search import evaluate_cached
+    out: list[RunConfig] = []
+    for first in inversion_cells(inv.replace(seeds=1)):
         sent = evaluate_cached(first).get("labels_sent_to_server")
         if not sent and protocol in label_roles:
-            out += [lab.replace(cut=cut, seed=s, seeds=1) for s in seed_list(lab.seed, lab.seeds)]
-        if hijack_steps > 0 and malicious.applies(protocol):
-            run = malicious.hijack_config(inv, cut, hijack_steps)
-            out += [run] + [run.replace(defense=(n,)) for n in malicious.detectors()]
+            out += [lab.replace(cut=first.cut, seed=s, seeds=1)
+                    for s in seed_list(lab.seed, lab.seeds)]
     return out
