@@ -120,3 +120,19 @@ def test_bad_rule_value_in_toml_is_one_line(tmp_path, capsys):
     assert main(["benchmark", "--config", str(conf), "--out", str(tmp_path)]) == 2
     e = capsys.readouterr().err.strip()
     assert "patience" in e and "at least 1" in e and len(e.splitlines()) == 1
+
+
+def test_the_fashion_configs_load():
+    from pathlib import Path
+    from slsec.study import sweeps as sweep
+    from slsec.study.benchmark import plan_grid, rule_values
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    cells = plan_grid(str(configs / "slperf_fashion.toml"), {})
+    assert len(cells) == 6 and {(c.clients, c.max_train, c.dataset) for c in cells} == \
+        {(4, 2000, "fashion-mnist")}
+    rule = parse_rule(*(rule_values(str(configs / "slperf_fashion.toml"))[k] for k in
+                        ("min_delta", "patience", "max_rounds", "lr_grid")))
+    assert (rule.max_rounds, rule.patience, rule.min_delta, rule.lrs) == \
+        (30, 5, 0.005, (0.001, 0.003, 0.01))
+    frontier = sweep.grid_cells(sweep.parse_grid(str(configs / "dp_frontier_fashion.toml"), {}))
+    assert {c.sigma for c in frontier} == {0, 0.1, 0.2, 0.5} and {c.cut for c in frontier} == {"fc1"}
