@@ -40,6 +40,8 @@ gradient axis; under `label-rr` the gradient evidence is weighed by the public k
 
 Shared gradient geometry (observations, clustering, naming, the fusion): `label_gradients.py`;
 the surrogate of the label holder's part: `label_surrogate.py`.
+
+Over 300 lines: every method's scoring and the choice among them read in one place.
 """
 from __future__ import annotations
 

@@ -23,9 +23,9 @@ one_thread()
 a = argparse.Namespace(rounds=10, observe=1024)
 for seed in [int(s) for s in (sys.argv[1] if len(sys.argv) > 1 else "0,1,2").split(",")]:
     cfg = config("ticdata.csv", seed, a)
-    setup = prepare(cfg); outs = run_local(cfg, setup)
-    plan = resolve(cfg, setup).attack
-    view = make_view(cfg, setup, outs[1], plan.role, plan.knowledge)
+    setup = prepare(cfg); exp = resolve(cfg, setup); outs = run_local(exp)
+    plan = exp.attack
+    view = make_view(exp, outs[1], plan.role, plan.knowledge)
     y = outs[0].truth_labels
     torch.manual_seed(seed)
     g = LabelInference(method="cosine", seed=seed).run(view)

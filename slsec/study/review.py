@@ -34,11 +34,12 @@ def _protocols(cfg: RunConfig) -> list[str]:
     names = [p.strip() for p in cfg.protocol.split(",")]
     if any(not p for p in names):
         raise UserError(f"--protocol: empty name in {cfg.protocol!r}")
-    if "vertical" in names and len(set(names)) > 1:
-        raise UserError("--protocol vertical is reviewed on its own (its rows are defense "
+    columns = [p for p in names if PROTOCOLS.get(p).splits_columns]   # vertical SL
+    if columns and len(set(names)) > 1:
+        raise UserError(f"--protocol {columns[0]} is reviewed on its own (its rows are defense "
                         "settings and parties, not cuts); drop the other protocols")
     for p in names:
-        if PROTOCOLS.get(p).cuts_needed == 0 and p != "vertical":
+        if PROTOCOLS.get(p).cuts_needed == 0 and p not in columns:
             raise UserError(f"--protocol {p} has no cut to review; use vanilla, ushaped, "
                             "splitfed or vertical")
     return list(dict.fromkeys(names))
@@ -93,7 +94,9 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
     from slsec.run.preflight import check_grid
     folder = (review_folder(cfg) if cfg.run_id else unique_folder(cfg.out, review_folder(cfg).name))
     claim(folder, "review", force=force)
-    if protocols == ["vertical"]:   # no cut: defense settings x parties (review_vertical.py)
+    from slsec.protocols.base import PROTOCOLS
+    if PROTOCOLS.get(protocols[0]).splits_columns:   # vertical SL: no cut; defense settings x
+        #                                              parties (review_vertical.py)
         from slsec.study.review_vertical import run_vertical_review
         for flag, v in (("--max-client-flops", max_client_flops),
                         ("--privacy-target", privacy_target)):

@@ -116,14 +116,16 @@ def plan(cfg: RunConfig) -> list[dict[str, Any]]:
 def measure_cell(cell: dict[str, Any]) -> dict[str, Any]:
     """Train once; the strongest label attack from party 1, the strongest feature attack on
     party 1's columns (both adaptive); the utility. Runs in a worker with --jobs > 1."""
+    from slsec.run.experiment import resolve
     from slsec.run.harness import run_attack, summarize
     from slsec.run.runner import run_local
     from slsec.run.setup import prepare
     cfg = make_config(cell["config"])
     setup = prepare(cfg)
-    outcomes = run_local(cfg, setup)
+    exp = resolve(cfg, setup)
+    outcomes = run_local(exp)
     server = outcomes[0]
-    lab = summarize(cfg, setup, server, run_attack(cfg, setup, outcomes[1]), 0.0).metrics
+    lab = summarize(exp, server, run_attack(exp, outcomes[1]), 0.0).metrics
     out: dict[str, Any] = {k: cell[k] for k in ("setting", "party", "columns")}
     out.update(seed=cfg.seed, accuracy=lab["accuracy"], test_auc=lab.get("test_auc", math.nan),
                epsilon=lab.get("epsilon", math.nan),
@@ -131,8 +133,8 @@ def measure_cell(cell: dict[str, Any]) -> dict[str, Any]:
     tried = {lab["attack_method"]: lab["label_auc"]}
     accs = [lab.get("label_accuracy", math.nan)]
     for method in BINARY_ONLY if setup.data.num_classes == 2 else ():
-        c = cfg.replace(method=method)
-        m = summarize(c, setup, server, run_attack(c, setup, outcomes[1]), 0.0).metrics
+        c = resolve(cfg.replace(method=method), setup)
+        m = summarize(c, server, run_attack(c, outcomes[1]), 0.0).metrics
         tried[method] = m["label_auc"]
         accs.append(m.get("label_accuracy", math.nan))
     sep = {m: max(a, 1.0 - a) for m, a in tried.items()}
@@ -140,8 +142,8 @@ def measure_cell(cell: dict[str, Any]) -> dict[str, Any]:
     out.update(label_separation=sep[best], label_auc=tried[best], label_method=best,
                label_accuracy=max(a for a in accs if a == a) if any(a == a for a in accs)
                else math.nan)
-    f = cfg.replace(attack=FEATURE_ATTACK, method=None)
-    feat = summarize(f, setup, server, run_attack(f, setup, server), 0.0).metrics
+    f = resolve(cfg.replace(attack=FEATURE_ATTACK, method=None), setup)
+    feat = summarize(f, server, run_attack(f, server), 0.0).metrics
     gain_key = "numeric_r2_gain" if "numeric_r2_gain" in feat else "categorical_accuracy_gain"
     out.update(feature_gain=feat.get(gain_key, math.nan), feature_gain_kind=gain_key,
                feature_method=feat.get("attack_method"),
