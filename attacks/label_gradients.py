@@ -32,6 +32,7 @@ class Observed:
     num_classes: int
     mechanisms: list[Mechanism] = field(default_factory=list)
     cache: dict[str, Any] = field(default_factory=dict)
+    sizes: list[int] = field(default_factory=list)   # rows of each observed batch, in order
 
     @property
     def sign_flips(self) -> bool:
@@ -85,7 +86,23 @@ def observe(view: View) -> Observed:
     if k < 2:
         raise UserError("label inference needs public num_classes >= 2")
     return Observed(feats, torch.cat(rows), torch.cat(align), torch.cat(inputs), k,
-                view.mechanisms(Mechanism))
+                    view.mechanisms(Mechanism), sizes=[len(r) for r in rows])
+
+
+def off_axis(obs: Observed) -> Tensor:
+    """Each row without its batch's dominant direction (the top right-singular vector of the
+    batch's rows): Marvell's noise lies along one direction per batch, so what is left is
+    noise-free. A batch of one row keeps nothing."""
+    out, start = [], 0
+    for n in obs.sizes or [len(obs.grads)]:
+        g = obs.grads[start:start + n]
+        start += n
+        if n < 2:
+            out.append(torch.zeros_like(g))
+            continue
+        axis = torch.linalg.svd(g, full_matrices=False)[2][0]
+        out.append(g - (g @ axis)[:, None] * axis[None, :])
+    return torch.cat(out)
 
 
 # ------------------------------------------------------------------ clustering and naming

@@ -20,13 +20,16 @@ Methods (strongest first in `default_order`):
 - `cosine` (Li et al. 2022, direction scoring): binary, cosine of each gradient with the
   principal gradient direction; multi-class, cosine with the (named) cluster directions.
 - `norm` (Li et al. 2022, norm scoring): binary, the gradient norm.
+- `residual` (binary; adaptive to Marvell's public mechanism): Marvell adds its noise along one
+  direction per batch (the batch's class-mean difference) and none across it, so each observed
+  batch's dominant gradient direction is removed and the norm of what is left is the score
+  (the label's |p - y| scales the whole row, the noise only one axis of it).
 - `embedding` (Sun et al. 2022, SecretFlow's similarity attack; architecture + aux_data):
   no gradient at all: a few labelled public samples per class (default 10), embedded the way
   the role can, label the observed embeddings by similarity (`label_embedding.py`).
 - `prior`: the public class frequencies (the majority guess), the reference for the others.
-With no --method every contender the role's knowledge allows runs on the same observations
-and the scorer reports the most leaking (and the most accurate hard labels, never below the
-prior's).
+With no --method every contender the role's knowledge allows runs on the same observations and
+the scorer reports the most leaking (and the most accurate hard labels, never below the prior's).
 Binary tasks give [N] scores in [0, 1] (probability of label 1); the side of the split that is
 "label 1" is unidentifiable from gradients alone, so it is taken from a labelled reference
 when the role holds one, else Li et al.'s prior (the positive class has the larger norms).
@@ -35,8 +38,10 @@ Adaptive to public mechanisms: under `max-norm` (random scalar per row, possibly
 clustering is sign-invariant and binary direction scores project the outputs E on the
 gradient axis; under `label-rr` the gradient evidence is weighed by the public keep rate.
 
-The gradient geometry these methods share (observations, clustering, naming, the fusion) is in
-`label_gradients.py`; the surrogate of the label holder's part is in `label_surrogate.py`.
+Shared gradient geometry (observations, clustering, naming, the fusion): `label_gradients.py`;
+the surrogate of the label holder's part: `label_surrogate.py`.
+
+Over 300 lines: every method's scoring and the choice among them read in one place.
 """
 from __future__ import annotations
 
@@ -48,13 +53,14 @@ from torch import Tensor
 
 from slsec.attacks.base import ATTACKS, Attack, Guess
 from slsec.errors import UserError
+from slsec.params import Param, check_given
 from slsec.threat import View
 
 PRIOR = "prior"   # the public majority guess, the reference every method must beat
 
 from . import label_embedding as embedding
 from .label_gradients import (Observed, bayes_threshold, cluster_gradients, fuse, name_clusters,
-                              observe, sign_structure, two_means_threshold, unit)
+                              observe, off_axis, sign_structure, two_means_threshold, unit)
 from .label_surrogate import (aux_batch, grad_match, identity, predict, projector, tail_for,
                               train_surrogate)
 
@@ -73,27 +79,33 @@ class LabelInference(Attack):
         "cluster": frozenset({"architecture"}),
         "cosine": frozenset({"architecture"}),
         "norm": frozenset({"architecture"}),
+        "residual": frozenset({"architecture"}),
         "embedding": frozenset({"architecture", "aux_data"}),
         PRIOR: frozenset({"aux_data"}),
     }
-    default_order = ("completion", "cluster", "cosine", "norm", "embedding", PRIOR)
+    default_order = ("completion", "cluster", "cosine", "norm", "residual", "embedding", PRIOR)
     # none is strongest everywhere (gradient defenses leave `embedding` whole, a head the role
-    # cannot embed with leaves only the gradient methods): with no --method every one the
-    # role's knowledge allows runs and the most leaking is reported; the prior (the public
-    # majority class) keeps the reported accuracy from falling below a guess. `norm` scores
-    # binary tasks only: pick it with --method
+    # cannot embed with leaves only the gradient methods): with no --method all the role's
+    # knowledge allows run and the most leaking is reported; the prior (the public majority
+    # class) keeps the accuracy from falling below a guess. `norm` (binary only): --method
     contenders = ("completion", "embedding", "cluster", "cosine", PRIOR)
+    _U = "configures --attack label-inference"   # its settings: flags --li-*, TOML keys li_*
+    params = (Param("li_aux_labels", "int", 40, "label-inference completion: labelled aux samples "
+                    "for the surrogate", check=("at_least_one",), kw="aux_labels", unused=_U),
+              Param("li_surrogate_steps", "int", 300, "label-inference completion: surrogate "
+                    "steps", check=("at_least_one",), kw="surrogate_steps", unused=_U),
+              Param("li_surrogate_lr", "float", 0.003, "label-inference completion: surrogate "
+                    "learning rate", check=("positive",), kw="surrogate_lr", unused=_U),
+              Param("li_labels_per_class", "int", 10, "label-inference embedding: public "
+                    "samples per class", check=("at_least_one",), kw="labels_per_class", unused=_U))
 
     def __init__(self, *, method: str | None = None, aux_labels: int = 40, seed: int = 0,
                  surrogate_steps: int = 300, surrogate_lr: float = 3e-3, adaptive: bool = True,
                  labels_per_class: int = 10, **params: Any) -> None:
         super().__init__(method=method, **params)
-        if int(aux_labels) < 1:
-            raise UserError(f"--aux-labels must be >= 1, got {aux_labels}")
-        if int(labels_per_class) < 1:
-            raise UserError(f"labels_per_class must be >= 1, got {labels_per_class}")
-        self.aux_labels, self.seed = int(aux_labels), int(seed)
-        self.per_class = int(labels_per_class)
+        check_given(type(self).params, aux_labels=aux_labels, surrogate_steps=surrogate_steps,
+                    surrogate_lr=surrogate_lr, labels_per_class=labels_per_class)
+        self.aux_labels, self.seed, self.per_class = int(aux_labels), int(seed), int(labels_per_class)
         self.steps, self.lr, self.adaptive = int(surrogate_steps), float(surrogate_lr), adaptive
 
     def run(self, view: View) -> Guess:
@@ -231,7 +243,9 @@ class LabelInference(Attack):
             # along that axis is the (linear tail's) logit margin, which no gradient noise touches
             info["scored"] = "tail input along the gradient axis"
             return self._binary(view, obs, info, (obs.inputs - obs.inputs.mean(0)) @ axis)
-        return self._binary(view, obs, info, -(u @ axis))
+        # the two labels' gradients point opposite ways along the axis ((p - y) flips sign):
+        # the hard labels are the sign clusters (Li et al.'s cosine with a reference gradient)
+        return self._binary(view, obs, info, -(u @ axis), sign_split=True)
 
     def _norm(self, view: View, obs: Observed, info: dict[str, Any]) -> Tensor:
         if obs.num_classes != 2:
@@ -241,10 +255,22 @@ class LabelInference(Attack):
         n = (n + 1e-3 * n.median().clamp_min(1e-300)).log()   # zero rows: no -inf outliers
         return self._binary(view, obs, info, n, norm_score=True)
 
+    def _residual(self, view: View, obs: Observed, info: dict[str, Any]) -> Tensor:
+        if obs.num_classes != 2:
+            raise UserError(f"method 'residual' scores binary labels; this task has "
+                            f"{obs.num_classes} classes (use cluster, cosine or completion)")
+        n = off_axis(obs).norm(dim=1)
+        n = (n + 1e-3 * n.median().clamp_min(1e-300)).log()
+        info["scored"] = "gradient norm off each batch's dominant (Marvell noise) axis"
+        # oriented by Li et al.'s prior alone (|p - y| is larger for the rarer label 1): a
+        # surrogate taught on a few public rows is no better than the noise it would read
+        return self._binary(view, obs, info, n, norm_score=True, teacher=False)
+
     def _binary(self, view: View, obs: Observed, info: dict[str, Any], score: Tensor,
-                *, norm_score: bool = False) -> Tensor:
+                *, norm_score: bool = False, sign_split: bool = False,
+                teacher: bool = True) -> Tensor:
         """Orient a binary score (which side is label 1) and squash it to a probability."""
-        logp = self._teacher(view, obs, info)
+        logp = self._teacher(view, obs, info) if teacher else None
         if logp is not None:
             p1 = logp[:, 1].exp()
             sign = 1.0 if torch.corrcoef(torch.stack([score, p1]))[0, 1] >= 0 else -1.0
@@ -263,11 +289,16 @@ class LabelInference(Attack):
             # clearly imbalanced public labels: a direction score's label 1 is the cluster whose
             # share matches the public rate of label 1 (a weak teacher's sign can flip; the norm
             # score keeps Li et al.'s orientation)
-            above = float((s > two_means_threshold(s)).double().mean())
+            split = 0.0 if sign_split else two_means_threshold(s)
+            above = float((s > split).double().mean())
             if abs(above - rate) > abs(1.0 - above - rate):
                 s = -s
                 info["oriented_by"] = "public label rate"
-        t = self._threshold(view, s, info)
+        if sign_split and (s > 0).any() and (s < 0).any():
+            t = torch.zeros((), dtype=s.dtype)
+            info["threshold"] = "sign of the cosine with the gradient axis"
+        else:
+            t = self._threshold(view, s, info)
         spread = (s - t).abs().median().clamp_min(1e-12)
         return torch.sigmoid(4.0 * (s - t) / spread)
 

@@ -155,9 +155,10 @@ def mono_epoch(setup: Any, cfg: Any, split: Any | None = None,
 def role_context(cfg: Any, setup: Any, rank: int, link: Any) -> Any:
     """The Context runner.run_rank builds (runner.rank_context, on `cfg.device`), without the
     experimenter's per-round evaluation."""
+    from slsec.run.experiment import resolve
     from slsec.run.runner import rank_context
-    from slsec.run.setup import build_defense
-    return rank_context(cfg, setup, rank, link, build_defense(cfg, setup))
+    exp = resolve(cfg, setup)
+    return rank_context(exp, rank, link, exp.fresh_defense())
 
 
 def sl_local_roles(cfg: Any, setup: Any, turns: bool = True,
@@ -167,11 +168,12 @@ def sl_local_roles(cfg: Any, setup: Any, turns: bool = True,
     as threads. `via_host`: on a GPU, every message goes to the host and back, as over MPI
     (LocalLink otherwise hands device tensors over as they are)."""
     from slsec.protocols.base import PROTOCOLS
+    from slsec.run.experiment import resolve
     from slsec.run.runner import take_turns
     from slsec.wire.transport import LocalHub
 
     proto = PROTOCOLS.get(cfg.protocol)
-    scheduler = take_turns(cfg) if turns else None
+    scheduler = take_turns(resolve(cfg, setup)) if turns else None
     hub = LocalHub(cfg.clients + 1, timeout=cfg.timeout, turns=scheduler)
     links = [hub.link(r) for r in range(cfg.clients + 1)]
     for link in links:
@@ -204,9 +206,10 @@ def sl_local_roles(cfg: Any, setup: Any, turns: bool = True,
 
 def sl_local_runner(cfg: Any, setup: Any) -> tuple[float, float]:
     """(wall, cpu) s of runner.run_local: what `slsec train` runs (per-round evaluation included)."""
+    from slsec.run.experiment import resolve
     from slsec.run.runner import run_local
     with Clock() as c:
-        run_local(cfg, setup)
+        run_local(resolve(cfg, setup))
     return c.pair
 
 
@@ -225,7 +228,7 @@ def random_image_setup(cfg: Any, n: int, shape: tuple[int, int, int] = (3, 32, 3
     shards = [a for a in np.array_split(np.arange(n), cfg.clients)]
     setup = Setup(cfg, data, (), train.subset([]), shards, test.subset(range(min(cfg.probe_size, n_test))),
                   cfg.label_party)
-    setup.cuts = resolve_cuts(cfg, setup.build())
+    setup.cuts = resolve_cuts(cfg, setup.build(), setup.protocol.cuts_needed)
     return setup
 
 

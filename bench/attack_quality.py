@@ -26,18 +26,18 @@ def cell(cut: str, sigma: str) -> dict:
     from slsec.run import harness
     from slsec.config import make_config
     from slsec.run.runner import run_local
-    from slsec.run.setup import prepare
+    from slsec.run.experiment import resolve
     values: dict = {"protocol": "vanilla", "attack": "inversion", "cut": cut}
     if sigma != "none":
         values.update(defense=("dp",), sigma=float(sigma))
     cfg = make_config(values)
-    setup = prepare(cfg)
-    outcomes = run_local(cfg, setup, None, None)
+    exp = resolve(cfg)
+    outcomes = run_local(exp)
     cpu = time.process_time()
-    guess = harness.run_attack(cfg, setup, outcomes[harness.attacked_rank(cfg)])
+    guess = harness.run_attack(exp, outcomes[exp.attack.rank])
     cpu = time.process_time() - cpu
     server = outcomes[0]
-    m, _ = harness.score(cfg, setup, guess, server.truth_inputs, server.truth_labels)
+    m, _ = harness.score(exp, guess, server.truth_inputs, server.truth_labels)
     by_method = m.get("attack_ssim_mean_by_method", {m["attack_method"]: m["attack_ssim_mean"]})
     return {"ssim": by_method,
             "reported": m["attack_ssim_mean"], "attack_cpu_s": cpu,

@@ -105,7 +105,7 @@ def per_iter(t: dict, lo: str, hi: str, n: int, what: str) -> float:
 def whitebox(args: argparse.Namespace, rows: list) -> None:
     import slsec.attacks  # noqa: F401
     from slsec.attacks.base import ATTACKS
-    from slsec.run.harness import DEFAULT_KNOWLEDGE, make_view
+    from slsec.run.harness import DEFAULT_KNOWLEDGE, make_view, resolve
 
     cls = ATTACKS.get("inversion")
     for cut in args.cuts.split(","):
@@ -116,7 +116,7 @@ def whitebox(args: argparse.Namespace, rows: list) -> None:
         with torch.no_grad():
             smashed = {k: v.detach() for k, v in head(feats).items()}
         outcome = fake_outcome(model, "server", "vanilla", lambda o: o.smashed(smashed))
-        view = make_view(cfg, setup, outcome, "server", DEFAULT_KNOWLEDGE["server"])
+        view = make_view(resolve(cfg, setup), outcome, "server", DEFAULT_KNOWLEDGE["server"])
         i1, i2 = args.iters
         t = interleaved({"lo": attack_run(cls, "whitebox", view, i1, restarts=1),
                          "hi": attack_run(cls, "whitebox", view, i2, restarts=1),
@@ -166,7 +166,7 @@ def reference_ig(model: torch.nn.Module, update: Any, shape: tuple, n: int, num_
 def ig(args: argparse.Namespace, rows: list) -> None:
     import slsec.attacks  # noqa: F401
     from slsec.attacks.base import ATTACKS
-    from slsec.run.harness import DEFAULT_KNOWLEDGE, make_view
+    from slsec.run.harness import DEFAULT_KNOWLEDGE, make_view, resolve
     from slsec.protocols.base import state
     from slsec.threat import Update
 
@@ -190,7 +190,7 @@ def ig(args: argparse.Namespace, rows: list) -> None:
         fns: dict[str, Callable[[], tuple[float, float]]] = {}
         if real:
             outcome = fake_outcome(model, "aggregator", "fedavg", lambda o: o.update(upd))
-            view = make_view(cfg, setup, outcome, "aggregator", DEFAULT_KNOWLEDGE["aggregator"])
+            view = make_view(resolve(cfg, setup), outcome, "aggregator", DEFAULT_KNOWLEDGE["aggregator"])
             restarts = [1, cls.DEFAULTS["ig"].get("restarts", 1)] \
                 if hasattr(cls, "DEFAULTS") else [None]
             for r in dict.fromkeys(restarts):

@@ -39,7 +39,7 @@ from slsec import metrics
 from slsec.attacks.hijack import Hijack
 from slsec.config import make_config
 from slsec.defenses.base import DEFENSES
-from slsec.run.harness import public_mechanism, train_steps
+from slsec.run.harness import resolve, train_steps
 from slsec.run.setup import prepare
 from slsec.threat import View
 
@@ -59,7 +59,7 @@ class Server:
             view = View(role="server", protocol="vanilla",
                         knowledge=frozenset({"architecture", "aux_data"}),
                         build_model=setup.build, cuts=setup.cuts, aux=setup.aux,
-                        public={**public_mechanism(cfg, setup), "train_steps": train_steps(cfg, setup)})
+                        public={**resolve(cfg, setup).public(), "train_steps": train_steps(cfg, setup)})
             params = {"conditional": False} if kind == "fsha-uncond" else {}
             self.hook = Hijack(seed=seed, **params).hijack(view)
             self.hook.warm_up()

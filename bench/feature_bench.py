@@ -30,7 +30,7 @@ def seed_scores(name: str, seed: int, args: argparse.Namespace, extra: dict[str,
                        "rounds": args.rounds, "batch_size": 64, "lr": 1e-3, "seed": seed,
                        "aux_size": 200, "probe_size": 100_000, "threads": 1, **extra})
     setup = prepare(cfg)
-    outcomes = run_local(cfg, setup)
+    outcomes = run_local(resolve(cfg, setup))
     server = outcomes[0]
     truth = server.truth_inputs                   # party 1's columns of the probe rows
     cols = setup.model_groups()[0]

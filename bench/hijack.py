@@ -23,18 +23,19 @@ import torch
 from slsec import metrics
 from slsec.attacks.hijack import Hijack
 from slsec.config import make_config
-from slsec.run.harness import public_mechanism, train_steps
+from slsec.run.harness import resolve, train_steps
 from slsec.run.setup import prepare
 from slsec.threat import View
 
 
-def curve(cut: str, steps: int, every: int, seed: int,
-          params: dict) -> tuple[list[tuple[int, float, float]], int | None]:
-    cfg = make_config({"cut": cut, "clients": 1, "seed": seed, "attack": "hijack"})
+def curve(cut: str, steps: int, every: int, seed: int, params: dict,
+          dataset: str = "mnist") -> tuple[list[tuple[int, float, float]], int | None]:
+    cfg = make_config({"cut": cut, "clients": 1, "seed": seed, "attack": "hijack",
+                       "dataset": dataset})
     setup = prepare(cfg)
     view = View(role="server", protocol="vanilla", knowledge=frozenset({"architecture", "aux_data"}),
                 build_model=setup.build, cuts=setup.cuts, aux=setup.aux,
-                public={**public_mechanism(cfg, setup), "train_steps": train_steps(cfg, setup)})
+                public={**resolve(cfg, setup).public(), "train_steps": train_steps(cfg, setup)})
     t0 = time.perf_counter()
     hook = Hijack(seed=seed, **params).hijack(view)
     hook.warm_up()
@@ -80,13 +81,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--every", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist (embedded)")
     ap.add_argument("--param", action="append", default=[],
                     help="hook parameter override, e.g. --param gp=100 (repeatable)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     params = {k: type(Hijack.DEFAULTS[k])(v) if not isinstance(Hijack.DEFAULTS[k], bool)
               else v.lower() in ("1", "true") for k, v in (p.split("=", 1) for p in args.param)}
-    rows = {cut: curve(cut, args.steps, args.every, args.seed, params)
+    rows = {cut: curve(cut, args.steps, args.every, args.seed, params, args.dataset)
             for cut in args.cuts.split(",")}
     print("\ncut     first step with SSIM >= 0.70   server stopped at   final SSIM")
     for cut, (pts, stop) in rows.items():

@@ -108,6 +108,7 @@ def mpi(args: argparse.Namespace) -> None:
     from mpi4py import MPI
 
     from slsec.protocols.base import PROTOCOLS
+    from slsec.run.experiment import resolve
     from slsec.run.runner import run_mpi
     from slsec.wire import transport
     from slsec.wire.transport import MPILink
@@ -156,7 +157,7 @@ def mpi(args: argparse.Namespace) -> None:
                "SL roles": roles,
                "SL roles, poll first": lambda: roles(learn=False),
                "SL roles, give waits": lambda: roles(given=0),
-               "SL runner": lambda: both(lambda: run_mpi(cfg, setup))}
+               "SL runner": lambda: both(lambda: run_mpi(resolve(cfg, setup)))}
         if rank == 0:
             print(f"MNIST CNN, cut {cut}: {n} samples, batch {cfg.batch_size}", flush=True)
         t = interleaved(fns, args.reps, log=print if rank == 0 else None)

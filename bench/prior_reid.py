@@ -11,7 +11,7 @@ from __future__ import annotations
 from _common import Clock, one_thread
 
 from slsec.config import make_config
-from slsec.run.harness import attacked_rank, beyond_prior, reid_candidates, run_attack, score
+from slsec.run.harness import beyond_prior, reid_candidates, resolve, run_attack, score
 from slsec.run.runner import run_local
 from slsec.run.setup import prepare
 
@@ -21,18 +21,19 @@ def main() -> None:
     cfg = make_config({"protocol": "vanilla", "attack": "inversion", "defense": "dp",
                        "sigma": 0.5})
     setup = prepare(cfg)
-    outcomes = run_local(cfg, setup, None)
+    exp = resolve(cfg, setup)
+    outcomes = run_local(exp)
     with Clock() as attack:
-        guess = run_attack(cfg, setup, outcomes[attacked_rank(cfg)])
+        guess = run_attack(exp, outcomes[exp.attack.rank])
     truth = outcomes[0].truth_inputs
     with Clock() as scoring:
-        m, shown = score(cfg, setup, guess, truth, outcomes[0].truth_labels)
+        m, shown = score(exp, guess, truth, outcomes[0].truth_labels)
     import torch
 
     from slsec.attacks import prior as priors
     from slsec.attacks.inversion import CutChannel
     from slsec.run.harness import attacker_knowledge, make_view
-    view = make_view(cfg, setup, outcomes[0], "server", attacker_knowledge(cfg, "server"))
+    view = make_view(exp, outcomes[0], "server", attacker_knowledge(cfg, "server"))
     obs = torch.cat([msg["x"] for msg in view.smashed]).float()
     with Clock() as build:
         priors._build_prior(view, obs, CutChannel.from_public(view.public),

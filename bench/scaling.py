@@ -113,6 +113,7 @@ SIMULATED = [(4, 1.0), (100, 1.0), (1000, 0.1)]
 def sim_worker(k: int, fraction: float) -> None:
     """One local-backend SplitFed run; prints JSON: round seconds, peak RSS."""
     from slsec.config import make_config
+    from slsec.run.experiment import resolve
     from slsec.run.runner import run_local
     from slsec.run.setup import prepare
     cfg = make_config({"dataset": "mnist", "protocol": "splitfed", "clients": k,
@@ -120,7 +121,7 @@ def sim_worker(k: int, fraction: float) -> None:
     setup = prepare(cfg)
     rss0 = peak_rss_mb()
     t0 = time.perf_counter()
-    server = run_local(cfg, setup)[0]
+    server = run_local(resolve(cfg, setup))[0]
     ends = [r.wall_s for r in server.records]
     rounds = [b - a for a, b in zip([0.0] + ends, ends)]
     print(json.dumps({"k": k, "fraction": fraction, "rounds_s": rounds, "rss_before_mb": rss0,

@@ -32,7 +32,7 @@ def main() -> None:
     from slsec.config import make_config
     from slsec.run import harness, side_by_side
     from slsec.run.runner import run_local
-    from slsec.run.setup import prepare
+    from slsec.run.experiment import resolve
     installed = side_by_side.free_cores
     rows = []
     for cut in args.cuts.split(","):
@@ -40,15 +40,15 @@ def main() -> None:
         if args.sigma != "none":
             values.update(defense=("dp",), sigma=float(args.sigma))
         cfg = make_config(values)
-        setup = prepare(cfg)
-        outcome = run_local(cfg, setup, None, None)[harness.attacked_rank(cfg)]
+        exp = resolve(cfg)
+        outcome = run_local(exp)[exp.attack.rank]
         guesses: dict[str, list[dict]] = {"one by one": [], "side by side": []}
 
         def timed(name: str, cores):
             def run() -> tuple[float, float]:
                 side_by_side.free_cores = cores
                 with Clock() as c:
-                    guesses[name].append(harness.run_attack(cfg, setup, outcome))
+                    guesses[name].append(harness.run_attack(exp, outcome))
                 side_by_side.free_cores = installed
                 return c.pair
             return run

@@ -35,7 +35,7 @@ from _common import one_thread  # noqa: E402
 from slsec.config import make_config  # noqa: E402
 from slsec.metrics import label_auc  # noqa: E402
 from slsec.report.stats import fmt_ci, t_interval  # noqa: E402
-from slsec.run.harness import run_attack  # noqa: E402
+from slsec.run.harness import resolve, run_attack  # noqa: E402
 from slsec.run.runner import evaluate_model, make_plan, run_local  # noqa: E402
 from slsec.run.scoring import score  # noqa: E402
 from slsec.run.setup import prepare  # noqa: E402
@@ -94,7 +94,7 @@ def labels_bench(name: str, args: argparse.Namespace) -> None:
     for seed in range(args.seeds):
         cfg = config(name, seed, args)
         setup = prepare(cfg)
-        outcomes = run_local(cfg, setup)
+        outcomes = run_local(resolve(cfg, setup))
         put("vertical accuracy", outcomes[0].records[-1].accuracy)
         central = centralised(cfg, setup)
         put("centralised accuracy", evaluate_model(central, setup.data.test)[0])
@@ -104,7 +104,7 @@ def labels_bench(name: str, args: argparse.Namespace) -> None:
         server = outcomes[0]
         for method in ("cosine", "norm"):
             c = cfg.replace(method=method)
-            m, _ = score(c, setup, run_attack(c, setup, outcomes[1]), server.truth_inputs,
+            m, _ = score(e := resolve(c, setup), run_attack(e, outcomes[1]), server.truth_inputs,
                          server.truth_labels)
             put(f"{method} label accuracy", m["label_accuracy"])
             put(f"{method} label AUC", m["label_auc"])

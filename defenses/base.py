@@ -232,12 +232,9 @@ def positive(name: str, value: float, *, allow_zero: bool = False, allow_inf: bo
 
 
 def dp_accounting(delta: float, accountant: str) -> tuple[float, str]:
-    """The (delta, accountant) of a DP defense, checked: delta in (0, 1), an Opacus accountant."""
-    from slsec.privacy.accounting import ACCOUNTANTS
-    checked = positive("delta", delta)
-    if checked >= 1:
-        raise UserError(f"--delta must be in (0, 1), got {delta}")
-    if accountant not in ACCOUNTANTS:
-        raise UserError(f"--accountant must be one of {', '.join(ACCOUNTANTS)}, "
-                        f"got {accountant!r}")
-    return checked, accountant
+    """The (delta, accountant) of a DP defense, checked by the core parameters' declarations
+    (--delta in (0, 1), --accountant one of the Opacus accountants)."""
+    from slsec.config import PARAMS
+    from slsec.params import check_given
+    check_given((PARAMS["delta"][0], PARAMS["accountant"][0]), delta=delta, accountant=accountant)
+    return float(delta), accountant

@@ -25,8 +25,7 @@ import torch
 from torch import Tensor
 
 from slsec.defenses.base import DEFENSES, Defense
-from slsec.errors import UserError
-from slsec.params import Param
+from slsec.params import Param, check_given
 from slsec.threat import CutCompression
 
 
@@ -74,17 +73,13 @@ class Compress(Defense):
               "coordinates kept (largest magnitude)", check=("unit_interval",), kw="keep",
               unused="is the sparsification of --defense compress"),
         Param("compress_bits", "int", 0, "compress: bits per smashed coordinate (0: not "
-              "quantised)", check=("zero_or_more",), kw="bits",
+              "quantised)", check=("zero_or_more", "at_most_32"), kw="bits",
               unused="is the quantisation of --defense compress"),
     )
 
     def __init__(self, *, keep: float = 1.0, bits: int | None = 0) -> None:
-        keep = float(keep)
-        if not 0.0 < keep <= 1.0:
-            raise UserError(f"--compress-keep must be in (0, 1], got {keep}")
-        if bits is not None and (int(bits) != bits or int(bits) < 0 or int(bits) > 32):
-            raise UserError(f"--compress-bits must be an integer in 0..32, got {bits}")
-        self.keep, self.bits = keep, (int(bits) or None) if bits is not None else None
+        check_given(type(self).params, keep=keep, bits=bits)
+        self.keep, self.bits = float(keep), (int(bits) or None) if bits is not None else None
 
     def smashed(self, h: Tensor, *, train: bool, gen: torch.Generator | None) -> Tensor:
         return compress(h, self.keep, self.bits)

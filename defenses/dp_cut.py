@@ -45,19 +45,18 @@ CNN's conv1, 0.58 at fc1). The class default C = 1.0 is only for direct construc
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from slsec.privacy import accounting
 from slsec.privacy import reid_bound
-from slsec.defenses.base import DEFENSES, TARGET_EPSILON, Defense, dp_accounting, overflow_check, positive
+from slsec.defenses.base import DEFENSES, TARGET_EPSILON, Defense, dp_accounting, overflow_check
 from slsec.errors import UserError
-from slsec.params import Param
+from slsec.params import Param, check_given
 from slsec.threat import CutNoise
 
-MECHANISMS = ("gaussian", "laplace")
 
 
 def clip_rows(h: Tensor, clip: float) -> Tensor:
@@ -104,35 +103,24 @@ class DPCut(Defense):
               choices=("gaussian", "laplace"), unused="is the noise mechanism of --defense dp"),
         TARGET_EPSILON,
     )
-    flags: ClassVar[dict[str, str]] = {   # parameter -> CLI flag named in error messages
-        "sigma": "sigma", "clip": "clip", "mechanism": "mechanism",
-        "target_epsilon": "target-epsilon"}
-
     def __init__(self, *, sigma: float | None = None, clip: float | None = None,
                  mechanism: str = "gaussian", delta: float = 1e-5, accountant: str = "prv",
                  target_epsilon: float | None = None) -> None:
-        f = self.flags
-        if sigma is not None and target_epsilon is not None:
-            raise UserError(f"--{f['sigma']} and --{f['target_epsilon']} exclude each other; "
-                            f"give one (the target solves sigma)")
+        check_given(type(self).params, sigma=sigma, clip=clip, mechanism=mechanism,
+                    target_epsilon=target_epsilon)
         # not given: C comes from public data (fit_public); 1.0 until then
         self.clip_from_public = clip is None
-        self.clip = positive(f["clip"], 1.0 if clip is None else clip, allow_inf=True)
-        if mechanism not in MECHANISMS:
-            raise UserError(f"--{f['mechanism']} must be one of {', '.join(MECHANISMS)}, "
-                            f"got {mechanism!r}")
+        self.clip = float(1.0 if clip is None else clip)
         self.mechanism = mechanism
         self.delta, self.accountant = dp_accounting(delta, accountant)
-        self.target_epsilon = None
-        if target_epsilon is not None:
-            self.target_epsilon = positive(f["target_epsilon"], target_epsilon)
-            if mechanism != "gaussian" or math.isinf(self.clip):
-                raise UserError(f"--{f['target_epsilon']} needs --{f['mechanism']} gaussian "
-                                f"and a finite --{f['clip']}")
+        self.target_epsilon = None if target_epsilon is None else float(target_epsilon)
+        if target_epsilon is not None and (mechanism != "gaussian" or math.isinf(self.clip)):
+            flag = {p.name: p.flag for p in self.params}
+            raise UserError(f"{flag['target_epsilon']} needs {flag['mechanism']} gaussian "
+                            f"and a finite {flag['clip']}")
         # sigma stays None until calibrate() when a target epsilon is given
         self.sigma: float | None = (None if target_epsilon is not None
-                                    else positive(f["sigma"], 1.0 if sigma is None else sigma,
-                                                  allow_zero=True))
+                                    else float(1.0 if sigma is None else sigma))
         self.dim: int | None = None   # largest row size seen (Laplace L1 bound)
 
     @staticmethod
@@ -149,7 +137,7 @@ class DPCut(Defense):
                   sample_rate: float = 1.0) -> float:
         """Solve sigma so that `epsilon` after `epochs` (or steps at sample_rate) is <= the target."""
         if self.target_epsilon is None:
-            raise UserError(f"calibration needs --{self.flags['target_epsilon']}")
+            raise UserError(f"calibration needs {TARGET_EPSILON.flag}")
         if (epochs is None) == (steps is None):
             raise ValueError("calibrate takes exactly one of epochs or steps")
         n = int(epochs) if epochs is not None else self.releases(int(steps), sample_rate)  # type: ignore[arg-type]

@@ -30,9 +30,9 @@ from torch import Tensor, nn
 
 from slsec.privacy import accounting
 from slsec.privacy import reid_bound
-from slsec.defenses.base import DEFENSES, TARGET_EPSILON, Defense, dp_accounting, overflow_check, positive
+from slsec.defenses.base import DEFENSES, TARGET_EPSILON, Defense, dp_accounting, overflow_check
 from slsec.errors import UserError
-from slsec.params import Param
+from slsec.params import Param, check_given
 from slsec.threat import ClippedGradientNoise
 
 # Opacus' hooks note that the inputs never require grad: benign here. Filtered once, for the
@@ -90,18 +90,15 @@ class DPSGD(Defense):
     def __init__(self, *, noise_multiplier: float | None = None, max_grad_norm: float = 1.0,
                  delta: float = 1e-5, accountant: str = "prv", poisson_sampling: bool = True,
                  target_epsilon: float | None = None) -> None:
-        if noise_multiplier is not None and target_epsilon is not None:
-            raise UserError("--noise-multiplier and --target-epsilon exclude each "
-                            "other; give one (the target solves the noise multiplier)")
-        self.max_grad_norm = positive("max-grad-norm", max_grad_norm)
+        check_given(type(self).params, noise_multiplier=noise_multiplier,
+                    max_grad_norm=max_grad_norm, target_epsilon=target_epsilon)
+        self.max_grad_norm = float(max_grad_norm)
         self.delta, self.accountant = dp_accounting(delta, accountant)
         self.poisson_sampling = bool(poisson_sampling)
-        self.target_epsilon = (None if target_epsilon is None
-                               else positive("target-epsilon", target_epsilon))
+        self.target_epsilon = None if target_epsilon is None else float(target_epsilon)
         self.noise_multiplier: float | None = (
             None if target_epsilon is not None
-            else positive("noise-multiplier", 1.0 if noise_multiplier is None
-                          else noise_multiplier, allow_zero=True))
+            else float(1.0 if noise_multiplier is None else noise_multiplier))
         self.engine: Any = None   # opacus.PrivacyEngine once attached
 
     def calibrate(self, *, sample_rate: float, epochs: int | None = None,
@@ -112,7 +109,7 @@ class DPSGD(Defense):
         given (all local steps of all rounds) for an exact match.
         """
         if self.target_epsilon is None:
-            raise UserError("calibration needs --target-epsilon")
+            raise UserError(f"calibration needs {TARGET_EPSILON.flag}")
         if (epochs is None) == (steps is None):
             raise ValueError("calibrate takes exactly one of epochs or steps")
         n = int(steps) if steps is not None else math.ceil(epochs / sample_rate - 1e-9)  # type: ignore[operator]

@@ -18,8 +18,7 @@ from torch import Tensor
 
 from slsec.defenses.base import DEFENSES, Defense
 from slsec.defenses.compression import top_k_rows
-from slsec.errors import UserError
-from slsec.params import Param
+from slsec.params import Param, check_given
 from slsec.threat import GradientSparsification
 
 
@@ -43,10 +42,8 @@ class GradSparsify(Defense):
                     unused="is the fraction of --defense grad-sparsify"),)
 
     def __init__(self, *, keep: float = 0.1) -> None:
-        keep = float(keep)
-        if not 0.0 < keep <= 1.0:
-            raise UserError(f"--grad-keep must be in (0, 1], got {keep}")
-        self.keep = keep
+        check_given(type(self).params, keep=keep)
+        self.keep = float(keep)
 
     def cut_grad(self, g: Tensor, *, gen: torch.Generator | None) -> Tensor:
         return sparsify_rows(g, self.keep)

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from slsec.defenses.base import DEFENSES, Defense, positive
+from slsec.defenses.base import DEFENSES, Defense
 from slsec.errors import UserError
-from slsec.params import Param
+from slsec.params import Param, check_given
 from slsec.threat import GradientScaling, LabelNoise
 
 LABEL_HOLDER_PROTOCOLS = frozenset({"vanilla", "splitfed", "ushaped", "vertical"})
@@ -79,7 +79,8 @@ class LabelRR(Defense):
         value = epsilon if epsilon is not None else label_epsilon
         if value is None:
             raise UserError("defense 'label-rr' needs --label-epsilon (a number > 0)")
-        self.eps = positive("label-epsilon", value)
+        check_given(type(self).params, epsilon=value)
+        self.eps = float(value)
 
     def keep_probability(self, num_classes: int) -> float:
         """Probability that a label goes through unchanged."""

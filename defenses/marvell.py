@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from slsec.defenses.base import DEFENSES, Defense, positive
-from slsec.params import Param
+from slsec.defenses.base import DEFENSES, Defense
+from slsec.params import Param, check_given
 from slsec.threat import ClassGradientNoise
 
 GRID = torch.linspace(1e-3, 1 - 1e-3, 999, dtype=torch.float64)
@@ -53,7 +53,8 @@ class Marvell(Defense):
     )
 
     def __init__(self, *, power: float = 1.0) -> None:
-        self.power = positive("marvell-power", power)
+        check_given(type(self).params, power=power)
+        self.power = float(power)
         self.last: tuple[Tensor, float] | None = None
 
     def label_grad(self, g: Tensor, y: Tensor, *, gen: torch.Generator | None) -> Tensor:

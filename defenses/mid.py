@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from slsec.defenses.base import DEFENSES, Defense, positive
-from slsec.params import Param
+from slsec.defenses.base import DEFENSES, Defense
+from slsec.params import Param, check_given
 from slsec.threat import Bottleneck
 
 SIGMA = 1.0   # the encoder's (fixed) standard deviation, the prior's
@@ -62,7 +62,8 @@ class MID(Defense):
                     unused="weighs --defense mid"),)
 
     def __init__(self, *, weight: float = 0.01) -> None:
-        self.weight = positive("mid-weight", weight, allow_zero=True)
+        check_given(type(self).params, weight=weight)
+        self.weight = float(weight)
 
     def smashed(self, h: Tensor, *, train: bool, gen: torch.Generator | None) -> Tensor:
         return sample(h, gen)

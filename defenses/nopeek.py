@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from slsec.defenses.base import DEFENSES, Defense, positive
+from slsec.defenses.base import DEFENSES, Defense
 from slsec.errors import UserError
-from slsec.params import Param
+from slsec.params import Param, check_given
 from slsec.threat import Regularizer
 
 EPS = 1e-12   # keeps sqrt differentiable at 0 (zero distances on the diagonal, independent data)
@@ -65,7 +65,9 @@ class NoPeek(Defense):
         if weight is not None and nopeek_weight is not None and weight != nopeek_weight:
             raise UserError(f"--nopeek-weight given twice ({weight} and {nopeek_weight})")
         w = weight if weight is not None else nopeek_weight
-        self.weight = positive("nopeek-weight", 0.1 if w is None else w, allow_zero=True)
+        w = 0.1 if w is None else w
+        check_given(type(self).params, nopeek_weight=w)
+        self.weight = float(w)
 
     def regularizer(self, x: Tensor, h: Tensor) -> Tensor | None:
         """weight * dCor(x, h) for this batch; None when the weight is 0."""

@@ -28,10 +28,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from slsec.defenses.base import DEFENSES, positive
+from slsec.defenses.base import DEFENSES
 from slsec.defenses.detector import Detector, head_gradient, need_labels, wrong_labels
-from slsec.errors import UserError
-from slsec.params import Param
+from slsec.params import Param, check_given
 from slsec.threat import Detection
 
 
@@ -93,9 +92,8 @@ class SplitGuard(Detector):
     def __init__(self, *, p_fake: float = 0.1, threshold: float = 0.5, window: int = 3,
                  start: int = 20) -> None:
         super().__init__(threshold=threshold, window=window, start=start)
-        self.p_fake = positive("splitguard-p-fake", p_fake)
-        if self.p_fake >= 1:
-            raise UserError(f"--splitguard-p-fake must be < 1, got {p_fake}")
+        check_given(type(self).params, p_fake=p_fake, threshold=threshold)
+        self.p_fake = float(p_fake)
         self.f, self.r = _Mean(), (_Mean(), _Mean())
         self.fakes = 0
         self._regular = 0

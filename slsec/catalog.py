@@ -15,6 +15,7 @@ from typing import Any
 from slsec import plugins
 from slsec.config import PARAMS
 from slsec.errors import UserError
+from slsec.params import exclusion
 
 # name -> (cuts needed, labels reach the server), as each protocol declares them in its own
 # file (slsec.protocols.base.Protocol's defaults: one cut, labels sent)
@@ -121,9 +122,7 @@ def _check_params(name: str, cfg: Any) -> bool:
     given = [p for p in params if getattr(cfg, p.name) not in (None, PARAMS[p.name][0].default)]
     for p in given:
         if p.excludes and getattr(cfg, p.excludes[0]) is not None:
-            other = PARAMS[p.excludes[0]][0]
-            raise UserError(f"{p.flag} and {other.flag} exclude each other; give one "
-                            f"({p.excludes[1]})")
+            raise UserError(exclusion(p, PARAMS[p.excludes[0]][0]))
     return not any(p.deferred for p in given)
 
 

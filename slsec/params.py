@@ -12,6 +12,7 @@ Checks (`check`, applied in order; each names the flag and the value in its mess
   "below_one"     < 1 (with "positive": in (0, 1))
   "at_most_one"   <= 1 (with "positive": in (0, 1])    "unit_interval"  in (0, 1]
   "positive_or_inf"  > 0, inf allowed (clipping off)      "at_most_1024"  <= 1024
+  "at_most_32"    <= 32
 Every float is refused below the smallest normal float (1e-320 divides to inf), whatever its
 checks.
 """
@@ -37,6 +38,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "at_most_one": (lambda v: v <= 1, "in (0, 1]"),
     "unit_interval": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "at_most_1024": (lambda v: v <= 1024, "at most 1024"),
+    "at_most_32": (lambda v: v <= 32, "at most 32"),
 }
 
 
@@ -100,6 +102,11 @@ class Param:
         """Raise a UserError naming the flag if `value` breaks a declared rule."""
         if value is None:
             return
+        if self.type in ("int", "float") and (isinstance(value, bool) or not isinstance(
+                value, (int, float))):   # a plug-in built in Python, not from a config
+            raise UserError(f"{self.flag} must be a number, got {value!r}")
+        if self.type == "int" and isinstance(value, float) and not value.is_integer():
+            raise UserError(f"{self.flag} must be a whole number, got {value}")
         if self.choices and value not in self.choices:
             raise UserError(f"{self.flag} must be one of {', '.join(self.choices)}, "
                             f"got {value!r}")
@@ -125,6 +132,26 @@ def merge(declared: list[tuple[str, Param]]) -> dict[str, tuple[Param, tuple[str
         else:
             out[p.name] = (p, (owner,))
     return out
+
+
+def exclusion(p: Param, other: Param) -> str:
+    """The message for two given parameters that exclude each other (`p.excludes`)."""
+    return f"{p.flag} and {other.flag} exclude each other; give one ({p.excludes[1]})"  # type: ignore[index]
+
+
+def check_given(params: tuple[Param, ...], **given: Any) -> None:
+    """A plug-in's constructor arguments (by keyword), checked by the Params that declare them:
+    each value's rules, then the pairs that exclude each other. The one check of a parameter,
+    with its flag in every message, whether the value came from a config or from Python."""
+    by_kw = {p.keyword: p for p in params}
+    for kw, value in given.items():
+        by_kw[kw].validate(value)
+    for kw, value in given.items():
+        p = by_kw[kw]
+        if p.excludes and value is not None:
+            other = next(q for q in params if q.name == p.excludes[0])
+            if given.get(other.keyword) is not None:
+                raise UserError(exclusion(p, other))
 
 
 def _public(p: Param) -> tuple[Any, ...]:

@@ -71,11 +71,11 @@ def test_setting_is_idempotent():
 def test_every_local_run_keeps_freed_memory(monkeypatch):
     """run_local sets it (and so `slsec train`, the card and every sweep cell that runs locally)."""
     from slsec.config import make_config
-    from slsec.run.setup import prepare
+    from slsec.run.experiment import resolve
 
     calls = []
     monkeypatch.setattr(runner, "keep_freed_memory", lambda: calls.append(1) or True)
     cfg = make_config({"rounds": 1, "clients": 1, "max_train": 32, "batch_size": 32,
                        "probe_size": 8, "aux_size": 0})
-    runner.run_local(cfg, prepare(cfg))
+    runner.run_local(resolve(cfg))
     assert calls

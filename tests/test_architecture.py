@@ -138,3 +138,27 @@ def test_a_long_module_says_why_in_its_docstring():
         if len(text.splitlines()) > MAX_LINES and str(MAX_LINES) not in doc:
             unexplained.append(f"{module} ({len(text.splitlines())} lines)")
     assert unexplained == []
+
+
+# what builds a document (a table, a page, a plot): slsec/report's work, never the CLI's
+RENDERERS = ("rich.table", "rich.markdown", "matplotlib", "slsec.report.plots")
+
+
+def test_the_cli_renders_no_document():
+    """slsec/cli parses options and prints what slsec.report renders: none of its modules
+    imports a table, page or plot builder."""
+    mods = _modules()
+    found = {m: sorted(n for n in _names(p) if n.startswith(RENDERERS))
+             for m, p in mods.items() if m.startswith("slsec.cli")}
+    assert {m: n for m, n in found.items() if n} == {}
+
+
+def _names(path: Path) -> set[str]:
+    """Every module name `path` imports (any package), anywhere in its body."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+    return out

@@ -70,12 +70,13 @@ def test_only_a_server_that_receives_labels_holds_the_probe_labels(protocol, hel
     import torch
 
     from slsec.attacks.prior import received_labels
-    from slsec.run.harness import attacker_knowledge, make_view, prepare
+    from slsec.run.harness import attacker_knowledge, make_view, prepare, resolve
     from slsec.run.runner import run_local
     cfg = make_config({**SMALL, "protocol": protocol, "attack": "inversion"})
     setup = prepare(cfg)
-    outcome = run_local(cfg, setup, None)[0]
-    view = make_view(cfg, setup, outcome, "server", attacker_knowledge(cfg, "server"))
+    exp = resolve(cfg, setup)
+    outcome = run_local(exp)[0]
+    view = make_view(exp, outcome, "server", attacker_knowledge(cfg, "server"))
     labels = received_labels(view)
     assert (labels is not None) == held
     if held:

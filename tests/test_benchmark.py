@@ -86,3 +86,13 @@ def test_tiny_benchmark_through_the_cli_writes_csv_and_report(tmp_path):
     assert (folder / "results.csv").read_bytes() == before
     assert main(argv + ["--resume"]) == 0
     assert len(read_rows(folder / "results.csv")) == 12
+
+
+def test_the_line_of_a_converged_table_names_the_stopping_round_and_capped_runs():
+    rows = [{**_row("splitfed", 0.95), "rounds": "30", "converged": "1.0"},
+            {**_row("vanilla", 0.90), "rounds": "30", "converged": "0.6667"}]
+    [line] = verdicts(rows)
+    assert "stopping round (at most 30)" in line and "after 30 rounds" not in line
+    assert "did not fire for every seed of vanilla" in line
+    [line] = verdicts([{**r, "converged": "1.0"} for r in rows])
+    assert "did not fire" not in line

@@ -83,3 +83,56 @@ def test_small_benchmark_to_convergence_repeats_exactly(tmp_path):
             "mb_on_wire", "lr", "key")
     for ra, rb in zip(rows["a"], rows["b"]):
         assert {k: ra[k] for k in same} == {k: rb[k] for k in same}
+
+
+def test_a_cell_stops_training_when_the_rule_fires():
+    """The rule stops the run itself: no round past the stopping round trains, and the rounds
+    that did train are those of a run capped there (same seed)."""
+    from slsec.run.convergence import train
+    cfg = make_config({"dataset": "mnist", "clients": 2, "max_train": 160, "batch_size": 32,
+                       "rounds": 6, "aux_size": 0})
+    seen = []
+    result, curve = train(cfg, Rule(min_delta=0.99, patience=1, max_rounds=6), on_round=seen.append)
+    assert result is None and len(seen) == 2 and [r["round"] for r in curve] == [1, 2]
+    full, whole = train(cfg.replace(rounds=3), Rule(min_delta=0.0, patience=5, max_rounds=3))
+    assert full is not None and len(whole) == 3
+    assert [r["accuracy"] for r in whole[:2]] == [r["accuracy"] for r in curve]
+    assert [r["bytes"] for r in whole[:2]] == [r["bytes"] for r in curve]
+
+
+def test_rule_settings_as_toml_keys_and_flags_override_them(tmp_path):
+    conf = tmp_path / "b.toml"
+    conf.write_text('[benchmark]\ndataset = "mnist"\nprotocol = "vanilla"\npartition = "iid"\n'
+                    'max_train = 160\nbatch_size = 32\nmax_rounds = 4\npatience = 1\n'
+                    'min_delta = 0.99\n')
+    assert main(["benchmark", "--config", str(conf), "--out", str(tmp_path), "--run-id", "t"]) == 0
+    row, = read_rows(tmp_path / "benchmark-t" / "results.csv")
+    assert (int(row["rounds_run"]), float(row["min_delta"]), int(row["patience"])) == (2, 0.99, 1)
+    assert main(["benchmark", "--config", str(conf), "--patience", "2", "--out", str(tmp_path),
+                 "--run-id", "u"]) == 0
+    row, = read_rows(tmp_path / "benchmark-u" / "results.csv")
+    assert (int(row["rounds_run"]), int(row["patience"])) == (3, 2)
+
+
+def test_bad_rule_value_in_toml_is_one_line(tmp_path, capsys):
+    conf = tmp_path / "b.toml"
+    conf.write_text('[benchmark]\ndataset = "mnist"\npatience = 0\n')
+    assert main(["benchmark", "--config", str(conf), "--out", str(tmp_path)]) == 2
+    e = capsys.readouterr().err.strip()
+    assert "patience" in e and "at least 1" in e and len(e.splitlines()) == 1
+
+
+def test_the_fashion_configs_load():
+    from pathlib import Path
+    from slsec.study import sweeps as sweep
+    from slsec.study.benchmark import plan_grid, rule_values
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    cells = plan_grid(str(configs / "slperf_fashion.toml"), {})
+    assert len(cells) == 6 and {(c.clients, c.max_train, c.dataset) for c in cells} == \
+        {(4, 2000, "fashion-mnist")}
+    rule = parse_rule(*(rule_values(str(configs / "slperf_fashion.toml"))[k] for k in
+                        ("min_delta", "patience", "max_rounds", "lr_grid")))
+    assert (rule.max_rounds, rule.patience, rule.min_delta, rule.lrs) == \
+        (30, 5, 0.005, (0.001, 0.003, 0.01))
+    frontier = sweep.grid_cells(sweep.parse_grid(str(configs / "dp_frontier_fashion.toml"), {}))
+    assert {c.sigma for c in frontier} == {0, 0.1, 0.2, 0.5} and {c.cut for c in frontier} == {"fc1"}

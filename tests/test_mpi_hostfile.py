@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from slsec.config import make_config
+from slsec.run.experiment import resolve
 from slsec.run.runner import run_local
-from slsec.run.setup import prepare
 
 BIN = Path(sys.executable).parent
 SMALL = ["--protocol", "splitfed", "--clients", "2", "--max-train", "192", "--rounds", "2",
@@ -47,6 +47,6 @@ def test_hostfile_job_maps_ranks_to_hosts_and_matches_the_local_run(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads((out / "hostfile" / "result.json").read_text())
     flags = dict(zip((a[2:].replace("-", "_") for a in SMALL[::2]), SMALL[1::2]))
-    server = run_local(make_config(flags), prepare(make_config(flags)))[0]
+    server = run_local(resolve(make_config(flags)))[0]
     assert [(c["accuracy"], c["loss"]) for c in result["curve"]] == \
         [(r.accuracy, r.loss) for r in server.records]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from slsec.config import make_config
+from slsec.run.experiment import resolve
 from slsec.run.runner import run_local
-from slsec.run.setup import prepare
 
 SCRIPT = Path(__file__).parent / "mpi_scripts" / "run_protocol.py"
 MPIEXEC = str(Path(sys.executable).parent / "mpiexec")
@@ -54,7 +54,7 @@ def test_local_and_mpi_give_the_same_run(mpi_runs, case):
     protocol, extra = CASES[case]
     mpi = mpi_runs[case]
     cfg = make_config({**SMALL, "protocol": protocol, **extra})
-    server = run_local(cfg, prepare(cfg))[0]
+    server = run_local(resolve(cfg))[0]
     local_curve = np.array([[r.accuracy, r.loss] for r in server.records])
     print(f"{protocol}: local curve {local_curve.tolist()} mpi curve {mpi['curve'].tolist()}")
     np.testing.assert_array_equal(local_curve, mpi["curve"])

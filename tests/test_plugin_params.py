@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 TOY = '''
 """A toy defense: scales the smashed data by a public factor (no DP claim)."""
 from slsec.defenses.base import DEFENSES, Defense
@@ -133,3 +135,40 @@ def test_a_parameter_shared_through_the_base_module_is_read_without_importing(tm
     assert declared.params[0].unused == "calibrates --defense dp or dpsgd"
     own = {d.name: [p.name for p in d.params] for d in plugins.declarations("defense")}
     assert "target_epsilon" in own["dp"] and "target_epsilon" in own["dpsgd"]
+
+
+# a value each rule refuses (slsec.params.RULES), of the parameter's type
+REFUSED = {"positive": -1.0, "non_negative": -1.0, "at_least_one": 0, "zero_or_more": -1,
+           "positive_or_inf": 0.0, "below_one": 1.5, "at_most_one": 1.5, "unit_interval": 0.0,
+           "at_most_1024": 2000, "at_most_32": 40}
+
+
+def test_a_plugin_constructor_checks_a_parameter_by_its_declaration():
+    """A declared parameter has one check, its Param's: a plug-in built directly in Python
+    refuses a bad value with the very message (naming the flag) the config gives."""
+    import inspect
+
+    import slsec.attacks  # noqa: F401  (registration)
+    import slsec.run.setup  # noqa: F401  (registers defenses)
+    from slsec.attacks.base import ATTACKS
+    from slsec.config import make_config
+    from slsec.defenses.base import DEFENSES
+    from slsec.errors import UserError
+    checked = []
+    for _, cls in [*DEFENSES, *ATTACKS]:
+        keywords = inspect.signature(cls.__init__).parameters
+        for p in cls.params:
+            if p.keyword not in keywords or not (p.check or p.choices):
+                continue
+            bad = "bogus" if p.choices else REFUSED[p.check[0]]
+            bad = int(bad) if p.type == "int" else bad
+            with pytest.raises(UserError) as by_config:
+                make_config({p.name: bad})
+            with pytest.raises(UserError, match=".") as by_constructor:
+                cls(**{p.keyword: bad})
+                raise AssertionError(f"{cls.name}({p.keyword}={bad!r}) was accepted")
+            assert str(by_constructor.value) == str(by_config.value), (cls.name, p.name)
+            assert p.flag in str(by_config.value)
+            checked.append(p.name)
+    assert {"sigma", "clip", "mechanism", "compress_bits", "grad_keep", "splitguard_p_fake",
+            "li_aux_labels", "nopeek_weight"} <= set(checked)

@@ -6,6 +6,7 @@ import torch
 
 from slsec.config import make_config
 from slsec.protocols.base import Plan, batches, client_seed, weighted_average
+from slsec.run.experiment import resolve
 from slsec.run.runner import run_local
 from slsec.run.setup import prepare
 
@@ -48,7 +49,7 @@ def test_split_training_equals_centralized(protocol):
     """One client, fixed seed: SL ends with the same parameters as centralized training."""
     cfg = small(protocol=protocol, rounds=2)
     setup = prepare(cfg)
-    server = run_local(cfg, setup)[0]
+    server = run_local(resolve(cfg, setup))[0]
     ref = central_reference(cfg, setup)
     diff = max_param_diff(server.model, ref)
     print(f"{protocol}: max |param diff| vs centralized after 2 epochs = {diff:.2e}")
@@ -61,7 +62,7 @@ def test_head_gradients_equal_monolithic_after_one_step(protocol):
     cfg = small(protocol=protocol, max_train=32, lr=1.0)
     setup = prepare(cfg)
     init = setup.fresh_model()
-    outcomes = run_local(cfg, setup)
+    outcomes = run_local(resolve(cfg, setup))
     client_head = outcomes[1].model.split(list(setup.cuts))[0]
     feats, y = setup.shard(1).batch(batches(32, 32, torch.Generator().manual_seed(
         client_seed(Plan(protocol, 1, 1, 32, 1.0, "sgd", setup.cuts, cfg.seed, 10), 1, 0)))[0])
@@ -81,12 +82,12 @@ def test_cut_gradients_are_per_sample_and_point_to_point():
     """The server returns d loss / d smashed with one row per sample of that client's batch."""
     cfg = small(protocol="splitfed", clients=2, max_train=64)
     setup = prepare(cfg)
-    outcomes = run_local(cfg, setup)
+    outcomes = run_local(resolve(cfg, setup))
     assert outcomes[0].bytes_total > 0
     # every gradient message the client saw is [B, C, H, W] for its own batch of B samples
     cfg2 = small(protocol="vanilla", clients=1, max_train=64, label_party="server")
     setup2 = prepare(cfg2)
-    client = run_local(cfg2, setup2)[1]
+    client = run_local(resolve(cfg2, setup2))[1]
     view = client.observer.view()
     assert view.grads and all(g.shape[1:] == (32, 28, 28) for g in view.grads)
     assert sum(len(g) for g in view.grads) == 64
@@ -104,7 +105,7 @@ def test_fedavg_round_equals_manual_average():
     """The server's model after one round is the sample-weighted mean of the clients' models."""
     cfg = small(protocol="fedavg", clients=2, max_train=96)
     setup = prepare(cfg)
-    outcomes = run_local(cfg, setup)
+    outcomes = run_local(resolve(cfg, setup))
     sizes = [len(setup.shard(k)) for k in (1, 2)]
     # each client's model after training is in its outcome (the probe step reloads the global
     # weights and then takes plain-SGD steps, so recompute the local models instead)
@@ -151,7 +152,7 @@ def test_ushaped_server_never_receives_labels():
     setup = prepare(cfg)
     LocalHub.link = spy_link
     try:
-        run_local(cfg, setup)
+        run_local(resolve(cfg, setup))
     finally:
         LocalHub.link = original
     assert received
@@ -168,14 +169,14 @@ def test_async_splitfed_with_one_client_and_full_mixing_equals_centralized():
     """alpha = 1 replaces the global head by the pushed one: then async SL is plain SL."""
     cfg = small(protocol="splitfed-async", rounds=2, async_alpha=1.0, async_every=1)
     setup = prepare(cfg)
-    server = run_local(cfg, setup)[0]
+    server = run_local(resolve(cfg, setup))[0]
     assert max_param_diff(server.model, central_reference(cfg, setup)) <= 1e-5
 
 
 def test_async_splitfed_is_deterministic_with_a_fixed_message_order():
     cfg = small(protocol="splitfed-async", clients=3, max_train=192, rounds=2,
                 async_order="fixed", async_every=2)
-    runs = [run_local(cfg, prepare(cfg))[0] for _ in range(2)]
+    runs = [run_local(resolve(cfg))[0] for _ in range(2)]
     assert [r.accuracy for r in runs[0].records] == [r.accuracy for r in runs[1].records]
     assert max_param_diff(runs[0].model, runs[1].model) == 0.0
 

@@ -99,14 +99,12 @@ def test_harness_bounds_per_defense_without_training():
     bound is Phi(Phi^-1(1/1064) + 4) ~ 0.81 while e^eps/N + delta is vacuous; DP-SGD FedAvg
     gets a non-vacuous bound; label DP bounds label guessing only."""
     from slsec.config import make_config
-    from slsec.run.harness import privacy_budget, reid_bounds
-    from slsec.run.setup import prepare
+    from slsec.run.harness import privacy_budget, reid_bounds, resolve
 
     def bounds(**values):
-        cfg = make_config(values)
-        setup = prepare(cfg)
-        m = {"reid_candidates": 1064, **privacy_budget(cfg, setup)}
-        return m, reid_bounds(cfg, setup, m)
+        exp = resolve(make_config(values))
+        m = {"reid_candidates": 1064, **privacy_budget(exp)}
+        return m, reid_bounds(exp, m)
     m, b = bounds(protocol="vanilla", attack="inversion", defense="dp", sigma=0.5)
     assert m["epsilon"] == pytest.approx(24.4, abs=0.1)        # PRV, the default accountant
     assert m["epsilon_rdp"] == pytest.approx(25.9, abs=0.1)    # RDP beside it

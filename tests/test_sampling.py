@@ -16,8 +16,8 @@ from slsec.run.harness import evaluate
 from slsec.protocols.base import Plan, participants
 from slsec.protocols.fedavg import FedAvg
 from slsec.protocols.splitfed import SplitFed
+from slsec.run.experiment import resolve
 from slsec.run.runner import run_local
-from slsec.run.setup import prepare
 
 TINY = dict(max_train=256, aux_size=100, probe_size=8, rounds=2, batch_size=32)
 
@@ -48,10 +48,10 @@ def test_client_pool_computes_what_one_program_per_rank_computes(protocol, varia
                                                                  monkeypatch):
     # 10 of 20 clients per round: FedAvg and SplitFed v1 train them in two waves (8 + 2)
     cfg = make_config(dict(protocol=protocol, variant=variant, clients=20, fraction=0.5, **TINY))
-    pooled = run_local(cfg, prepare(cfg))
+    pooled = run_local(resolve(cfg))
     with monkeypatch.context() as m:      # without client_round: one thread per rank (as MPI)
         m.delattr(cls, "client_round")
-        per_rank = run_local(cfg, prepare(cfg))
+        per_rank = run_local(resolve(cfg))
     assert len(per_rank) == 21 and len(pooled) == 2         # the pool keeps rank 0 and client 1
     for a, b in zip(pooled[0].model.state_dict().values(), per_rank[0].model.state_dict().values()):
         assert torch.equal(a, b)
@@ -72,7 +72,7 @@ def test_waves_group_independent_sampled_clients():
 
 def test_fraction_one_keeps_one_program_per_rank():
     cfg = make_config(dict(protocol="splitfed", clients=3, **TINY))
-    assert len(run_local(cfg, prepare(cfg))) == 4
+    assert len(run_local(resolve(cfg))) == 4
 
 
 def test_sampled_splitfed_is_attacked_through_the_sampled_client(tmp_path):

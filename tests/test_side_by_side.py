@@ -85,18 +85,18 @@ def test_inversion_side_by_side_equals_one_by_one(monkeypatch):
     """The real attack (whitebox, decoder, the reference prior) on a tiny trained run."""
     from slsec.config import make_config
     from slsec.run import harness
+    from slsec.run.experiment import resolve
     from slsec.run.runner import run_local
-    from slsec.run.setup import prepare
     cfg = make_config({"protocol": "vanilla", "attack": "inversion", "max_train": 128,
                        "probe_size": 8, "aux_size": 100, "batch_size": 32, "rounds": 1,
                        "attack_iters": 30})
-    setup = prepare(cfg)
-    outcome = run_local(cfg, setup, None, None)[harness.attacked_rank(cfg)]
+    exp = resolve(cfg)
+    outcome = run_local(exp)[exp.attack.rank]
     runs = {}
     for cores in (1, 2):
         monkeypatch.setattr(side_by_side, "free_cores", lambda threads, n=cores: n)
         before = torch.get_rng_state()
-        runs[cores] = harness.run_attack(cfg, setup, outcome)
+        runs[cores] = harness.run_attack(exp, outcome)
         assert torch.equal(torch.get_rng_state(), before)   # the caller's global state is kept
     one, two = (runs[n].to_tensors() for n in (1, 2))   # every guess as named tensors
     assert {"whitebox.images", "decoder.images", "prior.images"} <= one.keys()

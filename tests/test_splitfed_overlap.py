@@ -9,8 +9,8 @@ import torch
 
 import slsec.protocols.splitfed as splitfed
 from slsec.config import make_config
+from slsec.run.experiment import resolve
 from slsec.run.runner import run_local
-from slsec.run.setup import prepare
 
 SMALL = {"protocol": "splitfed", "clients": 3, "rounds": 2, "max_train": 192, "aux_size": 0,
          "batch_size": 32, "probe_size": 8, "device": "cpu"}
@@ -18,7 +18,7 @@ SMALL = {"protocol": "splitfed", "clients": 3, "rounds": 2, "max_train": 192, "a
 
 def train(**extra) -> tuple[list[float], dict[str, torch.Tensor]]:
     cfg = make_config({**SMALL, **extra})
-    outcomes = run_local(cfg, prepare(cfg))
+    outcomes = run_local(resolve(cfg))
     server = outcomes[0]
     return [r.loss for r in server.records], {k: v.clone() for k, v in server.model.state_dict().items()}
 

@@ -9,6 +9,7 @@ import torch
 from slsec.config import make_config
 from slsec.errors import PeerError
 from slsec.run import runner
+from slsec.run.experiment import resolve
 from slsec.run.setup import prepare
 from slsec.wire.transport import LocalHub
 from slsec.wire.turns import Turns
@@ -130,11 +131,11 @@ def test_turns_give_the_same_numbers_as_threads(monkeypatch, protocol):
     """run_local runs alternating protocols as greenlets: the same run as threads, to the bit."""
     cfg = make_config({"protocol": protocol, "rounds": 2, "clients": 2, "max_train": 96,
                        "batch_size": 16, "probe_size": 8, "aux_size": 0})
-    setup = prepare(cfg)
-    assert runner.take_turns(cfg) is not None
-    as_greenlets = runner.run_local(cfg, setup)
-    monkeypatch.setattr(runner, "take_turns", lambda cfg: None)
-    as_threads = runner.run_local(cfg, setup)
+    exp = resolve(cfg, prepare(cfg))
+    assert runner.take_turns(exp) is not None
+    as_greenlets = runner.run_local(exp)
+    monkeypatch.setattr(runner, "take_turns", lambda exp: None)
+    as_threads = runner.run_local(exp)
     for a, b in zip(as_greenlets, as_threads):
         assert [(r.accuracy, r.loss, r.bytes) for r in a.records] == \
             [(r.accuracy, r.loss, r.bytes) for r in b.records]
@@ -144,4 +145,4 @@ def test_turns_give_the_same_numbers_as_threads(monkeypatch, protocol):
 
 
 def test_protocols_that_run_side_by_side_keep_threads():
-    assert runner.take_turns(make_config({"protocol": "splitfed"})) is None
+    assert runner.take_turns(resolve(make_config({"protocol": "splitfed"}))) is None

@@ -14,6 +14,7 @@ from slsec.config import make_config
 from slsec.data import load_dataset
 from slsec.data.tabular import decode
 from slsec.errors import UserError
+from slsec.run.experiment import resolve
 from slsec.run.runner import run_local
 from slsec.run.setup import prepare
 from slsec.wire import transport
@@ -123,7 +124,7 @@ def recorded_run():
 
     transport.LocalHub.link = link
     try:
-        outcomes = run_local(cfg, setup)
+        outcomes = run_local(resolve(cfg, setup))
     finally:
         transport.LocalHub.link = orig
     return cfg, setup, outcomes, Recording.got
@@ -211,7 +212,7 @@ def test_mpi_equals_local(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     mpi = np.load(tmp_path / "out.npz")
     cfg = make_config(SMALL)
-    server = run_local(cfg, prepare(cfg))[0]
+    server = run_local(resolve(cfg))[0]
     local = np.array([[r.accuracy, r.loss] for r in server.records])
     np.testing.assert_array_equal(local, mpi["curve"])
     for k, v in server.model.state_dict().items():   # the top the active party trained
@@ -224,7 +225,7 @@ def test_three_passive_parties_with_sum_aggregation():
     cfg = make_config({**small, "parties": "3", "aggregate": "sum", "rounds": "1"})
     setup = prepare(cfg)
     assert cfg.clients == 3 and [len(g) for g in setup.model_groups()] == [19, 19, 19]
-    server = run_local(cfg, setup)[0]
+    server = run_local(resolve(cfg, setup))[0]
     assert len(server.records) == 1 and server.records[0].accuracy > 0.5
     with pytest.raises(UserError, match="--parties 3 and --clients 2 disagree"):
         make_config({**SMALL, "parties": "3", "clients": "2"})
@@ -256,6 +257,6 @@ def test_user_bottoms_per_party_or_as_a_list(tmp_path):
         setup = prepare(cfg)
         model = setup.build()
         assert model.emb == emb and len(model.blocks["bottoms"].nets) == 2
-        assert run_local(cfg, setup)[0].records[0].accuracy > 0.5
+        assert run_local(resolve(cfg, setup))[0].records[0].accuracy > 0.5
     with pytest.raises(UserError, match="embeddings differ in width"):
         prepare(make_config({**SMALL, "model": f"{f}:bad"}))

@@ -23,13 +23,13 @@ SMALL = {"protocol": "vertical", "dataset": "spam", "clients": "2", "rounds": "3
 def trained():
     cfg = make_config(SMALL)
     setup = prepare(cfg)
-    return cfg, setup, run_local(cfg, setup)
+    return cfg, setup, run_local(resolve(cfg, setup))
 
 
 def test_active_party_view_holds_embeddings_and_public_rows_only(trained):
     cfg, setup, outcomes = trained
     plan = resolve(cfg, setup).attack
-    view = make_view(cfg, setup, outcomes[0], plan.role, plan.knowledge)
+    view = make_view(resolve(cfg, setup), outcomes[0], plan.role, plan.knowledge)
     truth = outcomes[0].truth_inputs          # party 1's raw columns: the scorer's alone
     cols = setup.model_groups()[0]
     assert truth.shape[1] == len(cols) and len(view.smashed)
@@ -95,3 +95,28 @@ def test_marvell_noise_lies_along_the_class_mean_difference():
     across = noise - (noise @ axis)[:, None] * axis[None, :]
     assert across.abs().max() < 1e-5 and noise.abs().max() > 0.1
     assert d.public_mechanism() == ClassGradientNoise("marvell", power=4.0)
+
+
+def test_residual_scoring_sees_through_marvell_noise():
+    """The adaptive attack: Marvell's noise lies along one axis per batch, so each batch's
+    dominant direction is removed; the norm of what is left ranks the labels, while the plain
+    norm score is at chance (both beside the prior's 0.5)."""
+    from slsec.attacks.label_gradients import Observed, off_axis
+    from slsec.metrics import label_auc
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    d, w = Marvell(power=16.0), torch.randn(16)
+    grads, labels = [], []
+    for _ in range(16):
+        y = (torch.rand(64) < 0.1).long()
+        y[0] = 1
+        jac = w[None] + 0.3 * torch.randn(64, 16)     # the top's Jacobian varies per record
+        g = (0.2 * torch.rand(64) - y.float())[:, None] * jac   # (p - y) J
+        grads.append(d.label_grad(g, y, gen=gen))
+        labels.append(y)
+    g, y = torch.cat(grads).double(), torch.cat(labels)
+    obs = Observed([], g, torch.zeros(len(g)), g, 2, sizes=[64] * 16)
+    assert label_auc(y, g.norm(dim=1)) < 0.6
+    assert label_auc(y, off_axis(obs).norm(dim=1)) > 0.95
+    # one row per batch: nothing is left (no noise-free part to read)
+    assert off_axis(Observed([], g[:3], torch.zeros(3), g[:3], 2, sizes=[1, 1, 1])).abs().max() == 0

@@ -210,10 +210,12 @@ def sweep(**kw: Any) -> None:
                               "no column [default: 110]")),
     inspect.Parameter(
     "privacy_target", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-    default=typer.Option(None, "--privacy-target", metavar="gain=G",
+    default=typer.Option(None, "--privacy-target", metavar="gain=G,reid=R,label-auc=A",
                          help="also search cut x defense (none, DP at the cut, NoPeek) x seeds "
-                              "and recommend the cheapest meeting SSIM gain over the prior <= G "
-                              "at the upper 95% bound [default: not set]")),
+                              "and recommend the cheapest meeting every target given at the "
+                              "upper 95% bound: SSIM gain over the prior <= G, top-1 "
+                              "re-identification <= R, label-inference AUC <= A "
+                              "[default: not set]")),
     _force(), _jobs())
 def review(**kw: Any) -> None:
     """Security review of every cut of a model: leakage, cost, risk grade, recommendation,
@@ -264,7 +266,11 @@ def benchmark(**kw: Any) -> None:
     """SLPerf-style table: architectures x partitions x datasets (accuracy, rounds, time, MB)."""
     from slsec.cli import commands
     resume, force, jobs = kw.pop("resume"), kw.pop("force"), kw.pop("jobs")
-    rule = parse_rule(*(kw.pop(n.replace("-", "_")) for n, _ in CONVERGENCE_FLAGS))
+    from slsec.study.benchmark import rule_values
+    in_file = rule_values(kw.get("config"))   # the rule's TOML keys; a flag overrides its key
+    given = [kw.pop(n.replace("-", "_")) for n, _ in CONVERGENCE_FLAGS]
+    rule = parse_rule(*(in_file.get(n.replace("-", "_")) if v is None else v
+                        for (n, _), v in zip(CONVERGENCE_FLAGS, given)))
     commands.benchmark(kw.pop("config"), {k: v for k, v in kw.items()}, resume=resume,
                        force=force, rule=rule, jobs=jobs)
 

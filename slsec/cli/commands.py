@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from rich.table import Table
-
 from slsec.config import RunConfig
 from slsec.report.console import console, err
 from slsec.errors import UserError
@@ -60,34 +58,10 @@ def print_json(stored: dict[str, Any]) -> None:
 
 
 def list_registry() -> None:
-    """Print every registry: what the CLI accepts (from slsec.catalog: no torch import)."""
-    from slsec import catalog
-
-    t = Table(title="protocols")
-    t.add_column("name"), t.add_column("cuts"), t.add_column("labels reach the server")
-    for name, (cuts, labels) in sorted(catalog.PROTOCOLS.items()):
-        t.add_row(name, str(cuts), "yes (100% leak)" if labels else "no")
-    console.print(t)
-    t = Table(title="attacks")
-    t.add_column("name"), t.add_column("role per protocol"), t.add_column("methods (needs)")
-    for name, a in sorted(catalog.ATTACKS.items()):
-        t.add_row(name, ", ".join(f"{p}: {r}" for p, r in sorted(a["roles"].items())),
-                  "; ".join(f"{m} ({', '.join(sorted(k))})" for m, k in a["methods"].items()))
-    console.print(t)
-    t = Table(title="defenses")
-    t.add_column("name"), t.add_column("point"), t.add_column("protocols")
-    for name, (point, protocols) in sorted(catalog.DEFENSES.items()):
-        t.add_row(name, point, ", ".join(sorted(protocols)))
-    console.print(t)
-    console.print("datasets: " + ", ".join(sorted(catalog.DATASETS)) + ", tu:<NAME>, images:<DIR>, npz:<FILE>, csv:<FILE>")
-    t = Table(title="models and cut points")
-    t.add_column("model"), t.add_column("cut points (shallow → deep)")
-    for name, cuts in sorted(catalog.MODELS.items()):
-        t.add_row(name, ", ".join(cuts))
-    console.print(t)
-    from slsec import plugins
-    for problem in plugins.problems():   # a broken SLSEC_PLUGINS file, named (and left out)
-        console.print(f"broken plug-in (left out): {problem}")
+    """Print every registry: what the CLI accepts (slsec.report.catalog_tables)."""
+    from slsec.report.catalog_tables import catalog_tables
+    for part in catalog_tables():
+        console.print(part)
 
 
 def train(cfg: RunConfig, *, force: bool = False) -> dict[str, Any] | None:

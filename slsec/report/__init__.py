@@ -54,8 +54,11 @@ def to_markdown(title: str, blocks: Sequence[Block]) -> str:
     return "\n".join(out)
 
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+# a page fits a 1,280-px window: the review's 15-column table wraps its cells at spaces (the
+# browser test measures the page's scroll width there)
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em;max-width:100%}
+td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
 p.note{background:#fff4e5;border-left:4px solid #f90;padding:.5em 1em}code{background:#f3f3f3}"""
 

@@ -108,9 +108,11 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
         n = sf.get("n_seeds")
         seeds = (f"mean of {n} seeds, 95% CI ± {100 * hw_sf:.1f} / ± {100 * hw_va:.1f} points"
                  if n and hw_sf == hw_sf and hw_va == hw_va else "one seed")
+        rule = sf.get("converged") not in (None, "")   # trained to convergence
+        when = (f"at each run's stopping round (at most {sf['rounds']})" if rule else
+                f"after {sf['rounds']} rounds")
         head = (f"Dirichlet α={alpha:g}, {d}: SplitFed {100 * a_sf:.1f}% vs vanilla "
-                f"{100 * a_va:.1f}% test accuracy after {sf['rounds']} rounds (measured here, "
-                f"{seeds})")
+                f"{100 * a_va:.1f}% test accuracy {when} (measured here, {seeds})")
         if seeds != "one seed" and abs(diff) <= 100 * (hw_sf + hw_va):
             tail = (f"no winner: the {abs(diff):.1f}-point gap is within the seeds' spread "
                     f"(the two 95% intervals overlap).")
@@ -126,8 +128,12 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
                                               "; this does NOT reproduce the seed's SplitFed lead "
                                               "(88.3% vs 84.7% on CIFAR-10)."))
         climbing = [name for name, r in (("SplitFed", sf), ("vanilla", va))
-                    if (_conv(r.get("rounds_to_convergence")) or 0) >= int(_f(r["rounds"])) - 1]
-        if climbing:
+                    if (_f(r["converged"]) < 1 if rule else
+                        (_conv(r.get("rounds_to_convergence")) or 0) >= int(_f(r["rounds"])) - 1)]
+        if climbing and rule:
+            tail += (f" The stopping rule did not fire for every seed of "
+                     f"{' and '.join(climbing)} within {sf['rounds']} rounds.")
+        elif climbing:
             tail += (f" {' and '.join(climbing)} {'was' if len(climbing) == 1 else 'were'} still "
                      f"improving in the last rounds, so this compares progress after "
                      f"{sf['rounds']} rounds, not final accuracy.")

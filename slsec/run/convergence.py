@@ -3,10 +3,11 @@ uses): the stopping rule and the per-protocol learning-rate choice on a validati
 
 Stopping rule (early stopping as Keras/PyTorch Lightning define it): a round improves when its
 test accuracy beats the best so far by more than `min_delta`; the cell stops at the first round
-`patience` rounds after its last improvement, or at `max_rounds`. The run trains `max_rounds`
-rounds and the rule is applied to its per-round curve: training up to round r does not depend
-on any later round (one seed, deterministic), so the accuracy, wall-clock and bytes up to the
-stopping round are those a run stopped there reports; only the time past it is spent in vain.
+`patience` rounds after its last improvement, or at `max_rounds`. On the local backend the
+cell really stops there (`train`: the server's per-round hook raises `Converged`, every rank's
+wait ends, no later round trains); under MPI (where the ranks cannot be stopped from one hook)
+the run trains `max_rounds` rounds and the rule is read off its per-round curve, which gives
+the same row (training up to round r does not depend on any later round), later.
 `rounds_to_convergence` is the round of the last improvement; `converged` (1/0; over seeds, the
 share) says whether the rule fired before `max_rounds` ran out.
 
@@ -94,6 +95,33 @@ def stop_point(acc: Sequence[float], min_delta: float, patience: int) -> tuple[i
     return len(acc) - 1, last, False
 
 
+class Converged(Exception):
+    """Raised from the server's per-round hook when the stopping rule fires (local backend)."""
+
+
+def train(cfg: RunConfig, rule: Rule, setup: Any = None,
+          on_round: Callable[[Any], None] | None = None) -> tuple[Any, list[dict[str, Any]]]:
+    """Train `cfg` (rounds = the cap) until the rule fires: (the RunResult, or None when the run
+    was stopped early, and the per-round records as dicts up to the stopping round)."""
+    from slsec.run.harness import evaluate
+    records: list[dict[str, Any]] = []
+
+    def hook(rec: Any) -> None:
+        records.append(dict(rec.__dict__))
+        if on_round is not None:
+            on_round(rec)
+        if cfg.backend == "local" and stop_point([r["accuracy"] for r in records],
+                                                 rule.min_delta, rule.patience)[2]:
+            raise Converged(f"converged at round {len(records)}")
+    try:
+        result = evaluate(cfg, progress=hook, setup=setup)
+    except Converged:
+        from slsec.progress import end_training
+        end_training()
+        return None, records
+    return result, (records if result is None else list(result.curve))
+
+
 def converged_row(curve: list[dict[str, Any]], rule: Rule) -> dict[str, Any]:
     """The benchmark row's columns at the stopping round (curve: per-round records)."""
     if not curve:
@@ -136,20 +164,19 @@ def choose_lr(cfg: RunConfig, rule: Rule) -> tuple[float, list[dict[str, Any]]]:
     """The best of `rule.lrs` for this cell's protocol on a validation split of its training
     data, and one record per candidate (lr, validation accuracy, rounds run). A candidate
     whose training diverges scores -1 (it loses); if every one does, the last error stands."""
-    from slsec.run.harness import evaluate
     from slsec.run.setup import prepare
     tried, error = [], None
     for lr in rule.lrs:
         c = cfg.replace(lr=lr, rounds=rule.max_rounds, seeds=1)
         try:
-            result = evaluate(c, setup=validation_setup(prepare(c), rule.val_frac))
+            _, curve = train(c, rule, setup=validation_setup(prepare(c), rule.val_frac))
         except UserError as e:
             if "diverged" not in str(e):
                 raise
             error = e
             tried.append({"lr": lr, "val_accuracy": -1.0, "rounds_run": 0})
             continue
-        row = converged_row(result.curve, rule)
+        row = converged_row(curve, rule)
         tried.append({"lr": lr, "val_accuracy": row.get("best_accuracy", -1.0),
                       "rounds_run": row["rounds_run"]})
     if error is not None and all(t["val_accuracy"] < 0 for t in tried):

@@ -3,8 +3,9 @@
 `resolve(cfg, setup)` gives the `Experiment`: the protocol class, the public setup (data,
 shards, model cuts), the attack plan (class, attacked role, its knowledge, the method and the
 methods to run) and the calibrated defense stack. The harness, the runner, the views and the
-scorer read it; none of them checks the attack or calibrates a defense again. It is kept on
-the setup (one per config), so helpers that take (cfg, setup) reach the same object; each rank
+scorer take it as their argument; none of them resolves the config, checks the attack or
+calibrates a defense again. It is also kept on the setup (one per config), so the checks
+before training (slsec.run.preflight) and the run that follows share one object; each rank
 gets its own copy of the calibrated stack (`fresh_defense`: defenses keep per-rank state).
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from slsec.attacks.base import ATTACKS, Attack
 from slsec.catalog import attacker_knowledge
 from slsec.config import RunConfig
 from slsec.defenses.base import DefenseStack
-from slsec.protocols.base import PROTOCOLS, Protocol
+from slsec.protocols.base import Protocol
 from slsec.run.setup import Setup, fit_stack, make_stack, prepare
 
 CLIENT = "client"   # the attacked role that runs on rank 1 (the others on rank 0)
@@ -94,7 +95,7 @@ def resolve(cfg: RunConfig, setup: Setup | None = None) -> Experiment:
         if cached is not None:
             return cached
         stack = make_stack(cfg)
-    exp = Experiment(cfg, setup, PROTOCOLS.get(cfg.protocol), attack,
+    exp = Experiment(cfg, setup, setup.protocol, attack,
                      fit_stack(stack, cfg, setup))
     setup.memo[("experiment", cfg)] = exp
     return exp

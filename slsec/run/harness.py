@@ -5,6 +5,7 @@ holds the ground truth that arrived over the separate instrumentation channel.
 """
 from __future__ import annotations
 
+import math
 import platform
 import time
 from typing import Any, Callable
@@ -13,12 +14,11 @@ import torch
 from torch import Tensor
 
 import slsec
-from slsec.attacks.base import ATTACKS, Attack, Guess
+from slsec.attacks.base import Attack, Guess
 from slsec.catalog import DEFAULT_KNOWLEDGE, attacker_knowledge  # noqa: F401  (re-exported)
 from slsec.config import RunConfig
-from slsec.run.experiment import plan_attack, resolve
+from slsec.run.experiment import Experiment, plan_attack, resolve  # noqa: F401  (re-exported)
 from slsec.progress import attack as attack_phase, end_training, train_note
-from slsec.protocols.base import PROTOCOLS
 from slsec.run.result import LABEL_SOURCES, Guesses, MethodGuess, RunResult, present
 from slsec.run.runner import RankOutcome, RoundRecord, run_local, run_mpi
 from slsec.run.scoring import (PRIOR, beyond_prior, reid_bounds,  # noqa: F401  (re-exported)
@@ -28,13 +28,6 @@ from slsec.run.side_by_side import run_methods
 from slsec.threat import ServerHook, View
 
 
-def attack_class(cfg: RunConfig) -> type[Attack] | None:
-    if cfg.attack is None:
-        return None
-    import slsec.attacks  # noqa: F401  (registration)
-    return ATTACKS.get(cfg.attack)
-
-
 def check_attack(cfg: RunConfig) -> tuple[type[Attack], str, str] | None:
     """Validate attack, role and method up front (before any training); resolved once per
     config (slsec.run.experiment.plan_attack)."""
@@ -42,17 +35,17 @@ def check_attack(cfg: RunConfig) -> tuple[type[Attack], str, str] | None:
     return None if plan is None else (plan.cls, plan.role, plan.method)
 
 
-def make_view(cfg: RunConfig, setup: Setup, outcome: RankOutcome, role: str,
+def make_view(exp: Experiment, outcome: RankOutcome, role: str,
               knowledge: frozenset[str]) -> View:
     """Freeze what the attacked role observed and legitimately holds into a View."""
+    setup, proto = exp.setup, exp.protocol
     model = outcome.model
-    proto = PROTOCOLS.get(cfg.protocol)
     build = setup.build
     if role == "client":
         parts = proto.client_parts(model, setup.cuts, outcome.rank)
         build = proto.client_build(setup.build, outcome.rank)
     else:
-        parts = dict(PROTOCOLS.get(cfg.protocol).server_parts(model, setup.cuts))
+        parts = dict(proto.server_parts(model, setup.cuts))
         if "head_weights" not in knowledge:
             parts.pop("head", None)
     query = None
@@ -63,15 +56,9 @@ def make_view(cfg: RunConfig, setup: Setup, outcome: RankOutcome, role: str,
             with torch.no_grad():
                 return {k: v.detach() for k, v in head(feats).items()}
 
-    public = resolve(cfg, setup).public()
     return outcome.observer.view(parts=parts, knowledge=knowledge, build_model=build,
-                                 cuts=setup.cuts, query_head=query, public=public,
+                                 cuts=setup.cuts, query_head=query, public=exp.public(),
                                  aux=setup.aux if "aux_data" in knowledge else None)
-
-
-def public_mechanism(cfg: RunConfig, setup: Setup) -> dict[str, Any]:
-    """What every role knows about the run: shapes, defenses' public mechanism, the plan."""
-    return resolve(cfg, setup).public()
 
 
 def train_steps(cfg: RunConfig, setup: Setup) -> int:
@@ -79,13 +66,12 @@ def train_steps(cfg: RunConfig, setup: Setup) -> int:
     return cfg.rounds * sum(-(-len(s) // cfg.batch_size) for s in setup.shards)
 
 
-def malicious_attack(cfg: RunConfig, setup: Setup,
+def malicious_attack(exp: Experiment,
                      on_step: Callable[[int, int], None] | None = None
                      ) -> tuple[Attack | None, ServerHook | None]:
     """A malicious attack acts during training: build it and its hook before the run from
     what its role holds (knowledge, aux data, public mechanism; nothing observed yet)."""
-    exp = resolve(cfg, setup)
-    plan = exp.attack
+    cfg, setup, plan = exp.cfg, exp.setup, exp.attack
     if plan is None or not plan.cls.malicious:
         return None, None
     knowledge = plan.knowledge
@@ -101,26 +87,20 @@ def malicious_attack(cfg: RunConfig, setup: Setup,
     return attack, hook
 
 
-def attack_methods(cfg: RunConfig) -> list[str]:
-    """The methods to run: --method if given; else every contender the role's knowledge allows
-    (the best is reported), else the single strongest allowed method."""
-    return list(plan_attack(cfg).methods)  # type: ignore[union-attr]
-
-
 def declared_params(cfg: RunConfig, cls: type[Attack]) -> dict[str, Any]:
     """The attack's declared parameters (`Attack.params`) the config sets, by keyword."""
     return {p.keyword: getattr(cfg, p.name) for p in cls.params
             if getattr(cfg, p.name) is not None}
 
 
-def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
-               instance: Attack | None = None) -> Guesses:
-    """Run the configured attack (each method of `attack_methods`, then the prior as the
+def run_attack(exp: Experiment, outcome: RankOutcome, instance: Attack | None = None) -> Guesses:
+    """Run the configured attack (each method of the plan: --method if given, else every
+    contender the role's knowledge allows, else the strongest allowed; then the prior as the
     reference when the role can build one) from `outcome`'s role."""
-    plan = resolve(cfg, setup).attack
+    cfg, plan = exp.cfg, exp.attack
     assert plan is not None
     cls = plan.cls
-    view = make_view(cfg, setup, outcome, plan.role, plan.knowledge)
+    view = make_view(exp, outcome, plan.role, plan.knowledge)
     params = {"iterations": cfg.attack_iters} if cfg.attack_iters is not None else {}
     params.update(declared_params(cfg, cls))
     torch.set_num_threads(cfg.threads)   # the attack runs after training: the rank's cores are free
@@ -152,11 +132,6 @@ def run_attack(cfg: RunConfig, setup: Setup, outcome: RankOutcome,
     return out
 
 
-def attacked_rank(cfg: RunConfig) -> int | None:
-    plan = plan_attack(cfg)
-    return None if plan is None else plan.rank
-
-
 def rounds_to_convergence(records: list[RoundRecord], target: float | None) -> tuple[int | None, float]:
     """First round reaching the target accuracy (default: 98% of the run's best)."""
     if not records:
@@ -165,10 +140,11 @@ def rounds_to_convergence(records: list[RoundRecord], target: float | None) -> t
     return next((r.round for r in records if r.accuracy >= thr), None), thr
 
 
-def privacy_budget(cfg: RunConfig, setup: Setup) -> dict[str, Any]:
+def privacy_budget(exp: Experiment) -> dict[str, Any]:
     """Epsilon per training sample for every DP defense, with its delta."""
+    cfg, setup = exp.cfg, exp.setup
     out: dict[str, Any] = {}
-    for d in resolve(cfg, setup).defense.defenses:
+    for d in exp.defense.defenses:
         steps, rate = accounting_steps(cfg, setup, d)
         eps = d.epsilon(steps=steps, sample_rate=rate, delta=cfg.delta)
         if eps is not None:
@@ -192,32 +168,31 @@ def evaluate(cfg: RunConfig, *, progress: Callable[[RoundRecord], None] | None =
              on_step: Callable[[int, int], None] | None = None) -> RunResult | None:
     """Train + attack + score. Returns the result on rank 0 (None on other MPI ranks)."""
     exp = resolve(cfg, setup)    # checked, resolved and calibrated once for the whole run
-    setup = exp.setup
     start = time.perf_counter()
     arank = exp.attack.rank if exp.attack else None
-    attack, hook = malicious_attack(cfg, setup, on_step)
+    attack, hook = malicious_attack(exp, on_step)
     if cfg.backend == "local":
-        outcomes = run_local(cfg, setup, progress, hook)
+        outcomes = run_local(exp, progress, hook)
         end_training()
         server = outcomes[0]
-        guess = run_attack(cfg, setup, outcomes[arank], attack) if arank is not None else None
+        guess = run_attack(exp, outcomes[arank], attack) if arank is not None else None
     else:
         from slsec.run.runner import mpi_attack_exchange
-        server = run_mpi(cfg, setup, progress, hook)
+        server = run_mpi(exp, progress, hook)
         end_training()
-        wire = mpi_attack_exchange(cfg, server, arank,
-                                   lambda o: run_attack(cfg, setup, o, attack).to_tensors())
+        wire = mpi_attack_exchange(server, arank,
+                                   lambda o: run_attack(exp, o, attack).to_tensors())
         guess = None if wire is None else Guesses.from_tensors(wire)
         if server.rank != 0:
             return None
-    return summarize(cfg, setup, server, guess, time.perf_counter() - start)
+    return summarize(exp, server, guess, time.perf_counter() - start)
 
 
-def summarize(cfg: RunConfig, setup: Setup, server: RankOutcome, guess: Guesses | None,
+def summarize(exp: Experiment, server: RankOutcome, guess: Guesses | None,
               total_s: float) -> RunResult:
+    cfg, setup, proto = exp.cfg, exp.setup, exp.protocol
     records = server.records
     conv, thr = rounds_to_convergence(records, cfg.target_accuracy)
-    proto = PROTOCOLS.get(cfg.protocol)
     m: dict[str, Any] = {
         "accuracy": records[-1].accuracy if records else float("nan"),
         "best_accuracy": max((r.accuracy for r in records), default=float("nan")),
@@ -231,19 +206,21 @@ def summarize(cfg: RunConfig, setup: Setup, server: RankOutcome, guess: Guesses 
         "chance_accuracy": 1.0 / max(1, setup.data.num_classes),
         "labels_sent_to_server": bool(proto.labels_to_server and setup.label_party == "client"),
     }
+    if not math.isnan(server.test_auc):
+        m["test_auc"] = server.test_auc   # vertical SL, binary labels: the joint model's ROC AUC
     if m["labels_sent_to_server"]:
         m["label_leak"] = 1.0   # the server receives every label in the clear
-    m.update(privacy_budget(cfg, setup))
+    m.update(privacy_budget(exp))
     m.update(server.defense_report)   # e.g. whether a detector flagged the server, and when
     shown = None
     if guess is not None:
-        plan = resolve(cfg, setup).attack
+        plan = exp.attack
         assert plan is not None
         m.update({"attack_role": plan.role, "attack_kind": plan.cls.kind,
                   "attack_knowledge": sorted(plan.knowledge)})
-        scores, shown = score(cfg, setup, guess, server.truth_inputs, server.truth_labels)
+        scores, shown = score(exp, guess, server.truth_inputs, server.truth_labels)
         m.update(scores)
-        m.update(reid_bounds(cfg, setup, m))
+        m.update(reid_bounds(exp, m))
         reported = guess.methods[m["attack_method"]]
         if plan.cls.malicious:   # the server deviated: the client's head never trained on the task
             m["malicious_server"] = True

@@ -73,8 +73,8 @@ def check_options(cfg: RunConfig, command: str) -> None:
 
 def check_cell(cfg: RunConfig, setup: Any) -> None:
     """The checks that need the public setup: probe and aux sizes, defense numbers, accountant."""
-    from slsec.run.experiment import resolve
-    from slsec.run.harness import attack_methods, check_attack, privacy_budget
+    from slsec.run.experiment import plan_attack, resolve
+    from slsec.run.harness import privacy_budget
 
     n_test = len(setup.data.test)
     if cfg.probe_size > n_test and cfg.probe_size != _DEFAULTS.probe_size:
@@ -82,19 +82,20 @@ def check_cell(cfg: RunConfig, setup: Any) -> None:
         # probe_size_used; a size the user chose is never silently cut
         raise UserError(f"--probe-size {cfg.probe_size} is more than the {n_test} test samples "
                         f"of {cfg.dataset} the probe is drawn from; use at most {n_test}")
-    if cfg.attack is not None:
-        cls, _, _ = check_attack(cfg)  # type: ignore[misc]
-        needs = [m for m in attack_methods(cfg) if "aux_data" in cls.methods[m]]
+    plan = plan_attack(cfg)   # the attack, checked (the plan the experiment holds)
+    if plan is not None:
+        cls = plan.cls
+        needs = [m for m in plan.methods if "aux_data" in cls.methods[m]]
         if len(setup.aux) == 0 and (needs or cls.kind == "label"):
             what = (f"method {needs[0]} of attack '{cfg.attack}' trains on it" if needs else
                     f"attack '{cfg.attack}' is scored against its majority label")
             raise UserError(f"--aux-size 0 leaves no public auxiliary data, and {what}; use "
                             f"--aux-size 100 or more" + (" (or --knowledge without aux_data)"
                                                          if needs else ""))
-    stack = resolve(cfg, setup).defense        # calibrates --target-epsilon (bounded solver)
-    for d in stack.defenses:
+    exp = resolve(cfg, setup)   # calibrates --target-epsilon (bounded solver)
+    for d in exp.defense.defenses:
         d.check_numbers()
-    budget = privacy_budget(cfg, setup)       # the accountant runs here, before training
+    budget = privacy_budget(exp)       # the accountant runs here, before training
     if budget.get("epsilon") is not None and math.isnan(budget["epsilon"]):
         raise UserError("the privacy accountant returned no epsilon for these settings")
 

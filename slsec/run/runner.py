@@ -27,10 +27,10 @@ from torch import Tensor
 from slsec.progress import train_step, train_total
 from slsec.config import RunConfig
 from slsec.errors import PeerError, UserError
-from slsec.protocols.base import PROTOCOLS, Context, Plan
+from slsec.protocols.base import Context, Plan
 from slsec.run.allocator import keep_freed_memory
-from slsec.run.experiment import resolve
-from slsec.run.setup import Setup, prepare
+from slsec.run.experiment import Experiment
+from slsec.run.setup import Setup
 from slsec.threat import Observer, ServerHook
 
 TRUTH, GUESS = 91, 92
@@ -63,6 +63,9 @@ class RankOutcome:
     # client 1's defense report (a detector's verdict on the server), carried to rank 0 with
     # the scorer's truth after the protocol ends
     defense_report: dict[str, float] = field(default_factory=dict)
+    # vertical SL, binary labels: the last joint inference's test ROC AUC (the utility the
+    # review and the frontier use for imbalanced labels); NaN elsewhere
+    test_auc: float = float("nan")
 
 
 class DeviceLink:
@@ -185,10 +188,11 @@ def evaluate_model(model: torch.nn.Module, split: Any, batch_size: int = 500) ->
     return correct / max(n, 1), loss / max(n, 1)
 
 
-def rank_context(cfg: RunConfig, setup: Setup, rank: int, link: Any, defense: Any) -> Context:
+def rank_context(exp: Experiment, rank: int, link: Any, defense: Any) -> Context:
     """Rank `rank`'s Context on the run's device: its model, link, generator, observer and
     scorer buffer; the server's labels (two-party SL) or a client's shard (and client 1's
     probe). run_rank adds the experimenter's hooks; the bench times role programs on it."""
+    cfg, setup = exp.cfg, exp.setup
     device = resolve_device(cfg.device)
     ctx = Context(rank=rank, plan=make_plan(cfg, setup), link=on_device_link(link, device),
                   model=setup.fresh_model().to(device), defense=defense,
@@ -199,17 +203,17 @@ def rank_context(cfg: RunConfig, setup: Setup, rank: int, link: Any, defense: An
                       if setup.label_party == "server" else None)
     else:
         ctx.shard = on_device_split(setup.shard(rank), device)
-        probe = PROTOCOLS.get(cfg.protocol).client_data(setup, rank, setup.probe)
+        probe = exp.protocol.client_data(setup, rank, setup.probe)
         ctx.probe = on_device_split(probe, device) if rank == 1 else None
     return ctx
 
 
-def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
+def run_rank(exp: Experiment, rank: int, link: Any, instr: Any,
              progress: Callable[[RoundRecord], None] | None = None,
              hook: ServerHook | None = None) -> RankOutcome:
     """Run this rank's role program, then (rank 0) collect the ground truth from the clients."""
-    proto = PROTOCOLS.get(cfg.protocol)
-    ctx = rank_context(cfg, setup, rank, link, resolve(cfg, setup).fresh_defense())
+    cfg, setup, proto = exp.cfg, exp.setup, exp.protocol
+    ctx = rank_context(exp, rank, link, exp.fresh_defense())
     plan, model, link, observer, truth = ctx.plan, ctx.model, ctx.link, ctx.observer, ctx.truth
     outcome = RankOutcome(rank=rank, observer=observer, model=model, instr=instr)
     start = time.perf_counter()
@@ -224,6 +228,11 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
             rec = RoundRecord(rnd + 1, acc, loss, time.perf_counter() - start,
                               sum(link.bytes_sent.values()) + sum(link.bytes_recv.values()))
             outcome.records.append(rec)
+            joint = getattr(m, "joint_logits", None)
+            y_test = setup.data.test.y
+            if joint is not None and joint.shape[1] == 2 and 0 < int(y_test.sum()) < len(y_test):
+                from slsec.metrics import label_auc
+                outcome.test_auc = label_auc(y_test, torch.softmax(joint.float().cpu(), 1)[:, 1])
             if progress:
                 progress(rec)
 
@@ -256,26 +265,27 @@ def run_rank(cfg: RunConfig, setup: Setup, rank: int, link: Any, instr: Any,
     return outcome
 
 
-def take_turns(cfg: RunConfig) -> Any:
+def take_turns(exp: Experiment) -> Any:
     """For protocols whose roles strictly alternate (one computes while the others wait), a
     Turns that runs the ranks as greenlets of this thread (slsec/wire/turns.py: no thread
     hand-offs; a deadlock is named at once); None where roles run side by side."""
     from slsec.wire.turns import Turns
-    return Turns() if PROTOCOLS.get(cfg.protocol).alternating else None
+    return Turns() if exp.protocol.alternating else None
 
 
-def run_local(cfg: RunConfig, setup: Setup,
+def run_local(exp: Experiment,
               progress: Callable[[RoundRecord], None] | None = None,
               hook: ServerHook | None = None) -> list[RankOutcome]:
     """All ranks over LocalHub: as greenlets of this thread where the roles take turns
     (take_turns), else as threads; the first failure is raised."""
     from slsec.wire.transport import LocalHub
 
+    cfg = exp.cfg
     keep_freed_memory()
-    if cfg.fraction < 1 and hasattr(PROTOCOLS.get(cfg.protocol), "client_round"):
-        return run_local_pooled(cfg, setup, progress)
+    if cfg.fraction < 1 and hasattr(exp.protocol, "client_round"):
+        return run_local_pooled(exp, progress)
     world = cfg.clients + 1
-    turns = take_turns(cfg)
+    turns = take_turns(exp)
     hub, instr = (LocalHub(world, timeout=cfg.timeout, turns=turns),
                   LocalHub(world, timeout=cfg.timeout, turns=turns))
     outcomes: list[RankOutcome | None] = [None] * world
@@ -283,7 +293,7 @@ def run_local(cfg: RunConfig, setup: Setup,
 
     def role(rank: int) -> None:
         torch.set_num_threads(cfg.threads)
-        outcomes[rank] = run_rank(cfg, setup, rank, hub.link(rank), instr.link(rank),
+        outcomes[rank] = run_rank(exp, rank, hub.link(rank), instr.link(rank),
                                   progress if rank == 0 else None, hook)
 
     if turns is not None:
@@ -300,7 +310,7 @@ def run_local(cfg: RunConfig, setup: Setup,
                  (hub, instr))
 
 
-def run_local_pooled(cfg: RunConfig, setup: Setup,
+def run_local_pooled(exp: Experiment,
                      progress: Callable[[RoundRecord], None] | None = None) -> list[RankOutcome]:
     """The local backend as a client simulator (with --fraction < 1): the server is one thread;
     a client exists only while it runs one round (or the final probe), as a task of a pool with
@@ -312,7 +322,7 @@ def run_local_pooled(cfg: RunConfig, setup: Setup,
     from slsec.protocols.base import participants, waves
     from slsec.wire.transport import LocalHub
 
-    proto = PROTOCOLS.get(cfg.protocol)
+    cfg, setup, proto = exp.cfg, exp.setup, exp.protocol
     plan = make_plan(cfg, setup)
     device = resolve_device(cfg.device)
     world = cfg.clients + 1
@@ -324,7 +334,7 @@ def run_local_pooled(cfg: RunConfig, setup: Setup,
     def server() -> None:
         try:
             torch.set_num_threads(cfg.threads)
-            outcomes[0] = run_rank(cfg, setup, 0, hub.link(0), instr.link(0), progress)
+            outcomes[0] = run_rank(exp, 0, hub.link(0), instr.link(0), progress)
         except BaseException as e:  # noqa: BLE001 - reported to the caller
             errors.append(e)
 
@@ -342,7 +352,7 @@ def run_local_pooled(cfg: RunConfig, setup: Setup,
             model = setup.fresh_model().to(device)
             shard = on_device_split(setup.shard(k), device)
             ctx = Context(rank=k, plan=plan, link=link, model=model,
-                          defense=resolve(cfg, setup).fresh_defense(), observer=observer, gen=gen,
+                          defense=exp.fresh_defense(), observer=observer, gen=gen,
                           truth=truth, shard=shard)
             if rnd is not None:
                 proto.client_round(ctx, rnd)
@@ -361,7 +371,7 @@ def run_local_pooled(cfg: RunConfig, setup: Setup,
     # the pool can run a whole wave at once, so a wave never waits for a worker held by a later
     # one (FedAvg and SplitFed v1 train in waves of WAVE clients; SplitFed v2 a round at once)
     rounds = [participants(plan, rnd) for rnd in range(plan.rounds)]
-    independent = PROTOCOLS.get(cfg.protocol).independent_clients(cfg)
+    independent = proto.independent_clients(cfg)
     pool = max(len(w) for ks in rounds for w in waves(plan, ks, independent))
     tasks: queue.SimpleQueue[tuple[int, int | None]] = queue.SimpleQueue()
     for rnd, ks in enumerate(rounds):
@@ -440,13 +450,14 @@ def load_mpi(initialize: bool = True) -> Any:
     return MPI
 
 
-def run_mpi(cfg: RunConfig, setup: Setup,
+def run_mpi(exp: Experiment,
             progress: Callable[[RoundRecord], None] | None = None,
             hook: ServerHook | None = None) -> RankOutcome:
     """This rank's part of an MPI run (under mpiexec); a failing rank aborts the whole job."""
     MPI = load_mpi()
     from slsec.wire.transport import MPILink, preflight
 
+    cfg = exp.cfg
     comm = MPI.COMM_WORLD
     torch.set_num_threads(cfg.threads)
     keep_freed_memory()
@@ -456,7 +467,7 @@ def run_mpi(cfg: RunConfig, setup: Setup,
         link = MPILink(comm, timeout=cfg.timeout * (1 if comm.Get_rank() == 0 else 2),
                        procs=procs)
         instr = MPILink(comm.Dup(), timeout=cfg.timeout, procs=procs)
-        return run_rank(cfg, setup, comm.Get_rank(), link, instr, progress, hook)
+        return run_rank(exp, comm.Get_rank(), link, instr, progress, hook)
     except UserError as e:
         if comm.Get_size() != cfg.clients + 1:
             raise   # every rank knows the world size is wrong: exit 2 cleanly, no Abort
@@ -493,7 +504,7 @@ def abort_job(comm: Any, code: int) -> None:
 ATTACK_WAIT_S = 3600.0   # how long rank 0 waits for an attack running on another rank
 
 
-def mpi_attack_exchange(cfg: RunConfig, outcome: RankOutcome, attacked: int | None,
+def mpi_attack_exchange(outcome: RankOutcome, attacked: int | None,
                         attack: Callable[[RankOutcome], dict[str, Tensor]]) -> dict[str, Tensor] | None:
     """Run the attack on the attacked rank; its guesses (not its view) travel to rank 0."""
     if attacked is None:

@@ -9,19 +9,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from slsec.config import RunConfig
-from slsec.run.experiment import resolve
+from slsec.run.experiment import Experiment
 from slsec.run.result import Guesses, MethodGuess, Reconstructions
 from slsec.run.setup import Setup, accounting_steps
 
 
-def score(cfg: RunConfig, setup: Setup, guess: Guesses, truth_inputs: Tensor,
+def score(exp: Experiment, guess: Guesses, truth_inputs: Tensor,
           truth_labels: Tensor) -> tuple[dict[str, Any], Reconstructions | None]:
     """Compare each method's guesses with the ground truth the scorer holds and report the
     method that leaked most (highest SSIM, or label AUC); baselines make scores meaningful.
     Returns the metrics and the reported method's reconstructions (for the report's grid)."""
+    setup = exp.setup
     reference = [PRIOR] if guess.prior_reference else []
-    scored = {m: _score_one(cfg, setup, guess.methods[m], truth_inputs, truth_labels)
+    scored = {m: _score_one(exp, guess.methods[m], truth_inputs, truth_labels)
               for m in guess.methods}
     methods = [m for m in guess.methods if m not in reference]
 
@@ -138,17 +138,18 @@ def beyond_prior(setup: Setup, shown: Reconstructions, guess: Guesses,
     return out
 
 
-def reid_bounds(cfg: RunConfig, setup: Setup, m: dict[str, Any]) -> dict[str, Any]:
+def reid_bounds(exp: Experiment, m: dict[str, Any]) -> dict[str, Any]:
     """The upper bound each DP defense's guarantee puts on top-1 re-identification among the
     run's candidates (prior 1/N), see slsec/privacy/reid_bound.py; label DP bounds label guessing."""
     from slsec.privacy import reid_bound as rb
+    cfg, setup = exp.cfg, exp.setup
     n = int(m.get("reid_candidates") or 0)
     out: dict[str, Any] = {}
     if "epsilon" not in m:
         return out
     kappa = 1.0 / n if n else None
     bounds = []
-    for d in resolve(cfg, setup).defense.defenses:
+    for d in exp.defense.defenses:
         steps, rate = accounting_steps(cfg, setup, d)
         eps = d.epsilon(steps=steps, sample_rate=rate, delta=cfg.delta)
         if eps is None:
@@ -170,10 +171,12 @@ def reid_bounds(cfg: RunConfig, setup: Setup, m: dict[str, Any]) -> dict[str, An
     return out
 
 
-def _score_one(cfg: RunConfig, setup: Setup, guess: MethodGuess, truth_inputs: Tensor,
+def _score_one(exp: Experiment, guess: MethodGuess, truth_inputs: Tensor,
                truth_labels: Tensor) -> dict[str, Any]:
     """One method's scores; puts an unordered attack's images in probe order first."""
     from slsec import metrics
+    cfg, setup = exp.cfg, exp.setup
+    unordered = exp.attack is not None and exp.attack.cls.unordered_batches
 
     out: dict[str, Any] = {}
     images, scores = guess.images, guess.label_scores
@@ -185,7 +188,7 @@ def _score_one(cfg: RunConfig, setup: Setup, guess: MethodGuess, truth_inputs: T
             party_encoding(setup.data.encoding, cols)).items()})
     if images is not None:
         truth = truth_inputs[: len(images)]
-        if resolve(cfg, setup).attack.cls.unordered_batches and cfg.probe_batch > 1:  # type: ignore[union-attr]
+        if unordered and cfg.probe_batch > 1:
             # a batch's update is a mean over its samples: the attack recovers each batch's
             # images in no particular order, so pair them with the truth batch by batch
             images = torch.cat([g[torch.as_tensor(metrics.match_order(t, g))] for t, g in zip(
@@ -195,7 +198,7 @@ def _score_one(cfg: RunConfig, setup: Setup, guess: MethodGuess, truth_inputs: T
         out.update({f"baseline_{k}": v for k, v in
                     metrics.mean_image_baseline(truth, setup.train_mean).items()})
     if scores is not None:
-        batch = cfg.probe_batch if resolve(cfg, setup).attack.cls.unordered_batches else 1  # type: ignore[union-attr]
+        batch = cfg.probe_batch if unordered else 1
         m, guess.label_scores = label_scores(truth_labels[: len(scores)], scores, batch,
                                              setup.aux.y)
         out.update(m)

@@ -29,7 +29,7 @@ from slsec.data import Dataset, Split, load_dataset, partition
 from slsec.defenses.base import DEFENSES, Defense, DefenseStack
 from slsec.errors import UserError
 from slsec.data.models import SplitModel, build_model
-from slsec.protocols.base import PROTOCOLS
+from slsec.protocols.base import PROTOCOLS, Protocol
 
 plugins.load_extra()   # the user's plug-in files (SLSEC_PLUGINS) register beside the built-ins
 
@@ -46,9 +46,14 @@ class Setup:
     label_party: str
     memo: dict[Any, Any] = field(default_factory=dict)   # what is derived from it once
 
+    @cached_property
+    def protocol(self) -> type[Protocol]:
+        """The protocol's class (looked up once per setup)."""
+        return PROTOCOLS.get(self.cfg.protocol)
+
     def shard(self, rank: int) -> Split:
         split = self.data.train.subset(self.shards[rank - 1])
-        return PROTOCOLS.get(self.cfg.protocol).client_data(self, rank, split)
+        return self.protocol.client_data(self, rank, split)
 
     def model_groups(self) -> list[list[int]]:
         """Vertical SL: the encoded columns each party holds (from the public model)."""
@@ -69,7 +74,7 @@ class Setup:
     def build(self) -> SplitModel:
         """A fresh model of the public architecture (random init): what attackers can build."""
         d = self.data
-        options = dict(PROTOCOLS.get(self.cfg.protocol).model_options(self.cfg, d))
+        options = dict(self.protocol.model_options(self.cfg, d))
         return build_model(options.pop("model", self.cfg.model_name), num_classes=d.num_classes,
                            input_shape=d.input_shape, num_features=d.num_features, **options)
 
@@ -79,9 +84,9 @@ class Setup:
         return x.mean(0) if isinstance(x, torch.Tensor) else torch.empty(0)
 
 
-def resolve_cuts(cfg: RunConfig, model: SplitModel) -> tuple[str, ...]:
-    """The cuts the protocol needs: defaults are the shallowest cut (and the last for U-shaped)."""
-    need = PROTOCOLS.get(cfg.protocol).cuts_needed
+def resolve_cuts(cfg: RunConfig, model: SplitModel, need: int) -> tuple[str, ...]:
+    """The `need` cuts the protocol takes: defaults are the shallowest cut (and the last for
+    U-shaped)."""
     points = model.cut_points
     if need == 0:
         return ()
@@ -106,7 +111,9 @@ def prepare(cfg: RunConfig) -> Setup:
     if cfg.max_train is not None:
         private = private[:cfg.max_train]
     labels = data.train.y.numpy()[private]
-    if PROTOCOLS.get(cfg.protocol).splits_columns:   # vertical: every party, the same records
+    proto = PROTOCOLS.get(cfg.protocol)
+    columns = proto.splits_columns
+    if columns:   # vertical: every party, the same records
         if data.kind != "tabular":
             raise UserError(f"--dataset {cfg.dataset}: protocol '{cfg.protocol}' splits the "
                             "columns of tabular data (spam, csv:FILE, a 2-D npz:FILE); this set "
@@ -124,12 +131,11 @@ def prepare(cfg: RunConfig) -> Setup:
         import slsec.attacks  # noqa: F401  (registration)
         from slsec.attacks.base import ATTACKS
         label_party = ATTACKS.get(cfg.attack).label_party.get(cfg.protocol, label_party)
-    if PROTOCOLS.get(cfg.protocol).splits_columns and label_party != "server":
+    if columns and label_party != "server":
         raise UserError(f"--label-party {label_party}: in protocol '{cfg.protocol}' the active "
                         "party (the server) holds the labels")
     setup = Setup(cfg, data, (), data.train.subset(aux_idx), shards,
                   data.test.subset(probe_idx), label_party)
-    columns = PROTOCOLS.get(cfg.protocol).splits_columns
     try:
         model = setup.build()
     except (ValueError, TypeError, RuntimeError):   # an image model on table rows, say
@@ -139,7 +145,7 @@ def prepare(cfg: RunConfig) -> Setup:
     if columns and not hasattr(model, "party_head"):
         raise UserError(f"--model {cfg.model_name}: protocol '{cfg.protocol}' needs one bottom "
                         "per party (the built-in model 'mlp')")
-    setup.cuts = resolve_cuts(cfg, model)
+    setup.cuts = resolve_cuts(cfg, model, proto.cuts_needed)
     if setup.cuts and not columns and (":" in cfg.model_name or cfg.model_name.endswith(".py")):
         from slsec.data.usermodel import check_parts   # the user's own model
         check_parts(model, list(setup.cuts), cfg.model_name,

@@ -85,11 +85,21 @@ def _toml_values(path: str) -> dict[str, Any]:
     return values
 
 
+# the convergence rule's TOML keys ([benchmark] or top level; the flags override them)
+RULE_KEYS = ("min_delta", "patience", "max_rounds", "lr_grid")
+
+
+def rule_values(path: str | None) -> dict[str, Any]:
+    """The convergence rule's values in the TOML file at `path` (none when not given)."""
+    return {k: v for k, v in _toml_values(path).items() if k in RULE_KEYS} if path else {}
+
+
 def plan_grid(config_path: str | None, flags: dict[str, Any]) -> list[RunConfig]:
     """Every cell's validated RunConfig: defaults < dataset defaults < TOML file < flags."""
-    from slsec.data import DATASETS
+    from slsec.data import DATASET_SCHEMES, DATASETS
     from slsec.protocols.base import PROTOCOLS
 
+    import slsec.data.tabular  # noqa: F401  (registers the embedded spam set and csv:FILE)
     import slsec.protocols  # noqa: F401  (registration)
 
     toml = _toml_values(config_path) if config_path else {}
@@ -97,8 +107,9 @@ def plan_grid(config_path: str | None, flags: dict[str, Any]) -> list[RunConfig]
     if given.get("attack") or toml.get("attack"):
         raise UserError("slsec benchmark trains only; drop --attack (use `slsec evaluate` or "
                         "`slsec sweep` for attacks)")
+    chosen = {a for a in AXES if a in given or a in toml}
     axes = {a: _axis(given.pop(a, toml.pop(a, DEFAULT_GRID[a])), a) for a in AXES}
-    toml = {k: v for k, v in toml.items() if k not in AXES}
+    toml = {k: v for k, v in toml.items() if k not in AXES and k not in RULE_KEYS}
     # name the culprit: file values against the file, flag values against the flags
     if toml:
         make_config({**BENCH_DEFAULTS, **toml}, source=config_path)
@@ -106,12 +117,17 @@ def plan_grid(config_path: str | None, flags: dict[str, Any]) -> list[RunConfig]
     for p in axes["protocol"]:
         PROTOCOLS.get(p)
     for d in axes["dataset"]:
-        if not (d in DATASETS or (d.startswith("tu:") and len(d) > 3)):
+        scheme, sep, rest = d.partition(":")
+        if not (d in DATASETS or (sep and rest and (scheme == "tu" or scheme in DATASET_SCHEMES))):
             DATASETS.get(d)   # a UserError listing the valid names
     cells = []
     for d in axes["dataset"]:
         for p in axes["protocol"]:
-            for part in axes["partition"]:
+            # vertical SL splits columns, not records: the default partition axis is IID only
+            # there (a --partition dirichlet the user gave is refused in one line)
+            parts = axes["partition"] if "partition" in chosen or \
+                not PROTOCOLS.get(p).splits_columns else ["iid"]
+            for part in parts:
                 values = {**BENCH_DEFAULTS, **DATASET_DEFAULTS.get(d, {}), **toml, **given,
                           "dataset": d, "protocol": p, "partition": part}
                 cells.append(make_config(values, source=config_path))
@@ -163,14 +179,33 @@ def bench_cell(task: dict[str, Any], on_round: Any = None) -> dict[str, Any] | N
     cfg, rule = make_config(task["cfg"]), task.get("rule")
     setup = prepare(cfg)
     cpu0 = time.process_time()
-    result = evaluate(cfg, progress=on_round, setup=setup)
-    if result is None:
-        return None
+    if rule is None:
+        result = evaluate(cfg, progress=on_round, setup=setup)
+        if result is None:
+            return None
+        return cell_row(cfg, result, time.process_time() - cpu0, len(setup.data.test))
+    from slsec.run.convergence import converged_row, train
+    result, curve = train(cfg, rule, setup=setup, on_round=on_round)
+    if result is None and not curve:
+        return None    # an MPI rank other than 0
+    if result is None:   # stopped at convergence: the row from the rounds that trained
+        result = stopped_result(cfg, setup, curve)
     row = cell_row(cfg, result, time.process_time() - cpu0, len(setup.data.test))
-    if rule is not None:   # the columns at the stopping round
-        from slsec.run.convergence import converged_row
-        row.update(converged_row(result.curve, rule))
+    row.update(converged_row(curve, rule))   # the columns at the stopping round
     return row
+
+
+def stopped_result(cfg: RunConfig, setup: Any, curve: list[dict[str, Any]]) -> Any:
+    """What cell_row reads of a RunResult, for a run stopped at convergence."""
+    from types import SimpleNamespace
+    from slsec.run.harness import rounds_to_convergence
+    from slsec.run.runner import RoundRecord
+    conv, thr = rounds_to_convergence([RoundRecord(**r) for r in curve], cfg.target_accuracy)
+    return SimpleNamespace(curve=curve, metrics={
+        "cuts": list(setup.cuts), "accuracy": curve[-1]["accuracy"],
+        "best_accuracy": max(r["accuracy"] for r in curve), "rounds_to_convergence": conv,
+        "convergence_threshold": thr, "train_seconds": curve[-1]["wall_s"],
+        "mb_on_wire": curve[-1]["bytes"] / 1e6})
 
 
 def run_benchmark(config_path: str | None, flags: dict[str, str | None], *,

@@ -21,6 +21,9 @@ fresh one-worker pool (the other workers' cells were innocent); the cell whose w
 second time is reported lost (`on_lost(index, why)`) and `--resume` reruns it. Cells not yet
 started continue in a fresh pool. Task arguments and results are plain dicts (configs and
 rows) that travel between this study's own processes.
+
+Over 300 lines: the worker pool's whole life (fork server, start-up, the watch on the study's
+process, recovery from a killed worker) reads in one place.
 """
 from __future__ import annotations
 

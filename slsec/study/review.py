@@ -34,10 +34,14 @@ def _protocols(cfg: RunConfig) -> list[str]:
     names = [p.strip() for p in cfg.protocol.split(",")]
     if any(not p for p in names):
         raise UserError(f"--protocol: empty name in {cfg.protocol!r}")
+    columns = [p for p in names if PROTOCOLS.get(p).splits_columns]   # vertical SL
+    if columns and len(set(names)) > 1:
+        raise UserError(f"--protocol {columns[0]} is reviewed on its own (its rows are defense "
+                        "settings and parties, not cuts); drop the other protocols")
     for p in names:
-        if PROTOCOLS.get(p).cuts_needed == 0:
-            raise UserError(f"--protocol {p} has no cut to review; use vanilla, ushaped or "
-                            "splitfed")
+        if PROTOCOLS.get(p).cuts_needed == 0 and p not in columns:
+            raise UserError(f"--protocol {p} has no cut to review; use vanilla, ushaped, "
+                            "splitfed or vertical")
     return list(dict.fromkeys(names))
 
 
@@ -74,7 +78,6 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
     from slsec.study import privacy_target as pt
     from slsec.study.executor import Workers, check_jobs, prestart
     jobs = check_jobs(jobs)
-    prestart([cfg], jobs)           # the workers' imports overlap the checks below
     target = pt.parse_target(privacy_target)
     from slsec.report.console import console
     from slsec.run.split_search import (choose, evaluate_cached, measure,
@@ -85,11 +88,23 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
     acc_budget, relative = parse_min_accuracy(min_accuracy)
     flops_budget = parse_flops(max_client_flops)
     protocols = _protocols(cfg)
+    prestart([cfg], jobs)           # the workers' imports overlap the checks below
     plans = []
     from slsec.report.folders import claim, keeping, mark, unique_folder
     from slsec.run.preflight import check_grid
     folder = (review_folder(cfg) if cfg.run_id else unique_folder(cfg.out, review_folder(cfg).name))
     claim(folder, "review", force=force)
+    from slsec.protocols.base import PROTOCOLS
+    if PROTOCOLS.get(protocols[0]).splits_columns:   # vertical SL: no cut; defense settings x
+        #                                              parties (review_vertical.py)
+        from slsec.study.review_vertical import run_vertical_review
+        for flag, v in (("--max-client-flops", max_client_flops),
+                        ("--privacy-target", privacy_target)):
+            if v is not None:
+                raise UserError(f"{flag} does not apply to slsec review --protocol vertical "
+                                "(no cut to choose; it reviews defense settings)")
+        return run_vertical_review(cfg, folder, force=force, jobs=jobs,
+                                   min_accuracy=min_accuracy)
     for p in protocols:                          # validate everything before any training
         inv, lab = _attack_configs(cfg, p)
         check_attack(inv)
@@ -110,9 +125,13 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
             later = [c for p, inv, _ in plans for c in malicious_cells(p, inv, hijack_steps)]
             prefetch([c for _, inv, _ in plans for c in inversion_cells(inv)] + searched
                      + (later if jobs > 1 else []), jobs, workers)
-            if jobs > 1:
-                prefetch([c for p, inv, lab in plans
-                          for c in label_cells(p, inv, lab, _label_roles())], jobs, workers)
+            labels = [c for p, inv, lab in plans
+                      for c in label_cells(p, inv, lab, _label_roles())] if jobs > 1 else []
+            if target is not None:   # the label attack where a label-auc target needs it
+                labels += [c for _, inv, lab in plans
+                           for c in pt.label_cells(inv, lab, target, _label_roles())]
+            if labels:
+                prefetch(labels, jobs, workers)
     rows: list[dict[str, Any]] = []
     per_seed: list[dict[str, Any]] = []         # --seeds > 1: one raw row per seed and cut
     rankings = {}
@@ -173,8 +192,9 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
         r["recommended"] = best is not None and r is best
     section, target_text = None, None
     if target is not None:
-        found = [c for _, inv, _ in plans
-                 for c in pt.search(inv, target, acc_budget, relative, flops_budget)]
+        found = [c for _, inv, lab in plans
+                 for c in pt.search(inv, lab, target, acc_budget, relative, flops_budget,
+                                    _label_roles())]
         _, target_text = pt.recommend(found, target)
         section = pt.blocks(target, found, target_text, cfg.seeds)
     with keeping(f"nothing of this review was kept in {folder}; free space and "
@@ -190,7 +210,7 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
         out.print(legend, markup=False)
     out.print(("Recommended: " if best else "No recommendation: ") + reason, markup=False)
     if section is not None:
-        out.print(f"Privacy target (gain over the prior <= {target:g}): " + target_text,
+        out.print(f"Privacy target ({pt.describe(target)}): " + target_text,
                   markup=False)
     out.print(seeds_text(cfg.seeds, cfg.seed) + (" (grades and recommendation on the means)"
                                                  if cfg.seeds > 1 else ""), markup=False)

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from slsec.config import make_config
+from slsec.run.experiment import resolve
 from slsec.run.runner import run_mpi
-from slsec.run.setup import prepare
 
 torch.set_num_threads(1)
 runs = [[]]
@@ -23,8 +23,7 @@ for word in sys.argv[1:]:
 for out, *pairs in runs:
     values = dict(a.split("=", 1) for a in pairs)
     cfg = make_config({**values, "backend": "mpi"})
-    setup = prepare(cfg)
-    outcome = run_mpi(cfg, setup)
+    outcome = run_mpi(resolve(cfg))
     if outcome.rank == 0:
         arrays = {f"w:{k}": v.detach().numpy() for k, v in outcome.model.state_dict().items()}
         arrays["curve"] = np.array([[r.accuracy, r.loss] for r in outcome.records])
