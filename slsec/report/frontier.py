@@ -27,6 +27,9 @@ attack type (label inference, feature reconstruction, ...) = the mean DCS over t
 that type at one defense setting; C-DCS = the mean of the T-DCS over the types present (equal
 weights; `get_final` averages the types it has). DCS lies in [1 / (1 + 1), 1]; 1 is ideal.
 These scores do not subtract the attacker's prior: the privacy verdict (below) does.
+
+Over 300 lines: the DCS, its T-DCS and C-DCS averages and the frontier they are read on stay
+together, with the definitions they follow.
 """
 from __future__ import annotations
 
