@@ -125,14 +125,13 @@ def _stop_fork_server() -> None:
             stop()
 
 
-def prestart(cells: Sequence[Any], jobs: int) -> int:
-    """grid_jobs(cells, jobs); when that is > 1 (outside an MPI pool), start the fork server now,
-    so that its imports overlap this process's validation of the grid."""
-    jobs = grid_jobs(cells, jobs)
-    if jobs > 1 and not mpi_pooled() and _context().get_start_method() == "forkserver":
+def prestart(cells: Sequence[Any], jobs: int) -> None:
+    """When these cells will run in worker processes (grid_jobs > 1, outside an MPI pool), start
+    the fork server now, so that its imports overlap this process's validation of the grid."""
+    if grid_jobs(cells, jobs) > 1 and not mpi_pooled() \
+            and _context().get_start_method() == "forkserver":
         from multiprocessing import forkserver
         forkserver.ensure_running()     # returns at once; the server imports in the background
-    return jobs
 
 
 def _exit_with_parent(study: int) -> None:

@@ -69,10 +69,11 @@ def label_cells(protocol: str, inv: RunConfig, lab: RunConfig,
     """Label inference on each cut where the inversion runs found that labels stay on the
     client (read from those runs: they go first)."""
     from slsec.run.split_search import evaluate_cached
+    if protocol not in label_roles:
+        return []
     out: list[RunConfig] = []
     for first in inversion_cells(inv.replace(seeds=1)):
-        sent = evaluate_cached(first).get("labels_sent_to_server")
-        if not sent and protocol in label_roles:
+        if not evaluate_cached(first).get("labels_sent_to_server"):
             out += [lab.replace(cut=first.cut, seed=s, seeds=1)
                     for s in seed_list(lab.seed, lab.seeds)]
     return out
