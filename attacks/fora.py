@@ -13,6 +13,10 @@ Three stages:
    discriminator (Miyato & Koyama 2018). Where the server holds model parts past the cut (its
    tail), the substitute's features must also serve the task through them (`task_weight`):
    the tail was trained on the client's features, so it ties the substitute to their meaning.
+   The observed smashed data are the probes' and those of the training batches in the
+   server's observation window (`View.seen`, with their labels where they arrived with one;
+   `seen=False`: the probes alone): at pool2 of the MNIST CNN they raised FORA's SSIM
+   (bench/README, issue 28 third pass).
 2. inverse network: a decoder is trained on aux data to invert the (frozen) substitute;
 3. attack: the decoder is applied to the observed smashed data.
 
@@ -140,6 +144,10 @@ class Fora(Attack):
         Param('fora_conditional', 'bool', True,
               'fora: class-conditional matching where labels cross the cut',
               kw='conditional', unused="configures --attack fora"),
+        Param('fora_seen', 'bool', True,
+              'fora: fit the substitute to the training batches\' smashed data the server saw '
+              '(its observation window, --observe-samples) as well as to the probes\'',
+              kw='seen', unused="configures --attack fora"),
         Param('fora_decoder_steps', 'int', 600,
               'fora: steps training the decoder (--attack-iters sets it too)',
               check=('at_least_one',), kw='decoder_steps', unused="configures --attack fora"),
@@ -172,11 +180,13 @@ class Fora(Attack):
         obs_y = priors.received_labels(view) if self._p("conditional") else None
         steps, dsteps = int(self._p("steps")), int(self._p("decoder_steps"))
         progress.attack_total(steps + dsteps)
-        sub, info = self._substitute(view, obs, obs_y, aux_x, aux_y, channel, gen, steps)
+        real, real_y = observed(view, obs, obs_y) if self._p("seen") else (obs, obs_y)
+        sub, info = self._substitute(view, real, real_y, aux_x, aux_y, channel, gen, steps)
         dec, scale, mse = self._inverse(sub, aux_x, channel, gen, tuple(obs.shape[1:]), dsteps)
         with torch.no_grad():
             images = torch.cat([dec(obs[i:i + 256] / scale) for i in range(0, len(obs), 256)])
-        info.update(decoder_train_mse=mse, conditional=obs_y is not None)
+        info.update(decoder_train_mse=mse, conditional=obs_y is not None,
+                    observations=len(real))
         return images, info
 
     def _substitute(self, view: View, obs: Tensor, obs_y: Tensor | None, aux_x: Tensor,
@@ -262,6 +272,20 @@ class Fora(Attack):
             sched.step()
         dec.eval()
         return dec, scale, float(loss.detach())
+
+
+def observed(view: View, obs: Tensor, obs_y: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """The probes' observations `obs` (labels `obs_y`) followed by the training batches' smashed
+    data the role saw in its observation window (`view.seen`), with the labels it holds for
+    them; where `obs_y` is given but a training message came without a label, the probes alone."""
+    if not view.seen:
+        return obs, obs_y
+    seen = torch.cat([m["x"] for m in view.seen]).detach().float().cpu()
+    if obs_y is None:
+        return torch.cat([obs, seen]), None
+    if any("y" not in m for m in view.seen):
+        return obs, obs_y
+    return torch.cat([obs, seen]), torch.cat([obs_y] + [m["y"].long().cpu() for m in view.seen])
 
 
 def invert_with_prior(attack: Attack, view: View,

@@ -7,7 +7,10 @@ the smashed data it observed. FORA's sibling (`fora.py`); what differs:
    a simulated tail) is trained on the task with the labelled aux data, with an adversarial
    regulariser: a feature discriminator tells the simulator's features from the observed
    smashed data and the simulator learns to fool it (class-conditional, a projection
-   discriminator, where the observations arrived with labels). Where the server holds its
+   discriminator, where the observations arrived with labels). The observed smashed data are
+   the probes' and, as the paper's server trains online on every batch it serves, those of
+   the training batches in the server's observation window (`View.seen`, `--observe-samples`,
+   with their labels where they arrived with one; `seen=False`: the probes alone). Where the server holds its
    trained tail, the simulator serves the task through it (it was trained on the client's
    features, which ties the simulator to their meaning).
 2. decoder: trained after it to invert the (frozen) simulator on aux data (MSE), with its own
@@ -39,7 +42,7 @@ from slsec.threat import View
 
 from . import prior as priors
 from .base import ATTACKS, Attack, Guess
-from .fora import Fora, _Discriminator, invert_with_prior, server_rest
+from .fora import Fora, _Discriminator, invert_with_prior, observed, server_rest
 from .inverse import CutChannel, Decoder, fresh_head, shift
 
 
@@ -81,7 +84,7 @@ class Sdar(Attack):
         Param('sdar_batch', 'int', 32,
               'sdar: batch size of the simulator and decoder fits',
               check=('at_least_one',), kw='batch', unused="configures --attack sdar"),
-        Param('sdar_feat_weight', 'float', 0.1,
+        Param('sdar_feat_weight', 'float', 0.5,
               'sdar: weight of the feature discriminator term',
               check=('non_negative',), kw='feat_weight', unused="configures --attack sdar"),
         Param('sdar_img_weight', 'float', 0.01,
@@ -96,6 +99,10 @@ class Sdar(Attack):
         Param('sdar_conditional', 'bool', True,
               'sdar: label-conditioned discriminators where labels cross the cut',
               kw='conditional', unused="configures --attack sdar"),
+        Param('sdar_seen', 'bool', True,
+              'sdar: train the discriminators on the training batches\' smashed data the '
+              'server saw (its observation window, --observe-samples) as well as on the probes\'',
+              kw='seen', unused="configures --attack sdar"),
         Param('sdar_decoder_labels', 'bool', False,
               'sdar: decoder conditioned on each probe\'s label (held, else the prior\'s '
               'predicted one), its output a residual over the label\'s class image (off by '
@@ -128,6 +135,9 @@ class Sdar(Attack):
         aux_x, aux_y = view.aux.inputs.float().cpu(), view.aux.y.long().cpu()
         obs_y = priors.received_labels(view) if self._p("conditional") else None
         classes = int(view.public.get("num_classes") or 0) if obs_y is not None else 0
+        # what the discriminators take as real: the probes' observations, and the training
+        # batches' the server saw (with their labels where it holds them)
+        real, real_y = observed(view, obs, obs_y) if self._p("seen") else (obs, obs_y)
         shape = tuple(obs.shape[1:])
         steps, dsteps = int(self._p("steps")), int(self._p("decoder_steps"))
         progress.attack_total(steps + dsteps)
@@ -140,6 +150,13 @@ class Sdar(Attack):
         # that arrived with them, else the ones the prior predicted (None: unconditioned)
         labelled = bool(self._p("decoder_labels")) and prior.labels is not None
         obs_l = prior.labels if labelled else None
+        # the decoder's adversarial term reconstructs the observations: with label-conditioning
+        # only those it holds a label for (the training batches' where they arrived with one)
+        dec_obs, dec_y, dec_l = real, real_y, obs_l
+        if labelled and len(real) > len(obs):
+            dec_l = torch.cat([obs_l, real_y[len(obs):]]) if real_y is not None else None
+            if dec_l is None:
+                dec_obs, dec_y, dec_l = obs, obs_y, obs_l
         dec = Decoder(shape, tuple(aux_x.shape[1:]), int(self._p("width")),
                       prior.templates if labelled else None)
         with torch.no_grad():   # materialise lazy layers; the decoder's input scale
@@ -155,7 +172,7 @@ class Sdar(Attack):
         task = rec = torch.tensor(0.0)
         for _ in range(steps):   # 1: the simulator, against the feature discriminator
             progress.tick_attack()
-            zo, yo, xa, ya, yc = self._batch(obs, obs_y, aux_x, aux_y, bs, gen)
+            zo, yo, xa, ya, yc = self._batch(real, real_y, aux_x, aux_y, bs, gen)
             za = channel.sample(sim({"x": xa})["x"], gen)
             loss_d = F.softplus(-d_feat(zo, yo)).mean() + F.softplus(d_feat(za.detach(), yc)).mean()
             opt_f.zero_grad(set_to_none=True)
@@ -174,12 +191,12 @@ class Sdar(Attack):
         dec.train()
         for _ in range(dsteps):   # 2: the decoder, against the image discriminator
             progress.tick_attack()
-            pick = torch.randperm(len(obs), generator=gen)[:bs]
-            zo, yo, xa, ya, yc = self._batch(obs, obs_y, aux_x, aux_y, bs, gen, pick)
+            pick = torch.randperm(len(dec_obs), generator=gen)[:bs]
+            zo, yo, xa, ya, yc = self._batch(dec_obs, dec_y, aux_x, aux_y, bs, gen, pick)
             with torch.no_grad():
                 za = channel.sample(sim({"x": xa})["x"], gen)
             # its reconstructions of the observations
-            xo = dec(zo / scale, obs_l[pick] if obs_l is not None else None)
+            xo = dec(zo / scale, dec_l[pick] if dec_l is not None else None)
             loss_d = F.softplus(-d_img(xa, yc)).mean() + F.softplus(d_img(xo.detach(), yo)).mean()
             opt_i.zero_grad(set_to_none=True)
             loss_d.backward()
@@ -198,4 +215,5 @@ class Sdar(Attack):
         return images, {"final_task_ce": float(task.detach()),
                         "decoder_train_mse": float(rec.detach()),
                         "conditional": obs_y is not None, "decoder_labels": labelled,
+                        "observations": len(real),
                         "task_anchor": rest is not None}

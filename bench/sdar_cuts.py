@@ -2,8 +2,9 @@
 
 Embedded MNIST, CNN, vanilla SL, one client, the server knowing only the public architecture
 and its aux data (`--knowledge architecture,aux_data`). For every (cut, seed) the model is
-trained once and every attack runs on the same server view (the same 64 private probes), with
-the attack's seed = the run's seed: `sdar` and `fora` at their defaults, `inversion --method
+trained once and every attack runs on the same server view (the same 64 private probes, and
+the smashed data of the training batches in the server's observation window, `View.seen`, of
+`--observe-samples` samples), with the attack's seed = the run's seed: `sdar` and `fora` at their defaults, `inversion --method
 unsplit`, and the label prior (the class image of the label the server received). Each result
 is appended to a jsonl file as it comes (SSIM over the probes, CPU seconds); `--table` prints
 mean ± 95% CI over the seeds per cut from that file, with SDAR − FORA and SDAR − prior per seed.
@@ -23,9 +24,14 @@ from _common import one_thread, table
 
 ATTACKS = {"prior": ("sdar", {"method": "prior"}), "sdar": ("sdar", {"method": "sdar"}),
            "fora": ("fora", {"method": "fora"}), "unsplit": ("inversion", {"method": "unsplit"})}
+# variants for tuning (not in the table): SDAR and FORA on the probes' observations alone
+# (their defaults also use the training batches' the server saw, `View.seen`)
+VARIANTS = {"sdar-probes": ("sdar", {"method": "sdar", "seen": False}),
+            "fora-probes": ("fora", {"method": "fora", "seen": False})}
 
 
-def measure(cut: str, seed: int, names: list[str], out: str) -> None:
+def measure(cut: str, seed: int, names: list[str], out: str, observe: int,
+            extra: dict) -> None:
     import torch
 
     import slsec.attacks  # noqa: F401  (registration)
@@ -36,21 +42,24 @@ def measure(cut: str, seed: int, names: list[str], out: str) -> None:
     from slsec.run.experiment import resolve
     from slsec.run.runner import run_local
     cfg = make_config({"cut": cut, "clients": 1, "seed": seed, "attack": "sdar",
-                       "knowledge": ("architecture", "aux_data")})
+                       "knowledge": ("architecture", "aux_data"), "observe_samples": observe})
     exp = resolve(cfg)
-    outcomes = run_local(cfg, exp.setup, None, None)
+    outcomes = run_local(exp)
     plan = exp.attack
-    view = harness.make_view(cfg, exp.setup, outcomes[plan.rank], plan.role, plan.knowledge)
+    view = harness.make_view(exp, outcomes[plan.rank], plan.role, plan.knowledge)
     truth = outcomes[0].truth_inputs
     for name in names:
-        attack, params = ATTACKS[name]
+        attack, params = {**ATTACKS, **VARIANTS}[name]
+        params = {**params, **extra.get(attack, {})}
         t0 = time.process_time()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             guess = REGISTRY.get(attack)(seed=seed, **params).run(view)
         ssim = float(metrics.ssim(truth[: len(guess.images)], guess.images).mean())
         rec = {"cut": cut, "seed": seed, "name": name, "ssim": ssim,
-               "cpu": time.process_time() - t0}
+               "cpu": round(time.process_time() - t0, 1), "observe_samples": observe,
+               "seen": sum(len(m["x"]) for m in view.seen),
+               "params": extra.get(attack, {})}
         print(json.dumps(rec), flush=True)
         with open(out, "a") as f:
             f.write(json.dumps(rec) + "\n")
@@ -88,13 +97,22 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--attacks", default="prior,sdar,fora,unsplit")
     ap.add_argument("--out", default="sdar_cuts.jsonl")
+    ap.add_argument("--observe-samples", type=int, default=256,
+                    help="training samples whose smashed data the server keeps (its window)")
+    ap.add_argument("--set", action="append", default=[], metavar="ATTACK.KEY=VALUE",
+                    help="an attack parameter for tuning, e.g. sdar.feat_weight=0.3")
     ap.add_argument("--table", metavar="JSONL", help="print the table of a results file")
     args = ap.parse_args()
     if args.table:
         show(args.table)
         return
     one_thread()
-    measure(args.cut, args.seed, args.attacks.split(","), args.out)
+    extra: dict = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        attack, kw = key.split(".", 1)
+        extra.setdefault(attack, {})[kw] = json.loads(value)
+    measure(args.cut, args.seed, args.attacks.split(","), args.out, args.observe_samples, extra)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ class UShaped(Protocol):
                     ctx.link.give(k, cut_message(out, out["x"]), BODY_OUT)
                     gb = ctx.link.recv(k, BODY_GRAD)["g"]
                     if k == 1 and observing(ctx, rnd, i, n):
+                        ctx.observer.seen(msg)
                         ctx.observer.recording = True
                         ctx.observer.output(cut_message(out, out["x"]))
                         ctx.observer.grad(gb)

@@ -109,6 +109,8 @@ def batch_in(ctx: Context, k: int, msg: dict[str, torch.Tensor],
         ctx.truth(None, y)  # two-party: the label owner is the server; scorer keeps the truth
     feats = receive_cut(msg)
     ctx.observer.smashed(msg)
+    if watch:   # a training batch in the observation window, with the label the server holds
+        ctx.observer.seen({**msg, "y": y})
     return feats, ctx.defense.labels(y, num_classes=ctx.plan.num_classes, gen=ctx.gen)
 
 

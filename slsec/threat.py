@@ -148,6 +148,12 @@ class View:
     # server's body outputs, as the cut message the client's tail consumed)
     outputs: list[dict[str, Tensor] | Tensor] = field(default_factory=list)
     updates: list[Update] = field(default_factory=list)          # FedAvg aggregator only
+    # smashed messages this role received while training, in the observation window (the last
+    # `observe_samples` samples of client 1's last round), as they arrived, with the labels the
+    # role holds for them ("y": vanilla SL and SplitFed receive them; two-party SL owns them);
+    # only a role that receives the client's smashed data during training (the server of
+    # vanilla, U-shaped and synchronous SplitFed) holds any
+    seen: list[dict[str, Tensor]] = field(default_factory=list)
     parts: dict[str, torch.nn.Module] = field(default_factory=dict)  # model parts the role holds
     knowledge: frozenset[str] = frozenset()
     build_model: Callable[[], Any] | None = None  # public architecture: builds a fresh SplitModel
@@ -182,11 +188,16 @@ class Observer:
         self._grads: list[Tensor] = []
         self._outputs: list[dict[str, Tensor] | Tensor] = []
         self._updates: list[Update] = []
+        self._seen: list[dict[str, Tensor]] = []
         self.recording = False
 
     def smashed(self, tensors: dict[str, Tensor]) -> None:
         if self.recording:
             self._smashed.append({k: v.detach().cpu().clone() for k, v in tensors.items()})
+
+    def seen(self, tensors: dict[str, Tensor]) -> None:
+        """A training message received in the observation window (the protocol decides which)."""
+        self._seen.append({k: v.detach().cpu().clone() for k, v in tensors.items()})
 
     def grad(self, g: Tensor) -> None:
         if self.recording:
@@ -204,7 +215,7 @@ class Observer:
     def view(self, **extra: Any) -> View:
         return View(role=self.role, protocol=self.protocol, smashed=list(self._smashed),
                     grads=list(self._grads), outputs=list(self._outputs),
-                    updates=list(self._updates), **extra)
+                    updates=list(self._updates), seen=list(self._seen), **extra)
 
 
 class Scorer:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from slsec.config import make_config
 from slsec.run.harness import evaluate
@@ -83,3 +84,44 @@ def test_only_a_server_that_receives_labels_holds_the_probe_labels(protocol, hel
         assert torch.equal(labels, setup.probe.y)
     else:
         assert all("y" not in msg for msg in view.smashed)
+
+
+@pytest.mark.parametrize("protocol, labels", [("vanilla", True), ("ushaped", False),
+                                              ("splitfed", True)])
+def test_only_the_server_holds_the_training_observations(protocol, labels):
+    """`View.seen`: the smashed data of the training batches in the observation window (the last
+    `observe_samples` samples of client 1's last round), exactly as the server received them,
+    with their labels only where they arrived with one. The clients, which send those tensors
+    but receive none, hold none."""
+    from slsec.run.harness import attacker_knowledge, make_view, prepare, resolve
+    from slsec.run.runner import run_local
+    cfg = make_config({**SMALL, "max_train": 160, "protocol": protocol, "attack": "inversion",
+                       "clients": 2})
+    setup = prepare(cfg)
+    exp = resolve(cfg, setup)
+    outcomes = run_local(exp)
+    server = make_view(exp, outcomes[0], "server", attacker_knowledge(cfg, "server"))
+    # the window: 64 samples = the last two batches of client 1's shard of 80 (32 + 16)
+    assert [len(m["x"]) for m in server.seen] == [32, 16]
+    assert all(m["x"].shape[1:] == server.smashed[0]["x"].shape[1:] for m in server.seen)
+    assert all(("y" in m) == labels for m in server.seen)
+    if labels:
+        shard_y = setup.shard(1).y
+        got = torch.cat([m["y"] for m in server.seen])
+        assert all(int((shard_y == c).sum()) >= int((got == c).sum()) for c in got.unique())
+    client = make_view(exp, outcomes[1], "client", attacker_knowledge(cfg, "client"))
+    assert client.role == "client" and client.seen == []
+
+
+def test_a_curious_client_holds_no_training_observations():
+    """Two-party SL: the client records what it sent and the gradients it got back, never the
+    server's `seen`; the label-owning server's training observations carry its own labels."""
+    from slsec.run.runner import run_local
+    from slsec.run.harness import prepare, resolve
+    cfg = make_config({**SMALL, "max_train": 96, "protocol": "vanilla", "clients": 1,
+                       "label_party": "server", "attack": "label-inference"})
+    outcomes = run_local(resolve(cfg, prepare(cfg)))
+    client = outcomes[1].observer.view()
+    assert client.grads and client.seen == []
+    server = outcomes[0].observer.view()
+    assert server.seen and all("y" in m and "i" in m for m in server.seen)

@@ -140,3 +140,21 @@ def test_slsec_evaluate_attack_fora_end_to_end(tmp_path, capsys):
                "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc != 0 and "no method fits" in err and "Traceback" not in err
+
+
+def test_substitute_fits_the_training_observations_the_server_saw(world):
+    """`view.seen` joins the probes' observations in the substitute's fit (MMD and
+    discriminator); `seen=False` keeps the probes alone; the images are the probes'."""
+    model, aux, probe = world
+    view, _ = server_view(world, aux)
+    with torch.no_grad():
+        extra = model.split(["pool1"])[0]({"x": aux.inputs[:24]})["x"]
+    view.seen = [{"x": extra, "y": aux.y[:24]}]
+    both = Fora(method="fora", seed=0, steps=2, decoder_steps=2).run(view)
+    alone = Fora(method="fora", seed=0, steps=2, decoder_steps=2, seen=False).run(view)
+    assert both.info["observations"] == 56 and alone.info["observations"] == 32
+    assert both.images.shape == alone.images.shape == probe.inputs.shape
+    # a training message without a label: the labelled comparison keeps the probes alone
+    view.seen = [{"x": extra}]
+    assert Fora(method="fora", seed=0, steps=2, decoder_steps=2).run(view).info[
+        "observations"] == 32

@@ -78,3 +78,29 @@ def test_slsec_evaluate_attack_sdar_end_to_end(tmp_path, capsys):
     for key in ("attack_ssim_mean", "prior_ssim_mean", "reid_top1"):
         assert 0 <= m[key] <= 1, key
     assert metrics is not None
+
+
+def test_discriminators_train_on_the_training_observations_the_server_saw(world, monkeypatch):  # noqa: F811,E501
+    """`view.seen` (training batches' smashed data, with labels) joins the probes as the
+    discriminators' real samples; `seen=False` keeps the probes alone, and the final images
+    are still the probes' reconstructions."""
+    model, aux, probe = world
+    view, _ = server_view(world, aux)
+    head = model.split(["pool1"])[0]
+    with torch.no_grad():
+        extra = head({"x": aux.inputs[:24]})["x"]
+    view.seen = [{"x": extra[:12], "y": aux.y[:12]}, {"x": extra[12:], "y": aux.y[12:24]}]
+    reals = []
+    real = Sdar._batch
+
+    def spy(obs, obs_y, *a, **k):
+        reals.append((len(obs), None if obs_y is None else obs_y.clone()))
+        return real(obs, obs_y, *a, **k)
+    monkeypatch.setattr(Sdar, "_batch", staticmethod(spy))
+    both = Sdar(method="sdar", seed=0, steps=3, decoder_steps=3).run(view)
+    assert both.info["observations"] == 32 + 24 and both.images.shape == probe.inputs.shape
+    assert {n for n, _ in reals} == {56}
+    assert all(torch.equal(y, torch.cat([probe.y, aux.y[:24]])) for _, y in reals)
+    reals.clear()
+    alone = Sdar(method="sdar", seed=0, steps=3, decoder_steps=3, seen=False).run(view)
+    assert alone.info["observations"] == 32 and {n for n, _ in reals} == {32}
