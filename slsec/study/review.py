@@ -111,7 +111,8 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
         check_defenses(inv)
         plans.append((p, inv, lab))
     check_grid([inv for _, inv, _ in plans], lambda c: f"protocol {c.protocol}")
-    searched = [c for _, inv, _ in plans for c in pt.cells(inv)] if target is not None else []
+    searched = ([c for _, inv, _ in plans for c in pt.cells(inv, target, _label_roles())]
+                if target is not None else [])
     for c in {config_key(c.replace(cut=None, seed=cfg.seed).to_dict()): c.replace(cut=None)
               for c in searched}.values():
         check_defenses(c)                        # the searched defenses, before any training
