@@ -27,8 +27,9 @@ ATTACKS = {"sdar": dict(attack="sdar", method="sdar"), "fora": dict(attack="fora
            "unsplit": dict(attack="inversion", method="unsplit")}
 
 
-def run(cut: str, seed: int, **attack) -> tuple[dict, float]:
-    cfg = make_config({"cut": cut, "clients": 1, "seed": seed, "knowledge": KNOWLEDGE, **attack})
+def run(cut: str, seed: int, dataset: str = "mnist", **attack) -> tuple[dict, float]:
+    cfg = make_config({"cut": cut, "clients": 1, "seed": seed, "dataset": dataset,
+                       "knowledge": KNOWLEDGE, **attack})
     t0 = time.process_time()
     m = evaluate(cfg).metrics
     return m, time.process_time() - t0
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument("--cuts", default="conv1,pool1,conv2,pool2,fc1")
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--attacks", default="sdar,fora,unsplit")
+    ap.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist (embedded)")
     args = ap.parse_args()
     one_thread()
     names = args.attacks.split(",")
@@ -53,7 +55,7 @@ def main() -> None:
         cpu: dict[str, list[float]] = {n: [] for n in names}
         for seed in range(args.seeds):
             for n in names:
-                m, c = run(cut, seed, **ATTACKS[n])
+                m, c = run(cut, seed, args.dataset, **ATTACKS[n])
                 res[n].append(m)
                 cpu[n].append(c)
                 print(f"{cut} seed {seed}: {n} SSIM {m['attack_ssim_mean']:.3f} (prior "
