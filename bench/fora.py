@@ -44,6 +44,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cuts", default="conv1,pool1,conv2,pool2,fc1")
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--seed-from", type=int, default=0, help="first seed (to resume a run)")
     ap.add_argument("--attacks", default="sdar,fora,unsplit")
     ap.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist (embedded)")
     args = ap.parse_args()
@@ -53,7 +54,7 @@ def main() -> None:
     for cut in args.cuts.split(","):
         res: dict[str, list[dict]] = {n: [] for n in names}
         cpu: dict[str, list[float]] = {n: [] for n in names}
-        for seed in range(args.seeds):
+        for seed in range(args.seed_from, args.seeds):
             for n in names:
                 m, c = run(cut, seed, args.dataset, **ATTACKS[n])
                 res[n].append(m)
