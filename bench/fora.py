@@ -1,8 +1,8 @@
 """SDAR and FORA (the server's passive inversions) against UnSplit and the attacker's prior,
 per cut.
 
-Embedded MNIST, CNN, vanilla SL, one client, the server knowing only the public architecture
-and its aux data (`--knowledge architecture,aux_data`: no head weights, no head queries). For
+Embedded MNIST (or `--dataset fashion-mnist`), CNN, vanilla SL, one client, the server knowing
+only the public architecture and its aux data (`--knowledge architecture,aux_data`: no head weights, no head queries). For
 every cut and seed, one evaluation per attack with the same seed (so the same trained model and
 the same 64 private probe images): `--attack sdar --method sdar`, `--attack fora --method fora`,
 `--attack inversion --method unsplit`. Printed per cut: each attack's SSIM (mean ± 95% CI over
@@ -74,7 +74,8 @@ def main() -> None:
         row += [f"{sum(cpu[n]) / len(cpu[n]):.0f}" for n in names]
         rows.append(row)
     gained = [n for n in names if n != "unsplit"]
-    table(f"SSIM over 64 private probes, mean ± 95% CI over {args.seeds} seed(s); vanilla, "
+    n = args.seeds - args.seed_from
+    table(f"SSIM over 64 private probes, mean ± 95% CI over {n} seed(s); vanilla, "
           "1 client, knowledge architecture,aux_data",
           ["cut"] + names + ["prior"] + [f"{n} gain" for n in gained]
           + [f"{n} reid@1" for n in gained]
