@@ -3,11 +3,12 @@ per cut.
 
 Embedded MNIST (or `--dataset fashion-mnist`), CNN, vanilla SL, one client, the server knowing
 only the public architecture and its aux data (`--knowledge architecture,aux_data`: no head
-weights, no head queries). For every cut and seed, one evaluation per attack with the same seed (so the same trained model and
-the same 64 private probe images): `--attack sdar --method sdar`, `--attack fora --method fora`,
-`--attack inversion --method unsplit`. Printed per cut: each attack's SSIM (mean ± 95% CI over
-the seeds), the attacker's prior (class image of the label the server received), the gain over
-that prior, top-1 re-identification, SDAR − FORA per seed, and CPU seconds per evaluation.
+weights, no head queries). For every cut and seed, one evaluation per attack with the same seed
+(so the same trained model and the same 64 private probe images): `--attack sdar --method
+sdar`, `--attack fora --method fora`, `--attack inversion --method unsplit`. Printed per cut:
+each attack's SSIM (mean ± 95% CI over the seeds), the attacker's prior (class image of the
+label the server received), the gain over that prior, top-1 re-identification, SDAR − FORA
+per seed, and CPU seconds per evaluation.
 
     nice -n 10 .venv/bin/python bench/fora.py --cuts conv1,pool1,conv2,pool2,fc1 --seeds 3
 """
