@@ -11,12 +11,14 @@ gain over the prior (and its upper bound), top-1 re-identification; the methods 
 VFLAIR's DCS of the cell (its aggregate row, computed from the seed means). The undefended row
 comes from the twins. Then, per defense, the verdict of issue #28: the setting with the highest
 accuracy whose gain's upper bound is <= 0.05 at >= 90% of undefended accuracy (mean ratio), or
-"none" and the setting closest to it (the lowest gain upper bound among those at >= 90%).
+"none" and the closest: the lowest gain upper bound among the settings at >= 90% (or among all
+when none keeps 90%).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import sys
 from collections import defaultdict
@@ -30,6 +32,7 @@ from slsec.report.stats import t_interval  # noqa: E402
 SETTING = {"mid": ("mid_weight",), "compress": ("compress_keep", "compress_bits"),
            "grad-sparsify": ("grad_keep",), "nopeek": ("nopeek_weight",), "dp": ("sigma",)}
 GAIN_MAX, ACC_MIN = 0.05, 0.90
+CUT_MAPS = ("mid", "compress", "dp")   # defenses that change what crosses the cut at inference
 
 
 def _f(v: str) -> float:
@@ -51,7 +54,7 @@ def fmt(m: float, h: float) -> str:
 def setting_of(row: dict[str, str]) -> tuple[str, str]:
     d = row["defense"]
     keys = SETTING.get(d, ())
-    parts = [f"{k}={row[k]}" for k in keys
+    parts = [f"{k}={_f(row[k]):g}" for k in keys
              if not (k == "compress_keep" and _f(row[k]) == 1.0)
              and not (k == "compress_bits" and _f(row[k]) == 0)]
     return d, " ".join(parts)
@@ -60,7 +63,17 @@ def setting_of(row: dict[str, str]) -> tuple[str, str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sweeps", nargs="+", type=Path)
+    ap.add_argument("--deployed", type=Path, default=None,
+                    help="bench/deployed_accuracy.py's JSON lines: the verdict then reads the "
+                         "accuracy as deployed (the cut defense between head and tail)")
     args = ap.parse_args()
+    deployed: dict[tuple[str, str, str], float] = {}
+    if args.deployed:
+        for line in args.deployed.read_text().splitlines():
+            r = json.loads(line)
+            d = dict(r["setting"])
+            key = (d.pop("defense"), " ".join(f"{k}={float(v):g}" for k, v in d.items()))
+            deployed[key + (str(r["seed"]),)] = float(r["deployed"])
     cells: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
     dcs: dict[tuple[str, str], float] = {}
     twins: dict[str, dict[str, str]] = {}
@@ -74,7 +87,8 @@ def main() -> None:
                 cells[key].append(row)
                 twins[row["seed"]] = row
     lines = ["| defense | setting | seeds | accuracy | % of undefended | attack SSIM | prior SSIM "
-             "| SSIM gain (upper 95%) | re-id top-1 | method | DCS |", "|" + "---|" * 11]
+             "| SSIM gain (upper 95%) | re-id top-1 | method | DCS | deployed accuracy | deployed % |",
+             "|" + "---|" * 13]
     und = list(twins.values())
     acc = ci([_f(r["undefended_accuracy"]) for r in und])
     gain = ci([_f(r["undefended_ssim_gain_mean"]) for r in und])
@@ -82,19 +96,27 @@ def main() -> None:
                  f"{fmt(*ci([_f(r['undefended_attack_ssim_mean']) for r in und]))} | "
                  f"{fmt(*ci([_f(r['undefended_prior_ssim_mean']) for r in und]))} | "
                  f"{fmt(*gain)} ({gain[0] + gain[1]:.3f}) | "
-                 f"{fmt(*ci([_f(r['undefended_reid_top1']) for r in und]))} | | |")
+                 f"{fmt(*ci([_f(r['undefended_reid_top1']) for r in und]))} | | | | |")
     verdict: dict[str, list[tuple[float, float, float, str]]] = defaultdict(list)
     for key, rows in cells.items():
         ratio = ci([_f(r["accuracy"]) / _f(r["undefended_accuracy"]) for r in rows])
+        dep = [deployed.get(key + (r["seed"],), math.nan) for r in rows]
+        dep_ratio = ci([a / _f(r["undefended_accuracy"]) for a, r in zip(dep, rows)])
+        if not any(math.isnan(a) for a in dep) and args.deployed:
+            ratio = dep_ratio
+        elif args.deployed and key[0] in ("mid", "compress", "dp"):
+            dep_ratio = (math.nan, math.nan)
         g = ci([_f(r["ssim_gain_mean"]) for r in rows])
         upper = g[0] + (0.0 if math.isnan(g[1]) else g[1]) if len(rows) > 1 else math.inf
         methods = ",".join(sorted({r["attack_method"] for r in rows}))
         lines.append(
             f"| {key[0]} | {key[1]} | {len(rows)} | {fmt(*ci([_f(r['accuracy']) for r in rows]))} "
-            f"| {100 * ratio[0]:.1f}% | {fmt(*ci([_f(r['attack_ssim_mean']) for r in rows]))} "
+            f"| {100 * ci([_f(r['accuracy']) / _f(r['undefended_accuracy']) for r in rows])[0]:.1f}% | {fmt(*ci([_f(r['attack_ssim_mean']) for r in rows]))} "
             f"| {fmt(*ci([_f(r['prior_ssim_mean']) for r in rows]))} | {fmt(*g)} ({upper:.3f}) "
             f"| {fmt(*ci([_f(r['reid_top1']) for r in rows]))} | {methods} "
-            f"| {dcs.get(key, math.nan):.3f} |")
+            f"| {dcs.get(key, math.nan):.3f} | "
+            + (f"{fmt(*ci(dep))} | {100 * dep_ratio[0]:.1f}% |" if key[0] in CUT_MAPS
+               else "as reported | as reported |"))
         verdict[key[0]].append((ratio[0], upper, _f(rows[0]["accuracy"]), key[1]))
     print("\n".join(lines))
     print()
@@ -106,8 +128,13 @@ def main() -> None:
                   f"{100 * best[0]:.1f}% of undefended accuracy")
             continue
         useful = [o for o in opts if o[0] >= ACC_MIN]
-        near = min(useful, key=lambda o: o[1]) if useful else max(opts)
-        print(f"{d}: none does; closest {near[3]}: gain upper {near[1]:.3f} at "
+        if useful:
+            near = min(useful, key=lambda o: o[1])
+            why = f"the lowest gain at >= {100 * ACC_MIN:.0f}% accuracy"
+        else:
+            near = min(opts, key=lambda o: o[1])
+            why = f"no setting keeps {100 * ACC_MIN:.0f}% accuracy; the lowest gain"
+        print(f"{d}: none does; {why}: {near[3]}, gain upper {near[1]:.3f} at "
               f"{100 * near[0]:.1f}% of undefended accuracy")
 
 
