@@ -53,8 +53,8 @@ def fmt(m: float, h: float) -> str:
 
 def setting_of(row: dict[str, str]) -> tuple[str, str]:
     d = row["defense"]
-    keys = SETTING.get(d, ())
-    parts = [f"{k}={_f(row[k]):g}" for k in keys
+    keys = ("cut",) + SETTING.get(d, ())
+    parts = [row[k] if k == "cut" else f"{k}={_f(row[k]):g}" for k in keys
              if not (k == "compress_keep" and _f(row[k]) == 1.0)
              and not (k == "compress_bits" and _f(row[k]) == 0)]
     return d, " ".join(parts)
@@ -72,11 +72,12 @@ def main() -> None:
         for line in args.deployed.read_text().splitlines():
             r = json.loads(line)
             d = dict(r["setting"])
-            key = (d.pop("defense"), " ".join(f"{k}={float(v):g}" for k, v in d.items()))
+            key = (d.pop("defense"), " ".join([r.get("cut", "pool2")]
+                                              + [f"{k}={float(v):g}" for k, v in d.items()]))
             deployed[key + (str(r["seed"]),)] = float(r["deployed"])
     cells: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
     dcs: dict[tuple[str, str], float] = {}
-    twins: dict[str, dict[str, str]] = {}
+    twins: dict[tuple[str, str], dict[str, str]] = {}
     for folder in args.sweeps:
         with open(folder / "results.csv", newline="") as fh:
             for row in csv.DictReader(fh):
@@ -85,21 +86,23 @@ def main() -> None:
                     dcs[key] = _f(row.get("dcs"))
                     continue
                 cells[key].append(row)
-                twins[row["seed"]] = row
+                twins[(row["cut"], row["seed"])] = row
     lines = ["| defense | setting | seeds | accuracy | % of undefended | attack SSIM | prior SSIM "
-             "| SSIM gain (upper 95%) | re-id top-1 | method | DCS | deployed accuracy | deployed % |",
+             "| SSIM gain (upper 95%) | re-id top-1 | method | DCS | deployed accuracy "
+             "| deployed % |",
              "|" + "---|" * 13]
-    und = list(twins.values())
-    acc = ci([_f(r["undefended_accuracy"]) for r in und])
-    gain = ci([_f(r["undefended_ssim_gain_mean"]) for r in und])
-    lines.append(f"| none | | {len(und)} | {fmt(*acc)} | 100% | "
-                 f"{fmt(*ci([_f(r['undefended_attack_ssim_mean']) for r in und]))} | "
-                 f"{fmt(*ci([_f(r['undefended_prior_ssim_mean']) for r in und]))} | "
-                 f"{fmt(*gain)} ({gain[0] + gain[1]:.3f}) | "
-                 f"{fmt(*ci([_f(r['undefended_reid_top1']) for r in und]))} | | | | |")
+    for cut in sorted({c for c, _ in twins}, key=list(dict.fromkeys(c for c, _ in twins)).index):
+        und = [r for (c, _), r in twins.items() if c == cut]
+        gain = ci([_f(r["undefended_ssim_gain_mean"]) for r in und])
+        lines.append(f"| none | {cut} | {len(und)} | "
+                     f"{fmt(*ci([_f(r['undefended_accuracy']) for r in und]))} | 100% | "
+                     f"{fmt(*ci([_f(r['undefended_attack_ssim_mean']) for r in und]))} | "
+                     f"{fmt(*ci([_f(r['undefended_prior_ssim_mean']) for r in und]))} | "
+                     f"{fmt(*gain)} ({gain[0] + gain[1]:.3f}) | "
+                     f"{fmt(*ci([_f(r['undefended_reid_top1']) for r in und]))} | | | | |")
     verdict: dict[str, list[tuple[float, float, float, str]]] = defaultdict(list)
     for key, rows in cells.items():
-        ratio = ci([_f(r["accuracy"]) / _f(r["undefended_accuracy"]) for r in rows])
+        ratio = reported = ci([_f(r["accuracy"]) / _f(r["undefended_accuracy"]) for r in rows])
         dep = [deployed.get(key + (r["seed"],), math.nan) for r in rows]
         dep_ratio = ci([a / _f(r["undefended_accuracy"]) for a, r in zip(dep, rows)])
         if not any(math.isnan(a) for a in dep) and args.deployed:
@@ -111,13 +114,14 @@ def main() -> None:
         methods = ",".join(sorted({r["attack_method"] for r in rows}))
         lines.append(
             f"| {key[0]} | {key[1]} | {len(rows)} | {fmt(*ci([_f(r['accuracy']) for r in rows]))} "
-            f"| {100 * ci([_f(r['accuracy']) / _f(r['undefended_accuracy']) for r in rows])[0]:.1f}% | {fmt(*ci([_f(r['attack_ssim_mean']) for r in rows]))} "
+            f"| {100 * reported[0]:.1f}% | {fmt(*ci([_f(r['attack_ssim_mean']) for r in rows]))} "
             f"| {fmt(*ci([_f(r['prior_ssim_mean']) for r in rows]))} | {fmt(*g)} ({upper:.3f}) "
             f"| {fmt(*ci([_f(r['reid_top1']) for r in rows]))} | {methods} "
             f"| {dcs.get(key, math.nan):.3f} | "
             + (f"{fmt(*ci(dep))} | {100 * dep_ratio[0]:.1f}% |" if key[0] in CUT_MAPS
                else "as reported | as reported |"))
-        verdict[key[0]].append((ratio[0], upper, _f(rows[0]["accuracy"]), key[1]))
+        where = f"{key[0]} at {rows[0]['cut']}"
+        verdict[where].append((ratio[0], upper, _f(rows[0]["accuracy"]), key[1]))
     print("\n".join(lines))
     print()
     for d, opts in verdict.items():

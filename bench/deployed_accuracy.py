@@ -7,6 +7,7 @@ script trains each (defense setting, seed) exactly as `slsec sweep` does (same c
 0..N-1, no attack) and prints both on the same trained model:
 
     .venv/bin/python bench/deployed_accuracy.py --out acc.jsonl [--seeds 3] [--only mid]
+        [--cut fc1] [--sigma 0.05,0.5]
 
 `clean` must equal the sweep row's `accuracy` (same training); `deployed` draws the defense's
 noise (MID, DP) from a generator seeded by the seed. One JSON line per (setting, seed) is
@@ -53,24 +54,36 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--only", default=None, help="a defense name: only its settings")
+    ap.add_argument("--cut", default=BASE["cut"])
+    ap.add_argument("--values", default=None, help="with --only: that defense's setting values "
+                    "(comma list) to run, of the defaults")
+    ap.add_argument("--sigma", default=None, help="DP noise multipliers (comma list) instead of "
+                    "the default 0.1,0.2")
     args = ap.parse_args()
+    base = {**BASE, "cut": args.cut}
+    settings = SETTINGS if args.sigma is None else \
+        [s for s in SETTINGS if s["defense"] != "dp"] + \
+        [{"defense": "dp", "sigma": float(x)} for x in args.sigma.split(",")]
     one_thread()
     done = set()
     if args.out.exists():
-        done = {json.dumps(r["setting"], sort_keys=True) + str(r["seed"])
-                for r in map(json.loads, args.out.read_text().splitlines())}
-    for setting in SETTINGS:
+        done = {json.dumps({"cut": r.get("cut", BASE["cut"]), **r["setting"]}, sort_keys=True)
+                + str(r["seed"]) for r in map(json.loads, args.out.read_text().splitlines())}
+    for setting in settings:
         if args.only and setting["defense"] != args.only:
             continue
+        value = [v for k, v in setting.items() if k != "defense"][0]
+        if args.values and float(value) not in [float(x) for x in args.values.split(",")]:
+            continue
         for seed in range(args.seeds):
-            if json.dumps(setting, sort_keys=True) + str(seed) in done:
+            if json.dumps({**setting, "cut": args.cut}, sort_keys=True) + str(seed) in done:
                 continue
-            exp = resolve(make_config({**BASE, **setting, "seed": seed}))
+            exp = resolve(make_config({**base, **setting, "seed": seed}))
             server = run_local(exp)[0]
             model = server.model.eval()
-            head, tail = model.split([BASE["cut"]])
+            head, tail = model.split([args.cut])
             test = exp.setup.data.test
-            row = {"setting": setting, "seed": seed,
+            row = {"setting": setting, "seed": seed, "cut": args.cut,
                    "reported": server.records[-1].accuracy,
                    "clean": accuracy(head, None, tail, test, None),
                    "deployed": accuracy(head, exp.fresh_defense(), tail, test,
