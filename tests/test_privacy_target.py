@@ -85,7 +85,7 @@ def test_a_bad_target_is_one_line(bad: str, tmp_path: Path, capsys: pytest.Captu
 @pytest.mark.slow
 def test_review_with_a_privacy_target_on_the_cnn(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    """2 first cuts × 6 defense strengths × 2 seeds on the embedded MNIST CNN (small runs)."""
+    """2 first cuts × 8 defense strengths × 2 seeds on the embedded MNIST CNN (small runs)."""
     from slsec.cli import main
     assert main([*TINY, "--seeds", "2", "--privacy-target", "gain=0.05", "--jobs", "2",
                  "--out", str(tmp_path), "--run-id", "r"]) == 0
@@ -95,7 +95,7 @@ def test_review_with_a_privacy_target_on_the_cnn(tmp_path: Path,
     assert "## Privacy target: SSIM gain over the prior <= 0.05" in page
     rows = [r.split(" | ") for r in page.splitlines() if r.startswith("| ushaped |")]
     searched = [r for r in rows if len(r) == 7]
-    assert len(searched) == 12                  # 2 cuts × 6 strengths
+    assert len(searched) == 16                  # 2 cuts × 8 strengths (none, dp, nopeek, mid)
     meets = [r for r in searched if r[6].startswith("yes")]
     for r in meets:                              # each "yes" is at most G at its upper bound
         assert float(r[3].split("≤ ")[1].rstrip(")")) <= 0.05
@@ -108,8 +108,9 @@ def test_review_with_a_privacy_target_on_the_cnn(tmp_path: Path,
 @pytest.mark.slow
 def test_reid_and_label_auc_targets_on_the_cnn(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    """U-shaped SL (labels stay on the client): 2 first cuts × 6 strengths, one seed, the image
-    attack and the label-inference attack in every cell; each row's columns are the targets'."""
+    """U-shaped SL (labels stay on the client): 2 first cuts × 10 strengths (label DP joins for
+    the label-auc target), one seed, the image attack and the label-inference attack in every
+    cell; each row's columns are the targets'."""
     from slsec.cli import main
     assert main([*TINY, "--rounds", "1", "--privacy-target", "reid=0.2,label-auc=0.9",
                  "--out", str(tmp_path), "--run-id", "r"]) == 0
@@ -119,7 +120,8 @@ def test_reid_and_label_auc_targets_on_the_cnn(tmp_path: Path,
     page = (tmp_path / "r" / "report.md").read_text()
     rows = [r.split(" | ") for r in page.splitlines() if r.startswith("| ushaped |")]
     searched = [r for r in rows if len(r) == 8]
-    assert len(searched) == 12
+    assert len(searched) == 20
+    assert {r[2] for r in searched} >= {"label-rr ε=1", "label-rr ε=4", "mid λ=0.1"}
     for r in searched:        # every cell measured both targets: numbers, not nan
         reid, auc = (float(c.split(" (≤ ")[1].rstrip(")")) for c in r[3:5])
         assert 0 <= reid <= 1 and 0.5 <= auc <= 1.5
@@ -141,8 +143,28 @@ def test_label_cells_pair_with_the_image_cells(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(split_search, "evaluate_cached",   # as if conv1 sent its labels
                         lambda c: {"labels_sent_to_server": c.cut == "conv1"})
     got = pt.label_cells(inv, lab, {"label-auc": 0.7}, {"ushaped"})
-    want = [c for c in pt.cells(inv) if c.cut != "conv1"]
-    assert len(got) == len(want) == 6 * 2      # pool1 × 6 strengths × 2 seeds
+    want = [c for c in pt.cells(inv, {"label-auc": 0.7}, {"ushaped"}) if c.cut != "conv1"]
+    assert len(got) == len(want) == 10 * 2     # pool1 × 10 strengths × 2 seeds
     assert [c.replace(attack="inversion") for c in got] == want
     assert pt.label_cells(inv, lab, {"gain": 0.1}, {"ushaped"}) == []
     assert pt.label_cells(inv, lab, {"label-auc": 0.7}, {"vanilla"}) == []
+
+
+def test_the_searched_strengths_follow_the_protocol_and_the_target() -> None:
+    """Every searched defense applies to the protocol; label DP joins only for a label-auc
+    target where the labels stay on the client."""
+    from slsec.config import make_config
+    from slsec.defenses.base import DEFENSES
+    from slsec.study import privacy_target as pt
+    for protocol in ("vanilla", "ushaped", "splitfed"):
+        for labels in (False, True):
+            got = pt.strengths(protocol, labels)
+            assert got[0] == ((), {}, "none")
+            assert all(protocol in DEFENSES.get(d[0]).protocols for d, _, _ in got[1:])
+            names = {d[0] for d, _, _ in got[1:]}
+            assert names >= {"dp", "nopeek", "mid"} and ("label-rr" in names) == labels
+    inv = make_config({"protocol": "ushaped", "attack": "inversion"})
+    image = {c.defense for c in pt.cells(inv, {"gain": 0.1}, {"ushaped"})}
+    both = {c.defense for c in pt.cells(inv, {"gain": 0.1, "label-auc": 0.7}, {"ushaped"})}
+    assert ("label-rr",) not in image and both == image | {("label-rr",)}
+    assert {c.defense for c in pt.cells(inv, {"label-auc": 0.7}, {"vanilla"})} == image

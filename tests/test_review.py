@@ -95,7 +95,7 @@ def test_malicious_server_cell_says_what_each_detector_did() -> None:
 
 @pytest.mark.slow
 def test_review_rows_are_the_same_with_workers(tmp_path) -> None:
-    """--jobs 2 (inversion and malicious-server cells in one stream of workers, then label
+    """--jobs 2 (malicious-server and inversion cells in one stream of workers, then label
     inference) writes the results.csv of --jobs 1, timings aside."""
     from slsec.cli import main
     args = ["review", "--protocol", "vanilla", "--model", "cnn", "--dataset", "mnist",

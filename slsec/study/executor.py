@@ -90,10 +90,12 @@ def grid_jobs(cells: Sequence[Any], jobs: int) -> int:
     return jobs
 
 
-# imported once by the fork server, before any worker is forked from it: everything a cell
-# imports (torch._dynamo: an optimiser's first step imports it, ~1.5 s; opacus: accountants).
+# imported once by the fork server, before any worker is forked from it: what every cell
+# imports (torch._dynamo: an optimiser's first step imports it, ~1.5 s). Not opacus (~1.5 s):
+# only DP cells need it, and each worker importing it on its first such cell costs the same
+# wall time as the server importing it, where the server's import delays every cell.
 # Importing these starts no thread, so forking from the server stays safe.
-PRELOAD = ["torch", "torch._dynamo", "opacus", "opacus.accountants", "scipy.stats",
+PRELOAD = ["torch", "torch._dynamo", "scipy.stats",
            "skimage.metrics", "slsec.cli", "slsec.metrics", "slsec.run.harness",
            "slsec.wire.turns", "slsec.report.frontier", "slsec.study.runs", "slsec.study.twin",
            "slsec.study.sweeps", "slsec.study.seeds", "slsec.study.benchmark",

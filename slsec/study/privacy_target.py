@@ -11,8 +11,11 @@ the page says there is no interval):
                  to the server in the clear.
 
 The search runs the review's attacks (adaptive: they know each defense's public mechanism) on
-every candidate cut × a defense at a few strengths (none; DP at the cut, σ in DP_SIGMAS;
-NoPeek, weight in NOPEEK_WEIGHTS) × the review's seeds, through the grid executor. Among the
+every candidate cut × a defense at a few strengths × the review's seeds, through the grid
+executor. The strengths (`strengths`): none; DP at the cut, σ in DP_SIGMAS; NoPeek, weight in
+NOPEEK_WEIGHTS; MID, λ in MID_WEIGHTS; and, where a label-auc target meets a protocol whose
+labels stay on the client, label DP by randomized response, ε in LABEL_EPSILONS. Each only on
+the protocols it declares. Among the
 configurations that meet every target within the accuracy budget (--min-accuracy) and the
 client-compute budget (--max-client-flops), the cheapest is recommended: least accuracy lost
 against the undefended run at the same cut, then fewest client FLOPs. When none does, the page
@@ -30,6 +33,9 @@ from slsec.report.stats import aggregate, seed_list
 
 DP_SIGMAS = (0.5, 1.0, 2.0)
 NOPEEK_WEIGHTS = (0.5, 2.0)
+MID_WEIGHTS = (0.1, 1.0)
+LABEL_EPSILONS = (1.0, 4.0)     # randomized response over K classes keeps a label w.p.
+#                                 1 / (1 + (K - 1) e^-ε): 0.23 and 0.86 at K = 10
 # target name -> (the metric it bounds, what the page calls it, the least bound that means
 # anything: an AUC bound below 0.5 is below chance, which max(AUC, 1 - AUC) never is)
 TARGETS: dict[str, tuple[str, str, float]] = {
@@ -69,11 +75,26 @@ def describe(target: dict[str, float]) -> str:
     return ", ".join(f"{TARGETS[k][1]} <= {v:g}" for k, v in target.items())
 
 
-def strengths() -> list[tuple[tuple[str, ...], dict[str, Any], str]]:
-    """(defense, its parameters, label) of every strength searched."""
-    return ([((), {}, "none")]
-            + [(("dp",), {"sigma": s}, f"dp σ={s:g}") for s in DP_SIGMAS]
-            + [(("nopeek",), {"nopeek_weight": w}, f"nopeek w={w:g}") for w in NOPEEK_WEIGHTS])
+def strengths(protocol: str, labels: bool = False
+              ) -> list[tuple[tuple[str, ...], dict[str, Any], str]]:
+    """(defense, its parameters, label) of every strength searched on `protocol`; `labels`: a
+    label-auc target is searched there (the label defenses join)."""
+    from slsec.defenses.base import DEFENSES
+    out: list[tuple[tuple[str, ...], dict[str, Any], str]] = [((), {}, "none")]
+    for name, key, values, short, label_only in (
+            ("dp", "sigma", DP_SIGMAS, "σ", False),
+            ("nopeek", "nopeek_weight", NOPEEK_WEIGHTS, "w", False),
+            ("mid", "mid_weight", MID_WEIGHTS, "λ", False),
+            ("label-rr", "label_epsilon", LABEL_EPSILONS, "ε", True)):
+        if protocol in DEFENSES.get(name).protocols and (labels or not label_only):
+            out += [((name,), {key: v}, f"{name} {short}={v:g}") for v in values]
+    return out
+
+
+def _labels(cfg: RunConfig, target: dict[str, float], label_roles: set[str]) -> bool:
+    """Whether a label-auc target is searched on cfg's protocol (its labels stay on the client
+    and a label attack plays there)."""
+    return "label-auc" in target and cfg.protocol in label_roles
 
 
 @dataclass
@@ -105,18 +126,18 @@ class Candidate:
         return math.inf if any(math.isnan(x) for x in over) else max(over)
 
 
-def _grid(cfg: RunConfig) -> list[RunConfig]:
+def _grid(cfg: RunConfig, labels: bool) -> list[RunConfig]:
     """`cfg` at every candidate cut × strength × seed (in that order)."""
     from slsec.run.split_search import candidate_cuts
     return [cfg.replace(cut=c, defense=d, seed=s, seeds=1, **kw)
-            for c in candidate_cuts(cfg) for d, kw, _ in strengths()
+            for c in candidate_cuts(cfg) for d, kw, _ in strengths(cfg.protocol, labels)
             for s in seed_list(cfg.seed, cfg.seeds)]
 
 
-def cells(inv: RunConfig) -> list[RunConfig]:
+def cells(inv: RunConfig, target: dict[str, float], label_roles: set[str]) -> list[RunConfig]:
     """Every image-attack evaluation of the search for one protocol (the review's config)."""
     from slsec.run.split_search import attack_config
-    return _grid(attack_config(inv).replace(backend="local"))
+    return _grid(attack_config(inv).replace(backend="local"), _labels(inv, target, label_roles))
 
 
 def label_cells(inv: RunConfig, lab: RunConfig, target: dict[str, float],
@@ -124,9 +145,10 @@ def label_cells(inv: RunConfig, lab: RunConfig, target: dict[str, float],
     """The label-inference evaluations a label-auc target needs: where the protocol has a label
     attack and (known from the image-attack cells, run first) the labels stay on the client."""
     from slsec.run.split_search import evaluate_cached
-    if "label-auc" not in target or inv.protocol not in label_roles:
+    if not _labels(inv, target, label_roles):
         return []
-    return [lc for ic, lc in zip(cells(inv), _grid(lab.replace(backend="local")))
+    return [lc for ic, lc in zip(cells(inv, target, label_roles),
+                                 _grid(lab.replace(backend="local"), True))
             if not evaluate_cached(ic).get("labels_sent_to_server")]
 
 
@@ -149,13 +171,13 @@ def search(inv: RunConfig, lab: RunConfig, target: dict[str, float],
     through the executor, see review.py)."""
     from slsec.run.split_search import attack_config, candidate_cuts, evaluate_cached, profile
     acfg = attack_config(inv).replace(backend="local")
-    labs = "label-auc" in target and inv.protocol in label_roles
+    labs = _labels(inv, target, label_roles)
     prof = profile(acfg)
     seeds = seed_list(inv.seed, inv.seeds)
     out: list[Candidate] = []
     base_acc: dict[str, float] = {}
     for c in candidate_cuts(acfg):
-        for d, kw, label in strengths():
+        for d, kw, label in strengths(inv.protocol, labs):
             runs = []
             for s in seeds:
                 m = evaluate_cached(acfg.replace(cut=c, defense=d, seed=s, seeds=1, **kw))
@@ -248,7 +270,7 @@ def blocks(target: dict[str, float], found: list[Candidate], text: str,
     return [("h", f"Privacy target: {describe(target)}"),
             ("p", ("Recommended: " if found and any(r.meets and r.within for r in found)
                    else "None meets it: ") + text + ". Searched: every candidate cut × "
-                  + ", ".join(label for _, _, label in strengths()) + " × "
+                  + ", ".join(dict.fromkeys(r.defense for r in found)) + " × "
                   + (f"{seeds} seeds (upper end of the 95% Student-t interval)" if seeds > 1
                      else "1 seed (no interval: the value itself; --seeds 3 gives one)")
                   + "; the attacks are the review's, which know each defense's public "

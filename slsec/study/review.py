@@ -111,7 +111,8 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
         check_defenses(inv)
         plans.append((p, inv, lab))
     check_grid([inv for _, inv, _ in plans], lambda c: f"protocol {c.protocol}")
-    searched = [c for _, inv, _ in plans for c in pt.cells(inv)] if target is not None else []
+    searched = ([c for _, inv, _ in plans for c in pt.cells(inv, target, _label_roles())]
+                if target is not None else [])
     for c in {config_key(c.replace(cut=None, seed=cfg.seed).to_dict()): c.replace(cut=None)
               for c in searched}.values():
         check_defenses(c)                        # the searched defenses, before any training
@@ -122,9 +123,12 @@ def run_review(cfg: RunConfig, *, min_accuracy: str | None,
         from slsec.study.review_cells import (inversion_cells, label_cells, malicious_cells,
                                               prefetch)
         with Workers(jobs) as workers:
-            later = [c for p, inv, _ in plans for c in malicious_cells(p, inv, hijack_steps)]
-            prefetch([c for _, inv, _ in plans for c in inversion_cells(inv)] + searched
-                     + (later if jobs > 1 else []), jobs, workers)
+            # the malicious-server cells first: the attack cells run their methods on every
+            # core a worker has (side by side), so at the end of the stream they fill the
+            # cores that workers with nothing left give up
+            first = [c for p, inv, _ in plans for c in malicious_cells(p, inv, hijack_steps)]
+            prefetch((first if jobs > 1 else []) + searched
+                     + [c for _, inv, _ in plans for c in inversion_cells(inv)], jobs, workers)
             labels = [c for p, inv, lab in plans
                       for c in label_cells(p, inv, lab, _label_roles())] if jobs > 1 else []
             if target is not None:   # the label attack where a label-auc target needs it

@@ -3,10 +3,11 @@
 `slsec review` reads every evaluation through `split_search.evaluate_cached` (one result per
 config in this process). With `--jobs` above 1 the configs it will ask for are computed first,
 in workers, and remembered here, so the review itself then runs from memory and its rows are
-those of the sequential review: first the inversion attack on every candidate cut and seed with
-the malicious-server runs beside them (one stream of cells, so that no worker idles between
-phases), then, knowing from the inversion runs whether labels reach the server, label
-inference on each cut.
+those of the sequential review: first one stream of cells (so that no worker idles between
+phases): the malicious-server runs, then the inversion attack on every candidate cut and seed
+(last, because its methods run side by side on every core a worker has, which fills the cores
+of workers that have nothing left); then, knowing from the inversion runs whether labels reach
+the server, label inference on each cut.
 """
 from __future__ import annotations
 
