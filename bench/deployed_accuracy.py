@@ -1,17 +1,20 @@
 """Test accuracy of a cut defense as deployed, beside the accuracy the run reports.
 
-A run's reported accuracy is the server's assembled model (head + tail) on the test set, with
-no defense between them. A cut defense (DP at the cut, MID, compression) changes what crosses
-the cut at inference too, so the accuracy users get is that of head -> defense -> tail. This
-script trains each (defense setting, seed) exactly as `slsec sweep` does (same config, seeds
-0..N-1, no attack) and prints both on the same trained model:
+A cut defense (DP at the cut, MID, compression) changes what crosses the cut at inference too,
+so the accuracy users get is that of head -> defense -> tail. Runs used to report the assembled
+model (head + tail) with nothing between them; `slsec.run.runner.evaluate_model` now reports the
+deployed one. This script trains each (defense setting, seed) exactly as `slsec sweep` does
+(same config, seeds 0..N-1, no attack) and prints, on the same trained model, the reported
+accuracy, the `clean` one (nothing at the cut) and its own `deployed` one:
 
     .venv/bin/python bench/deployed_accuracy.py --out acc.jsonl [--seeds 3] [--only mid]
         [--cut fc1] [--sigma 0.05,0.5]
 
-`clean` must equal the sweep row's `accuracy` (same training); `deployed` draws the defense's
-noise (MID, DP) from a generator seeded by the seed. One JSON line per (setting, seed) is
-appended to --out as it finishes; settings already in it are skipped (rerun to resume).
+`clean` equals the `accuracy` of sweep rows written before the change (same training);
+`deployed` draws the defense's noise (MID, DP) from a generator seeded by the seed (the run's
+own draw differs, so noisy defenses' `reported` and `deployed` differ by the noise alone). One
+JSON line per (setting, seed) is appended to --out as it finishes; settings already in it are
+skipped (rerun to resume).
 """
 from __future__ import annotations
 
