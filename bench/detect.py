@@ -89,8 +89,9 @@ class Server:
         return g
 
 
-def run(detector: str, server: str, seed: int, steps: int, cut: str) -> dict[str, Any]:
-    cfg = make_config({"cut": cut, "clients": 1, "seed": seed,
+def run(detector: str, server: str, seed: int, steps: int, cut: str,
+        dataset: str = "mnist") -> dict[str, Any]:
+    cfg = make_config({"cut": cut, "clients": 1, "seed": seed, "dataset": dataset,
                        "attack": None if server == "honest" else "hijack"})
     setup = prepare(cfg)
     torch.manual_seed(seed)
@@ -148,6 +149,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=500, help="client steps of an attacked run")
     ap.add_argument("--honest-steps", type=int, default=1000, help="client steps of an honest run")
     ap.add_argument("--cut", default="pool1")
+    ap.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist (embedded)")
     ap.add_argument("--mix", type=float, default=0.5, help="adapt-mix: share of the task gradient")
     args = ap.parse_args()
     MIX[0] = args.mix
@@ -160,7 +162,7 @@ def main() -> None:
             if det == "none" and srv != "honest":
                 continue
             for seed in range(args.seeds):
-                r = run(det, srv, seed, steps, args.cut)
+                r = run(det, srv, seed, steps, args.cut, args.dataset)
                 rows.append(r)
                 extra = f"  SSIM {r['ssim']:.3f}" if "ssim" in r else ""
                 print(f"{det:14s} {srv:12s} seed {seed}: flagged at step {r['flag'] or '-':>5}"
@@ -170,7 +172,7 @@ def main() -> None:
             summary.append((det, srv, steps, len(flagged), len(rows), flagged,
                             statistics.fmean(r["acc"] for r in rows),
                             statistics.fmean(r["ssim"] for r in rows) if "ssim" in rows[0] else None))
-    print(f"\ncut {args.cut}, adapt-mix share {args.mix}; detector / server / steps: seeds "
+    print(f"\n{args.dataset}, cut {args.cut}, adapt-mix share {args.mix}; detector / server / steps: seeds "
           "flagged, detection steps, mean tail accuracy, mean SSIM at the end (or at detection)")
     for det, srv, steps, k, n, flagged, acc, ssim in summary:
         print(f"{det:14s} {srv:12s} {steps:5d} steps: {k}/{n} flagged  steps {flagged}  "

@@ -32,7 +32,9 @@ def one(dataset: str, cut: str, seed: int, attack: str, probe: int, extra: dict)
             "gain": m["ssim_gain_mean"],
             "by_method": m.get("attack_ssim_mean_by_method", {m["attack_method"]: m["attack_ssim_mean"]}),
             "reid_by_method": m.get("reid_top1_by_method", {}),
-            "reid_chance": m.get("reid_chance_top1"), "seconds": m["total_seconds"]}
+            "reid_chance": m.get("reid_chance_top1"), "seconds": m["total_seconds"],
+            "hijack_steps": m.get("hijack_steps"), "hijack_stop": m.get("hijack_converged_at"),
+            "extra": extra}
 
 
 def table(rows: list[dict]) -> str:
@@ -59,21 +61,28 @@ def main() -> None:
     ap.add_argument("--datasets", default="fashion-mnist")
     ap.add_argument("--cuts", default="conv1,pool1,conv2,pool2,fc1")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--only-seed", type=int, default=None, help="run this one seed of the range")
     ap.add_argument("--probe-size", type=int, default=32)
     ap.add_argument("--fsha", action="store_true", help="also --attack hijack at conv1")
     ap.add_argument("--fsha-only", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("fashion.jsonl"))
+    ap.add_argument("--hijack", action="append", default=[], metavar="KEY=VALUE",
+                    help="a hijack setting for the FSHA runs, e.g. hijack_min_steps=600")
     args = ap.parse_args()
     one_thread()
+    hijack = {k: float(v) if "." in v or "e" in v else int(v)
+              for k, v in (kv.split("=", 1) for kv in args.hijack)}
     done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.exists() else []
     have = {(r["dataset"], r["cut"], r["seed"], r["attack"]) for r in done}
     jobs = []
     for d in args.datasets.split(","):
         for s in range(args.seeds):
+            if args.only_seed is not None and s != args.only_seed:
+                continue
             if not args.fsha_only:
                 jobs += [(d, c, s, "inversion", {}) for c in args.cuts.split(",")]
             if args.fsha or args.fsha_only:
-                jobs.append((d, "conv1", s, "hijack", {}))
+                jobs.append((d, "conv1", s, "hijack", hijack))
     for d, c, s, a, extra in jobs:
         if (d, c, s, a) in have:
             continue

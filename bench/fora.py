@@ -1,13 +1,14 @@
 """SDAR and FORA (the server's passive inversions) against UnSplit and the attacker's prior,
 per cut.
 
-Embedded MNIST, CNN, vanilla SL, one client, the server knowing only the public architecture
-and its aux data (`--knowledge architecture,aux_data`: no head weights, no head queries). For
-every cut and seed, one evaluation per attack with the same seed (so the same trained model and
-the same 64 private probe images): `--attack sdar --method sdar`, `--attack fora --method fora`,
-`--attack inversion --method unsplit`. Printed per cut: each attack's SSIM (mean ± 95% CI over
-the seeds), the attacker's prior (class image of the label the server received), the gain over
-that prior, top-1 re-identification, SDAR − FORA per seed, and CPU seconds per evaluation.
+Embedded MNIST (or `--dataset fashion-mnist`), CNN, vanilla SL, one client, the server knowing
+only the public architecture and its aux data (`--knowledge architecture,aux_data`: no head
+weights, no head queries). For every cut and seed, one evaluation per attack with the same seed
+(so the same trained model and the same 64 private probe images): `--attack sdar --method
+sdar`, `--attack fora --method fora`, `--attack inversion --method unsplit`. Printed per cut:
+each attack's SSIM (mean ± 95% CI over the seeds), the attacker's prior (class image of the
+label the server received), the gain over that prior, top-1 re-identification, SDAR − FORA
+per seed, and CPU seconds per evaluation.
 
     nice -n 10 .venv/bin/python bench/fora.py --cuts conv1,pool1,conv2,pool2,fc1 --seeds 3
 """
@@ -27,8 +28,9 @@ ATTACKS = {"sdar": dict(attack="sdar", method="sdar"), "fora": dict(attack="fora
            "unsplit": dict(attack="inversion", method="unsplit")}
 
 
-def run(cut: str, seed: int, **attack) -> tuple[dict, float]:
-    cfg = make_config({"cut": cut, "clients": 1, "seed": seed, "knowledge": KNOWLEDGE, **attack})
+def run(cut: str, seed: int, dataset: str = "mnist", **attack) -> tuple[dict, float]:
+    cfg = make_config({"cut": cut, "clients": 1, "seed": seed, "dataset": dataset,
+                       "knowledge": KNOWLEDGE, **attack})
     t0 = time.process_time()
     m = evaluate(cfg).metrics
     return m, time.process_time() - t0
@@ -43,7 +45,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cuts", default="conv1,pool1,conv2,pool2,fc1")
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--seed-from", type=int, default=0, help="first seed (to resume a run)")
     ap.add_argument("--attacks", default="sdar,fora,unsplit")
+    ap.add_argument("--dataset", default="mnist", help="mnist | fashion-mnist (embedded)")
     args = ap.parse_args()
     one_thread()
     names = args.attacks.split(",")
@@ -51,9 +55,9 @@ def main() -> None:
     for cut in args.cuts.split(","):
         res: dict[str, list[dict]] = {n: [] for n in names}
         cpu: dict[str, list[float]] = {n: [] for n in names}
-        for seed in range(args.seeds):
+        for seed in range(args.seed_from, args.seeds):
             for n in names:
-                m, c = run(cut, seed, **ATTACKS[n])
+                m, c = run(cut, seed, args.dataset, **ATTACKS[n])
                 res[n].append(m)
                 cpu[n].append(c)
                 print(f"{cut} seed {seed}: {n} SSIM {m['attack_ssim_mean']:.3f} (prior "
@@ -71,7 +75,8 @@ def main() -> None:
         row += [f"{sum(cpu[n]) / len(cpu[n]):.0f}" for n in names]
         rows.append(row)
     gained = [n for n in names if n != "unsplit"]
-    table(f"SSIM over 64 private probes, mean ± 95% CI over {args.seeds} seed(s); vanilla, "
+    n = args.seeds - args.seed_from
+    table(f"SSIM over 64 private probes, mean ± 95% CI over {n} seed(s); vanilla, "
           "1 client, knowledge architecture,aux_data",
           ["cut"] + names + ["prior"] + [f"{n} gain" for n in gained]
           + [f"{n} reid@1" for n in gained]

@@ -87,8 +87,10 @@ class Context:
 
 
 def make_optimizer(params: Iterator[nn.Parameter], plan: Plan) -> torch.optim.Optimizer:
-    """The per-part optimizer; both are per-parameter, so splitting them changes nothing."""
-    params = list(params)
+    """The per-part optimizer; both are per-parameter, so splitting them changes nothing. A part
+    without parameters (a U-shaped body that only pools) gets one over an empty tensor: its
+    steps change nothing, as there is nothing to learn."""
+    params = list(params) or [nn.Parameter(torch.zeros(0))]
     if plan.optimizer == "sgd":
         return torch.optim.SGD(params, lr=plan.lr, momentum=0.9)
     return torch.optim.Adam(params, lr=plan.lr)

@@ -13,8 +13,9 @@ from slsec.attacks.inverse import CutChannel
 from slsec.attacks.inversion import Inversion
 from slsec.data import load_dataset
 from slsec.data.models import build_model
-from slsec.defenses.base import DEFENSES
+from slsec.defenses.base import DEFENSES, Defense
 from slsec.defenses.compression import Compress, compress
+from slsec.defenses.dp_cut import DPCut
 from slsec.defenses.grad_sparsify import GradSparsify
 from slsec.errors import UserError
 from slsec.threat import CutCompression, GradientSparsification, View
@@ -72,7 +73,7 @@ def world() -> SimpleNamespace:
     return SimpleNamespace(model=model, probe=data.test.inputs[:8])
 
 
-def _whitebox(world, cut: str, defense: Compress | None) -> float:
+def _whitebox(world, cut: str, defense: Defense | None) -> float:
     head = world.model.split([cut])[0]
     with torch.no_grad():
         h = head({"x": world.probe})["x"]
@@ -81,9 +82,16 @@ def _whitebox(world, cut: str, defense: Compress | None) -> float:
                 knowledge=frozenset({"architecture", "head_weights"}),
                 build_model=lambda: build_model("cnn"), cuts=(cut,),
                 public={"input_shape": (1, 28, 28), "num_classes": 10,
-                        "defenses": [defense.public_mechanism()] if defense else []})
+                        "defenses": _mechanisms(defense)})
     images = Inversion(method="whitebox", iterations=200).run(view).images
     return metrics.image_summary(world.probe, images)["ssim_mean"]
+
+
+def _mechanisms(defense) -> list:
+    if defense is None:
+        return []
+    m = defense.public_mechanism()
+    return m if isinstance(m, list) else [m]
 
 
 def test_rounding_and_dropping_do_not_look_safe_against_the_adaptive_attack(world):
@@ -94,3 +102,34 @@ def test_rounding_and_dropping_do_not_look_safe_against_the_adaptive_attack(worl
         ssim = _whitebox(world, "conv1", d)
         print(f"conv1 whitebox SSIM: undefended {clean:.3f}, {d.public_mechanism()} {ssim:.3f}")
         assert ssim >= 0.7 and ssim >= clean - 0.2
+
+
+def test_rescaling_does_not_look_safe_against_the_adaptive_attack(world):
+    """Clipping without noise (`--defense dp --sigma 0` with a small clip) only rescales each
+    smashed row, here to 1/20 of the median row norm, so every row is shrunk; alone and
+    followed by 2-bit rounding, the white-box inversion that models the public clip still
+    reconstructs at conv1."""
+    head = world.model.split(["conv1"])[0]
+    with torch.no_grad():
+        median = DPCut.suggest_clip(head({"x": world.probe})["x"])
+    clean = _whitebox(world, "conv1", None)
+    rescale = DPCut(sigma=0.0, clip=median / 20)
+    for d in (rescale, _Chain(rescale, Compress(bits=2))):
+        ssim = _whitebox(world, "conv1", d)
+        print(f"conv1 whitebox SSIM: undefended {clean:.3f}, {d.public_mechanism()} {ssim:.3f}")
+        assert ssim >= 0.7 and ssim >= clean - 0.2
+
+
+class _Chain:
+    """Two cut defenses applied in order (as `--defense dp,compress` applies them)."""
+
+    def __init__(self, *parts: Defense) -> None:
+        self.parts = parts
+
+    def smashed(self, h: torch.Tensor, *, train: bool, gen: torch.Generator | None) -> torch.Tensor:
+        for p in self.parts:
+            h = p.smashed(h, train=train, gen=gen)
+        return h
+
+    def public_mechanism(self) -> list:
+        return [p.public_mechanism() for p in self.parts]

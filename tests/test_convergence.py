@@ -136,3 +136,6 @@ def test_the_fashion_configs_load():
         (30, 5, 0.005, (0.001, 0.003, 0.01))
     frontier = sweep.grid_cells(sweep.parse_grid(str(configs / "dp_frontier_fashion.toml"), {}))
     assert {c.sigma for c in frontier} == {0, 0.1, 0.2, 0.5} and {c.cut for c in frontier} == {"fc1"}
+    nopeek = sweep.grid_cells(sweep.parse_grid(str(configs / "nopeek_frontier_fashion.toml"), {}))
+    assert {c.nopeek_weight for c in nopeek} == {0.5, 2, 8} and {c.cut for c in nopeek} == {"fc1"}
+    assert {c.defense for c in nopeek} == {("nopeek",)}

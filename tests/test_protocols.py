@@ -186,3 +186,12 @@ def test_fedasync_merge_rule():
     g, p = {"w": torch.zeros(3)}, {"w": torch.ones(3)}
     assert torch.allclose(merge(g, p, staleness=0, alpha=0.6, a=0.5)["w"], torch.full((3,), 0.6))
     assert torch.allclose(merge(g, p, staleness=3, alpha=0.6, a=0.5)["w"], torch.full((3,), 0.3))
+
+
+def test_ushaped_with_a_body_without_parameters_equals_centralized():
+    """U-shaped SL whose server body only pools (cuts conv1 and pool1) trains like the whole
+    model: the parameterless part's optimizer has nothing to step."""
+    cfg = small(protocol="ushaped", cut="conv1", cut2="pool1")
+    setup = prepare(cfg)
+    server = run_local(resolve(cfg, setup))[0]
+    assert max_param_diff(server.model, central_reference(cfg, setup)) <= 1e-5

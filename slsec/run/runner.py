@@ -27,7 +27,7 @@ from torch import Tensor
 from slsec.progress import train_step, train_total
 from slsec.config import RunConfig
 from slsec.errors import PeerError, UserError
-from slsec.protocols.base import Context, Plan
+from slsec.protocols.base import Context, Plan, cut_message
 from slsec.run.allocator import keep_freed_memory
 from slsec.run.experiment import Experiment
 from slsec.run.setup import Setup
@@ -165,9 +165,21 @@ def make_plan(cfg: RunConfig, setup: Setup) -> Plan:
                 async_decay=cfg.async_decay, async_order=cfg.async_order, fraction=cfg.fraction)
 
 
-def evaluate_model(model: torch.nn.Module, split: Any, batch_size: int = 500) -> tuple[float, float]:
+def evaluate_model(model: torch.nn.Module, split: Any, batch_size: int = 500, *,
+                   cut: str | None = None, defense: Any = None, seed: int = 0
+                   ) -> tuple[float, float]:
     """Test accuracy and mean loss of the assembled model (the experimenter's measurement), or
-    of the test logits a joint inference produced (vertical SL: `joint_logits`)."""
+    of the test logits a joint inference produced (vertical SL: `joint_logits`).
+
+    With a defense that changes what crosses the cut (`defense.smashed`: DP at the cut, MID,
+    compression) and the client's `cut`, the accuracy is the deployed model's: head, then the
+    defense as at inference (the probes the attacks see pass through it the same way), then the
+    rest, its noise drawn from a generator seeded by `seed`. Without it, the assembled model
+    with nothing at the cut would report the utility of a model nobody can query."""
+    from slsec.defenses.base import Defense
+    if cut is not None and defense is not None and \
+            type(defense).smashed is not Defense.smashed and hasattr(model, "split"):
+        return _evaluate_deployed(model, split, batch_size, cut, defense, seed)
     joint = getattr(model, "joint_logits", None)
     if joint is not None:
         y = split.y.to(joint.device)
@@ -182,6 +194,27 @@ def evaluate_model(model: torch.nn.Module, split: Any, batch_size: int = 500) ->
             feats, y = split.batch(idx)
             feats, y = {k: v.to(device) for k, v in feats.items()}, y.to(device)
             out = model(feats)["x"]
+            loss += float(torch.nn.functional.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+    model.train(was)
+    return correct / max(n, 1), loss / max(n, 1)
+
+
+def _evaluate_deployed(model: Any, split: Any, batch_size: int, cut: str, defense: Any,
+                       seed: int) -> tuple[float, float]:
+    """evaluate_model through head -> defense.smashed(train=False) -> the rest."""
+    was = model.training
+    device = next(model.parameters()).device
+    model.eval()
+    head, rest = model.split([cut])
+    gen = torch.Generator().manual_seed(seed)
+    correct, loss, n = 0, 0.0, len(split)
+    with torch.no_grad():
+        for idx in torch.arange(n).split(batch_size):
+            feats, y = split.batch(idx)
+            feats, y = {k: v.to(device) for k, v in feats.items()}, y.to(device)
+            h = head(feats)
+            out = rest(cut_message(h, defense.smashed(h["x"], train=False, gen=gen)))["x"]
             loss += float(torch.nn.functional.cross_entropy(out, y, reduction="sum"))
             correct += int((out.argmax(1) == y).sum())
     model.train(was)
@@ -219,7 +252,8 @@ def run_rank(exp: Experiment, rank: int, link: Any, instr: Any,
     start = time.perf_counter()
     if rank == 0:
         def on_round(rnd: int, m: torch.nn.Module) -> None:
-            acc, loss = evaluate_model(m, setup.data.test)
+            acc, loss = evaluate_model(m, setup.data.test, cut=(setup.cuts or (None,))[0],
+                                       defense=ctx.defense, seed=cfg.seed * 7919 + 104729)
             if not math.isfinite(loss):
                 noise = [f"--{n.replace('_', '-')}" for n in ("sigma", "noise_multiplier")
                          if getattr(cfg, n, None)]
