@@ -41,7 +41,7 @@ from slsec.threat import View
 
 from . import prior as priors
 from .base import ATTACKS, Attack, Guess
-from .inverse import CutChannel, Decoder, fresh_head, shift
+from .inverse import CutChannel, Decoder, fresh_head, observed, shift
 
 BANDWIDTHS = (0.25, 0.5, 1.0, 2.0, 4.0)   # MK-MMD: multiples of the median squared distance
 
@@ -272,20 +272,6 @@ class Fora(Attack):
             sched.step()
         dec.eval()
         return dec, scale, float(loss.detach())
-
-
-def observed(view: View, obs: Tensor, obs_y: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """The probes' observations `obs` (labels `obs_y`) followed by the training batches' smashed
-    data the role saw in its observation window (`view.seen`), with the labels it holds for
-    them; where `obs_y` is given but a training message came without a label, the probes alone."""
-    if not view.seen:
-        return obs, obs_y
-    seen = torch.cat([m["x"] for m in view.seen]).detach().float().cpu()
-    if obs_y is None:
-        return torch.cat([obs, seen]), None
-    if any("y" not in m for m in view.seen):
-        return obs, obs_y
-    return torch.cat([obs, seen]), torch.cat([obs_y] + [m["y"].long().cpu() for m in view.seen])
 
 
 def invert_with_prior(attack: Attack, view: View,

@@ -1,6 +1,7 @@
-"""Building blocks the inversion attacks share (`inversion.py`, `fora.py`, `hijack.py`): the
-public cut channel an adaptive attack models, an inverse network (decoder), a fresh head of the
-public architecture, and the small helpers around them.
+"""Building blocks the inversion attacks share (`inversion.py`, `fora.py`, `sdar.py`,
+`hijack.py`): the public cut channel an adaptive attack models, an inverse network (decoder), a
+fresh head of the public architecture, the observations a server fits to, and the small helpers
+around them.
 """
 from __future__ import annotations
 
@@ -80,6 +81,20 @@ class CutChannel:
         if self.noise_std > 0 and self.mechanism == "laplace":
             return d.abs().sum(1) / obs.flatten(1).abs().sum(1).clamp_min(1e-12)
         return d.square().sum(1) / obs.flatten(1).square().sum(1).clamp_min(1e-12)
+
+
+def observed(view: View, obs: Tensor, obs_y: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """The probes' observations `obs` (labels `obs_y`) followed by the training batches' smashed
+    data the role saw in its observation window (`view.seen`), with the labels it holds for
+    them; where `obs_y` is given but a training message came without a label, the probes alone."""
+    if not view.seen:
+        return obs, obs_y
+    seen = torch.cat([m["x"] for m in view.seen]).detach().float().cpu()
+    if obs_y is None:
+        return torch.cat([obs, seen]), None
+    if any("y" not in m for m in view.seen):
+        return obs, obs_y
+    return torch.cat([obs, seen]), torch.cat([obs_y] + [m["y"].long().cpu() for m in view.seen])
 
 
 def total_variation(x: Tensor) -> Tensor:

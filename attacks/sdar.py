@@ -10,9 +10,9 @@ the smashed data it observed. FORA's sibling (`fora.py`); what differs:
    discriminator, where the observations arrived with labels). The observed smashed data are
    the probes' and, as the paper's server trains online on every batch it serves, those of
    the training batches in the server's observation window (`View.seen`, `--observe-samples`,
-   with their labels where they arrived with one; `seen=False`: the probes alone). Where the server holds its
-   trained tail, the simulator serves the task through it (it was trained on the client's
-   features, which ties the simulator to their meaning).
+   with their labels where they arrived with one; `seen=False`: the probes alone). Where the
+   server holds its trained tail, the simulator serves the task through it (it was trained on
+   the client's features, which ties the simulator to their meaning).
 2. decoder: trained after it to invert the (frozen) simulator on aux data (MSE), with its own
    adversarial regulariser: an image discriminator tells the decoder's outputs on the
    *observed* smashed data from real aux images (label-conditioned where labels arrived), so
@@ -42,8 +42,8 @@ from slsec.threat import View
 
 from . import prior as priors
 from .base import ATTACKS, Attack, Guess
-from .fora import Fora, _Discriminator, invert_with_prior, observed, server_rest
-from .inverse import CutChannel, Decoder, fresh_head, shift
+from .fora import Fora, _Discriminator, invert_with_prior, server_rest
+from .inverse import CutChannel, Decoder, fresh_head, observed, shift
 
 
 def _simulated_tail(view: View, shape: tuple[int, ...]) -> nn.Module:

@@ -2,13 +2,14 @@
 
 Embedded MNIST, CNN, vanilla SL, one client, the server knowing only the public architecture
 and its aux data (`--knowledge architecture,aux_data`). For every (cut, seed) the model is
-trained once and every attack runs on the same server view (the same 64 private probes, and
-the smashed data of the training batches in the server's observation window, `View.seen`, of
-`--observe-samples` samples), with the attack's seed = the run's seed: `sdar` and `fora` at their defaults, `inversion --method
-unsplit`, and the label prior (the class image of the label the server received). Each result
-is appended to a jsonl file as it comes (SSIM over the probes, CPU seconds); `--table` prints
-mean ± 95% CI over the seeds per cut from that file, with SDAR − FORA and SDAR − prior per seed.
-`bench/fora.py` measures the same through `slsec evaluate` (one training run per attack).
+trained once and every attack runs on the same server view (the same 64 private probes, and the
+smashed data of the training batches in the server's observation window, `View.seen`, of
+`--observe-samples` samples), with the attack's seed = the run's seed: `sdar` and `fora` at
+their defaults, `inversion --method unsplit`, and the label prior (the class image of the label
+the server received). Each result is appended to a jsonl file as it comes (SSIM over the
+probes, CPU seconds); `--table` prints mean ± 95% CI over the seeds per cut from that file,
+with SDAR − FORA and SDAR − prior per seed. `bench/fora.py` measures the same through `slsec
+evaluate` (one training run per attack).
 
     nice -n 19 .venv/bin/python bench/sdar_cuts.py --cut pool2 --seed 0 --out sdar.jsonl
     .venv/bin/python bench/sdar_cuts.py --table sdar.jsonl

@@ -80,7 +80,7 @@ def test_slsec_evaluate_attack_sdar_end_to_end(tmp_path, capsys):
     assert metrics is not None
 
 
-def test_discriminators_train_on_the_training_observations_the_server_saw(world, monkeypatch):  # noqa: F811,E501
+def test_discriminators_train_on_the_training_observations(world, monkeypatch):  # noqa: F811
     """`view.seen` (training batches' smashed data, with labels) joins the probes as the
     discriminators' real samples; `seen=False` keeps the probes alone, and the final images
     are still the probes' reconstructions."""
