@@ -13,10 +13,8 @@ Three stages:
    discriminator (Miyato & Koyama 2018). Where the server holds model parts past the cut (its
    tail), the substitute's features must also serve the task through them (`task_weight`):
    the tail was trained on the client's features, so it ties the substitute to their meaning.
-   The observed smashed data are the probes' and those of the training batches in the
-   server's observation window (`View.seen`, with their labels where they arrived with one;
-   `seen=False`: the probes alone): at pool2 of the MNIST CNN they raised FORA's SSIM
-   (bench/README, issue 28 third pass).
+   It fits to the probes' smashed data and the training batches' in the server's observation
+   window (`View.seen`, labelled where they arrived so; `seen=False`: the probes alone).
 2. inverse network: a decoder is trained on aux data to invert the (frozen) substitute;
 3. attack: the decoder is applied to the observed smashed data.
 
@@ -144,10 +142,9 @@ class Fora(Attack):
         Param('fora_conditional', 'bool', True,
               'fora: class-conditional matching where labels cross the cut',
               kw='conditional', unused="configures --attack fora"),
-        Param('fora_seen', 'bool', True,
-              'fora: fit the substitute to the training batches\' smashed data the server saw '
-              '(its observation window, --observe-samples) as well as to the probes\'',
-              kw='seen', unused="configures --attack fora"),
+        Param('fora_seen', 'bool', True, 'fora: fit the substitute to the training batches seen '
+              '(the window of --observe-samples) beside the probes', kw='seen',
+              unused="configures --attack fora"),
         Param('fora_decoder_steps', 'int', 600,
               'fora: steps training the decoder (--attack-iters sets it too)',
               check=('at_least_one',), kw='decoder_steps', unused="configures --attack fora"),
