@@ -64,6 +64,10 @@ class Defense(ABC):
     def smashed(self, h: Tensor, *, train: bool, gen: torch.Generator | None) -> Tensor:
         return h
 
+    def changes_smashed(self) -> bool:
+        """Whether `smashed` may change what crosses the cut (then it acts at inference too)."""
+        return type(self).smashed is not Defense.smashed
+
     def regularizer(self, x: Tensor, h: Tensor) -> Tensor | None:
         return None
 
@@ -151,6 +155,9 @@ class DefenseStack(Defense):
         for d in self.defenses:
             h = d.smashed(h, train=train, gen=gen)
         return h
+
+    def changes_smashed(self) -> bool:
+        return any(d.changes_smashed() for d in self.defenses)
 
     def regularizer(self, x: Tensor, h: Tensor) -> Tensor | None:
         terms = [t for d in self.defenses if (t := d.regularizer(x, h)) is not None]

@@ -176,11 +176,10 @@ def evaluate_model(model: torch.nn.Module, split: Any, batch_size: int = 500, *,
     defense as at inference (the probes the attacks see pass through it the same way), then the
     rest, its noise drawn from a generator seeded by `seed`. Without it, the assembled model
     with nothing at the cut would report the utility of a model nobody can query."""
-    from slsec.defenses.base import Defense
-    if cut is not None and defense is not None and \
-            type(defense).smashed is not Defense.smashed and hasattr(model, "split"):
+    joint = getattr(model, "joint_logits", None)   # vertical SL: its inference applied the defense
+    if joint is None and cut is not None and defense is not None and \
+            defense.changes_smashed() and hasattr(model, "split"):
         return _evaluate_deployed(model, split, batch_size, cut, defense, seed)
-    joint = getattr(model, "joint_logits", None)
     if joint is not None:
         y = split.y.to(joint.device)
         loss = float(torch.nn.functional.cross_entropy(joint, y, reduction="sum"))
