@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+import torch._dynamo  # noqa: F401  (an optimiser's first step imports it lazily; imported there,
+#                       inside one rank's thread while the others train, the first local run of
+#                       a process gave other numbers than every later run and than MPI)
 from torch import Tensor
 
 from slsec.progress import train_step, train_total
