@@ -180,43 +180,28 @@ def evaluate_model(model: torch.nn.Module, split: Any, batch_size: int = 500, *,
     rest, its noise drawn from a generator seeded by `seed`. Without it, the assembled model
     with nothing at the cut would report the utility of a model nobody can query."""
     joint = getattr(model, "joint_logits", None)   # vertical SL: its inference applied the defense
-    if joint is None and cut is not None and defense is not None and \
-            defense.changes_smashed() and hasattr(model, "split"):
-        return _evaluate_deployed(model, split, batch_size, cut, defense, seed)
     if joint is not None:
         y = split.y.to(joint.device)
         loss = float(torch.nn.functional.cross_entropy(joint, y, reduction="sum"))
         return int((joint.argmax(1) == y).sum()) / max(len(y), 1), loss / max(len(y), 1)
-    was = model.training
-    device = next(model.parameters()).device
-    model.eval()
-    correct, loss, n = 0, 0.0, len(split)
-    with torch.no_grad():
-        for idx in torch.arange(n).split(batch_size):
-            feats, y = split.batch(idx)
-            feats, y = {k: v.to(device) for k, v in feats.items()}, y.to(device)
-            out = model(feats)["x"]
-            loss += float(torch.nn.functional.cross_entropy(out, y, reduction="sum"))
-            correct += int((out.argmax(1) == y).sum())
-    model.train(was)
-    return correct / max(n, 1), loss / max(n, 1)
+    forward: Callable[[dict[str, Tensor]], dict[str, Tensor]] = model
+    if cut is not None and defense is not None and defense.changes_smashed() \
+            and hasattr(model, "split"):
+        head, rest = model.split([cut])
+        gen = torch.Generator().manual_seed(seed)
 
-
-def _evaluate_deployed(model: Any, split: Any, batch_size: int, cut: str, defense: Any,
-                       seed: int) -> tuple[float, float]:
-    """evaluate_model through head -> defense.smashed(train=False) -> the rest."""
-    was = model.training
-    device = next(model.parameters()).device
-    model.eval()
-    head, rest = model.split([cut])
-    gen = torch.Generator().manual_seed(seed)
-    correct, loss, n = 0, 0.0, len(split)
-    with torch.no_grad():
-        for idx in torch.arange(n).split(batch_size):
-            feats, y = split.batch(idx)
-            feats, y = {k: v.to(device) for k, v in feats.items()}, y.to(device)
+        def forward(feats: dict[str, Tensor]) -> dict[str, Tensor]:   # head, defense, rest
             h = head(feats)
-            out = rest(cut_message(h, defense.smashed(h["x"], train=False, gen=gen)))["x"]
+            return rest(cut_message(h, defense.smashed(h["x"], train=False, gen=gen)))
+    was = model.training
+    device = next(model.parameters()).device
+    model.eval()
+    correct, loss, n = 0, 0.0, len(split)
+    with torch.no_grad():
+        for idx in torch.arange(n).split(batch_size):
+            feats, y = split.batch(idx)
+            feats, y = {k: v.to(device) for k, v in feats.items()}, y.to(device)
+            out = forward(feats)["x"]
             loss += float(torch.nn.functional.cross_entropy(out, y, reduction="sum"))
             correct += int((out.argmax(1) == y).sum())
     model.train(was)
