@@ -106,6 +106,58 @@ def test_server_stops_on_its_own_signal():
     assert guess.info["hijack_converged_at"] == hook.converged and guess.info["hijack_steps"] == 6
 
 
+def test_annealing_shrinks_only_what_is_sent_back():
+    """From `anneal_from` the gradient sent back halves every `anneal_half` client steps; the
+    server's own training (critic, pilot, decoder) is the same as without annealing."""
+    data = load_dataset("mnist")
+    aux = data.train.subset(torch.arange(100))
+    head = build_model("cnn").split(["conv1"])[0]
+    x, y = data.train.inputs[100:116], data.train.y[100:116]
+    h = head({"x": x})["x"].detach()
+    plain = Hijack(seed=0, min_steps=100, anneal_from=0).hijack(server_view(aux, "conv1"))
+    annealed = Hijack(seed=0, min_steps=100, anneal_from=2, anneal_half=2).hijack(
+        server_view(aux, "conv1"))
+    ratios = []
+    for _ in range(6):
+        a = plain.cut_grad(1, {"x": h, "y": y}, torch.zeros_like(h))
+        b = annealed.cut_grad(1, {"x": h, "y": y}, torch.zeros_like(h))
+        assert a.abs().sum() > 0
+        ratios.append(float(b.norm() / a.norm()))
+    want = [1, 1, 0.5 ** 0.5, 0.5, 0.5 ** 1.5, 0.25]
+    assert ratios == pytest.approx(want, rel=1e-4)
+    for part in ("decoder", "critic", "pilot"):
+        for pa, pb in zip(getattr(plain, part).parameters(), getattr(annealed, part).parameters()):
+            assert torch.equal(pa, pb), part
+    # moment matching at a dense cut is not a GAN: not annealed
+    dense = build_model("cnn").split(["fc1"])[0]
+    hd = dense({"x": x})["x"].detach()
+    hooks = [Hijack(seed=0, min_steps=100, anneal_from=a, anneal_half=1).hijack(
+        server_view(aux, "fc1")) for a in (0, 1)]
+    for _ in range(3):
+        a, b = (k.cut_grad(1, {"x": hd, "y": y}, torch.zeros_like(hd)) for k in hooks)
+        assert a.abs().sum() > 0 and torch.equal(a, b)
+
+
+def test_pilot_stops_training_at_freeze_at():
+    """From client step `freeze_at` the pilot is a fixed target; its decoder keeps learning."""
+    data = load_dataset("mnist")
+    hook = Hijack(seed=0, min_steps=100, freeze_at=3).hijack(
+        server_view(data.train.subset(torch.arange(100)), "conv1"))
+    head = build_model("cnn").split(["conv1"])[0]
+    x, y = data.train.inputs[100:116], data.train.y[100:116]
+    h = head({"x": x})["x"].detach()
+    snap = lambda m: [p.detach().clone() for p in m.parameters()]  # noqa: E731
+    pilots, decoders = [], []
+    for _ in range(5):
+        hook.cut_grad(1, {"x": h, "y": y}, torch.zeros_like(h))
+        pilots.append(snap(hook.pilot))
+        decoders.append(snap(hook.decoder))
+    same = lambda a, b: all(torch.equal(p, q) for p, q in zip(a, b))  # noqa: E731
+    assert not same(pilots[0], pilots[1])                       # steps 1, 2 train the pilot
+    assert same(pilots[2], pilots[3]) and same(pilots[3], pilots[4])   # steps 3-5 do not
+    assert not same(decoders[3], decoders[4])                   # the decoder still learns
+
+
 def test_rounds_default_to_what_the_hijack_needs():
     assert make_config({"attack": "hijack"}).rounds == Hijack.run_defaults["rounds"] == 20
     assert make_config({"attack": "hijack", "rounds": 3}).rounds == 3
