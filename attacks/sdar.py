@@ -18,8 +18,8 @@ the smashed data it observed. FORA's sibling (`fora.py`); what differs:
    *observed* smashed data from real aux images (label-conditioned where labels arrived), so
    the decoder is also fitted to the observations it will invert, not only to the simulator.
    Its weight follows the public head's depth unless set (`_img_weight`): 0.01, but 0.001 for
-   a head of one weight layer, where the image prior costs precision (as the paper's per-split
-   settings, bench/README).
+   a head of one weight layer, where the image prior costs precision (the paper's public code
+   keeps this weight small; bench/README).
    With `decoder_labels` the decoder is also conditioned on each probe's label (the one that
    arrived with it, else the prior's prediction) and outputs a residual over the label's class
    image, as the paper conditions its decoder; off by default, because at pool2 of the MNIST
