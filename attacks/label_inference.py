@@ -109,7 +109,7 @@ class LabelInference(Attack):
                     "simulated head and tail", check=("at_least_one",), kw="sdar_steps", unused=_U),
               Param("li_sdar_lr", "float", 0.001, "label-inference sdar: learning rate of the "
                     "simulated head and tail", check=("positive",), kw="sdar_lr", unused=_U),
-              Param("li_sdar_weight", "float", 0.5, "label-inference sdar: weight of the "
+              Param("li_sdar_weight", "float", 0.02, "label-inference sdar: weight of the "
                     "discriminator term", check=("non_negative",), kw="sdar_weight", unused=_U),
               Param("li_sdar_batch", "int", 32, "label-inference sdar: aux samples per step",
                     check=("at_least_one",), kw="sdar_batch", unused=_U))
@@ -117,7 +117,7 @@ class LabelInference(Attack):
     def __init__(self, *, method: str | None = None, aux_labels: int = 40, seed: int = 0,
                  surrogate_steps: int = 300, surrogate_lr: float = 3e-3, adaptive: bool = True,
                  labels_per_class: int = 10, sdar_steps: int = 300, sdar_lr: float = 1e-3,
-                 sdar_weight: float = 0.5, sdar_batch: int = 32, **params: Any) -> None:
+                 sdar_weight: float = 0.02, sdar_batch: int = 32, **params: Any) -> None:
         super().__init__(method=method, **params)
         check_given(type(self).params, aux_labels=aux_labels, surrogate_steps=surrogate_steps,
                     surrogate_lr=surrogate_lr, labels_per_class=labels_per_class,

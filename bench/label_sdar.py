@@ -7,6 +7,7 @@ line per method and setting is appended to `--out` as it comes (label accuracy, 
 seconds), beside the prior (the public majority class).
 
     nice -n 19 .venv/bin/python bench/label_sdar.py --seed 0 --rounds 3 --out /tmp/sdar.jsonl
+    .venv/bin/python bench/label_sdar.py --summary /tmp/sdar.jsonl   # mean ± 95% CI per row
 """
 from __future__ import annotations
 
@@ -23,6 +24,28 @@ from slsec.run.harness import make_view, prepare, resolve
 from slsec.run.runner import run_local
 
 
+def summary(paths: list[str]) -> None:
+    """Per cut pair, rounds and method (SDAR per setting): per-seed values, mean ± 95% t CI."""
+    from slsec.report.stats import t_interval
+    groups: dict[tuple, dict[int, tuple[float, float]]] = {}
+    for path in paths:
+        for line in open(path):
+            r = json.loads(line)
+            name = r["method"] + (f" w={r['sdar_weight']:g} steps={r['sdar_steps']} "
+                                  f"batch={r['sdar_batch']}" if r["method"] == "sdar" else "")
+            key = (r["cuts"], r["rounds"], r.get("observe_samples", 256), name)
+            groups.setdefault(key, {})[r["seed"]] = (r["label_accuracy"], r["label_auc"])
+    print("| cuts | rounds | window | method | seeds | label accuracy | mean ± 95% CI | AUC mean |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (cuts, rounds, window, name), by in sorted(groups.items()):
+        seeds = sorted(by)
+        acc = [by[s][0] for s in seeds]
+        m, h = t_interval(acc)
+        auc = sum(by[s][1] for s in seeds) / len(seeds)
+        print(f"| {cuts} | {rounds} | {window} | {name} | {','.join(map(str, seeds))} | "
+              f"{' / '.join(f'{a:.3f}' for a in acc)} | {m:.3f} ± {h:.3f} | {auc:.3f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
@@ -31,11 +54,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--methods", default="completion,embedding,cluster,cosine,prior")
     ap.add_argument("--sdar", default="300:0.5:32,300:0:32", help="steps:weight:batch[,...]")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--observe-samples", type=int, default=256)
+    ap.add_argument("--out")
+    ap.add_argument("--summary", nargs="+", help="print the table of these JSON-lines files")
     a = ap.parse_args()
+    if a.summary:
+        return summary(a.summary)
+    if not a.out:
+        ap.error("--out is required")
     torch.set_num_threads(1)
     cfg = make_config(dict(protocol="ushaped", attack="label-inference", cut=a.cut, cut2=a.cut2,
-                           rounds=a.rounds, seed=a.seed, threads=1))
+                           rounds=a.rounds, seed=a.seed, threads=1,
+                           observe_samples=a.observe_samples))
     setup = prepare(cfg)
     exp = resolve(cfg, setup)
     server = run_local(exp)[0]
@@ -44,7 +74,7 @@ def main() -> None:
     y = server.truth_labels[: sum(len(o["x"]) for o in view.outputs)]
     acc_model = server.records[-1].accuracy
     base = dict(seed=a.seed, cuts=f"{a.cut}|{a.cut2}", rounds=a.rounds, model_accuracy=acc_model,
-                samples=int(len(y)))
+                samples=int(len(y)), observe_samples=a.observe_samples)
     runs = [(m, {}) for m in a.methods.split(",") if m]
     for s in a.sdar.split(","):
         if s:
