@@ -114,5 +114,7 @@ def scores(view: View, *, steps: int, lr: float, weight: float, batch: int,
                         f"task has {k} classes")
     info = {"labeler": "sdar: simulated head and tail through the server's body",
             "observations": int(len(real)), "aux_used": int(n_aux), "steps": int(steps),
-            "final_task_ce": float(task.detach()), "final_fool": float(fool.detach())}
+            "final_task_ce": float(task.detach()), "final_fool": float(fool.detach()),
+            "adapted_to": sorted({m.name for m in view.public.get("defenses", []) or []
+                                  if channel != CutChannel()})}
     return torch.softmax(out, 1), info

@@ -73,6 +73,19 @@ def test_reads_only_the_servers_own_holdings_and_is_seeded(trained):
     assert all(p.requires_grad for p in view.parts["body"].parameters())
 
 
+def test_adapts_to_the_public_cut_mechanism(trained):
+    """Under DP at the cut the simulated head's features pass through the public clipping and
+    noise before the body and the discriminator see them (other draws, other scores)."""
+    from slsec.threat import CutNoise
+    view, _ = trained
+    plain = LabelInference(method="sdar", seed=0, **FAST).run(view)
+    noisy = dataclasses.replace(view, public={**view.public,
+                                              "defenses": [CutNoise("dp", clip=1.0, sigma=0.5)]})
+    adapted = LabelInference(method="sdar", seed=0, **FAST).run(noisy)
+    assert plain.info["adapted_to"] == [] and adapted.info["adapted_to"] == ["dp"]
+    assert not torch.equal(plain.label_scores, adapted.label_scores)
+
+
 def test_needs_observations_and_aux_labels(trained):
     view, _ = trained
     with pytest.raises(UserError, match="observe-samples"):
