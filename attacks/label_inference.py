@@ -106,7 +106,8 @@ class LabelInference(Attack):
               Param("li_labels_per_class", "int", 10, "label-inference embedding: public "
                     "samples per class", check=("at_least_one",), kw="labels_per_class", unused=_U),
               Param("li_sdar_steps", "int", 300, "label-inference sdar: steps training the "
-                    "simulated head and tail", check=("at_least_one",), kw="sdar_steps", unused=_U),
+                    "simulated head and tail (--attack-iters sets it too)",
+                    check=("at_least_one",), kw="sdar_steps", unused=_U),
               Param("li_sdar_lr", "float", 0.001, "label-inference sdar: learning rate of the "
                     "simulated head and tail", check=("positive",), kw="sdar_lr", unused=_U),
               Param("li_sdar_weight", "float", 0.02, "label-inference sdar: weight of the "
@@ -116,14 +117,16 @@ class LabelInference(Attack):
 
     def __init__(self, *, method: str | None = None, aux_labels: int = 40, seed: int = 0,
                  surrogate_steps: int = 300, surrogate_lr: float = 3e-3, adaptive: bool = True,
-                 labels_per_class: int = 10, sdar_steps: int = 300, sdar_lr: float = 1e-3,
+                 labels_per_class: int = 10, sdar_steps: int | None = None, sdar_lr: float = 1e-3,
                  sdar_weight: float = 0.02, sdar_batch: int = 32, **params: Any) -> None:
         super().__init__(method=method, **params)
         check_given(type(self).params, aux_labels=aux_labels, surrogate_steps=surrogate_steps,
                     surrogate_lr=surrogate_lr, labels_per_class=labels_per_class,
-                    sdar_steps=sdar_steps, sdar_lr=sdar_lr, sdar_weight=sdar_weight,
-                    sdar_batch=sdar_batch)
-        self.sdar = dict(steps=int(sdar_steps), lr=float(sdar_lr), weight=float(sdar_weight),
+                    sdar_lr=sdar_lr, sdar_weight=sdar_weight, sdar_batch=sdar_batch,
+                    **({} if sdar_steps is None else {"sdar_steps": sdar_steps}))
+        # sdar's steps: --li-sdar-steps, else --attack-iters (as SDAR's inversion), else 300
+        steps = sdar_steps if sdar_steps is not None else params.get("iterations") or 300
+        self.sdar = dict(steps=int(steps), lr=float(sdar_lr), weight=float(sdar_weight),
                          batch=int(sdar_batch))
         self.aux_labels, self.seed, self.per_class = int(aux_labels), int(seed), int(labels_per_class)
         self.steps, self.lr, self.adaptive = int(surrogate_steps), float(surrogate_lr), adaptive

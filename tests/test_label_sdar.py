@@ -136,3 +136,11 @@ def test_listed_with_its_protocol():
     for part in catalog_tables():
         console.print(part)
     assert "sdar (architecture, aux_data; ushaped only)" in console.export_text()
+
+
+def test_attack_iters_sets_its_steps_unless_given():
+    assert LabelInference(method="sdar").sdar["steps"] == 300
+    assert LabelInference(method="sdar", iterations=7).sdar["steps"] == 7
+    assert LabelInference(method="sdar", iterations=7, sdar_steps=9).sdar["steps"] == 9
+    with pytest.raises(UserError, match="--li-sdar-steps"):
+        LabelInference(method="sdar", sdar_steps=0)
