@@ -117,15 +117,15 @@ class LabelInference(Attack):
 
     def __init__(self, *, method: str | None = None, aux_labels: int = 40, seed: int = 0,
                  surrogate_steps: int = 300, surrogate_lr: float = 3e-3, adaptive: bool = True,
-                 labels_per_class: int = 10, sdar_steps: int | None = None, sdar_lr: float = 1e-3,
+                 labels_per_class: int = 10, sdar_steps: int = 300, sdar_lr: float = 1e-3,
                  sdar_weight: float = 0.02, sdar_batch: int = 32, **params: Any) -> None:
         super().__init__(method=method, **params)
         check_given(type(self).params, aux_labels=aux_labels, surrogate_steps=surrogate_steps,
                     surrogate_lr=surrogate_lr, labels_per_class=labels_per_class,
-                    sdar_lr=sdar_lr, sdar_weight=sdar_weight, sdar_batch=sdar_batch,
-                    **({} if sdar_steps is None else {"sdar_steps": sdar_steps}))
-        # sdar's steps: --li-sdar-steps, else --attack-iters (as SDAR's inversion), else 300
-        steps = sdar_steps if sdar_steps is not None else params.get("iterations") or 300
+                    sdar_steps=sdar_steps, sdar_lr=sdar_lr, sdar_weight=sdar_weight,
+                    sdar_batch=sdar_batch)
+        # sdar's steps: --attack-iters where given (as for SDAR's inversion), else --li-sdar-steps
+        steps = params.get("iterations") or sdar_steps
         self.sdar = dict(steps=int(steps), lr=float(sdar_lr), weight=float(sdar_weight),
                          batch=int(sdar_batch))
         self.aux_labels, self.seed, self.per_class = int(aux_labels), int(seed), int(labels_per_class)

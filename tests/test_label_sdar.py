@@ -138,9 +138,15 @@ def test_listed_with_its_protocol():
     assert "sdar (architecture, aux_data; ushaped only)" in console.export_text()
 
 
-def test_attack_iters_sets_its_steps_unless_given():
+def test_attack_iters_sets_its_steps():
+    """As for SDAR's inversion, --attack-iters sets the steps where given (a review or sweep
+    with few attack iterations stays cheap); else --li-sdar-steps (default 300)."""
     assert LabelInference(method="sdar").sdar["steps"] == 300
-    assert LabelInference(method="sdar", iterations=7).sdar["steps"] == 7
-    assert LabelInference(method="sdar", iterations=7, sdar_steps=9).sdar["steps"] == 9
+    assert LabelInference(method="sdar", sdar_steps=9).sdar["steps"] == 9
+    assert LabelInference(method="sdar", iterations=7, sdar_steps=300).sdar["steps"] == 7
+    cfg = make_config({**SMALL, "attack_iters": 5})
+    from slsec.run.harness import declared_params
+    params = {"iterations": cfg.attack_iters, **declared_params(cfg, LabelInference)}
+    assert LabelInference(method="sdar", **params).sdar["steps"] == 5
     with pytest.raises(UserError, match="--li-sdar-steps"):
         LabelInference(method="sdar", sdar_steps=0)
