@@ -1,8 +1,9 @@
 """SDAR's label inference in U-shaped SL beside the other label-inference methods (issue 28).
 
-Trains U-shaped SL once per seed (embedded MNIST, CNN, the given cut pair), freezes the
-server's view as `slsec evaluate --attack label-inference` does, and runs every label-inference
-method on the same observations; SDAR with each `--sdar` setting (steps:weight:batch). One JSON
+Trains U-shaped SL once per seed (embedded MNIST or `--dataset`, CNN, the given cut pair),
+freezes the server's view as `slsec evaluate --attack label-inference` does, and runs every
+label-inference method on the same observations; SDAR with each `--sdar` setting
+(steps:weight:batch). One JSON
 line per method and setting is appended to `--out` as it comes (label accuracy, macro AUC,
 seconds), beside the prior (the public majority class).
 
@@ -33,9 +34,11 @@ def summary(paths: list[str]) -> None:
             r = json.loads(line)
             name = r["method"] + (f" w={r['sdar_weight']:g} steps={r['sdar_steps']} "
                                   f"batch={r['sdar_batch']}" if r["method"] == "sdar" else "")
-            key = (r["cuts"], r["rounds"], r.get("observe_samples", 256), name)
+            key = (r.get("dataset", "mnist") + " " + r["cuts"], r["rounds"],
+                   r.get("observe_samples", 256), name)
             groups.setdefault(key, {})[r["seed"]] = (r["label_accuracy"], r["label_auc"])
-    print("| cuts | rounds | window | method | seeds | label accuracy | mean ± 95% CI | AUC mean |")
+    print("| data, cuts | rounds | window | method | seeds | label accuracy | mean ± 95% CI "
+          "| AUC mean |")
     print("|---|---|---|---|---|---|---|---|")
     for (cuts, rounds, window, name), by in sorted(groups.items()):
         seeds = sorted(by)
@@ -49,6 +52,7 @@ def summary(paths: list[str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--cut", default="conv1")
     ap.add_argument("--cut2", default="fc1")
     ap.add_argument("--rounds", type=int, default=3)
@@ -64,6 +68,7 @@ def main() -> None:
         ap.error("--out is required")
     torch.set_num_threads(1)
     cfg = make_config(dict(protocol="ushaped", attack="label-inference", cut=a.cut, cut2=a.cut2,
+                           dataset=a.dataset,
                            rounds=a.rounds, seed=a.seed, threads=1,
                            observe_samples=a.observe_samples))
     setup = prepare(cfg)
@@ -73,8 +78,9 @@ def main() -> None:
     # the scorer holds the observed batches' labels, then the probes': the first n are scored
     y = server.truth_labels[: sum(len(o["x"]) for o in view.outputs)]
     acc_model = server.records[-1].accuracy
-    base = dict(seed=a.seed, cuts=f"{a.cut}|{a.cut2}", rounds=a.rounds, model_accuracy=acc_model,
-                samples=int(len(y)), observe_samples=a.observe_samples)
+    base = dict(seed=a.seed, dataset=a.dataset, cuts=f"{a.cut}|{a.cut2}", rounds=a.rounds,
+                model_accuracy=acc_model, samples=int(len(y)),
+                observe_samples=a.observe_samples)
     runs = [(m, {}) for m in a.methods.split(",") if m]
     for s in a.sdar.split(","):
         if s:
