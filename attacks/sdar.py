@@ -17,6 +17,9 @@ the smashed data it observed. FORA's sibling (`fora.py`); what differs:
    adversarial regulariser: an image discriminator tells the decoder's outputs on the
    *observed* smashed data from real aux images (label-conditioned where labels arrived), so
    the decoder is also fitted to the observations it will invert, not only to the simulator.
+   Its weight follows the public head's depth unless set (`_weights`): 0.01, but 0.001 for
+   a head of one weight layer, where the image prior costs precision (the paper's public code
+   keeps this weight small; bench/README).
    With `decoder_labels` the decoder is also conditioned on each probe's label (the one that
    arrived with it, else the prior's prediction) and outputs a residual over the label's class
    image, as the paper conditions its decoder; off by default, because at pool2 of the MNIST
@@ -84,11 +87,13 @@ class Sdar(Attack):
         Param('sdar_batch', 'int', 32,
               'sdar: batch size of the simulator and decoder fits',
               check=('at_least_one',), kw='batch', unused="configures --attack sdar"),
-        Param('sdar_feat_weight', 'float', 0.5,
-              'sdar: weight of the feature discriminator term',
+        Param('sdar_feat_weight', 'float', None,
+              'sdar: weight of the feature discriminator term (not set: 2.0 where the public '
+              'head has one weight layer, else 0.5)',
               check=('non_negative',), kw='feat_weight', unused="configures --attack sdar"),
-        Param('sdar_img_weight', 'float', 0.01,
-              'sdar: weight of the image discriminator term',
+        Param('sdar_img_weight', 'float', None,
+              'sdar: weight of the image discriminator term (not set: 0.001 where the public '
+              'head has one weight layer, else 0.01)',
               check=('non_negative',), kw='img_weight', unused="configures --attack sdar"),
         Param('sdar_width', 'int', 16,
               'sdar: channel width of the decoder',
@@ -115,6 +120,16 @@ class Sdar(Attack):
         if key in ("steps", "decoder_steps") and self.params.get("iterations") is not None:
             return int(self.params["iterations"])
         return self.params.get(key, self.DEFAULTS[key])
+
+    def _weights(self, head: nn.Module) -> tuple[float, float]:
+        """The feature and image discriminators' weights; not set, they follow the public
+        head's depth: a head of one weight layer (the CNN's conv1, pool1) is nearly invertible,
+        the image prior costs the decoder precision there and the feature match matters most
+        (2.0, 0.001); deeper heads (0.5, 0.01; bench/README, issue 28's fourth pass)."""
+        shallow = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in head.modules()) <= 1
+        w_f, w_i = self._p("feat_weight"), self._p("img_weight")
+        return (float(w_f) if w_f is not None else (2.0 if shallow else 0.5),
+                float(w_i) if w_i is not None else (0.001 if shallow else 0.01))
 
     def run(self, view: View) -> Guess:
         """Reconstruct the inputs behind `view.smashed` from aux data and the observations."""
@@ -154,9 +169,10 @@ class Sdar(Attack):
         # only those it holds a label for (the training batches' where they arrived with one)
         dec_obs, dec_y, dec_l = real, real_y, obs_l
         if labelled and len(real) > len(obs):
-            dec_l = torch.cat([obs_l, real_y[len(obs):]]) if real_y is not None else None
-            if dec_l is None:
-                dec_obs, dec_y, dec_l = obs, obs_y, obs_l
+            if real_y is not None:
+                dec_l = torch.cat([obs_l, real_y[len(obs):]])
+            else:
+                dec_obs, dec_y = obs, obs_y
         dec = Decoder(shape, tuple(aux_x.shape[1:]), int(self._p("width")),
                       prior.templates if labelled else None)
         with torch.no_grad():   # materialise lazy layers; the decoder's input scale
@@ -168,7 +184,7 @@ class Sdar(Attack):
         opt = torch.optim.Adam(gen_params, lr=self._p("lr"))
         opt_f = torch.optim.Adam(d_feat.parameters(), lr=self._p("lr_d"), betas=(0.5, 0.999))
         bs = min(int(self._p("batch")), len(obs))
-        w_f, w_i = float(self._p("feat_weight")), float(self._p("img_weight"))
+        w_f, w_i = self._weights(sim)
         task = rec = torch.tensor(0.0)
         for _ in range(steps):   # 1: the simulator, against the feature discriminator
             progress.tick_attack()
@@ -212,7 +228,8 @@ class Sdar(Attack):
             images = torch.cat([dec(obs[i:i + 256] / scale,
                                     obs_l[i:i + 256] if obs_l is not None else None)
                                 for i in range(0, len(obs), 256)])
-        return images, {"final_task_ce": float(task.detach()),
+        return images, {"final_task_ce": float(task.detach()), "feat_weight": w_f,
+                        "img_weight": w_i,
                         "decoder_train_mse": float(rec.detach()),
                         "conditional": obs_y is not None, "decoder_labels": labelled,
                         "observations": len(real),
