@@ -34,6 +34,9 @@ class Attack(ABC):
     # methods none of which is strongest everywhere: with no --method the harness runs every
     # one the role's knowledge allows and reports the one that leaked most (the defender's worst case)
     contenders: ClassVar[tuple[str, ...]] = ()
+    # methods that apply to some of the attack's protocols only (method -> those protocols):
+    # elsewhere they neither contend nor run with --method
+    method_protocols: ClassVar[dict[str, frozenset[str]]] = {}
     # methods whose results never depend on torch's global generator (they draw from
     # generators of their own) and that share no state while they run: the harness may run
     # them side by side, one per free core, with the same results as one after the other
@@ -81,6 +84,14 @@ class Attack(ABC):
             if cls.methods[m] <= knowledge:
                 return m
         raise UserError(f"attack '{cls.name}': no method fits this role's knowledge")
+
+    @classmethod
+    def check_protocol(cls, method: str, protocol: str) -> None:
+        """A UserError where `method` does not apply to `protocol` (`method_protocols`)."""
+        allowed = cls.method_protocols.get(method)
+        if allowed is not None and protocol not in allowed:
+            raise UserError(f"method '{method}' of attack '{cls.name}' applies to protocol "
+                            f"{', '.join(sorted(allowed))} only, not '{protocol}'")
 
     def hijack(self, view: View) -> ServerHook:
         """Malicious attacks only: the hook to install in the role's program before training

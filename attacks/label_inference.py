@@ -27,6 +27,10 @@ Methods (strongest first in `default_order`):
 - `embedding` (Sun et al. 2022, SecretFlow's similarity attack; architecture + aux_data):
   no gradient at all: a few labelled public samples per class (default 10), embedded the way
   the role can, label the observed embeddings by similarity (`label_embedding.py`).
+- `sdar` (Zhu et al. 2025, SDAR's label inference; U-shaped server, architecture + aux_data):
+  no gradient and none of the client's parts: a simulated head and tail trained on the aux data
+  through the server's own body, the head regularised adversarially against the smashed data
+  the server observed, label the body outputs (`label_sdar.py`).
 - `prior`: the public class frequencies (the majority guess), the reference for the others.
 With no --method every contender the role's knowledge allows runs on the same observations and
 the scorer reports the most leaking (and the most accurate hard labels, never below the prior's).
@@ -58,7 +62,7 @@ from slsec.threat import View
 
 PRIOR = "prior"   # the public majority guess, the reference every method must beat
 
-from . import label_embedding as embedding
+from . import label_embedding as embedding, label_sdar
 from .label_gradients import (Observed, bayes_threshold, cluster_gradients, fuse, name_clusters,
                               observe, off_axis, sign_structure, two_means_threshold, unit)
 from .label_surrogate import (aux_batch, grad_match, identity, predict, projector, tail_for,
@@ -81,14 +85,17 @@ class LabelInference(Attack):
         "norm": frozenset({"architecture"}),
         "residual": frozenset({"architecture"}),
         "embedding": frozenset({"architecture", "aux_data"}),
+        "sdar": frozenset({"architecture", "aux_data"}),
         PRIOR: frozenset({"aux_data"}),
     }
-    default_order = ("completion", "cluster", "cosine", "norm", "residual", "embedding", PRIOR)
+    default_order = ("completion", "cluster", "cosine", "norm", "residual", "embedding", "sdar",
+                     PRIOR)
+    method_protocols = {"sdar": frozenset({"ushaped"})}   # the U-shaped server's view only
     # none is strongest everywhere (gradient defenses leave `embedding` whole, a head the role
     # cannot embed with leaves only the gradient methods): with no --method all the role's
     # knowledge allows run and the most leaking is reported; the prior (the public majority
     # class) keeps the accuracy from falling below a guess. `norm` (binary only): --method
-    contenders = ("completion", "embedding", "cluster", "cosine", PRIOR)
+    contenders = ("completion", "embedding", "sdar", "cluster", "cosine", PRIOR)
     _U = "configures --attack label-inference"   # its settings: flags --li-*, TOML keys li_*
     params = (Param("li_aux_labels", "int", 40, "label-inference completion: labelled aux samples "
                     "for the surrogate", check=("at_least_one",), kw="aux_labels", unused=_U),
@@ -97,22 +104,41 @@ class LabelInference(Attack):
               Param("li_surrogate_lr", "float", 0.003, "label-inference completion: surrogate "
                     "learning rate", check=("positive",), kw="surrogate_lr", unused=_U),
               Param("li_labels_per_class", "int", 10, "label-inference embedding: public "
-                    "samples per class", check=("at_least_one",), kw="labels_per_class", unused=_U))
+                    "samples per class", check=("at_least_one",), kw="labels_per_class", unused=_U),
+              Param("li_sdar_steps", "int", 300, "label-inference sdar: steps training the "
+                    "simulated head and tail (--attack-iters sets it too)",
+                    check=("at_least_one",), kw="sdar_steps", unused=_U),
+              Param("li_sdar_lr", "float", 0.001, "label-inference sdar: learning rate of the "
+                    "simulated head and tail", check=("positive",), kw="sdar_lr", unused=_U),
+              Param("li_sdar_weight", "float", 0.02, "label-inference sdar: weight of the "
+                    "discriminator term", check=("non_negative",), kw="sdar_weight", unused=_U),
+              Param("li_sdar_batch", "int", 32, "label-inference sdar: aux samples per step",
+                    check=("at_least_one",), kw="sdar_batch", unused=_U))
 
     def __init__(self, *, method: str | None = None, aux_labels: int = 40, seed: int = 0,
                  surrogate_steps: int = 300, surrogate_lr: float = 3e-3, adaptive: bool = True,
-                 labels_per_class: int = 10, **params: Any) -> None:
+                 labels_per_class: int = 10, sdar_steps: int = 300, sdar_lr: float = 1e-3,
+                 sdar_weight: float = 0.02, sdar_batch: int = 32, **params: Any) -> None:
         super().__init__(method=method, **params)
         check_given(type(self).params, aux_labels=aux_labels, surrogate_steps=surrogate_steps,
-                    surrogate_lr=surrogate_lr, labels_per_class=labels_per_class)
+                    surrogate_lr=surrogate_lr, labels_per_class=labels_per_class,
+                    sdar_steps=sdar_steps, sdar_lr=sdar_lr, sdar_weight=sdar_weight,
+                    sdar_batch=sdar_batch)
+        # sdar's steps: --attack-iters where given (as for SDAR's inversion), else --li-sdar-steps
+        steps = params.get("iterations") or sdar_steps
+        self.sdar = dict(steps=int(steps), lr=float(sdar_lr), weight=float(sdar_weight),
+                         batch=int(sdar_batch))
         self.aux_labels, self.seed, self.per_class = int(aux_labels), int(seed), int(labels_per_class)
         self.steps, self.lr, self.adaptive = int(surrogate_steps), float(surrogate_lr), adaptive
 
     def run(self, view: View) -> Guess:
         """Label scores for every observed gradient row, in the order of `view.grads`."""
         method = self.pick_method(view.knowledge, self.method)
-        if method == "embedding":   # forward messages only: no gradient is read
-            scores, info = embedding.scores(view, self.per_class, self.seed)
+        if method in ("embedding", "sdar"):   # forward messages only: no gradient is read
+            if method == "embedding":
+                scores, info = embedding.scores(view, self.per_class, self.seed)
+            else:
+                scores, info = label_sdar.scores(view, seed=self.seed, **self.sdar)
             k = int(view.public["num_classes"])
             out = scores[:, 1] if k == 2 else scores
             return Guess(label_scores=out.float(), info={"method": method, **info})

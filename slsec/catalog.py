@@ -29,7 +29,8 @@ ARCH, HEAD, QUERY, AUX = "architecture", "head_weights", "query_head", "aux_data
 ATTACKS: dict[str, dict[str, Any]] = {
     d.name: dict(roles=d.attrs["roles"], methods=d.attrs["methods"],
                  default_order=tuple(d.attrs["default_order"]),
-                 contenders=tuple(d.attrs.get("contenders", ())))
+                 contenders=tuple(d.attrs.get("contenders", ())),
+                 method_protocols=dict(d.attrs.get("method_protocols", {})))
     for d in plugins.declarations("attack")}
 
 # what the attacked role holds by default (the harness uses these)
@@ -110,6 +111,10 @@ def _check_attack(cfg: Any) -> None:
         if missing:
             raise UserError(f"method '{cfg.method}' of attack '{cfg.attack}' needs "
                             f"{', '.join(sorted(missing))}, which this role does not hold")
+        allowed = a["method_protocols"].get(cfg.method)
+        if allowed is not None and cfg.protocol not in allowed:
+            raise UserError(f"method '{cfg.method}' of attack '{cfg.attack}' applies to "
+                            f"protocol {', '.join(sorted(allowed))} only, not '{cfg.protocol}'")
     elif not any(methods[m] <= known for m in a["default_order"]):
         raise UserError(f"attack '{cfg.attack}': no method fits this role's knowledge")
 

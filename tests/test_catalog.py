@@ -29,7 +29,8 @@ from slsec.run.setup import check_defenses, prepare
 def test_catalog_matches_the_live_registries():
     assert {n: (p.cuts_needed, p.labels_to_server) for n, p in PROTOCOLS} == catalog.PROTOCOLS
     live = {n: dict(roles=a.roles, methods=a.methods, default_order=a.default_order,
-                    contenders=a.contenders) for n, a in ATTACKS}
+                    contenders=a.contenders, method_protocols=a.method_protocols)
+            for n, a in ATTACKS}
     assert live == catalog.ATTACKS
     assert all(a.run_defaults == run_defaults(n) for n, a in ATTACKS)
     assert {n: list(a.methods) for n, a in ATTACKS} == \
@@ -56,6 +57,7 @@ BAD = [
     "--attack inversion --knowledge bogus", "--attack inversion --knowledge architecture",
     "--attack label-inference --protocol vanilla --knowledge head_weights",
     "--attack label-inference --protocol ushaped --method completion --knowledge architecture",
+    "--attack label-inference --protocol vanilla --method sdar",
     "--attack inversion --defense dp --sigma 1 --target-epsilon 2 --cut nope",
     "--protocol fedavg --defense dpsgd --noise-multiplier 1 --target-epsilon 2",
     "--defense label-rr --label-epsilon 0.5 --cut nope", "--defense dp --sigma 0.5 --cut nope",

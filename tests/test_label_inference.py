@@ -223,7 +223,8 @@ def test_embedding_labels_by_the_held_tail_forward_when_the_role_holds_it():
 
 
 def test_every_allowed_method_contends_with_the_prior():
-    assert LabelInference.contenders == ("completion", "embedding", "cluster", "cosine", "prior")
+    assert LabelInference.contenders == ("completion", "embedding", "sdar", "cluster", "cosine",
+                                         "prior")
     assert LabelInference.pick_method(frozenset({"aux_data"})) == "prior"
 
 

@@ -22,7 +22,8 @@ def catalog_tables() -> list[RenderableType]:
     t.add_column("name"), t.add_column("role per protocol"), t.add_column("methods (needs)")
     for name, a in sorted(catalog.ATTACKS.items()):
         t.add_row(name, ", ".join(f"{p}: {r}" for p, r in sorted(a["roles"].items())),
-                  "; ".join(f"{m} ({', '.join(sorted(k))})" for m, k in a["methods"].items()))
+                  "; ".join(f"{m} ({', '.join(sorted(k))}{_only(a, m)})"
+                            for m, k in a["methods"].items()))
     out.append(t)
     t = Table(title="defenses")
     t.add_column("name"), t.add_column("point"), t.add_column("protocols")
@@ -38,3 +39,9 @@ def catalog_tables() -> list[RenderableType]:
     out.append(t)
     out += [Text(f"broken plug-in (left out): {p}") for p in plugins.problems()]
     return out
+
+
+def _only(attack: dict, method: str) -> str:
+    """'; <protocols> only' for a method that applies to some of the attack's protocols."""
+    only = attack.get("method_protocols", {}).get(method)
+    return f"; {', '.join(sorted(only))} only" if only else ""

@@ -51,7 +51,9 @@ def plan_attack(cfg: RunConfig) -> AttackPlan | None:
     role = cls.role_for(cfg.protocol)
     knowledge = attacker_knowledge(cfg, role)
     method = cls.pick_method(knowledge, cfg.method)
-    fits = [m for m in cls.contenders if cls.methods[m] <= knowledge]
+    cls.check_protocol(method, cfg.protocol)
+    fits = [m for m in cls.contenders if cls.methods[m] <= knowledge
+            and cfg.protocol in cls.method_protocols.get(m, (cfg.protocol,))]
     methods = tuple(fits) if cfg.method is None and len(fits) > 1 else (method,)
     return AttackPlan(cls, role, knowledge, method, methods)
 
