@@ -57,6 +57,8 @@ class Attack(ABC):
     run_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, *, method: str | None = None, **params: Any) -> None:
+        # params: the declared Params the run sets (by keyword), the run's `seed` (seed the
+        # attack's own generators with it) and `iterations` where --attack-iters is given
         self.method = method
         self.params = params
 

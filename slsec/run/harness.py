@@ -101,7 +101,11 @@ def run_attack(exp: Experiment, outcome: RankOutcome, instance: Attack | None = 
     assert plan is not None
     cls = plan.cls
     view = make_view(exp, outcome, plan.role, plan.knowledge)
-    params = {"iterations": cfg.attack_iters} if cfg.attack_iters is not None else {}
+    # the run's seed seeds the attack's own generators too, so that a study over seeds varies
+    # the attack's randomness (its initialisation, its batches) along with the model's and data's
+    params: dict[str, Any] = {"seed": cfg.seed}
+    if cfg.attack_iters is not None:
+        params["iterations"] = cfg.attack_iters
     params.update(declared_params(cfg, cls))
     torch.set_num_threads(cfg.threads)   # the attack runs after training: the rank's cores are free
     methods = list(plan.methods)
