@@ -91,8 +91,8 @@ def main() -> None:
         start = time.perf_counter()
         torch.manual_seed(cfg.seed)
         # built as `slsec evaluate` builds it (slsec.run.harness.run_attack: the declared
-        # params, not the run's seed), on the same view
-        guess = LabelInference(method=method, **kw).run(view)
+        # params and the run's seed), on the same view
+        guess = LabelInference(method=method, seed=cfg.seed, **kw).run(view)
         row = dict(base, method=method, **kw, seconds=round(time.perf_counter() - start, 1),
                    label_accuracy=label_accuracy(y, guess.label_scores),
                    label_auc=label_auc(y, guess.label_scores))
