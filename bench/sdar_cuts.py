@@ -1,6 +1,6 @@
 """SDAR beside FORA, UnSplit and the attacker's prior, per cut, on the same trained model.
 
-Embedded MNIST, CNN, vanilla SL, one client, the server knowing only the public architecture
+Embedded MNIST (or `--dataset fashion-mnist`), CNN, vanilla SL, one client, the server knowing only the public architecture
 and its aux data (`--knowledge architecture,aux_data`). For every (cut, seed) the model is
 trained once and every attack runs on the same server view (the same 64 private probes, and the
 smashed data of the training batches in the server's observation window, `View.seen`, of
@@ -32,7 +32,7 @@ VARIANTS = {"sdar-probes": ("sdar", {"method": "sdar", "seen": False}),
 
 
 def measure(cut: str, seed: int, names: list[str], out: str, observe: int,
-            extra: dict) -> None:
+            extra: dict, dataset: str = "mnist") -> None:
     import torch
 
     import slsec.attacks  # noqa: F401  (registration)
@@ -42,7 +42,7 @@ def measure(cut: str, seed: int, names: list[str], out: str, observe: int,
     from slsec.run import harness
     from slsec.run.experiment import resolve
     from slsec.run.runner import run_local
-    cfg = make_config({"cut": cut, "clients": 1, "seed": seed, "attack": "sdar",
+    cfg = make_config({"cut": cut, "clients": 1, "seed": seed, "attack": "sdar", "dataset": dataset,
                        "knowledge": ("architecture", "aux_data"), "observe_samples": observe})
     exp = resolve(cfg)
     outcomes = run_local(exp)
@@ -57,7 +57,7 @@ def measure(cut: str, seed: int, names: list[str], out: str, observe: int,
             torch.manual_seed(seed)
             guess = REGISTRY.get(attack)(seed=seed, **params).run(view)
         ssim = float(metrics.ssim(truth[: len(guess.images)], guess.images).mean())
-        rec = {"cut": cut, "seed": seed, "name": name, "ssim": ssim,
+        rec = {"dataset": dataset, "cut": cut, "seed": seed, "name": name, "ssim": ssim,
                "cpu": round(time.process_time() - t0, 1), "observe_samples": observe,
                "seen": sum(len(m["x"]) for m in view.seen),
                "params": extra.get(attack, {})}
@@ -75,7 +75,8 @@ def show(path: str) -> None:
     got: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for line in open(path):
         r = json.loads(line)
-        got[r["cut"]][r["name"]][r["seed"]] = r["ssim"]
+        data = r.get("dataset", "mnist")   # rows before --dataset: embedded MNIST
+        got[r["cut"] if data == "mnist" else f"{data} {r['cut']}"][r["name"]][r["seed"]] = r["ssim"]
     rows = []
     for cut, by in got.items():
         seeds = sorted(set.intersection(*(set(by[n]) for n in ATTACKS if n in by)))
@@ -96,6 +97,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cut", default="pool2")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist (embedded)")
     ap.add_argument("--attacks", default="prior,sdar,fora,unsplit")
     ap.add_argument("--out", default="sdar_cuts.jsonl")
     ap.add_argument("--observe-samples", type=int, default=256,
@@ -113,7 +115,8 @@ def main() -> None:
         key, value = item.split("=", 1)
         attack, kw = key.split(".", 1)
         extra.setdefault(attack, {})[kw] = json.loads(value)
-    measure(args.cut, args.seed, args.attacks.split(","), args.out, args.observe_samples, extra)
+    measure(args.cut, args.seed, args.attacks.split(","), args.out, args.observe_samples, extra,
+            args.dataset)
 
 
 if __name__ == "__main__":
