@@ -115,6 +115,6 @@ def scores(view: View, *, steps: int, lr: float, weight: float, batch: int,
     info = {"labeler": "sdar: simulated head and tail through the server's body",
             "observations": int(len(real)), "aux_used": int(n_aux), "steps": int(steps),
             "final_task_ce": float(task.detach()), "final_fool": float(fool.detach()),
-            "adapted_to": sorted({m.name for m in view.public.get("defenses", []) or []
-                                  if channel != CutChannel()})}
+            "adapted_to": sorted({m.name for m in view.public.get("defenses", []) or []})
+            if channel != CutChannel() else []}
     return torch.softmax(out, 1), info
