@@ -235,7 +235,7 @@ def test_alignment_maps_a_channel_mix_back_into_the_pilot_space():
     torch.manual_seed(0)
     data = load_dataset("mnist")
     aux = data.train.subset(torch.arange(300))
-    attack = Hijack(seed=0, warmup=200, freeze_pilot=True, align_steps=30, min_steps=1000)
+    attack = Hijack(seed=0, warmup=40, freeze_pilot=True, align_steps=30, min_steps=1000)
     hook = attack.hijack(server_view(aux, "conv1"))
     hook.warm_up()
     perm = torch.arange(32)
