@@ -308,9 +308,8 @@ class Hijacker(ServerHook):
         1: a least-squares 1x1 map fitted on the probes with the truth explains 99% of the
         pilot's features and the decoder reads them at SSIM 0.99 through it, 0.63 without),
         and the critic's gradient to the client, once annealed, no longer corrects it; here
-        the server corrects it itself. Conv cuts with a critic only; identity without
-        observations or with `align_steps` 0 (None: the decoder reads the smashed data as they
-        are)."""
+        the server corrects it itself. None (the decoder reads the smashed data as they are)
+        at dense cuts, without observations, or with `align_steps` 0."""
         steps = min(int(self.p["align_steps"]), self.steps)
         if self.moments or len(self.smashed_shape) != 3 or not seen or steps <= 0:
             return None
@@ -331,7 +330,8 @@ class Hijacker(ServerHook):
             i = torch.randperm(len(z), generator=gen)[:n]
             yi = y[i] if y is not None else None
             j = Fora._aux_batch(self.aux_y, yi, n, gen)
-            loss = mk_mmd(t(z[i]).clamp(min=0), zp[j], yi, self.aux_y[j] if yi is not None else None)
+            ya = self.aux_y[j] if yi is not None else None
+            loss = mk_mmd(t(z[i]).clamp(min=0), zp[j], yi, ya)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
