@@ -64,8 +64,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sweeps", nargs="+", type=Path)
     ap.add_argument("--deployed", type=Path, default=None,
-                    help="bench/deployed_accuracy.py's JSON lines: the verdict then reads the "
-                         "accuracy as deployed (the cut defense between head and tail)")
+                    help="bench/deployed_accuracy.py's JSON lines, for sweeps run before the "
+                         "runner reported the accuracy as deployed (2026-12-07): the verdict "
+                         "then reads it from there; later sweeps' accuracy already is")
     args = ap.parse_args()
     deployed: dict[tuple[str, str, str], float] = {}
     if args.deployed:
@@ -119,7 +120,7 @@ def main() -> None:
             f"| {fmt(*ci([_f(r['reid_top1']) for r in rows]))} | {methods} "
             f"| {dcs.get(key, math.nan):.3f} | "
             + (f"{fmt(*ci(dep))} | {100 * dep_ratio[0]:.1f}% |" if key[0] in CUT_MAPS
-               else "as reported | as reported |"))
+               and args.deployed else "as reported | as reported |"))
         where = f"{key[0]} at {rows[0]['cut']}"
         verdict[where].append((ratio[0], upper, _f(rows[0]["accuracy"]), key[1]))
     print("\n".join(lines))
