@@ -223,3 +223,44 @@ def test_verdict_says_the_hijacked_run_does_not_learn_the_task():
     assert "converged at step 983" in text and "1120 client steps" in text
     m["hijack_converged_at"] = 1120   # never stopped early: no such clause
     assert "converged" not in " ".join(verdict_lines(cfg, {"metrics": m}, None))
+
+
+def test_alignment_maps_a_channel_mix_back_into_the_pilot_space():
+    """After training the server fits a 1x1 map from the observed training batches (`View.seen`)
+    into its pilot's space. A client head whose features are the pilot's with channels
+    exchanged (what the critic leaves uncorrected) is decoded better through the map; the fit
+    reads only the messages in the view (the head and its queries are Vaults), and with
+    `align_steps` 0, at dense cuts, or with nothing observed the decoder reads the smashed
+    data as they are."""
+    torch.manual_seed(0)
+    data = load_dataset("mnist")
+    aux = data.train.subset(torch.arange(300))
+    attack = Hijack(seed=0, warmup=40, freeze_pilot=True, align_steps=30, min_steps=1000)
+    hook = attack.hijack(server_view(aux, "conv1"))
+    hook.warm_up()
+    perm = torch.arange(32)
+    perm[:8] = torch.tensor([4, 5, 6, 7, 0, 1, 2, 3])       # four channel pairs exchanged
+    client = lambda x: hook.pilot({"x": x})["x"].detach()[:, perm]   # noqa: E731
+    xs, ys = data.train.inputs[300:556], data.train.y[300:556]
+    seen = [{"x": client(xs[i:i + 64]), "y": ys[i:i + 64]} for i in range(0, 256, 64)]
+    for m in seen:   # the hijack's client steps (the pilot is fixed: the head stays mixed)
+        hook.cut_grad(1, m, torch.zeros_like(m["x"]))
+    hook.steps = 30   # as after a hijack of 30 client steps
+    probe = data.test.inputs[:32]
+    obs = client(probe)
+    view = server_view(aux, "conv1", smashed=[{"x": obs}], seen=seen)
+    guess = attack.run(view)
+    from slsec import metrics
+    plain = float(metrics.ssim(probe, hook.invert(obs).clamp(0, 1)).mean())
+    mapped = float(metrics.ssim(probe, guess.images).mean())
+    print("channel mix: SSIM without the map", plain, "with it", mapped)
+    assert mapped > plain + 0.1
+    target = hook.pilot({"x": probe})["x"]
+    fitted = hook.align(seen)(obs).clamp(min=0)
+    assert (fitted - target).norm() < 0.7 * (obs - target).norm()
+    # off: the decoder reads the smashed data as they are
+    assert Hijack(seed=0, align_steps=0).hijack(server_view(aux, "conv1")).align(seen) is None
+    assert hook.align([]) is None
+    dense = Hijack(seed=0).hijack(server_view(aux, "fc1"))
+    dense.steps = 10
+    assert dense.align([{"x": torch.rand(4, 128), "y": ys[:4]}]) is None
