@@ -31,24 +31,58 @@ VARIANTS = {"sdar-probes": ("sdar", {"method": "sdar", "seen": False}),
             "fora-probes": ("fora", {"method": "fora", "seen": False})}
 
 
+def trained_view(exp, cache: str | None) -> tuple:
+    """The attacked server's view and the probes' truth after training `exp`; with `cache`, the
+    trained model and what the server observed are kept in CACHE (keyed by dataset, cut, seed
+    and observation window; tensors only, read back with `weights_only=True`), so that a second
+    measurement on the same (deterministic) training skips it."""
+    import os
+    from types import SimpleNamespace
+
+    import torch
+
+    from slsec.run import harness
+    from slsec.run.runner import run_local
+    from slsec.threat import Observer
+    cfg, plan = exp.cfg, exp.attack
+    path = None
+    if cache:
+        os.makedirs(cache, exist_ok=True)
+        path = os.path.join(cache, f"{cfg.dataset}-{cfg.cut}-s{cfg.seed}-o{cfg.observe_samples}"
+                                   f"-r{cfg.rounds}.pt")
+    if path and os.path.exists(path):
+        got = torch.load(path, weights_only=True)
+        model = exp.setup.build()
+        model.load_state_dict(got["model"])
+        obs = Observer(plan.role, cfg.protocol)
+        obs._smashed, obs._seen = got["smashed"], got["seen"]
+        outcome = SimpleNamespace(rank=plan.rank, observer=obs, model=model)
+        return harness.make_view(exp, outcome, plan.role, plan.knowledge), got["truth"]
+    outcomes = run_local(exp)
+    outcome = outcomes[plan.rank]
+    view = harness.make_view(exp, outcome, plan.role, plan.knowledge)
+    truth = outcomes[0].truth_inputs
+    if path:
+        torch.save({"model": outcome.model.state_dict(), "smashed": view.smashed,
+                    "seen": view.seen, "truth": truth}, path + ".tmp")
+        os.replace(path + ".tmp", path)
+    return view, truth
+
+
 def measure(cut: str, seed: int, names: list[str], out: str, observe: int,
-            extra: dict, dataset: str = "mnist") -> None:
+            extra: dict, dataset: str = "mnist", cache: str | None = None) -> None:
     import torch
 
     import slsec.attacks  # noqa: F401  (registration)
     from slsec import metrics
     from slsec.attacks.base import ATTACKS as REGISTRY
     from slsec.config import make_config
-    from slsec.run import harness
     from slsec.run.experiment import resolve
-    from slsec.run.runner import run_local
     cfg = make_config({"cut": cut, "clients": 1, "seed": seed, "attack": "sdar", "dataset": dataset,
                        "knowledge": ("architecture", "aux_data"), "observe_samples": observe})
     exp = resolve(cfg)
-    outcomes = run_local(exp)
     plan = exp.attack
-    view = harness.make_view(exp, outcomes[plan.rank], plan.role, plan.knowledge)
-    truth = outcomes[0].truth_inputs
+    view, truth = trained_view(exp, cache)
     for name in names:
         attack, params = {**ATTACKS, **VARIANTS}[name]
         params = {**params, **extra.get(attack, {})}
@@ -104,6 +138,8 @@ def main() -> None:
                     help="training samples whose smashed data the server keeps (its window)")
     ap.add_argument("--set", action="append", default=[], metavar="ATTACK.KEY=VALUE",
                     help="an attack parameter for tuning, e.g. sdar.feat_weight=0.3")
+    ap.add_argument("--cache", metavar="DIR",
+                    help="keep each (dataset, cut, seed, window) trained view in DIR and reuse it")
     ap.add_argument("--table", metavar="JSONL", help="print the table of a results file")
     args = ap.parse_args()
     if args.table:
@@ -116,7 +152,7 @@ def main() -> None:
         attack, kw = key.split(".", 1)
         extra.setdefault(attack, {})[kw] = json.loads(value)
     measure(args.cut, args.seed, args.attacks.split(","), args.out, args.observe_samples, extra,
-            args.dataset)
+            args.dataset, args.cache)
 
 
 if __name__ == "__main__":

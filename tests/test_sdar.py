@@ -66,20 +66,22 @@ def test_decoder_conditioned_on_the_held_labels_only_when_asked(world):  # noqa:
     assert cond.images.shape == probe.inputs.shape and torch.isfinite(cond.images).all()
 
 
-@pytest.mark.parametrize("cut,feat,img", [("conv1", 2.0, 0.001), ("pool1", 2.0, 0.001),
-                                          ("pool2", 0.5, 0.01)])
-def test_discriminator_weights_follow_the_public_head_depth(world, cut, feat, img):  # noqa: F811
-    """Not set, the feature and image weights are 2.0 and 0.001 for a one-layer head, 0.5 and
-    0.01 deeper; set, as given. The depth comes from the public architecture, not from the
-    head's weights."""
+@pytest.mark.parametrize("cut,feat,img,mmd", [("conv1", 2.0, 0.001, 0.0),
+                                              ("pool1", 2.0, 0.001, 0.0),
+                                              ("pool2", 0.1, 0.001, 1.0)])
+def test_discriminator_weights_follow_the_public_head_depth(world, cut, feat, img, mmd):  # noqa: F811
+    """Not set, the feature, image and MMD weights are 2.0, 0.001 and 0 for a one-layer head,
+    0.1, 0.001 and 1.0 deeper; set, as given. The depth comes from the public architecture, not
+    from the head's weights."""
     _, aux, _ = world
     view, vaults = server_view(world, aux, cut=cut)
     info = Sdar(method="sdar", seed=0, steps=2, decoder_steps=2).run(view).info
-    assert (info["feat_weight"], info["img_weight"]) == (feat, img)
+    assert (info["feat_weight"], info["img_weight"], info["mmd_weight"]) == (feat, img, mmd)
+    assert info["fit_mmd"] >= 0
     assert not any(v.touched for v in vaults.values())
     info = Sdar(method="sdar", seed=0, steps=2, decoder_steps=2, feat_weight=0.3,
-                img_weight=0.05).run(view).info
-    assert (info["feat_weight"], info["img_weight"]) == (0.3, 0.05)
+                img_weight=0.05, mmd_weight=0.2).run(view).info
+    assert (info["feat_weight"], info["img_weight"], info["mmd_weight"]) == (0.3, 0.05, 0.2)
 
 
 def test_slsec_evaluate_attack_sdar_end_to_end(tmp_path, capsys):
