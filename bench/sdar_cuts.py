@@ -55,7 +55,11 @@ def trained_view(exp, cache: str | None) -> tuple:
         model = exp.setup.build()
         model.load_state_dict(got["model"])
         obs = Observer(plan.role, cfg.protocol)
-        obs._smashed, obs._seen = got["smashed"], got["seen"]
+        obs.recording = True
+        for m in got["smashed"]:
+            obs.smashed(m)
+        for m in got["seen"]:
+            obs.seen(m)
         outcome = SimpleNamespace(rank=plan.rank, observer=obs, model=model)
         return harness.make_view(exp, outcome, plan.role, plan.knowledge), got["truth"]
     outcomes = run_local(exp)
