@@ -1,7 +1,7 @@
 """SDAR beside FORA, UnSplit and the attacker's prior, per cut, on the same trained model.
 
-Embedded MNIST (or `--dataset fashion-mnist`), CNN, vanilla SL, one client, the server knowing only the public architecture
-and its aux data (`--knowledge architecture,aux_data`). For every (cut, seed) the model is
+Embedded MNIST (or `--dataset fashion-mnist`), CNN, vanilla SL, one client, the server knowing
+only the public architecture and its aux data (`--knowledge architecture,aux_data`). For every (cut, seed) the model is
 trained once and every attack runs on the same server view (the same 64 private probes, and the
 smashed data of the training batches in the server's observation window, `View.seen`, of
 `--observe-samples` samples), with the attack's seed = the run's seed: `sdar` and `fora` at
